@@ -1,0 +1,177 @@
+/**
+ * The one error catalogue of fleetpatch.
+ *
+ * It starts with the Xen errnos the live-patch subsystem returns (same numbers as Linux), and adds
+ * fleetpatch's own codes. Every entry says whether a retry can help and which HTTP status the
+ * emulator and API answer with, so activities, the CLI and the HTTP layers all classify an error
+ * the same way. Every error a user sees carries a sentence in words; the errno alone ("Error 22")
+ * is exactly the operator pain fleetpatch exists to fix.
+ */
+
+/** Xen's errno values, as in xen/include/public/errno.h (identical to Linux on x86). */
+export const XEN_ERRNO = {
+  ENOENT: 2,
+  E2BIG: 7,
+  EAGAIN: 11,
+  ENOMEM: 12,
+  EFAULT: 14,
+  EBUSY: 16,
+  EEXIST: 17,
+  EINVAL: 22,
+  ERANGE: 34,
+  ENOSYS: 38,
+  ENODATA: 61,
+  EOVERFLOW: 75,
+  EOPNOTSUPP: 95,
+  ENOBUFS: 105,
+} as const;
+
+export type XenErrnoName = keyof typeof XEN_ERRNO;
+
+/** strerror(3) texts, which xen-livepatch prints after "Error <n>: ". */
+export const STRERROR: Record<XenErrnoName, string> = {
+  ENOENT: 'No such file or directory',
+  E2BIG: 'Argument list too long',
+  EAGAIN: 'Resource temporarily unavailable',
+  ENOMEM: 'Cannot allocate memory',
+  EFAULT: 'Bad address',
+  EBUSY: 'Device or resource busy',
+  EEXIST: 'File exists',
+  EINVAL: 'Invalid argument',
+  ERANGE: 'Numerical result out of range',
+  ENOSYS: 'Function not implemented',
+  ENODATA: 'No data available',
+  EOVERFLOW: 'Value too large for defined data type',
+  EOPNOTSUPP: 'Operation not supported',
+  ENOBUFS: 'No buffer space available',
+};
+
+const ERRNO_BY_NUMBER = new Map<number, XenErrnoName>(
+  Object.entries(XEN_ERRNO).map(([name, n]) => [n, name as XenErrnoName]),
+);
+
+export function errnoName(n: number): XenErrnoName | undefined {
+  return ERRNO_BY_NUMBER.get(Math.abs(n));
+}
+
+export function strerror(n: number): string {
+  const name = errnoName(n);
+  return name ? STRERROR[name] : `Unknown error ${Math.abs(n)}`;
+}
+
+interface CatalogueEntry {
+  /** What the code means, for docs and for `--help` texts. */
+  readonly summary: string;
+  /** HTTP status the emulator / API answer with. */
+  readonly httpStatus: number;
+  /** Whether trying the same thing again later can succeed. */
+  readonly retryable: boolean;
+}
+
+/**
+ * fleetpatch's own codes. Xen errnos are codes too (see XEN_CATALOGUE below), so a caller can
+ * switch on `error.code` alone.
+ */
+export const FLEETPATCH_CATALOGUE = {
+  CONFIG_INVALID: { summary: 'a setting in the environment is invalid', httpStatus: 500, retryable: false },
+  USAGE: { summary: 'the command line is wrong', httpStatus: 400, retryable: false },
+  TOOL_MISSING: { summary: 'a required external program is not available', httpStatus: 500, retryable: false },
+  DATABASE_UNAVAILABLE: { summary: 'PostgreSQL cannot be reached', httpStatus: 503, retryable: true },
+  TEMPORAL_UNAVAILABLE: { summary: 'the Temporal server cannot be reached', httpStatus: 503, retryable: true },
+  MIGRATION_FAILED: { summary: 'a database migration failed', httpStatus: 500, retryable: false },
+  ELF_MALFORMED: { summary: 'the file is not a well-formed ELF object', httpStatus: 400, retryable: false },
+  SIGNATURE_INVALID: { summary: 'a payload signature does not verify', httpStatus: 400, retryable: false },
+  KEY_INVALID: { summary: 'a signing or public key file is unusable', httpStatus: 400, retryable: false },
+  PAYLOAD_NOT_FOUND: { summary: 'no stored payload has that build-id', httpStatus: 404, retryable: false },
+  PAYLOAD_CONFLICT: { summary: 'different bytes are already stored under that build-id', httpStatus: 409, retryable: false },
+  IMAGE_INVALID: { summary: 'a hypervisor image cannot be used', httpStatus: 400, retryable: false },
+  HOST_NOT_FOUND: { summary: 'no host with that id', httpStatus: 404, retryable: false },
+  HOST_UNAUTHORIZED: { summary: 'the host refused the credentials', httpStatus: 401, retryable: false },
+  HOST_UNREACHABLE: { summary: 'the host cannot be reached', httpStatus: 503, retryable: true },
+  HOST_TIMEOUT: { summary: 'the host did not answer in time', httpStatus: 504, retryable: true },
+  HOST_PROTOCOL: { summary: 'the host answered something fleetpatch does not understand', httpStatus: 502, retryable: true },
+  ACTION_TIMEOUT: { summary: 'an asynchronous hypervisor action did not complete in time', httpStatus: 504, retryable: true },
+  VERIFY_FAILED: { summary: 'a patched function does not return what the plan expects', httpStatus: 409, retryable: false },
+  FLEET_FILE_INVALID: { summary: 'the fleet file is missing or malformed', httpStatus: 400, retryable: false },
+  FAULTS_INVALID: { summary: 'the fault-injection file is malformed', httpStatus: 400, retryable: false },
+  STREAM_VERSION_CONFLICT: { summary: 'the event stream moved on since it was read', httpStatus: 409, retryable: true },
+  EVENT_INVALID: { summary: 'an event does not match the catalogue', httpStatus: 400, retryable: false },
+  PLAN_INVALID: { summary: 'the rollout plan is invalid', httpStatus: 400, retryable: false },
+  ROLLOUT_NOT_FOUND: { summary: 'no rollout with that id', httpStatus: 404, retryable: false },
+  ROLLOUT_STATE: { summary: 'the rollout is not in a state that allows this', httpStatus: 409, retryable: false },
+} as const satisfies Record<string, CatalogueEntry>;
+
+/** Xen errnos as catalogue entries: which ones a later retry can cure. */
+export const XEN_CATALOGUE: Record<XenErrnoName, CatalogueEntry> = {
+  ENOENT: { summary: STRERROR.ENOENT, httpStatus: 404, retryable: false },
+  E2BIG: { summary: STRERROR.E2BIG, httpStatus: 400, retryable: false },
+  EAGAIN: { summary: STRERROR.EAGAIN, httpStatus: 409, retryable: true },
+  ENOMEM: { summary: STRERROR.ENOMEM, httpStatus: 507, retryable: true },
+  EFAULT: { summary: STRERROR.EFAULT, httpStatus: 400, retryable: false },
+  EBUSY: { summary: STRERROR.EBUSY, httpStatus: 409, retryable: true },
+  EEXIST: { summary: STRERROR.EEXIST, httpStatus: 409, retryable: false },
+  EINVAL: { summary: STRERROR.EINVAL, httpStatus: 422, retryable: false },
+  ERANGE: { summary: STRERROR.ERANGE, httpStatus: 400, retryable: false },
+  ENOSYS: { summary: STRERROR.ENOSYS, httpStatus: 501, retryable: false },
+  ENODATA: { summary: STRERROR.ENODATA, httpStatus: 422, retryable: false },
+  EOVERFLOW: { summary: STRERROR.EOVERFLOW, httpStatus: 422, retryable: false },
+  EOPNOTSUPP: { summary: STRERROR.EOPNOTSUPP, httpStatus: 422, retryable: false },
+  ENOBUFS: { summary: STRERROR.ENOBUFS, httpStatus: 507, retryable: true },
+};
+
+export type FleetpatchCode = keyof typeof FLEETPATCH_CATALOGUE;
+export type ErrorCode = FleetpatchCode | XenErrnoName;
+
+export function catalogueEntry(code: ErrorCode): CatalogueEntry {
+  return (FLEETPATCH_CATALOGUE as Record<string, CatalogueEntry>)[code] ?? XEN_CATALOGUE[code as XenErrnoName];
+}
+
+/**
+ * The base of every error fleetpatch raises on purpose. `message` is the sentence a person reads;
+ * `details` holds the structured facts (expected/found build-ids, the setting's name, ...).
+ */
+export class FleetpatchError extends Error {
+  readonly code: ErrorCode;
+  readonly retryable: boolean;
+  readonly httpStatus: number;
+  readonly details: Readonly<Record<string, unknown>>;
+
+  constructor(code: ErrorCode, message: string, details: Record<string, unknown> = {}, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = 'FleetpatchError';
+    this.code = code;
+    const entry = catalogueEntry(code);
+    this.retryable = entry.retryable;
+    this.httpStatus = entry.httpStatus;
+    this.details = details;
+  }
+
+  toJSON(): { code: ErrorCode; message: string; details: Readonly<Record<string, unknown>> } {
+    return { code: this.code, message: this.message, details: this.details };
+  }
+}
+
+/**
+ * A refusal by (emulated) Xen: an errno plus the reason Xen would only print on its console.
+ * `errno` is positive; Xen returns it negated.
+ */
+export class XenError extends FleetpatchError {
+  readonly errnoName: XenErrnoName;
+  readonly errno: number;
+
+  constructor(errnoName: XenErrnoName, reason: string, details: Record<string, unknown> = {}) {
+    super(errnoName, reason, details);
+    this.name = 'XenError';
+    this.errnoName = errnoName;
+    this.errno = XEN_ERRNO[errnoName];
+  }
+
+  /** "EINVAL (22): <reason>" — what fleetpatch prints where Xen prints only "Error 22". */
+  describe(): string {
+    return `${this.errnoName} (${this.errno}): ${this.message}`;
+  }
+}
+
+export function isFleetpatchError(e: unknown): e is FleetpatchError {
+  return e instanceof FleetpatchError;
+}
