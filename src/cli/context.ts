@@ -1,0 +1,30 @@
+/**
+ * What most commands need before they can do anything: validated configuration, the logger, the
+ * services (started locally when the environment names none) and an orderly shutdown. Commands
+ * call `withServices` and get everything cleaned up however they end.
+ */
+import { loadConfig, type Config } from '../runtime/config.ts';
+import { createLogger, type Logger } from '../runtime/logger.ts';
+import { startServices, type ServiceNeeds, type Services } from '../runtime/services.ts';
+import { Shutdown } from '../runtime/shutdown.ts';
+
+export interface CommandContext {
+  config: Config;
+  logger: Logger;
+  services: Services;
+  shutdown: Shutdown;
+}
+
+export async function withServices<T>(needs: ServiceNeeds, fn: (ctx: CommandContext) => Promise<T>): Promise<T> {
+  const config = loadConfig();
+  const logger = createLogger(config.logLevel);
+  const shutdown = new Shutdown(logger);
+  shutdown.installSignalHandlers();
+  try {
+    const services = await startServices(config, logger, shutdown, needs);
+    return await fn({ config, logger, services, shutdown });
+  } finally {
+    await shutdown.run();
+    logger.flush?.();
+  }
+}

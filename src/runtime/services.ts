@@ -1,0 +1,82 @@
+/**
+ * What a fleetpatch process needs around it: a Temporal server and a PostgreSQL database, either
+ * the ones the environment names (TEMPORAL_ADDRESS, DATABASE_URL) or local ones it starts itself in
+ * the data dir, migrated and ready. Local services are stopped through `shutdown`.
+ */
+import path from 'node:path';
+import type { Config } from './config.ts';
+import type { Logger } from './logger.ts';
+import type { Shutdown } from './shutdown.ts';
+import { startEmbeddedPostgres } from './embedded-postgres.ts';
+import { resolveTemporalCli, startTemporalDevServer, isServing } from './temporal-server.ts';
+import { assertReachable, createPool, redactUrl, type Pool } from './database.ts';
+import { migrate } from '../events/migrate.ts';
+import { FleetpatchError } from '../errors.ts';
+import { mkdir } from 'node:fs/promises';
+
+export interface Services {
+  databaseUrl: string;
+  pool: Pool;
+  temporalAddress: string;
+  namespace: string;
+  taskQueue: string;
+  /** The Web UI of the local dev server, when fleetpatch started one. */
+  temporalUiUrl?: string;
+}
+
+export interface ServiceNeeds {
+  database?: boolean;
+  temporal?: boolean;
+}
+
+export async function startServices(config: Config, logger: Logger, shutdown: Shutdown, needs: ServiceNeeds = { database: true, temporal: true }): Promise<Services> {
+  await mkdir(config.dataDir, { recursive: true });
+  const [database, temporal] = await Promise.all([
+    needs.database === false ? undefined : startDatabase(config, logger, shutdown),
+    needs.temporal === false ? undefined : startTemporal(config, logger, shutdown),
+  ]);
+  return {
+    databaseUrl: database?.url ?? '',
+    pool: database?.pool as Pool,
+    temporalAddress: temporal?.address ?? '',
+    namespace: config.temporal.namespace,
+    taskQueue: config.temporal.taskQueue,
+    ...(temporal?.uiUrl ? { temporalUiUrl: temporal.uiUrl } : {}),
+  };
+}
+
+async function startDatabase(config: Config, logger: Logger, shutdown: Shutdown): Promise<{ url: string; pool: Pool }> {
+  let url = config.database.url;
+  if (!url) {
+    const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.database.embeddedPort, logger });
+    if (embedded.startedHere) shutdown.add('embedded PostgreSQL', embedded.stop);
+    url = embedded.url;
+  }
+  const pool = createPool(url);
+  shutdown.add('database pool', () => pool.end());
+  await assertReachable(pool, url);
+  const applied = await migrate(pool);
+  if (applied.length > 0) logger.info({ applied, database: redactUrl(url) }, 'database migrations applied');
+  return { url, pool };
+}
+
+async function startTemporal(config: Config, logger: Logger, shutdown: Shutdown): Promise<{ address: string; uiUrl?: string }> {
+  const { address, namespace } = config.temporal;
+  if (address) {
+    if (!(await isServing(address, namespace))) {
+      throw new FleetpatchError('TEMPORAL_UNAVAILABLE', `TEMPORAL_ADDRESS=${address}: no Temporal server answers there with namespace "${namespace}"`);
+    }
+    return { address };
+  }
+  const cli = await resolveTemporalCli(logger, config.temporal.cli);
+  const server = await startTemporalDevServer({
+    cli,
+    namespace,
+    logger,
+    stateDir: path.join(config.dataDir, 'temporal'),
+    port: config.temporal.port,
+    uiPort: config.temporal.uiPort,
+  });
+  if (server.startedHere) shutdown.add('Temporal dev server', server.stop);
+  return { address: server.address, ...(server.uiUrl ? { uiUrl: server.uiUrl } : {}) };
+}

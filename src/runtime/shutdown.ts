@@ -1,0 +1,56 @@
+/**
+ * Orderly shutdown: cleanups run once, last registered first (worker before Temporal server,
+ * server before the database), on normal exit of a command and on SIGINT/SIGTERM. A second
+ * Ctrl-C while shutting down exits at once.
+ */
+import type { Logger } from './logger.ts';
+
+type Cleanup = { name: string; fn: () => Promise<void> };
+
+export class Shutdown {
+  private readonly cleanups: Cleanup[] = [];
+  private running: Promise<void> | undefined;
+  private readonly abort = new AbortController();
+  private signalsInstalled = false;
+
+  constructor(private readonly logger: Logger) {}
+
+  /** Aborted when a signal arrives: long-running commands stop waiting on it. */
+  get signal(): AbortSignal {
+    return this.abort.signal;
+  }
+
+  add(name: string, fn: () => Promise<void>): void {
+    this.cleanups.push({ name, fn });
+  }
+
+  installSignalHandlers(): void {
+    if (this.signalsInstalled) return;
+    this.signalsInstalled = true;
+    const onSignal = (sig: NodeJS.Signals) => {
+      if (this.running) {
+        this.logger.warn(`${sig} again: exiting without waiting for cleanup`);
+        process.exit(sig === 'SIGINT' ? 130 : 143);
+      }
+      this.logger.info(`${sig} received: shutting down`);
+      this.abort.abort(new Error(`interrupted by ${sig}`));
+      void this.run().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+    };
+    process.on('SIGINT', onSignal);
+    process.on('SIGTERM', onSignal);
+  }
+
+  /** Runs every cleanup once, newest first; failures are logged and do not stop the rest. */
+  run(): Promise<void> {
+    this.running ??= (async () => {
+      for (const c of this.cleanups.splice(0).reverse()) {
+        try {
+          await c.fn();
+        } catch (e) {
+          this.logger.warn({ err: (e as Error).message }, `cleanup "${c.name}" failed`);
+        }
+      }
+    })();
+    return this.running;
+  }
+}
