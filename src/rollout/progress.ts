@@ -1,0 +1,129 @@
+/**
+ * The compact state a rollout workflow keeps and carries across continue-as-new, and the pure
+ * rules that update it. It stays small whatever the fleet size: counters per wave and a bounded
+ * sample of failures; per-host detail lives in the event store.
+ */
+import { budgetExceeded, describeBudget } from './budget.ts';
+import type { Actor, HostPatchResult, PreflightSummary, ResolvedPlan } from './types.ts';
+
+export type RolloutStatus =
+  | 'preflight'
+  | 'running'
+  | 'baking'
+  | 'awaiting-approval'
+  | 'paused'
+  | 'rolling-back'
+  | 'succeeded'
+  | 'failed'
+  | 'rolled-back'
+  | 'aborted';
+
+export const FINAL_STATUSES: readonly RolloutStatus[] = ['succeeded', 'failed', 'rolled-back', 'aborted'];
+
+export interface WaveProgress {
+  name: string;
+  status: 'pending' | 'running' | 'succeeded' | 'failed' | 'skipped';
+  planned: number;
+  done: number;
+  patched: number;
+  already: number;
+  failed: number;
+  unreachable: number;
+}
+
+export interface Decision {
+  action: 'paused' | 'resumed' | 'aborted' | 'approved';
+  by: Actor;
+  reason: string;
+  at: string;
+  wave?: string;
+}
+
+export interface RolloutProgress {
+  rolloutId: string;
+  planName: string;
+  status: RolloutStatus;
+  startedAt: string;
+  finishedAt?: string;
+  preflight?: PreflightSummary;
+  waves: WaveProgress[];
+  /** Where the next host comes from: wave, step within the wave, offset within the step. */
+  cursor: { wave: number; step: number; offset: number };
+  failures: { hostId: string; wave: string; stage: string; code: string; reason: string }[];
+  decisions: Decision[];
+  /** Why the rollout stopped, in words, when it did not succeed. */
+  stopReason?: string;
+  awaitingApprovalAfter?: string;
+  bakingUntil?: string;
+  rollback?: { status: 'running' | 'finished'; rolledBack: number; stackGrew: number; failed: number; nothingToDo: number };
+  /** Continue-as-new generations so far (for diagnostics). */
+  generation: number;
+}
+
+/** At most this many failures are kept with their reasons; the event store has all of them. */
+export const FAILURE_SAMPLE = 50;
+
+export function initialProgress(rolloutId: string, plan: ResolvedPlan, startedAt: string): RolloutProgress {
+  return {
+    rolloutId,
+    planName: plan.name,
+    status: 'preflight',
+    startedAt,
+    waves: plan.waves.map((w) => ({ name: w.name, status: 'pending', planned: 0, done: 0, patched: 0, already: 0, failed: 0, unreachable: 0 })),
+    cursor: { wave: 0, step: 0, offset: 0 },
+    failures: [],
+    decisions: [],
+    generation: 0,
+  };
+}
+
+export function applyPreflight(p: RolloutProgress, preflight: PreflightSummary): RolloutProgress {
+  return {
+    ...p,
+    preflight,
+    status: 'running',
+    waves: p.waves.map((w, i) => {
+      const planned = (preflight.waves[i]?.steps ?? []).reduce((n, s) => n + s.size, 0);
+      return { ...w, planned, status: planned === 0 ? 'skipped' : 'pending' };
+    }),
+  };
+}
+
+/** Folds one host's result into its wave's counters (mutates: called on the workflow's own copy). */
+export function recordHostResult(p: RolloutProgress, waveIndex: number, r: HostPatchResult): void {
+  const w = p.waves[waveIndex]!;
+  w.done++;
+  if (r.outcome === 'patched') w.patched++;
+  else if (r.outcome === 'already') w.already++;
+  else {
+    w.failed++;
+    if (r.failure?.unreachable) w.unreachable++;
+    if (p.failures.length < FAILURE_SAMPLE) {
+      p.failures.push({ hostId: r.hostId, wave: w.name, stage: r.failure?.stage ?? 'unknown', code: r.failure?.code ?? 'UNKNOWN', reason: r.failure?.reason ?? 'no reason given' });
+    }
+  }
+}
+
+export function totals(p: RolloutProgress): { planned: number; done: number; patched: number; already: number; failed: number; unreachable: number } {
+  return p.waves.reduce(
+    (t, w) => ({ planned: t.planned + w.planned, done: t.done + w.done, patched: t.patched + w.patched, already: t.already + w.already, failed: t.failed + w.failed, unreachable: t.unreachable + w.unreachable }),
+    { planned: 0, done: 0, patched: 0, already: 0, failed: 0, unreachable: 0 },
+  );
+}
+
+/**
+ * Whether a budget is exceeded, and why in words. The wave budget is measured against the wave's
+ * planned size, the total budget against all planned hosts, so the verdict can be reached (and
+ * the wave stopped) as soon as one failure too many happens, without waiting for the wave to end.
+ */
+export function budgetVerdict(p: RolloutProgress, plan: ResolvedPlan, waveIndex: number): { exceeded: false } | { exceeded: true; reason: string } {
+  const w = p.waves[waveIndex]!;
+  if (budgetExceeded(plan.budget.perWave, w.planned, w.failed)) {
+    return { exceeded: true, reason: `wave "${w.name}" failed on ${w.failed} of ${w.planned} hosts, over its budget (${describeBudget(plan.budget.perWave, w.planned)})` };
+  }
+  const t = totals(p);
+  if (budgetExceeded(plan.budget.total, t.planned, t.failed)) {
+    return { exceeded: true, reason: `the rollout failed on ${t.failed} hosts in all, over its total budget (${describeBudget(plan.budget.total, t.planned)})` };
+  }
+  return { exceeded: false };
+}

@@ -1,0 +1,36 @@
+/**
+ * Activity proxies, with timeouts and retry policies chosen per kind of work. Refusals (EINVAL,
+ * EEXIST, ...) are raised non-retryable by the activities themselves; transient faults (EAGAIN,
+ * EBUSY, network) are retried here with backoff, a bounded number of times, so an unreachable host
+ * ends as a failure that counts against the budget instead of stalling the wave.
+ */
+import { proxyActivities } from '@temporalio/workflow';
+import type { Activities } from '../activities/index.ts';
+
+const hostRetry = { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '5s', maximumAttempts: 4 } as const;
+
+/** Short host operations: read state, upload, dependency check, verify. */
+export const hostOps = proxyActivities<Activities>({
+  startToCloseTimeout: '30s',
+  retry: hostRetry,
+});
+
+/** Asynchronous hypervisor actions: they poll until rc leaves -EAGAIN, heartbeating meanwhile. */
+export const hostActions = proxyActivities<Activities>({
+  startToCloseTimeout: '5m',
+  heartbeatTimeout: '10s',
+  retry: hostRetry,
+});
+
+/** Event store and rollout bookkeeping: PostgreSQL only, retried until it answers. */
+export const bookkeeping = proxyActivities<Activities>({
+  startToCloseTimeout: '2m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20 },
+});
+
+/** The preflight reads every selected host: long, heartbeating. */
+export const preflightOps = proxyActivities<Activities>({
+  startToCloseTimeout: '30m',
+  heartbeatTimeout: '30s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 5 },
+});

@@ -1,0 +1,7 @@
+/**
+ * Every workflow fleetpatch registers. Workflow code imports only pure modules (src/rollout) and
+ * activity TYPES; it runs in Temporal's deterministic sandbox.
+ */
+export { rolloutWorkflow } from './rollout.ts';
+export { hostPatchWorkflow } from './host-patch.ts';
+export { rollbackWorkflow, hostRollbackWorkflow } from './rollback.ts';

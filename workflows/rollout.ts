@@ -1,0 +1,293 @@
+/**
+ * rolloutWorkflow: a staged fleet rollout. Preflight (nothing changes on any host), then waves of
+ * hostPatchWorkflow children with bounded concurrency, failure budgets checked after every host,
+ * bake timers and approval gates between waves, and on failure an automatic rollback (or a pause,
+ * as the plan says). Pause, resume, abort and approve are updates recorded with who and why.
+ *
+ * Scale: hosts are listed from PostgreSQL in pages, never held in history; after HOSTS_PER_RUN
+ * hosts (or when Temporal suggests it) the workflow continues as new, carrying only the compact
+ * RolloutProgress, so a 10,000-host rollout stays far from the history limits.
+ */
+import {
+  condition,
+  continueAsNew,
+  executeChild,
+  allHandlersFinished,
+  setHandler,
+  workflowInfo,
+  ParentClosePolicy,
+} from '@temporalio/workflow';
+import {
+  applyPreflight,
+  budgetVerdict,
+  FINAL_STATUSES,
+  initialProgress,
+  recordHostResult,
+  totals,
+  type RolloutProgress,
+  type RolloutStatus,
+} from '../src/rollout/progress.ts';
+import type { Actor, HostPatchResult, RolloutInput } from '../src/rollout/types.ts';
+import { bookkeeping, preflightOps } from './activities.ts';
+import { hostFailure } from './failures.ts';
+import { hostPatchWorkflow } from './host-patch.ts';
+import { abortUpdate, approveUpdate, pauseUpdate, progressQuery, resumeUpdate, type AbortRequest } from './messages.ts';
+import { runBounded } from './pool.ts';
+import { rollbackWorkflow } from './rollback.ts';
+
+/** Hosts handled per workflow run before continuing as new. */
+export const HOSTS_PER_RUN = 500;
+
+export interface RolloutCarry {
+  progress: RolloutProgress;
+  abort?: AbortRequest;
+  approvedAfter?: string[];
+  /** Set when the plan's onFailure=pause stopped on an exceeded budget. */
+  budgetPaused?: boolean;
+}
+
+const SYSTEM: Actor = { kind: 'system', id: 'fleetpatch' };
+
+export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry): Promise<RolloutProgress> {
+  const { plan, rolloutId } = input;
+  const info = workflowInfo();
+  const p: RolloutProgress = carry?.progress ?? initialProgress(rolloutId, plan, new Date().toISOString());
+  if (carry) p.generation++;
+  let abort: AbortRequest | undefined = carry?.abort;
+  const approvedAfter = new Set(carry?.approvedAfter ?? []);
+  let pausedBeforeStatus: RolloutStatus | undefined = p.status === 'paused' ? 'running' : undefined;
+  let hostsThisRun = 0;
+
+  const record = (key: string, type: string, data: Record<string, unknown>, actor: Actor = SYSTEM) =>
+    bookkeeping.recordRolloutEvent({ rolloutId, key, type, data, actor, ...(plan.notifyWebhook ? { webhook: plan.notifyWebhook } : {}) });
+  const decide = async (action: 'paused' | 'resumed' | 'aborted' | 'approved', by: Actor, reason: string, extra: Record<string, unknown> = {}) => {
+    const n = p.decisions.length;
+    p.decisions.push({ action, by, reason, at: new Date().toISOString(), ...(typeof extra.wave === 'string' ? { wave: extra.wave } : {}) });
+    const type = { paused: 'RolloutPaused', resumed: 'RolloutResumed', aborted: 'RolloutAborted', approved: 'ApprovalGiven' }[action];
+    await record(`decision-${n}`, type, { reason, ...extra }, by);
+  };
+  const isFinal = () => FINAL_STATUSES.includes(p.status);
+
+  setHandler(progressQuery, () => p);
+  setHandler(
+    pauseUpdate,
+    async (req) => {
+      pausedBeforeStatus = p.status;
+      p.status = 'paused';
+      await decide('paused', req.by, req.reason);
+      return p;
+    },
+    { validator: (req) => refuseUnless(!isFinal() && p.status !== 'paused' && p.status !== 'rolling-back', `cannot pause a rollout that is ${p.status}`, req.reason) },
+  );
+  setHandler(
+    resumeUpdate,
+    async (req) => {
+      p.status = pausedBeforeStatus ?? 'running';
+      pausedBeforeStatus = undefined;
+      await decide('resumed', req.by, req.reason);
+      return p;
+    },
+    { validator: (req) => refuseUnless(p.status === 'paused', `cannot resume a rollout that is ${p.status}, not paused`, req.reason) },
+  );
+  setHandler(
+    abortUpdate,
+    async (req) => {
+      abort = req;
+      await decide('aborted', req.by, req.reason, { rollback: Boolean(req.rollback) });
+      return p;
+    },
+    { validator: (req) => refuseUnless(!isFinal() && !abort, isFinal() ? `the rollout already ended (${p.status})` : 'the rollout is already being aborted', req.reason) },
+  );
+  setHandler(
+    approveUpdate,
+    async (req) => {
+      const wave = p.awaitingApprovalAfter!;
+      approvedAfter.add(wave);
+      await decide('approved', req.by, req.reason, { wave });
+      return p;
+    },
+    {
+      validator: (req) => {
+        refuseUnless(p.status === 'awaiting-approval' && p.awaitingApprovalAfter !== undefined, `no approval is pending: the rollout is ${p.status}`, req.reason);
+        if (req.wave && req.wave !== p.awaitingApprovalAfter) throw new Error(`the pending gate is after wave "${p.awaitingApprovalAfter}", not "${req.wave}"`);
+      },
+    },
+  );
+
+  const carryNow = (): RolloutCarry => ({ progress: p, ...(abort ? { abort } : {}), approvedAfter: [...approvedAfter] });
+
+  /** Waits out a pause; false when the rollout must stop scheduling (abort). */
+  const mayContinue = async (): Promise<boolean> => {
+    if (p.status === 'paused') await condition(() => p.status !== 'paused' || abort !== undefined);
+    return abort === undefined;
+  };
+
+  if (!carry) {
+    await record('started', 'RolloutStarted', { planName: plan.name, mode: plan.mode, payloads: plan.payloads, waves: plan.waves, reason: input.reason ?? null }, input.requestedBy);
+  }
+
+  // ---- preflight -----------------------------------------------------------------------------
+  if (!p.preflight) {
+    const preflight = await preflightOps.preflight({ rolloutId, plan });
+    Object.assign(p, applyPreflight(p, preflight));
+    if (preflight.unknownHostIds.length > 0) {
+      return finish('failed', `the plan names hosts the fleet does not have: ${preflight.unknownHostIds.slice(0, 10).join(', ')}`);
+    }
+  }
+
+  // ---- waves ---------------------------------------------------------------------------------
+  const waves = p.preflight!.waves;
+  while (p.cursor.wave < waves.length) {
+    const w = p.cursor.wave;
+    const wave = waves[w]!;
+    const progress = p.waves[w]!;
+    if (!(await mayContinue())) return stopForAbort();
+    if (progress.planned === 0) {
+      progress.status = 'skipped';
+      p.cursor = { wave: w + 1, step: 0, offset: 0 };
+      continue;
+    }
+    if (progress.status === 'pending') {
+      progress.status = 'running';
+      if (p.status !== 'paused') p.status = 'running';
+      await record(`wave-${w}-started`, 'WaveStarted', { wave: wave.name, index: w, hosts: progress.planned, steps: wave.steps });
+    }
+
+    while (p.cursor.step < wave.steps.length) {
+      const s = p.cursor.step;
+      const stepSize = wave.steps[s]!.size;
+      while (p.cursor.offset < stepSize) {
+        const limit = Math.min(500, Math.max(100, wave.concurrency * 2), HOSTS_PER_RUN - hostsThisRun);
+        const hostIds = await bookkeeping.listStepHosts({ rolloutId, wave: w, step: s, offset: p.cursor.offset, limit });
+        if (hostIds.length === 0) break; // the stored plan has fewer hosts than the summary: nothing left
+        let exceeded: string | undefined;
+        const started = await runBounded(
+          hostIds,
+          wave.concurrency,
+          async () => (await mayContinue()) && exceeded === undefined,
+          async (hostId) => {
+            const result = await runHost(input, hostId, w);
+            recordHostResult(p, w, result);
+            const verdict = budgetVerdict(p, plan, w);
+            if (verdict.exceeded && exceeded === undefined) exceeded = verdict.reason;
+          },
+        );
+        p.cursor.offset += started;
+        hostsThisRun += started;
+        if (exceeded !== undefined) {
+          const outcome = await onBudgetExceeded(w, exceeded);
+          if (outcome) return outcome;
+        }
+        if (abort) return stopForAbort();
+        if (hostsThisRun >= HOSTS_PER_RUN || workflowInfo().continueAsNewSuggested) {
+          await condition(allHandlersFinished);
+          return continueAsNew<typeof rolloutWorkflow>(input, carryNow());
+        }
+      }
+      p.cursor = { wave: w, step: s + 1, offset: 0 };
+    }
+
+    const verdict = budgetVerdict(p, plan, w);
+    progress.status = verdict.exceeded ? 'failed' : 'succeeded';
+    await record(`wave-${w}-finished`, 'WaveFinished', { wave: wave.name, index: w, status: progress.status, ...counts(progress) });
+    p.cursor = { wave: w + 1, step: 0, offset: 0 };
+    const more = p.waves.slice(w + 1).some((x) => x.planned > 0);
+    if (!more) break;
+
+    if (plan.approvalAfter.includes(wave.name) && !approvedAfter.has(wave.name)) {
+      p.status = 'awaiting-approval';
+      p.awaitingApprovalAfter = wave.name;
+      await condition(() => approvedAfter.has(wave.name) || abort !== undefined);
+      p.awaitingApprovalAfter = undefined;
+      if (abort) return stopForAbort();
+      p.status = 'running';
+    }
+    if (plan.bakeMs > 0) {
+      p.status = 'baking';
+      p.bakingUntil = new Date(Date.now() + plan.bakeMs).toISOString();
+      await condition(() => abort !== undefined, plan.bakeMs);
+      p.bakingUntil = undefined;
+      if (abort) return stopForAbort();
+      if (p.status === 'baking') p.status = 'running';
+    }
+    // A continue-as-new between waves keeps each run's history to one wave at most.
+    if (workflowInfo().continueAsNewSuggested) {
+      await condition(allHandlersFinished);
+      return continueAsNew<typeof rolloutWorkflow>(input, carryNow());
+    }
+  }
+
+  const t = totals(p);
+  return finish('succeeded', undefined, { patched: t.patched, already: t.already, failed: t.failed });
+
+  // ---- helpers (closures over this run's state) ----------------------------------------------
+
+  async function onBudgetExceeded(w: number, reason: string): Promise<RolloutProgress | undefined> {
+    p.stopReason = reason;
+    if (plan.onFailure === 'pause') {
+      pausedBeforeStatus = 'running';
+      p.status = 'paused';
+      await decide('paused', SYSTEM, `failure budget exceeded: ${reason}`);
+      if (!(await mayContinue())) return stopForAbort();
+      p.stopReason = undefined;
+      return undefined;
+    }
+    p.waves[w]!.status = 'failed';
+    await record(`wave-${w}-finished`, 'WaveFinished', { wave: p.waves[w]!.name, index: w, status: 'failed', reason, ...counts(p.waves[w]!) });
+    await rollback(reason);
+    return finish('rolled-back', reason);
+  }
+
+  async function stopForAbort(): Promise<RolloutProgress> {
+    const req = abort!;
+    const reason = `aborted by ${req.by.id}: ${req.reason}`;
+    if (req.rollback) await rollback(reason);
+    return finish('aborted', reason);
+  }
+
+  async function rollback(reason: string): Promise<void> {
+    p.status = 'rolling-back';
+    p.rollback = { status: 'running', rolledBack: 0, stackGrew: 0, failed: 0, nothingToDo: 0 };
+    await record('rollback-started', 'RollbackStarted', { reason });
+    const summary = await executeChild(rollbackWorkflow, {
+      workflowId: `${info.workflowId}/rollback`,
+      args: [{ rolloutId, mode: plan.mode, reason, ...(plan.verify ? { verify: plan.verify } : {}), concurrency: plan.concurrency }],
+      parentClosePolicy: ParentClosePolicy.TERMINATE,
+    });
+    p.rollback = { status: 'finished', rolledBack: summary.rolledBack, stackGrew: summary.stackGrew, failed: summary.failed, nothingToDo: summary.nothingToDo };
+    await record('rollback-finished', 'RollbackFinished', { ...summary });
+  }
+
+  async function finish(status: RolloutStatus, reason?: string, extra: Record<string, unknown> = {}): Promise<RolloutProgress> {
+    p.status = status;
+    if (reason) p.stopReason = reason;
+    p.finishedAt = new Date().toISOString();
+    await record('finished', 'RolloutFinished', { status, reason: reason ?? null, ...totals(p), ...extra });
+    await condition(allHandlersFinished);
+    return p;
+  }
+}
+
+function counts(w: { planned: number; done: number; patched: number; already: number; failed: number; unreachable: number }) {
+  return { planned: w.planned, done: w.done, patched: w.patched, already: w.already, failed: w.failed, unreachable: w.unreachable };
+}
+
+function refuseUnless(ok: boolean, message: string, reason: string): void {
+  if (!ok) throw new Error(message);
+  if (!reason || !reason.trim()) throw new Error('say why: a reason is required and is recorded');
+}
+
+async function runHost(input: RolloutInput, hostId: string, wave: number): Promise<HostPatchResult> {
+  try {
+    return await executeChild(hostPatchWorkflow, {
+      workflowId: `${workflowInfo().workflowId}/host/${hostId}`,
+      args: [{ rolloutId: input.rolloutId, hostId, mode: input.plan.mode, payloads: input.plan.payloads, wave, ...(input.plan.verify ? { verify: input.plan.verify } : {}) }],
+      parentClosePolicy: ParentClosePolicy.TERMINATE,
+    });
+  } catch (e) {
+    // The child itself failed (not a host refusal, which it returns as a result): count it as a
+    // failed host with the reason, never lose it.
+    return { hostId, outcome: 'failed', failure: hostFailure('apply', e), applied: [] };
+  }
+}
+
