@@ -1,0 +1,90 @@
+/**
+ * The preflight, as a pure function of the plan and the live host states: which hosts the plan
+ * selects, which build each gets (with every dependency comparison made), who is already patched,
+ * who cannot take any build, and the waves. `fleetpatch rollout plan` prints it; the preflight
+ * activity stores it. Reading the hosts is the caller's job.
+ */
+import { assignPayload, type Assignment, type DependencyCheck, type HostState } from './matching.ts';
+import type { PreflightSummary, ResolvedPlan } from './types.ts';
+import { planWaves, selectHosts, type PlannableHost, type PlannedWave } from './waves.ts';
+
+export interface FleetHost extends PlannableHost {
+  /** The hypervisor build-id the fleet registry lists (the live state is authoritative). */
+  buildId: string;
+}
+
+/** A host's live state, or why it could not be read. */
+export type LiveState = { ok: true; state: HostState } | { ok: false; code: string; reason: string };
+
+export interface TargetHost {
+  hostId: string;
+  wave: number;
+  step: number;
+  position: number;
+  group: string | null;
+  /** What the preflight expects to do; the host workflow re-checks against the live state. */
+  assignment: 'apply' | 'replace' | 'unreachable';
+  buildIds: string[];
+}
+
+export interface PreflightHostReport {
+  hostId: string;
+  verdict: Assignment['kind'] | 'unreachable';
+  reason?: string;
+  buildIds: string[];
+  checks: DependencyCheck[];
+}
+
+export interface PreflightResult {
+  summary: PreflightSummary;
+  waves: PlannedWave[];
+  targets: TargetHost[];
+  hosts: PreflightHostReport[];
+}
+
+export function preflight(plan: ResolvedPlan, fleet: FleetHost[], live: Map<string, LiveState>, seed: string): PreflightResult {
+  const { selected, unknownIds } = selectHosts(fleet, plan.hosts);
+  const reports: PreflightHostReport[] = [];
+  const plannable: PlannableHost[] = [];
+  const assignmentOf = new Map<string, TargetHost['assignment']>();
+  const buildIdsOf = new Map<string, string[]>();
+
+  for (const host of selected) {
+    const state = live.get(host.id);
+    if (!state || !state.ok) {
+      // Unreachable now: planned into its wave anyway; at its turn it is tried again and, if still
+      // unreachable, counts as a failure against the budget.
+      reports.push({ hostId: host.id, verdict: 'unreachable', reason: state && !state.ok ? state.reason : 'not read', buildIds: [], checks: [] });
+      plannable.push(host);
+      assignmentOf.set(host.id, 'unreachable');
+      continue;
+    }
+    const a = assignPayload(plan.mode, plan.payloads, state.state);
+    const buildIds = a.kind === 'apply' ? a.payloads.map((p) => p.buildId) : a.kind === 'replace' ? [a.payload.buildId] : a.kind === 'already' ? a.buildIds : [];
+    reports.push({ hostId: host.id, verdict: a.kind, ...(a.kind === 'incompatible' ? { reason: a.reason } : {}), buildIds, checks: a.checks });
+    if (a.kind === 'apply' || a.kind === 'replace') {
+      plannable.push(host);
+      assignmentOf.set(host.id, a.kind);
+      buildIdsOf.set(host.id, buildIds);
+    }
+  }
+
+  const waves = planWaves(plannable, plan.waves, { seed, concurrency: plan.concurrency });
+  const targets: TargetHost[] = waves.flatMap((w) =>
+    w.steps.flatMap((s, step) =>
+      s.hostIds.map((hostId, position) => ({ hostId, wave: w.index, step, position, group: s.group, assignment: assignmentOf.get(hostId)!, buildIds: buildIdsOf.get(hostId) ?? [] })),
+    ),
+  );
+  const count = (v: PreflightHostReport['verdict']) => reports.filter((r) => r.verdict === v).length;
+  const summary: PreflightSummary = {
+    selected: selected.length,
+    targets: targets.length,
+    alreadyPatched: count('already'),
+    incompatible: count('incompatible'),
+    unreachable: count('unreachable'),
+    unknownHostIds: unknownIds,
+    waves: waves.map((w) => ({ name: w.name, concurrency: w.concurrency, steps: w.steps.map((s) => ({ group: s.group, size: s.hostIds.length })) })),
+    incompatibleSamples: reports.filter((r) => r.verdict === 'incompatible').slice(0, 20).map((r) => ({ hostId: r.hostId, reason: r.reason! })),
+  };
+  return { summary, waves, targets, hosts: reports };
+}
