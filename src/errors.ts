@@ -85,6 +85,7 @@ export const FLEETPATCH_CATALOGUE = {
   PAYLOAD_NOT_FOUND: { summary: 'no stored payload has that build-id', httpStatus: 404, retryable: false },
   PAYLOAD_CONFLICT: { summary: 'different bytes are already stored under that build-id', httpStatus: 409, retryable: false },
   IMAGE_INVALID: { summary: 'a hypervisor image cannot be used', httpStatus: 400, retryable: false },
+  PAYLOAD_SPEC_INVALID: { summary: 'a payload build spec is invalid', httpStatus: 400, retryable: false },
   HOST_NOT_FOUND: { summary: 'no host with that id', httpStatus: 404, retryable: false },
   HOST_UNAUTHORIZED: { summary: 'the host refused the credentials', httpStatus: 401, retryable: false },
   HOST_UNREACHABLE: { summary: 'the host cannot be reached', httpStatus: 503, retryable: true },
