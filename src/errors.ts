@@ -97,6 +97,7 @@ export const FLEETPATCH_CATALOGUE = {
   FAULTS_INVALID: { summary: 'the fault-injection file is malformed', httpStatus: 400, retryable: false },
   STREAM_VERSION_CONFLICT: { summary: 'the event stream moved on since it was read', httpStatus: 409, retryable: true },
   EVENT_INVALID: { summary: 'an event does not match the catalogue', httpStatus: 400, retryable: false },
+  EVENT_NOT_FOUND: { summary: 'no event at that position', httpStatus: 404, retryable: false },
   PLAN_INVALID: { summary: 'the rollout plan is invalid', httpStatus: 400, retryable: false },
   ROLLOUT_NOT_FOUND: { summary: 'no rollout with that id', httpStatus: 404, retryable: false },
   ROLLOUT_STATE: { summary: 'the rollout is not in a state that allows this', httpStatus: 409, retryable: false },

@@ -1,0 +1,286 @@
+/**
+ * The event catalogue: every fact fleetpatch records, as one zod discriminated union on `type`.
+ * The schema is the type (`DomainEvent = z.infer<typeof EventSchema>`).
+ *
+ * Every event carries the same envelope: its `schemaVersion` (a literal per type: a new version of
+ * a type is a new member plus an upcaster, never an edit of a recorded shape), when the fact
+ * happened (`occurredAt`), who caused it (`actor`) and the Temporal correlation (rollout, workflow,
+ * run, activity, attempt). When it was recorded is added by the store, never by the caller.
+ *
+ * Events about a host carry `hostId`, events about a rollout carry `rolloutId`, PayloadStored
+ * carries the payload: streams.ts derives each event's stream from that. Only build-ids and names
+ * appear here, never payload bytes. Pure: safe to import from workflow code.
+ */
+import { z } from 'zod';
+import { FleetpatchError, XEN_ERRNO, type XenErrnoName } from '../errors.ts';
+
+/** Build-ids travel as lowercase hex, the way `readelf -n` and xen-livepatch print them. */
+export const BuildIdSchema = z.string().regex(/^(?:[0-9a-f]{2})+$/, 'must be a build-id in lowercase hex');
+const Sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256 in lowercase hex');
+const Name = z.string().min(1).max(127);
+const Id = z.string().min(1).max(200);
+const Reason = z.string().min(1).max(2000);
+const Count = z.number().int().min(0);
+
+export const PayloadRefSchema = z.object({ name: Name, buildId: BuildIdSchema });
+export type PayloadRef = z.infer<typeof PayloadRefSchema>;
+
+export const LoadedPayloadSchema = PayloadRefSchema.extend({ state: z.enum(['CHECKED', 'APPLIED']) });
+export type LoadedPayload = z.infer<typeof LoadedPayloadSchema>;
+
+export const ActorSchema = z.object({ kind: z.enum(['user', 'workflow', 'system']), id: Id });
+export type Actor = z.infer<typeof ActorSchema>;
+
+export const CorrelationSchema = z.object({
+  rolloutId: Id.optional(),
+  workflowId: Id.optional(),
+  runId: Id.optional(),
+  activityId: Id.optional(),
+  attempt: z.number().int().min(1).optional(),
+});
+export type Correlation = z.infer<typeof CorrelationSchema>;
+
+const ERRNO_NAMES = Object.keys(XEN_ERRNO) as [XenErrnoName, ...XenErrnoName[]];
+export const ErrnoNameSchema = z.enum(ERRNO_NAMES);
+
+/**
+ * Any ISO-8601 instant, kept as the UTC millisecond form `Date#toISOString` prints, so that what
+ * the store hashes is exactly what a timestamptz column gives back.
+ */
+export const InstantSchema = z.iso.datetime({ offset: true }).transform((s) => new Date(s).toISOString());
+
+const envelope = {
+  occurredAt: InstantSchema,
+  actor: ActorSchema,
+  correlation: CorrelationSchema.default({}),
+};
+
+function event<T extends string, V extends number, S extends z.ZodRawShape>(type: T, schemaVersion: V, shape: S) {
+  return z.object({ type: z.literal(type), schemaVersion: z.literal(schemaVersion), ...envelope, ...shape });
+}
+
+const hostFacts = { hostId: Id };
+const rolloutFacts = { rolloutId: Id };
+
+/** Which of the host's build-ids a payload was compared with. */
+export const AgainstSchema = z.discriminatedUnion('kind', [
+  z.object({ kind: z.literal('hypervisor') }),
+  z.object({ kind: z.literal('payload'), name: Name, buildId: BuildIdSchema }),
+]);
+
+export const HostSnapshotSchema = z.object({
+  hypervisorBuildId: BuildIdSchema.optional(),
+  /** Bottom of the stack first. */
+  appliedStack: z.array(PayloadRefSchema),
+  /** Every loaded payload, in upload order. */
+  loaded: z.array(LoadedPayloadSchema),
+});
+export type HostSnapshot = z.infer<typeof HostSnapshotSchema>;
+
+export const StackDifferenceSchema = z.object({
+  where: z.enum(['applied', 'loaded', 'hypervisor']),
+  /** Index in the applied stack (bottom = 0), for `applied`. */
+  index: z.number().int().min(0).optional(),
+  replayed: z.string().nullable(),
+  live: z.string().nullable(),
+  description: Reason,
+});
+export type StackDifference = z.infer<typeof StackDifferenceSchema>;
+
+const HostFailureSchema = z.object({
+  stage: z.enum(['read', 'upload', 'check', 'apply', 'replace', 'verify', 'revert']),
+  code: z.string().min(1),
+  reason: Reason,
+  unreachable: z.boolean(),
+});
+
+const WaveCounts = { planned: Count, patched: Count, already: Count, failed: Count, unreachable: Count };
+
+export const PayloadStored = event('PayloadStored', 1, {
+  payload: PayloadRefSchema,
+  sha256: Sha256Schema,
+  size: z.number().int().positive(),
+  /** Detached signature metadata; the signature bytes stay in the payload store. */
+  signature: z.object({ algorithm: z.string().min(1), keyId: Id }).nullable(),
+  depends: BuildIdSchema.optional(),
+  xenDepends: BuildIdSchema.nullable().optional(),
+});
+
+export const PayloadUploaded = event('PayloadUploaded', 1, { ...hostFacts, payload: PayloadRefSchema });
+
+export const DependencyChecked = event('DependencyChecked', 1, {
+  ...hostFacts,
+  payload: PayloadRefSchema,
+  phase: z.enum(['preflight', 'upload', 'apply']),
+  /** `depends` (the stack) or `xen_depends` (the hypervisor it was built for). */
+  on: z.enum(['depends', 'xen_depends']).default('depends'),
+  /** What the payload says it needs. */
+  expected: BuildIdSchema,
+  /** What the host had; null when the host could not be read. */
+  found: BuildIdSchema.nullable(),
+  against: AgainstSchema,
+  outcome: z.enum(['match', 'mismatch', 'unreachable']),
+  /** The errno Xen refuses with (EINVAL for a dependency mismatch). */
+  errno: ErrnoNameSchema.optional(),
+  reason: Reason.optional(),
+});
+
+export const PayloadApplied = event('PayloadApplied', 1, { ...hostFacts, payload: PayloadRefSchema, nodeps: z.boolean().optional() });
+export const PayloadReverted = event('PayloadReverted', 1, { ...hostFacts, payload: PayloadRefSchema });
+export const PayloadReplaced = event('PayloadReplaced', 1, {
+  ...hostFacts,
+  payload: PayloadRefSchema,
+  /** The stack REPLACE reverted, bottom first; those payloads stay loaded as CHECKED. */
+  replaced: z.array(PayloadRefSchema),
+});
+export const PayloadUnloaded = event('PayloadUnloaded', 1, { ...hostFacts, payload: PayloadRefSchema });
+
+/** A refused or failed action: why, in words, with the errno or fleetpatch code behind it. */
+export const PayloadActionFailed = event('PayloadActionFailed', 1, {
+  ...hostFacts,
+  action: z.enum(['upload', 'apply', 'revert', 'replace', 'unload']),
+  payload: PayloadRefSchema,
+  code: z.string().min(1),
+  errno: ErrnoNameSchema.optional(),
+  reason: Reason,
+});
+
+export const HealthChecked = event('HealthChecked', 1, {
+  ...hostFacts,
+  outcome: z.enum(['healthy', 'unhealthy', 'unreachable']),
+  check: z.object({ call: Name, expect: z.string() }).optional(),
+  observed: z.string().optional(),
+  reason: Reason.optional(),
+});
+
+export const HostRebooted = event('HostRebooted', 1, {
+  ...hostFacts,
+  /** The hypervisor build the host came back with. */
+  hypervisorBuildId: BuildIdSchema.optional(),
+  reason: Reason.optional(),
+});
+
+/** Replaying the host's events gave another state than the live host reports. */
+export const DriftDetected = event('DriftDetected', 1, {
+  ...hostFacts,
+  replayed: HostSnapshotSchema,
+  live: HostSnapshotSchema,
+  differences: z.array(StackDifferenceSchema).min(1),
+});
+
+export const RolloutStarted = event('RolloutStarted', 1, {
+  ...rolloutFacts,
+  planName: Name,
+  mode: z.enum(['apply', 'replace', 'stack']),
+  payloads: z.array(PayloadRefSchema.extend({ depends: BuildIdSchema, xenDepends: BuildIdSchema.nullable() })).min(1),
+  waves: z.array(z.object({ name: Name })).min(1),
+  reason: Reason.optional(),
+});
+
+export const WaveStarted = event('WaveStarted', 1, { ...rolloutFacts, wave: Name, waveIndex: Count, plannedHosts: Count });
+
+/** One host's outcome in a wave: the rollout's accounting (the host stream has the steps). */
+export const HostPatchFinished = event('HostPatchFinished', 1, {
+  ...rolloutFacts,
+  ...hostFacts,
+  wave: Name,
+  outcome: z.enum(['patched', 'already', 'failed']),
+  applied: z.array(PayloadRefSchema),
+  failure: HostFailureSchema.optional(),
+  revertedAfterFailure: z.boolean().optional(),
+});
+
+export const WaveFinished = event('WaveFinished', 1, {
+  ...rolloutFacts,
+  wave: Name,
+  waveIndex: Count,
+  outcome: z.enum(['succeeded', 'failed', 'skipped']),
+  ...WaveCounts,
+  reason: Reason.optional(),
+});
+
+export const RolloutPaused = event('RolloutPaused', 1, { ...rolloutFacts, reason: Reason, wave: Name.optional() });
+export const RolloutResumed = event('RolloutResumed', 1, { ...rolloutFacts, reason: Reason.optional() });
+export const RolloutAborted = event('RolloutAborted', 1, { ...rolloutFacts, reason: Reason });
+/** A person let the rollout go on after `wave`. */
+export const ApprovalGiven = event('ApprovalGiven', 1, { ...rolloutFacts, wave: Name, reason: Reason.optional() });
+export const RollbackStarted = event('RollbackStarted', 1, { ...rolloutFacts, reason: Reason, hosts: Count });
+
+export const HostRollbackFinished = event('HostRollbackFinished', 1, {
+  ...rolloutFacts,
+  ...hostFacts,
+  outcome: z.enum(['rolled-back', 'nothing-to-do', 'stack-grew', 'failed']),
+  reverted: z.array(PayloadRefSchema),
+  reapplied: z.array(PayloadRefSchema),
+  reason: Reason.optional(),
+});
+
+export const RollbackFinished = event('RollbackFinished', 1, {
+  ...rolloutFacts,
+  rolledBack: Count,
+  stackGrew: Count,
+  failed: Count,
+  nothingToDo: Count,
+});
+
+export const RolloutFinished = event('RolloutFinished', 1, {
+  ...rolloutFacts,
+  status: z.enum(['succeeded', 'failed', 'rolled-back', 'aborted']),
+  reason: Reason.optional(),
+});
+
+export const EventSchema = z.discriminatedUnion('type', [
+  PayloadStored,
+  PayloadUploaded,
+  DependencyChecked,
+  PayloadApplied,
+  PayloadReverted,
+  PayloadReplaced,
+  PayloadUnloaded,
+  PayloadActionFailed,
+  HealthChecked,
+  HostRebooted,
+  DriftDetected,
+  RolloutStarted,
+  WaveStarted,
+  HostPatchFinished,
+  WaveFinished,
+  RolloutPaused,
+  RolloutResumed,
+  RolloutAborted,
+  ApprovalGiven,
+  RollbackStarted,
+  HostRollbackFinished,
+  RollbackFinished,
+  RolloutFinished,
+]);
+
+/** An event as stored and read back (defaults applied, instants normalised). */
+export type DomainEvent = z.infer<typeof EventSchema>;
+/** What a caller may hand to the store (correlation and `on` may be left out). */
+export type DomainEventInput = z.input<typeof EventSchema>;
+export type EventType = DomainEvent['type'];
+export type EventOfType<T extends EventType> = Extract<DomainEvent, { type: T }>;
+
+export const EVENT_TYPES = EventSchema.options.map((o) => o.shape.type.value) as EventType[];
+
+/** The envelope fields every event has; the rest of an event is its data. */
+export const ENVELOPE_FIELDS = ['type', 'schemaVersion', 'occurredAt', 'actor', 'correlation'] as const;
+
+export type EventData = Record<string, unknown>;
+
+/** Splits an event into envelope and data, the way the store keeps it. */
+export function splitEvent(event: DomainEvent): { envelope: Pick<DomainEvent, (typeof ENVELOPE_FIELDS)[number]>; data: EventData } {
+  const { type, schemaVersion, occurredAt, actor, correlation, ...data } = event;
+  return { envelope: { type, schemaVersion, occurredAt, actor, correlation } as Pick<DomainEvent, (typeof ENVELOPE_FIELDS)[number]>, data };
+}
+
+/** Validates an event against the catalogue; EVENT_INVALID names every problem. */
+export function parseEvent(input: unknown): DomainEvent {
+  const result = EventSchema.safeParse(input);
+  if (result.success) return result.data;
+  const type = typeof input === 'object' && input !== null && 'type' in input ? String((input as { type: unknown }).type) : '(no type)';
+  throw new FleetpatchError('EVENT_INVALID', `event ${type} does not match the catalogue: ${z.prettifyError(result.error).replaceAll('\n', '; ')}`, {
+    issues: result.error.issues,
+  });
+}

@@ -1,0 +1,150 @@
+/**
+ * The per-stream hash chain that makes the event store tamper-evident.
+ *
+ * Each event's hash is sha256(previous hash + canonical JSON of the event as stored), the first
+ * event of a stream chaining from GENESIS_HASH. Changing any stored field of an event changes its
+ * hash; deleting one leaves a missing position and breaks the link of the next; deleting the last
+ * ones leaves the stream head (kept beside the chain) pointing past the end. Recomputing the chain
+ * needs nothing but the rows, so `fleetpatch audit verify` can prove nothing was altered or removed
+ * since it was written, short of someone recomputing every later hash and the head as well (the
+ * heads digest lets an operator keep an outside copy to catch even that).
+ *
+ * Canonical JSON (in the spirit of RFC 8785): object keys sorted by UTF-16 code units, no
+ * whitespace, numbers and strings as JSON.stringify writes them, undefined members left out.
+ * No I/O here.
+ */
+import { createHash } from 'node:crypto';
+
+export const GENESIS_HASH = '0'.repeat(64);
+
+export function canonicalJson(value: unknown): string {
+  if (value === null) return 'null';
+  switch (typeof value) {
+    case 'string':
+    case 'boolean':
+      return JSON.stringify(value);
+    case 'number':
+      if (!Number.isFinite(value)) throw new TypeError(`canonical JSON has no form for ${value}`);
+      return JSON.stringify(value);
+    case 'object': {
+      if (Array.isArray(value)) return `[${value.map((v) => (v === undefined ? 'null' : canonicalJson(v))).join(',')}]`;
+      const proto = Object.getPrototypeOf(value) as unknown;
+      if (proto !== Object.prototype && proto !== null) throw new TypeError(`canonical JSON takes plain objects only, not ${(value as object).constructor?.name}`);
+      const entries = Object.entries(value as Record<string, unknown>)
+        .filter(([, v]) => v !== undefined)
+        .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+      return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+    }
+    default:
+      throw new TypeError(`canonical JSON has no form for a ${typeof value}`);
+  }
+}
+
+/** Everything the store keeps about an event, i.e. everything its hash covers. */
+export interface ChainRecord {
+  streamId: string;
+  streamPosition: number;
+  eventId: string;
+  type: string;
+  schemaVersion: number;
+  occurredAt: string;
+  recordedAt: string;
+  actor: unknown;
+  correlation: unknown;
+  data: unknown;
+}
+
+export function sha256Hex(text: string): string {
+  return createHash('sha256').update(text, 'utf8').digest('hex');
+}
+
+export function chainHash(previousHash: string, record: ChainRecord): string {
+  return sha256Hex(previousHash + canonicalJson(record));
+}
+
+/** The first place a stream's chain does not hold, in words and with the hashes involved. */
+export type ChainBreak =
+  | { kind: 'altered'; streamId: string; position: number; expectedHash: string; storedHash: string; description: string }
+  | { kind: 'missing'; streamId: string; position: number; description: string }
+  | { kind: 'head'; streamId: string; position: number; expectedHash: string | null; storedHash: string | null; description: string };
+
+/**
+ * Checks one stream's rows as they come, in position order, and keeps the first break. Fed row by
+ * row so a verifier can stream millions of events without holding them.
+ */
+export class StreamChainChecker {
+  private previousHash = GENESIS_HASH;
+  private lastPosition = 0;
+  private broken: ChainBreak | null = null;
+
+  constructor(readonly streamId: string) {}
+
+  get firstBreak(): ChainBreak | null {
+    return this.broken;
+  }
+
+  push(record: ChainRecord, storedHash: string): void {
+    if (this.broken) return;
+    const expectedPosition = this.lastPosition + 1;
+    if (record.streamPosition !== expectedPosition) {
+      this.broken = {
+        kind: 'missing',
+        streamId: this.streamId,
+        position: expectedPosition,
+        description: `position ${expectedPosition} is missing (the next stored event is at ${record.streamPosition}): an event was deleted`,
+      };
+      return;
+    }
+    const expectedHash = chainHash(this.previousHash, record);
+    if (expectedHash !== storedHash) {
+      this.broken = {
+        kind: 'altered',
+        streamId: this.streamId,
+        position: record.streamPosition,
+        expectedHash,
+        storedHash,
+        description: `the event at position ${record.streamPosition} (${record.type}) does not hash to its stored hash: it, or the link before it, was altered`,
+      };
+      return;
+    }
+    this.previousHash = storedHash;
+    this.lastPosition = record.streamPosition;
+  }
+
+  /** Compares the end of the chain with the stream head the store keeps beside it. */
+  finish(head: { position: number; lastHash: string } | null): ChainBreak | null {
+    if (this.broken) return this.broken;
+    if (!head) {
+      this.broken = {
+        kind: 'head',
+        streamId: this.streamId,
+        position: this.lastPosition,
+        expectedHash: this.previousHash,
+        storedHash: null,
+        description: `the stream has ${this.lastPosition} events but no head record: the head was deleted`,
+      };
+    } else if (head.position > this.lastPosition) {
+      this.broken = {
+        kind: 'missing',
+        streamId: this.streamId,
+        position: this.lastPosition + 1,
+        description: `the stream head says ${head.position} events, the chain ends at ${this.lastPosition}: events ${this.lastPosition + 1}..${head.position} were deleted`,
+      };
+    } else if (head.position < this.lastPosition || head.lastHash !== this.previousHash) {
+      this.broken = {
+        kind: 'head',
+        streamId: this.streamId,
+        position: this.lastPosition,
+        expectedHash: this.previousHash,
+        storedHash: head.lastHash,
+        description: `the stream head (position ${head.position}) does not match the end of the chain (position ${this.lastPosition})`,
+      };
+    }
+    return this.broken;
+  }
+
+  /** The hash at the end of the verified chain. */
+  get headHash(): string {
+    return this.previousHash;
+  }
+}
