@@ -22,7 +22,7 @@ import {
   ELF_HEADER_SIZE, ELF_RELA_SIZE, ELF_SECTION_HEADER_SIZE, ELF_SYMBOL_SIZE, ELFCLASS64, ELFDATA2LSB, EM_X86_64, ET_REL,
   EV_CURRENT, R_X86_64_64, R_X86_64_PC32, SHF_ALLOC, SHF_EXECINSTR, SHF_INFO_LINK, SHF_WRITE, SHN_ABS, SHN_COMMON,
   SHN_UNDEF, SHT_NOBITS, SHT_NOTE, SHT_NULL, SHT_PROGBITS, SHT_RELA, SHT_STRTAB, SHT_SYMTAB, STB_GLOBAL, STB_LOCAL,
-  STB_WEAK, STT_FILE, STT_FUNC, STT_NOTYPE, STT_OBJECT, STT_SECTION,
+  STB_WEAK, STT_FILE, STT_FUNC, STT_NOTYPE, STT_OBJECT, STT_SECTION, readElf,
 } from './elf.ts';
 import type { HypervisorImage } from './image.ts';
 import { FUNC_FIELD, FUNC_STRUCT, NOP_MAX_SIZE, SECTION } from './model.ts';
@@ -329,6 +329,31 @@ const FUNCTION_ALIGN = 16;
 /** Builds a payload; its build-id is the sha1 of the file with the build-id zeroed (as ld does). */
 export function buildPayload(input: PayloadSpec, options: BuildOptions = {}): Uint8Array {
   const spec = parsePayloadSpec(input);
+  const file = writeElfObject(payloadObject(spec, options));
+  return spec.buildId ? file : withBuildId(file);
+}
+
+/**
+ * ld --build-id=sha1: the sha1 of the whole file with the descriptor of its .note.gnu.build-id
+ * zeroed, written into that descriptor. Returns a new array.
+ */
+export function withBuildId(file: Uint8Array): Uint8Array {
+  const out = file.slice();
+  const note = readElf(out).sectionByName(SECTION.buildId);
+  if (!note) throw specError('the object has no .note.gnu.build-id to fill');
+  const v = new DataView(out.buffer, Number(note.offset));
+  const namesz = v.getUint32(0, true);
+  const descsz = v.getUint32(4, true);
+  const descAt = Number(note.offset) + NOTE_HEADER_SIZE + Math.ceil(namesz / 4) * 4;
+  out.fill(0, descAt, descAt + descsz);
+  const digest = createHash('sha1').update(out).digest();
+  out.set(digest.subarray(0, descsz), descAt);
+  return out;
+}
+
+/** The ELF object of a payload before it is written: tests take it apart to craft bad files. */
+export function payloadObject(input: PayloadSpec, options: BuildOptions = {}): ElfObject {
+  const spec = parsePayloadSpec(input);
   const image = options.image;
   const format = spec.format;
   const struct = FUNC_STRUCT[format];
@@ -460,13 +485,5 @@ export function buildPayload(input: PayloadSpec, options: BuildOptions = {}): Ui
 
   const relocations: Record<string, ElfObjectRelocation[]> = { '.text': textRelas, ...hookRelas };
   relocations[format === 'xsplice' ? SECTION.xspliceFuncs : SECTION.funcs] = funcRelas;
-  const file = writeElfObject({ sections, symbols, relocations });
-  if (spec.buildId) return file;
-
-  // ld --build-id=sha1: the sha1 of the output with the build-id bytes zeroed, written in place.
-  const noteAt = ELF_HEADER_SIZE; // the first section, 4-aligned right after the header
-  const descAt = noteAt + NOTE_HEADER_SIZE + 4;
-  const digest = createHash('sha1').update(file).digest();
-  file.set(digest, descAt);
-  return file;
+  return { sections, symbols, relocations };
 }

@@ -63,7 +63,7 @@ export {
   type ResolvedSymbol, type DependencyTarget,
 } from './upload-check.ts';
 export {
-  buildPayload, parsePayloadSpec, writeElfObject, PayloadSpecSchema, PayloadFuncSpecSchema,
+  buildPayload, payloadObject, withBuildId, parsePayloadSpec, writeElfObject, PayloadSpecSchema, PayloadFuncSpecSchema,
   type PayloadSpec, type PayloadFuncSpec, type BuildOptions, type ElfObject, type ElfObjectSection,
   type ElfObjectSymbol, type ElfObjectRelocation,
 } from './builder.ts';

@@ -583,8 +583,10 @@ class Pipeline {
   }
 
   private format(): PayloadFormat {
-    if (this.find(SECTION.funcs) || this.find(SECTION.depends) || this.find(SECTION.xenDepends)) return 'livepatch';
-    if (this.find(SECTION.xspliceFuncs) || this.find(SECTION.xspliceDepends)) return 'xsplice';
+    // The functions decide; a payload with hooks only is told apart by its depends section.
+    if (this.find(SECTION.funcs)) return 'livepatch';
+    if (this.find(SECTION.xspliceFuncs)) return 'xsplice';
+    if (!this.find(SECTION.depends) && this.find(SECTION.xspliceDepends)) return 'xsplice';
     return 'livepatch';
   }
 
