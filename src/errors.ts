@@ -91,6 +91,7 @@ export const FLEETPATCH_CATALOGUE = {
   HOST_UNREACHABLE: { summary: 'the host cannot be reached', httpStatus: 503, retryable: true },
   HOST_TIMEOUT: { summary: 'the host did not answer in time', httpStatus: 504, retryable: true },
   HOST_PROTOCOL: { summary: 'the host answered something fleetpatch does not understand', httpStatus: 502, retryable: true },
+  REQUEST_INVALID: { summary: 'a request to the fleet server is malformed or names no route', httpStatus: 400, retryable: false },
   ACTION_TIMEOUT: { summary: 'an asynchronous hypervisor action did not complete in time', httpStatus: 504, retryable: true },
   VERIFY_FAILED: { summary: 'a patched function does not return what the plan expects', httpStatus: 409, retryable: false },
   FLEET_FILE_INVALID: { summary: 'the fleet file is missing or malformed', httpStatus: 400, retryable: false },

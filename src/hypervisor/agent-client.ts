@@ -1,0 +1,354 @@
+/**
+ * The host agent client: how activities, `fleetpatch hv` and tests talk to an emulated host.
+ *
+ * - One shared keep-alive http.Agent for every HostAgent of the process, so 10,000 hosts behind one
+ *   fleet server share a bounded pool of sockets instead of opening one each.
+ * - Typed errors: XenError for the hypervisor's refusals (errno, reason in words, the structured
+ *   dependency check in details.dependencyCheck); FleetpatchError HOST_UNREACHABLE (refused or
+ *   reset connection), HOST_TIMEOUT (no answer in time), HOST_UNAUTHORIZED (401/403),
+ *   HOST_NOT_FOUND, HOST_PROTOCOL (an answer we do not understand), ACTION_TIMEOUT (waitForAction).
+ * - The token never reaches a log line, an error or JSON.stringify(agent).
+ */
+import http from 'node:http';
+import https from 'node:https';
+import { inspect } from 'node:util';
+import { FleetpatchError, XEN_ERRNO, XenError, type XenErrnoName } from '../errors.ts';
+import type { Logger } from '../runtime/logger.ts';
+import type { FaultsInput, Faults } from './faults.ts';
+import { findFleetHost, readFleetFile, type FleetFile } from './fleet-file.ts';
+import type { FleetStats } from './server.ts';
+import type { ActionCmd } from './state-machine.ts';
+import type { WireAction, WireCall, WireError, WireList, WireReboot, WireStatus, WireUpload } from './wire.ts';
+
+/** Shared by every HostAgent unless one is given: keep-alive, at most 256 sockets per server. */
+export const sharedHttpAgent = new http.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 256, timeout: 60_000, scheduling: 'lifo' });
+export const sharedHttpsAgent = new https.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 256, timeout: 60_000, scheduling: 'lifo' });
+
+export const DEFAULT_REQUEST_TIMEOUT_MS = 10_000;
+const EAGAIN = -XEN_ERRNO.EAGAIN;
+
+export interface HostAgentOptions {
+  /** The fleet server's base URL (the fleet file's `url`). */
+  url: string;
+  hostId: string;
+  token: string;
+  /** Per request; default 10 s. */
+  timeoutMs?: number;
+  /** An http(s).Agent to use instead of the shared one. */
+  agent?: http.Agent;
+  logger?: Logger;
+}
+
+export interface ActionOptions {
+  /** Nanoseconds the CPUs may take to rendezvous; 0/absent: Xen's 30 ms. */
+  timeoutNs?: number;
+  /** LIVEPATCH_ACTION_APPLY_NODEPS. */
+  nodeps?: boolean;
+}
+
+export interface WaitOptions {
+  /** Between two GETs; default 10 ms. */
+  pollMs?: number;
+  /** Give up (ACTION_TIMEOUT) after this long; default 30 s. */
+  deadlineMs?: number;
+  /** Called after every GET that still says -EAGAIN (activities heartbeat here). */
+  onPoll?: (status: WireStatus, attempt: number) => void | Promise<void>;
+  signal?: AbortSignal;
+}
+
+interface Answer {
+  status: number;
+  text: string;
+}
+
+const UNREACHABLE_CODES = new Set(['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ENOTFOUND', 'EAI_AGAIN', 'ECONNABORTED', 'ERR_SOCKET_CLOSED']);
+
+class TimedOut extends Error {}
+
+/**
+ * HTTP to one fleet server with one bearer token: requests, timeouts and the mapping of answers to
+ * typed errors. `who` names the host (or "admin") in messages; the token appears nowhere.
+ */
+class Transport {
+  readonly #token: string;
+  readonly #agent: http.Agent;
+  readonly #logger: Logger | undefined;
+  readonly #base: URL;
+
+  constructor(
+    readonly url: string,
+    readonly who: string,
+    token: string,
+    readonly timeoutMs: number,
+    agent: http.Agent | undefined,
+    logger: Logger | undefined,
+  ) {
+    this.#token = token;
+    this.#base = new URL(url);
+    this.#agent = agent ?? (this.#base.protocol === 'https:' ? sharedHttpsAgent : sharedHttpAgent);
+    this.#logger = logger;
+  }
+
+  async json<T>(method: string, path: string, body: { body?: Buffer | string; contentType?: string } = {}): Promise<T> {
+    const { text } = await this.request(method, path, body);
+    try {
+      return JSON.parse(text) as T;
+    } catch {
+      throw new FleetpatchError('HOST_PROTOCOL', `${this.who}: ${method} ${path} answered something that is not JSON`, { hostId: this.who });
+    }
+  }
+
+  async request(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }): Promise<Answer> {
+    const t0 = performance.now();
+    let answer: Answer;
+    try {
+      answer = await this.send(method, path, opts, true);
+    } catch (e) {
+      this.#logger?.debug({ method, path, error: (e as FleetpatchError).code ?? String(e), ms: +(performance.now() - t0).toFixed(2) }, 'host request failed');
+      throw e;
+    }
+    this.#logger?.debug({ method, path, status: answer.status, ms: +(performance.now() - t0).toFixed(2) }, 'host request');
+    if (answer.status >= 200 && answer.status < 300) return answer;
+    throw this.refusal(method, path, answer);
+  }
+
+  private send(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }, mayRetry: boolean): Promise<Answer> {
+    return new Promise<Answer>((resolve, reject) => {
+      const headers: http.OutgoingHttpHeaders = { authorization: `Bearer ${this.#token}`, accept: 'application/json, text/plain' };
+      if (opts.body !== undefined) {
+        headers['content-type'] = opts.contentType ?? 'application/octet-stream';
+        headers['content-length'] = Buffer.byteLength(opts.body);
+      }
+      const target = new URL(path, this.#base);
+      const mod = target.protocol === 'https:' ? https : http;
+      const req = mod.request(target, { method, headers, agent: this.#agent });
+      const timer = setTimeout(() => req.destroy(new TimedOut()), this.timeoutMs);
+      req.on('response', (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('end', () => {
+          clearTimeout(timer);
+          resolve({ status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8') });
+        });
+        res.on('error', (e) => {
+          clearTimeout(timer);
+          reject(this.transportError(method, path, e));
+        });
+      });
+      req.on('error', (e: NodeJS.ErrnoException) => {
+        clearTimeout(timer);
+        // A keep-alive socket the server closed while idle: the request never reached it, so try
+        // once more on a fresh socket (Node's documented pattern for reusedSocket).
+        if (mayRetry && req.reusedSocket && e.code === 'ECONNRESET') {
+          this.send(method, path, opts, false).then(resolve, reject);
+          return;
+        }
+        reject(this.transportError(method, path, e));
+      });
+      req.end(opts.body);
+    });
+  }
+
+  private transportError(method: string, path: string, e: NodeJS.ErrnoException): FleetpatchError {
+    if (e instanceof TimedOut) {
+      return new FleetpatchError('HOST_TIMEOUT', `${this.who}: no answer to ${method} ${path} within ${this.timeoutMs} ms`, { hostId: this.who, timeoutMs: this.timeoutMs });
+    }
+    const code = e.code ?? '';
+    if (UNREACHABLE_CODES.has(code) || /socket hang up/i.test(e.message)) {
+      return new FleetpatchError('HOST_UNREACHABLE', `${this.who} cannot be reached at ${this.url} (${code || e.message})`, { hostId: this.who, cause: code || e.message });
+    }
+    return new FleetpatchError('HOST_UNREACHABLE', `${this.who}: ${method} ${path} failed: ${e.message}`, { hostId: this.who, cause: code || e.message });
+  }
+
+  private refusal(method: string, path: string, a: Answer): FleetpatchError {
+    let body: Partial<WireError> = {};
+    try {
+      body = JSON.parse(a.text) as WireError;
+    } catch {
+      // Not ours: described below by status alone.
+    }
+    const message = typeof body.message === 'string' ? body.message : `HTTP ${a.status}`;
+    if (typeof body.errno === 'string' && body.errno in XEN_ERRNO) {
+      return new XenError(body.errno as XenErrnoName, message, {
+        hostId: this.who,
+        ...(body.details ?? {}),
+        ...(body.dependencyCheck ? { dependencyCheck: body.dependencyCheck } : {}),
+      });
+    }
+    if (a.status === 401 || a.status === 403) return new FleetpatchError('HOST_UNAUTHORIZED', `${this.who} refused the credentials: ${message}`, { hostId: this.who, status: a.status });
+    if (body.error === 'HOST_NOT_FOUND') return new FleetpatchError('HOST_NOT_FOUND', message, { hostId: this.who });
+    if (body.error === 'FAULTS_INVALID') return new FleetpatchError('FAULTS_INVALID', message, { status: a.status });
+    return new FleetpatchError('HOST_PROTOCOL', `${this.who}: unexpected answer to ${method} ${path}: HTTP ${a.status}: ${message}`, {
+      hostId: this.who,
+      status: a.status,
+      ...(body.error ? { error: body.error } : {}),
+    });
+  }
+}
+
+export class HostAgent {
+  readonly url: string;
+  readonly hostId: string;
+  readonly timeoutMs: number;
+  readonly #t: Transport;
+
+  constructor(opts: HostAgentOptions) {
+    this.url = opts.url.replace(/\/+$/, '');
+    this.hostId = opts.hostId;
+    this.timeoutMs = opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS;
+    this.#t = new Transport(this.url, opts.hostId, opts.token, this.timeoutMs, opts.agent, opts.logger?.child({ component: 'host-agent', host: opts.hostId }));
+  }
+
+  toJSON(): { url: string; hostId: string } {
+    return { url: this.url, hostId: this.hostId };
+  }
+
+  [inspect.custom](): string {
+    return `HostAgent(${this.hostId} at ${this.url})`;
+  }
+
+  private path(...parts: string[]): string {
+    return `/hosts/${encodeURIComponent(this.hostId)}${parts.map((p) => `/${encodeURIComponent(p)}`).join('')}`;
+  }
+
+  /** LIST: one page (Xen's idx/nr, at most 1024 entries). */
+  async list(opts: { idx?: number; nr?: number } = {}): Promise<WireList> {
+    const q = new URLSearchParams();
+    if (opts.idx !== undefined) q.set('idx', String(opts.idx));
+    if (opts.nr !== undefined) q.set('nr', String(opts.nr));
+    const qs = q.size ? `?${q}` : '';
+    return this.#t.json<WireList>('GET', `${this.path('livepatch')}${qs}`);
+  }
+
+  /** LIST every entry, page by page, starting again if the list changed meanwhile (its version moved). */
+  async listAll(): Promise<WireList> {
+    for (let attempt = 0; ; attempt++) {
+      const first = await this.list({ idx: 0, nr: 1024 });
+      const entries = [...first.entries];
+      let page = first;
+      while (page.remaining > 0 && page.version === first.version) {
+        page = await this.list({ idx: entries.length, nr: 1024 });
+        entries.push(...page.entries);
+      }
+      if (page.version === first.version || attempt >= 5) return { ...page, idx: 0, entries, remaining: 0 };
+    }
+  }
+
+  /** GET: state and rc (-EAGAIN while an action runs). ENOENT when no such payload is loaded. */
+  get(name: string): Promise<WireStatus> {
+    return this.#t.json<WireStatus>('GET', this.path('livepatch', name));
+  }
+
+  /** UPLOAD: Xen's checks run synchronously; the payload is CHECKED afterwards. */
+  upload(name: string, bytes: Uint8Array): Promise<WireUpload> {
+    return this.#t.json<WireUpload>('POST', this.path('livepatch', name), {
+      body: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
+      contentType: 'application/octet-stream',
+    });
+  }
+
+  /**
+   * ACTION: schedules apply/revert/replace (rc -EAGAIN until done; see waitForAction) or unloads.
+   * A synchronous refusal throws XenError; an APPLY's dependency check comes back either way.
+   */
+  action(name: string, cmd: ActionCmd, opts: ActionOptions = {}): Promise<WireAction> {
+    const body = JSON.stringify({ cmd, ...(opts.timeoutNs !== undefined ? { timeoutNs: opts.timeoutNs } : {}), ...(opts.nodeps ? { nodeps: true } : {}) });
+    return this.#t.json<WireAction>('POST', this.path('livepatch', name, 'action'), { body, contentType: 'application/json' });
+  }
+
+  /**
+   * Polls GET until rc is no longer -EAGAIN and returns that status; the caller decides what rc
+   * and state mean. ACTION_TIMEOUT after deadlineMs.
+   */
+  async waitForAction(name: string, opts: WaitOptions = {}): Promise<WireStatus> {
+    const pollMs = opts.pollMs ?? 10;
+    const deadlineMs = opts.deadlineMs ?? 30_000;
+    const start = performance.now();
+    for (let attempt = 1; ; attempt++) {
+      opts.signal?.throwIfAborted();
+      const status = await this.get(name);
+      if (status.rc !== EAGAIN) return status;
+      await opts.onPoll?.(status, attempt);
+      const waited = performance.now() - start;
+      if (waited + pollMs > deadlineMs) {
+        throw new FleetpatchError('ACTION_TIMEOUT', `${this.hostId}: ${name} is still in progress (rc -EAGAIN) after ${Math.round(waited)} ms`, {
+          hostId: this.hostId,
+          payload: name,
+          waitedMs: Math.round(waited),
+        });
+      }
+      await new Promise((r) => setTimeout(r, pollMs));
+    }
+  }
+
+  /** What calling a hypervisor function returns now, and which payload provides it. */
+  call(fn: string): Promise<WireCall> {
+    return this.#t.json<WireCall>('GET', this.path('functions', fn));
+  }
+
+  async functions(): Promise<WireCall[]> {
+    return (await this.#t.json<{ functions: WireCall[] }>('GET', this.path('functions'))).functions;
+  }
+
+  /** Xen's debug dump (key 'x'). */
+  async dump(): Promise<string> {
+    return (await this.#t.request('GET', this.path('dump'), {})).text;
+  }
+
+  /** Reboots the host: every payload vanishes; for `downMs` it answers nothing. */
+  reboot(opts: { downMs?: number } = {}): Promise<WireReboot> {
+    return this.#t.json<WireReboot>('POST', this.path('reboot'), { body: JSON.stringify(opts), contentType: 'application/json' });
+  }
+}
+
+export interface FleetClientOptions {
+  timeoutMs?: number;
+  agent?: http.Agent;
+  logger?: Logger;
+}
+
+/** A fleet file and a HostAgent per host id; plus the admin routes (faults, stats). */
+export class FleetClient {
+  readonly fleet: FleetFile;
+  readonly #agents = new Map<string, HostAgent>();
+  readonly #opts: FleetClientOptions;
+  readonly #admin: Transport;
+
+  constructor(fleet: FleetFile, opts: FleetClientOptions = {}) {
+    this.fleet = fleet;
+    this.#opts = opts;
+    this.#admin = new Transport(fleet.url, 'admin', fleet.adminToken, opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, opts.agent, opts.logger);
+  }
+
+  /** Reads the fleet file (default <FLEETPATCH_DATA_DIR>/fleet.json). */
+  static async open(file?: string, opts: FleetClientOptions = {}): Promise<FleetClient> {
+    return new FleetClient(await readFleetFile(file), opts);
+  }
+
+  get hostIds(): string[] {
+    return this.fleet.hosts.map((h) => h.id);
+  }
+
+  host(id: string): HostAgent {
+    let a = this.#agents.get(id);
+    if (!a) {
+      const h = findFleetHost(this.fleet, id);
+      a = new HostAgent({ url: this.fleet.url, hostId: h.id, token: h.token, ...this.#opts });
+      this.#agents.set(id, a);
+    }
+    return a;
+  }
+
+  faults(): Promise<Faults> {
+    return this.#admin.json<Faults>('GET', '/admin/faults');
+  }
+
+  /** Replaces the running fleet's fault set. */
+  setFaults(faults: FaultsInput): Promise<Faults> {
+    return this.#admin.json<Faults>('POST', '/admin/faults', { body: JSON.stringify(faults), contentType: 'application/json' });
+  }
+
+  stats(): Promise<FleetStats> {
+    return this.#admin.json<FleetStats>('GET', '/admin/stats');
+  }
+}
