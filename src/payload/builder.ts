@@ -156,11 +156,15 @@ export function writeElfObject(object: ElfObject): Uint8Array {
     ...declared.filter((s) => s.bind !== STB_LOCAL),
   ];
   const firstGlobal = 1 + sectionSyms.length + declared.filter((s) => s.bind === STB_LOCAL).length;
+  const byKey = new Map<string, number>();
+  symbols.forEach((s, i) => {
+    if (!byKey.has(s.key)) byKey.set(s.key, i + 1);
+  });
   const symbolIndex = (ref: string | number) => {
     if (typeof ref === 'number') return ref;
-    const i = symbols.findIndex((s) => s.key === ref);
-    if (i === -1) throw new FleetpatchError('PAYLOAD_SPEC_INVALID', `relocation against an unknown symbol: ${ref}`);
-    return i + 1;
+    const i = byKey.get(ref);
+    if (i === undefined) throw new FleetpatchError('PAYLOAD_SPEC_INVALID', `relocation against an unknown symbol: ${ref}`);
+    return i;
   };
   const symtabData = new Uint8Array((symbols.length + 1) * ELF_SYMBOL_SIZE);
   const sv = new DataView(symtabData.buffer);

@@ -657,8 +657,9 @@ class Pipeline {
   /** What a 64-bit pointer at `offset` in `section` holds once relocated. */
   private pointerAt(section: PayloadSection, offset: number): PayloadAddress | null {
     let resolved: PayloadAddress | null | undefined;
-    for (const r of this.relocations.get(section.index) ?? []) {
-      if (r.offset !== BigInt(offset) || r.type !== R_X86_64_64) continue;
+    // The last R_X86_64_64 at that offset wins, as when Xen applies them in order.
+    const r = this.pointerRelocations(section.index).get(BigInt(offset));
+    if (r) {
       const sym = this.symbols[r.symbolIndex]!;
       if (sym.shndx === SHN_UNDEF) resolved = { kind: 'external', symbol: sym.name, addend: r.addend };
       else if (sym.shndx === SHN_ABS || sym.shndx >= this.sections.length) {
@@ -689,12 +690,38 @@ class Pipeline {
   }
 
   /** The function symbol defined exactly at a payload address. */
+  private pointerRelocationIndex = new Map<number, Map<bigint, PayloadRelocation>>();
+  private pointerRelocations(section: number): Map<bigint, PayloadRelocation> {
+    let index = this.pointerRelocationIndex.get(section);
+    if (!index) {
+      index = new Map();
+      for (const r of this.relocations.get(section) ?? []) if (r.type === R_X86_64_64) index.set(r.offset, r);
+      this.pointerRelocationIndex.set(section, index);
+    }
+    return index;
+  }
+
+  private symbolsByPlace: Map<string, PayloadSymbol[]> | undefined;
+  private symbolsAt(section: number, value: bigint): PayloadSymbol[] {
+    if (!this.symbolsByPlace) {
+      this.symbolsByPlace = new Map();
+      for (const s of this.symbols) {
+        if (s.index === 0 || !s.name || s.type === STT_SECTION || s.type === STT_FILE) continue;
+        const key = `${s.shndx}:${s.value}`;
+        const list = this.symbolsByPlace.get(key);
+        if (list) list.push(s);
+        else this.symbolsByPlace.set(key, [s]);
+      }
+    }
+    return this.symbolsByPlace.get(`${section}:${value}`) ?? [];
+  }
+
   private symbolAt(addr: PayloadAddress | null): string | null {
     if (!addr) return null;
     if (addr.kind === 'external') return addr.addend === 0n ? addr.symbol : null;
     if (addr.kind !== 'payload') return null;
     if (addr.symbol) return addr.symbol;
-    const candidates = this.symbols.filter((s) => s.index > 0 && s.name && s.shndx === addr.sectionIndex && s.value === addr.offset && s.type !== STT_SECTION && s.type !== STT_FILE);
+    const candidates = this.symbolsAt(addr.sectionIndex, addr.offset);
     const fn = candidates.find((s) => s.type === STT_FUNC) ?? candidates.find((s) => s.type === STT_OBJECT) ?? candidates[0];
     return fn?.name ?? null;
   }

@@ -96,14 +96,19 @@ export function nextLoadAddress(image: HypervisorImage, loaded: readonly LoadedP
   return next;
 }
 
-function lookupIn(image: HypervisorImage, loaded: readonly LoadedPayload[], name: string): { address: bigint; from: string } | null {
-  const address = lookupImageSymbol(image, name);
-  if (address !== null && address !== 0n) return { address, from: 'hypervisor' };
+type SymbolLookup = (name: string) => { address: bigint; from: string } | null;
+
+/** symbols_lookup_by_name, then livepatch_symbols_lookup_by_name over the loaded payloads in order. */
+function symbolLookup(image: HypervisorImage, loaded: readonly LoadedPayload[]): SymbolLookup {
+  const exported = new Map<string, { address: bigint; from: string }>();
   for (const p of loaded) {
-    const s = p.symbols?.find((x) => x.name === name);
-    if (s && s.address !== 0n) return { address: s.address, from: p.name };
+    for (const s of p.symbols ?? []) if (s.address !== 0n && !exported.has(s.name)) exported.set(s.name, { address: s.address, from: p.name });
   }
-  return null;
+  return (name) => {
+    const address = lookupImageSymbol(image, name);
+    if (address !== null && address !== 0n) return { address, from: 'hypervisor' };
+    return exported.get(name) ?? null;
+  };
 }
 
 /** Runs Xen's upload checks; returns the checked payload or throws XenError. */
@@ -127,11 +132,12 @@ export function checkUpload(req: UploadRequest): CheckedPayload {
 
   // 3-7.
   const loadAddress = req.loadAddress ?? nextLoadAddress(image, loaded);
+  const lookup = symbolLookup(image, loaded);
   const env: UploadEnvironment = {
     name,
     hypervisorBuildId: image.buildId,
     loadAddress,
-    lookupSymbol: (symbol) => lookupIn(image, loaded, symbol),
+    lookupSymbol: lookup,
   };
   const { payload, resolution } = runPipeline(bytes, name, env);
   const funcs: ResolvedFunc[] = payload.funcs.map((func, i) => ({ func, ...resolution!.funcs[i]! }));
@@ -154,7 +160,7 @@ export function checkUpload(req: UploadRequest): CheckedPayload {
     const address = (sectionAddress(sym.shndx) ?? 0n) + sym.value;
     const isNew = !patched.has(address);
     if (isNew) {
-      const existing = lookupIn(image, loaded, sym.name);
+      const existing = lookup(sym.name);
       if (existing) {
         fail('EEXIST', 8, 'symbol-exists', `${name}: duplicate new symbol ${sym.name}: ${existing.from === 'hypervisor' ? 'the hypervisor' : `payload ${existing.from}`} already defines it`, { symbol: sym.name, definedBy: existing.from });
       }
