@@ -28,6 +28,7 @@ import {
   type RolloutStatus,
 } from '../src/rollout/progress.ts';
 import type { Actor, HostPatchResult, RolloutInput } from '../src/rollout/types.ts';
+import type { EventBody } from '../activities/recording.ts';
 import { bookkeeping, preflightOps } from './activities.ts';
 import { hostFailure } from './failures.ts';
 import { hostPatchWorkflow } from './host-patch.ts';
@@ -58,14 +59,22 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
   let pausedBeforeStatus: RolloutStatus | undefined = p.status === 'paused' ? 'running' : undefined;
   let hostsThisRun = 0;
 
-  const record = (key: string, type: string, data: Record<string, unknown>, actor: Actor = SYSTEM) =>
-    bookkeeping.recordRolloutEvent({ rolloutId, key, type, data, actor, ...(plan.notifyWebhook ? { webhook: plan.notifyWebhook } : {}) });
-  const decide = async (action: 'paused' | 'resumed' | 'aborted' | 'approved', by: Actor, reason: string, extra: Record<string, unknown> = {}) => {
+  const record = (key: string, body: EventBody, actor: Actor = SYSTEM) =>
+    bookkeeping.recordRolloutEvent({ rolloutId, key, body, actor, ...(plan.notifyWebhook ? { webhook: plan.notifyWebhook } : {}) });
+  const decide = async (action: 'paused' | 'resumed' | 'aborted' | 'approved', by: Actor, reason: string, wave?: string) => {
     const n = p.decisions.length;
-    p.decisions.push({ action, by, reason, at: new Date().toISOString(), ...(typeof extra.wave === 'string' ? { wave: extra.wave } : {}) });
-    const type = { paused: 'RolloutPaused', resumed: 'RolloutResumed', aborted: 'RolloutAborted', approved: 'ApprovalGiven' }[action];
-    await record(`decision-${n}`, type, { reason, ...extra }, by);
+    p.decisions.push({ action, by, reason, at: new Date().toISOString(), ...(wave ? { wave } : {}) });
+    const body: EventBody =
+      action === 'paused'
+        ? { type: 'RolloutPaused', rolloutId, reason, ...(wave ? { wave } : {}) }
+        : action === 'resumed'
+          ? { type: 'RolloutResumed', rolloutId, reason }
+          : action === 'aborted'
+            ? { type: 'RolloutAborted', rolloutId, reason }
+            : { type: 'ApprovalGiven', rolloutId, wave: wave!, reason };
+    await record(`decision-${n}`, body, by);
   };
+  const currentWave = () => p.waves[p.cursor.wave]?.name;
   const isFinal = () => FINAL_STATUSES.includes(p.status);
 
   setHandler(progressQuery, () => p);
@@ -74,7 +83,7 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
     async (req) => {
       pausedBeforeStatus = p.status;
       p.status = 'paused';
-      await decide('paused', req.by, req.reason);
+      await decide('paused', req.by, req.reason, currentWave());
       return p;
     },
     { validator: (req) => refuseUnless(!isFinal() && p.status !== 'paused' && p.status !== 'rolling-back', `cannot pause a rollout that is ${p.status}`, req.reason) },
@@ -93,7 +102,7 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
     abortUpdate,
     async (req) => {
       abort = req;
-      await decide('aborted', req.by, req.reason, { rollback: Boolean(req.rollback) });
+      await decide('aborted', req.by, req.rollback ? `${req.reason} (and roll back)` : req.reason);
       return p;
     },
     { validator: (req) => refuseUnless(!isFinal() && !abort, isFinal() ? `the rollout already ended (${p.status})` : 'the rollout is already being aborted', req.reason) },
@@ -103,7 +112,7 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
     async (req) => {
       const wave = p.awaitingApprovalAfter!;
       approvedAfter.add(wave);
-      await decide('approved', req.by, req.reason, { wave });
+      await decide('approved', req.by, req.reason, wave);
       return p;
     },
     {
@@ -123,7 +132,19 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
   };
 
   if (!carry) {
-    await record('started', 'RolloutStarted', { planName: plan.name, mode: plan.mode, payloads: plan.payloads, waves: plan.waves, reason: input.reason ?? null }, input.requestedBy);
+    await record(
+      'started',
+      {
+        type: 'RolloutStarted',
+        rolloutId,
+        planName: plan.name,
+        mode: plan.mode,
+        payloads: plan.payloads,
+        waves: plan.waves.map((w) => ({ name: w.name })),
+        ...(input.reason ? { reason: input.reason } : {}),
+      },
+      input.requestedBy,
+    );
   }
 
   // ---- preflight -----------------------------------------------------------------------------
@@ -150,7 +171,7 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
     if (progress.status === 'pending') {
       progress.status = 'running';
       if (p.status !== 'paused') p.status = 'running';
-      await record(`wave-${w}-started`, 'WaveStarted', { wave: wave.name, index: w, hosts: progress.planned, steps: wave.steps });
+      await record(`wave-${w}-started`, { type: 'WaveStarted', rolloutId, wave: wave.name, waveIndex: w, plannedHosts: progress.planned });
     }
 
     while (p.cursor.step < wave.steps.length) {
@@ -189,7 +210,7 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
 
     const verdict = budgetVerdict(p, plan, w);
     progress.status = verdict.exceeded ? 'failed' : 'succeeded';
-    await record(`wave-${w}-finished`, 'WaveFinished', { wave: wave.name, index: w, status: progress.status, ...counts(progress) });
+    await record(`wave-${w}-finished`, { type: 'WaveFinished', rolloutId, wave: wave.name, waveIndex: w, outcome: progress.status, ...counts(progress) });
     p.cursor = { wave: w + 1, step: 0, offset: 0 };
     const more = p.waves.slice(w + 1).some((x) => x.planned > 0);
     if (!more) break;
@@ -218,7 +239,7 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
   }
 
   const t = totals(p);
-  return finish('succeeded', undefined, { patched: t.patched, already: t.already, failed: t.failed });
+  return finish('succeeded', t.failed > 0 ? `${t.failed} host(s) failed within the failure budget` : undefined);
 
   // ---- helpers (closures over this run's state) ----------------------------------------------
 
@@ -227,13 +248,13 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
     if (plan.onFailure === 'pause') {
       pausedBeforeStatus = 'running';
       p.status = 'paused';
-      await decide('paused', SYSTEM, `failure budget exceeded: ${reason}`);
+      await decide('paused', SYSTEM, `failure budget exceeded: ${reason}`, p.waves[w]!.name);
       if (!(await mayContinue())) return stopForAbort();
       p.stopReason = undefined;
       return undefined;
     }
     p.waves[w]!.status = 'failed';
-    await record(`wave-${w}-finished`, 'WaveFinished', { wave: p.waves[w]!.name, index: w, status: 'failed', reason, ...counts(p.waves[w]!) });
+    await record(`wave-${w}-finished`, { type: 'WaveFinished', rolloutId, wave: p.waves[w]!.name, waveIndex: w, outcome: 'failed', reason, ...counts(p.waves[w]!) });
     await rollback(reason);
     return finish('rolled-back', reason);
   }
@@ -248,28 +269,28 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
   async function rollback(reason: string): Promise<void> {
     p.status = 'rolling-back';
     p.rollback = { status: 'running', rolledBack: 0, stackGrew: 0, failed: 0, nothingToDo: 0 };
-    await record('rollback-started', 'RollbackStarted', { reason });
+    await record('rollback-started', { type: 'RollbackStarted', rolloutId, reason, hosts: totals(p).patched });
     const summary = await executeChild(rollbackWorkflow, {
       workflowId: `${info.workflowId}/rollback`,
       args: [{ rolloutId, mode: plan.mode, reason, ...(plan.verify ? { verify: plan.verify } : {}), concurrency: plan.concurrency }],
       parentClosePolicy: ParentClosePolicy.TERMINATE,
     });
     p.rollback = { status: 'finished', rolledBack: summary.rolledBack, stackGrew: summary.stackGrew, failed: summary.failed, nothingToDo: summary.nothingToDo };
-    await record('rollback-finished', 'RollbackFinished', { ...summary });
+    await record('rollback-finished', { type: 'RollbackFinished', rolloutId, rolledBack: summary.rolledBack, stackGrew: summary.stackGrew, failed: summary.failed, nothingToDo: summary.nothingToDo });
   }
 
-  async function finish(status: RolloutStatus, reason?: string, extra: Record<string, unknown> = {}): Promise<RolloutProgress> {
+  async function finish(status: RolloutStatus, reason?: string): Promise<RolloutProgress> {
     p.status = status;
     if (reason) p.stopReason = reason;
     p.finishedAt = new Date().toISOString();
-    await record('finished', 'RolloutFinished', { status, reason: reason ?? null, ...totals(p), ...extra });
+    await record('finished', { type: 'RolloutFinished', rolloutId, status: status as 'succeeded' | 'failed' | 'rolled-back' | 'aborted', ...(reason ? { reason } : {}) });
     await condition(allHandlersFinished);
     return p;
   }
 }
 
-function counts(w: { planned: number; done: number; patched: number; already: number; failed: number; unreachable: number }) {
-  return { planned: w.planned, done: w.done, patched: w.patched, already: w.already, failed: w.failed, unreachable: w.unreachable };
+function counts(w: { planned: number; patched: number; already: number; failed: number; unreachable: number }) {
+  return { planned: w.planned, patched: w.patched, already: w.already, failed: w.failed, unreachable: w.unreachable };
 }
 
 function refuseUnless(ok: boolean, message: string, reason: string): void {

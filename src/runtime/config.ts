@@ -38,6 +38,8 @@ export const ConfigSchema = z.object({
   /** Port of the embedded PostgreSQL when fleetpatch starts one (0 = any free port). */
   FLEETPATCH_PG_PORT: port.default(54329),
   FLEETPATCH_DATA_DIR: z.string().min(1).default('.fleetpatch'),
+  /** The emulated (or real) fleet's file; default <data dir>/fleet.json. */
+  FLEETPATCH_FLEET_FILE: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
 });
 
@@ -48,6 +50,8 @@ export interface Config {
   database: { url?: string; embeddedPort: number };
   /** Absolute path; holds the dev server's database, embedded PostgreSQL and fleet files. */
   dataDir: string;
+  /** Absolute path of the fleet file activities and commands use. */
+  fleetFile: string;
   logLevel: (typeof LOG_LEVELS)[number];
 }
 
@@ -76,6 +80,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     },
     database: { ...(c.DATABASE_URL ? { url: c.DATABASE_URL } : {}), embeddedPort: c.FLEETPATCH_PG_PORT },
     dataDir: path.resolve(c.FLEETPATCH_DATA_DIR),
+    fleetFile: path.resolve(c.FLEETPATCH_FLEET_FILE ?? path.join(c.FLEETPATCH_DATA_DIR, 'fleet.json')),
     logLevel: c.LOG_LEVEL,
   };
 }

@@ -4,7 +4,7 @@
  * Both tiers list this file; the services are shared through a process-wide singleton and torn
  * down when the last tier finishes, also when tests fail.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -37,6 +37,8 @@ const state = globalThis as typeof globalThis & { __fleetpatchTestServices?: { r
 async function startShared(): Promise<Shared> {
   const logger = createLogger((process.env.LOG_LEVEL as 'warn') ?? 'warn', { pretty: false, name: 'test-services' });
   const tmp = await mkdtemp(path.join(os.tmpdir(), 'fleetpatch-test-'));
+  // mkdtemp makes it 0700; embedded PostgreSQL runs as its own user under root and must get in.
+  await chmod(tmp, 0o755);
   const stops: (() => Promise<void>)[] = [];
   try {
     const namespace = process.env.TEMPORAL_NAMESPACE || 'default';

@@ -1,0 +1,245 @@
+/**
+ * Rollout-level activities: the preflight (reads every selected host, records every dependency
+ * comparison, stores the per-host plan), paging hosts for the workflow, host outcomes, and
+ * recording the rollout's own events (with webhook notification).
+ */
+import { Context } from '@temporalio/activity';
+import type { DomainEventInput } from '../src/events/catalogue.ts';
+import {
+  countTargetsByStatus,
+  insertPreflight,
+  selectPatchedHosts,
+  selectPreflight,
+  selectStepHosts,
+  updateHostOutcome,
+} from '../src/events/sql/rollout-targets.ts';
+import { isFleetpatchError } from '../src/errors.ts';
+import type { DependencyCheck } from '../src/rollout/matching.ts';
+import { preflight as planPreflight, type FleetHost, type LiveState } from '../src/rollout/preflight.ts';
+import type { Actor, HostPatchResult, HostRollbackResult, PreflightSummary, ResolvedPlan, StackEntry } from '../src/rollout/types.ts';
+
+export interface PatchedHost {
+  hostId: string;
+  applied: StackEntry[];
+  replacedStack?: StackEntry[];
+}
+import { selectHosts } from '../src/rollout/waves.ts';
+import type { ActivityDeps } from './deps.ts';
+import { activityIdentity, envelope, recordWithKeys, type EventBody } from './recording.ts';
+
+/** Hosts read at once by the preflight. */
+const PREFLIGHT_CONCURRENCY = 64;
+
+export function rolloutActivities(deps: ActivityDeps) {
+  const { events, pool, logger } = deps;
+
+  function checkEvent(hostId: string, check: DependencyCheck, phase: 'preflight' | 'apply'): EventBody {
+    return {
+      type: 'DependencyChecked',
+      hostId,
+      payload: check.payload,
+      phase,
+      on: check.on,
+      expected: check.expected,
+      found: check.found,
+      against: check.against,
+      outcome: check.outcome,
+      ...(check.outcome === 'mismatch' ? { errno: 'EINVAL' as const } : {}),
+      reason: `checked by fleetpatch at ${phase}: ${check.payload.name} ${check.on === 'xen_depends' ? 'was built for' : 'depends on'} ${check.expected.slice(0, 12)}…, the host has ${check.found.slice(0, 12)}…`,
+    };
+  }
+
+  return {
+    /**
+     * Reads every selected host (nothing is changed on any), chooses each one's build, plans the
+     * waves and stores the per-host plan. Idempotent: a retried preflight returns what the first
+     * one stored, so the rollout never sees two different plans.
+     */
+    async preflight(input: { rolloutId: string; plan: ResolvedPlan }): Promise<PreflightSummary> {
+      const stored = await selectPreflight<PreflightSummary>(pool, input.rolloutId);
+      if (stored) return stored;
+      const ctx = Context.current();
+      const id = activityIdentity(input.rolloutId);
+      const fleet = await deps.fleet();
+      const fleetHosts: FleetHost[] = fleet.fleet.hosts.map((h) => ({ id: h.id, labels: h.labels, buildId: h.buildId }));
+      const { selected } = selectHosts(fleetHosts, input.plan.hosts);
+
+      const live = new Map<string, LiveState>();
+      let next = 0;
+      const lane = async () => {
+        while (next < selected.length) {
+          const host = selected[next++]!;
+          try {
+            const list = await fleet.host(host.id).listAll();
+            live.set(host.id, {
+              ok: true,
+              state: {
+                hostId: host.id,
+                hypervisorBuildId: list.hypervisor.buildId,
+                applied: list.appliedStack.map((e) => ({ name: e.name, buildId: e.buildId })),
+                loaded: list.entries.map((e) => ({ name: e.name, buildId: e.buildId, state: e.state })),
+              },
+            });
+          } catch (e) {
+            if (!isFleetpatchError(e)) throw e;
+            live.set(host.id, { ok: false, code: e.code, reason: e.message });
+          }
+          if (live.size % 100 === 0) ctx.heartbeat({ read: live.size, of: selected.length });
+        }
+      };
+      await Promise.all(Array.from({ length: Math.min(PREFLIGHT_CONCURRENCY, selected.length) }, lane));
+
+      const result = planPreflight(input.plan, fleetHosts, live, input.rolloutId);
+      // Every comparison made, recorded once (keys make a retried preflight a no-op).
+      const items: { key: string; event: DomainEventInput }[] = [];
+      for (const report of result.hosts) {
+        if (report.verdict === 'unreachable') {
+          for (const p of input.plan.payloads) {
+            items.push({
+              key: `preflight/${input.rolloutId}/${report.hostId}/${p.buildId}/unreachable`,
+              event: envelope(id, {
+                type: 'DependencyChecked',
+                hostId: report.hostId,
+                payload: { name: p.name, buildId: p.buildId },
+                phase: 'preflight',
+                on: 'depends',
+                expected: p.depends,
+                found: null,
+                against: { kind: 'hypervisor' },
+                outcome: 'unreachable',
+                reason: `the host could not be read at preflight: ${report.reason}`,
+              }),
+            });
+          }
+          continue;
+        }
+        report.checks.forEach((check, i) => {
+          items.push({ key: `preflight/${input.rolloutId}/${report.hostId}/${i}/${check.on}/${check.payload.buildId}`, event: envelope(id, checkEvent(report.hostId, check, 'preflight')) });
+        });
+      }
+      for (let i = 0; i < items.length; i += 500) {
+        await recordWithKeys(events, items.slice(i, i + 500));
+        ctx.heartbeat({ recorded: Math.min(items.length, i + 500), of: items.length });
+      }
+
+      const client = await pool.connect();
+      try {
+        await client.query('BEGIN');
+        const inserted = await insertPreflight(client, input.rolloutId, result.summary, result.targets);
+        await client.query('COMMIT');
+        if (!inserted) return (await selectPreflight<PreflightSummary>(pool, input.rolloutId))!;
+      } catch (e) {
+        await client.query('ROLLBACK').catch(() => undefined);
+        throw e;
+      } finally {
+        client.release();
+      }
+      logger.info({ rolloutId: input.rolloutId, ...result.summary, waves: undefined, incompatibleSamples: undefined }, 'preflight done');
+      return result.summary;
+    },
+
+    async listStepHosts(input: { rolloutId: string; wave: number; step: number; offset: number; limit: number }): Promise<string[]> {
+      return selectStepHosts(pool, input.rolloutId, input.wave, input.step, input.offset, input.limit);
+    },
+
+    /** A host's outcome: the rollout's work list and a HostPatchFinished event, atomically enough to retry. */
+    async finishHost(input: { rolloutId: string; wave: number; result: HostPatchResult }): Promise<void> {
+      const { result } = input;
+      await updateHostOutcome(pool, input.rolloutId, result.hostId, {
+        status: result.outcome,
+        applied: result.applied,
+        replacedStack: result.replacedStack,
+        failure: result.failure,
+      });
+      const id = activityIdentity(input.rolloutId);
+      const summary = await selectPreflight<PreflightSummary>(pool, input.rolloutId);
+      const wave = summary?.waves[input.wave]?.name ?? `wave-${input.wave}`;
+      await recordWithKeys(events, [
+        {
+          key: `host-finished/${input.rolloutId}/${result.hostId}`,
+          event: envelope(id, {
+            type: 'HostPatchFinished',
+            rolloutId: input.rolloutId,
+            hostId: result.hostId,
+            wave,
+            outcome: result.outcome,
+            applied: result.applied,
+            ...(result.failure ? { failure: result.failure } : {}),
+            ...(result.revertedAfterFailure !== undefined ? { revertedAfterFailure: result.revertedAfterFailure } : {}),
+          }),
+        },
+      ]);
+    },
+
+    async finishHostRollback(input: { rolloutId: string; result: HostRollbackResult }): Promise<void> {
+      const { result } = input;
+      const remaining = result.outcome === 'rolled-back' || result.outcome === 'nothing-to-do' ? [] : undefined;
+      if (remaining) {
+        await updateHostOutcome(pool, input.rolloutId, result.hostId, { status: result.outcome, applied: remaining });
+      } else {
+        await pool.query('UPDATE rollout_targets SET status = $3, updated_at = now() WHERE rollout_id = $1 AND host_id = $2', [
+          input.rolloutId,
+          result.hostId,
+          result.outcome === 'failed' ? 'rollback-failed' : result.outcome,
+        ]);
+      }
+      const id = activityIdentity(input.rolloutId);
+      await recordWithKeys(events, [
+        {
+          key: `host-rollback/${id.workflowId}/${result.hostId}`,
+          event: envelope(id, {
+            type: 'HostRollbackFinished',
+            rolloutId: input.rolloutId,
+            hostId: result.hostId,
+            outcome: result.outcome,
+            reverted: result.reverted,
+            reapplied: result.reapplied,
+            ...(result.reason ? { reason: result.reason } : {}),
+          }),
+        },
+      ]);
+    },
+
+    async listPatchedHosts(input: { rolloutId: string; after: string | null; limit: number }): Promise<PatchedHost[]> {
+      return (await selectPatchedHosts(pool, input.rolloutId, input.after, input.limit)).map((row) => ({
+        hostId: row.hostId,
+        applied: row.applied,
+        ...(row.replacedStack ? { replacedStack: row.replacedStack } : {}),
+      }));
+    },
+
+    async countTargets(input: { rolloutId: string }): Promise<Record<string, number>> {
+      return countTargetsByStatus(pool, input.rolloutId);
+    },
+
+    /** Checks the workflow computed from a live state (a host that changed since the preflight). */
+    async recordDependencyChecks(input: { hostId: string; rolloutId: string; phase: 'preflight' | 'apply'; checks: DependencyCheck[] }): Promise<void> {
+      const id = activityIdentity(input.rolloutId);
+      await recordWithKeys(
+        events,
+        input.checks.map((c, i) => ({ key: `${id.workflowId}/${id.runId}/${id.activityId}/check/${i}`, event: envelope(id, checkEvent(input.hostId, c, input.phase)) })),
+      );
+    },
+
+    /**
+     * One of the rollout's own events. `key` is unique within the rollout workflow (e.g.
+     * "wave-1-started"), so retries and replays record it once. A webhook, when the plan has one,
+     * gets the event as JSON; a webhook that fails is logged, it does not stop the rollout.
+     */
+    async recordRolloutEvent(input: { rolloutId: string; key: string; actor: Actor; body: EventBody; webhook?: string }): Promise<void> {
+      const id = activityIdentity(input.rolloutId);
+      const event = envelope({ actor: input.actor, correlation: { rolloutId: input.rolloutId, workflowId: id.workflowId, runId: id.runId } }, input.body);
+      await recordWithKeys(events, [{ key: `rollout/${input.rolloutId}/${input.key}`, event }]);
+      if (input.webhook) await notify(input.webhook, event);
+    },
+  };
+
+  async function notify(url: string, event: DomainEventInput): Promise<void> {
+    try {
+      const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(event), signal: AbortSignal.timeout(5_000) });
+      if (!r.ok) logger.warn({ url, status: r.status, type: event.type }, 'rollout webhook answered with an error');
+    } catch (e) {
+      logger.warn({ url, err: (e as Error).message, type: event.type }, 'rollout webhook failed');
+    }
+  }
+}

@@ -1,0 +1,46 @@
+/**
+ * `fleetpatch worker`: a Temporal worker for every fleetpatch workflow and activity, until Ctrl-C
+ * or SIGTERM (it then finishes or hands back its in-flight tasks and exits). Run as many as you
+ * like against the same task queue.
+ */
+import { parseCommandArgs } from './args.ts';
+import { withServices } from './context.ts';
+import type { Command } from './io.ts';
+import { createActivities } from '../../activities/index.ts';
+import { createActivityDeps } from '../runtime/activity-deps.ts';
+import { startWorker } from '../runtime/worker.ts';
+
+export const workerCommand: Command = async (args, io) => {
+  const { values } = parseCommandArgs(
+    args,
+    {
+      help: { type: 'boolean', short: 'h' },
+      'max-activities': { type: 'string' },
+      identity: { type: 'string' },
+    },
+    'worker',
+  );
+  if (values.help) {
+    io.out('Usage: fleetpatch worker [--max-activities N] [--identity NAME]');
+    io.out('Polls the task queue (TEMPORAL_TASK_QUEUE) for rollout workflows and their activities until Ctrl-C.');
+    return 0;
+  }
+  return withServices({ database: true, temporal: true }, async ({ config, logger, services, shutdown }) => {
+    const activities = createActivities(createActivityDeps({ pool: services.pool, fleetFile: config.fleetFile, logger }));
+    const worker = await startWorker({
+      address: services.temporalAddress,
+      namespace: services.namespace,
+      taskQueue: services.taskQueue,
+      logger,
+      activities,
+      tuning: {
+        ...(values['max-activities'] ? { maxConcurrentActivityTaskExecutions: Number(values['max-activities']) } : {}),
+        ...(values.identity ? { identity: values.identity } : {}),
+      },
+    });
+    shutdown.add('worker', worker.shutdown);
+    io.out(`worker polling task queue "${services.taskQueue}" on ${services.temporalAddress} (namespace ${services.namespace}); fleet file ${config.fleetFile}`);
+    await worker.done;
+    return 0;
+  });
+};

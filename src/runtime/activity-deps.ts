@@ -1,0 +1,32 @@
+/**
+ * Builds what activities need from a database pool and the fleet file. The fleet file is read
+ * lazily and again when it changes on disk (a restarted `fleetpatch emulate` writes new tokens),
+ * so a long-running worker follows the fleet it is pointed at.
+ */
+import { stat } from 'node:fs/promises';
+import type { ActivityDeps } from '../../activities/deps.ts';
+import { EventStore } from '../events/store.ts';
+import { PayloadStore } from '../events/payload-store.ts';
+import { FleetClient } from '../hypervisor/agent-client.ts';
+import type { Pool } from './database.ts';
+import type { Logger } from './logger.ts';
+
+export function createActivityDeps(opts: { pool: Pool; fleetFile: string; logger: Logger; actionDeadlineMs?: number }): ActivityDeps {
+  const events = new EventStore(opts.pool);
+  let cached: { client: FleetClient; mtimeMs: number } | undefined;
+  const fleet = async (): Promise<FleetClient> => {
+    const mtimeMs = await stat(opts.fleetFile).then((s) => s.mtimeMs, () => -1);
+    if (!cached || cached.mtimeMs !== mtimeMs) {
+      cached = { client: await FleetClient.open(opts.fleetFile, { logger: opts.logger }), mtimeMs };
+    }
+    return cached.client;
+  };
+  return {
+    pool: opts.pool,
+    events,
+    payloads: new PayloadStore(events),
+    fleet,
+    logger: opts.logger.child({ component: 'activities' }),
+    ...(opts.actionDeadlineMs !== undefined ? { actionDeadlineMs: opts.actionDeadlineMs } : {}),
+  };
+}
