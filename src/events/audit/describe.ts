@@ -1,0 +1,68 @@
+/** One line in words per event, for the audit tables (the --json output has every field). Pure. */
+import type { DomainEvent, PayloadRef } from '../catalogue.ts';
+
+export function shortId(buildId: string | null | undefined): string {
+  if (!buildId) return '-';
+  return buildId.length > 12 ? `${buildId.slice(0, 12)}…` : buildId;
+}
+
+const p = (x: PayloadRef): string => `${x.name} (${shortId(x.buildId)})`;
+const because = (reason: string | null | undefined): string => (reason ? `: ${reason}` : '');
+
+export function describeEvent(e: DomainEvent): string {
+  switch (e.type) {
+    case 'PayloadStored':
+      return `stored ${p(e.payload)}, ${e.size} bytes, sha256 ${e.sha256.slice(0, 12)}…, ${e.signature ? `signed (${e.signature.algorithm}, key ${e.signature.keyId})` : 'unsigned'}`;
+    case 'PayloadUploaded':
+      return `uploaded ${p(e.payload)}`;
+    case 'DependencyChecked': {
+      const against = e.against.kind === 'hypervisor' ? 'the hypervisor' : `${e.against.name}`;
+      const verdict = e.outcome === 'match' ? 'match' : e.outcome === 'mismatch' ? `MISMATCH${e.errno ? ` (${e.errno})` : ''}` : 'UNREACHABLE';
+      return `${e.phase} check of ${p(e.payload)} ${e.on}: needs ${shortId(e.expected)}, ${against} is ${shortId(e.found)}: ${verdict}${because(e.reason)}`;
+    }
+    case 'PayloadApplied':
+      return `applied ${p(e.payload)}${e.nodeps ? ' (nodeps)' : ''}`;
+    case 'PayloadReverted':
+      return `reverted ${p(e.payload)}`;
+    case 'PayloadReplaced':
+      return `replaced [${e.replaced.map(p).join(', ')}] with ${p(e.payload)}`;
+    case 'PayloadUnloaded':
+      return `unloaded ${p(e.payload)}`;
+    case 'PayloadActionFailed':
+      return `${e.action} of ${p(e.payload)} failed, ${e.errno ?? e.code}${because(e.reason)}`;
+    case 'HealthChecked':
+      return `health ${e.outcome}${e.check ? ` (${e.check.call} returned ${JSON.stringify(e.observed ?? null)}, expected ${JSON.stringify(e.check.expect)})` : ''}${because(e.reason)}`;
+    case 'HostRebooted':
+      return `rebooted${e.hypervisorBuildId ? ` into hypervisor ${shortId(e.hypervisorBuildId)}` : ''}${because(e.reason)}`;
+    case 'DriftDetected':
+      return `DRIFT: ${e.differences.length} difference(s) between events and host; ${e.differences[0]!.description}`;
+    case 'RolloutStarted':
+      return `rollout "${e.planName}" started (${e.mode}; ${e.payloads.map(p).join(', ')}; waves ${e.waves.map((w) => w.name).join(', ')})${because(e.reason)}`;
+    case 'WaveStarted':
+      return `wave ${e.wave} started with ${e.plannedHosts} host(s)`;
+    case 'HostPatchFinished':
+      return `${e.hostId} ${e.outcome} in wave ${e.wave}${e.applied.length ? `, applied ${e.applied.map(p).join(', ')}` : ''}${e.failure ? `: ${e.failure.stage} ${e.failure.code}: ${e.failure.reason}` : ''}${e.revertedAfterFailure ? ' (reverted)' : ''}`;
+    case 'WaveFinished':
+      return `wave ${e.wave} ${e.outcome}: ${e.patched} patched, ${e.already} already, ${e.failed} failed (${e.unreachable} unreachable) of ${e.planned}${because(e.reason)}`;
+    case 'RolloutPaused':
+      return `paused${e.wave ? ` after wave ${e.wave}` : ''}${because(e.reason)}`;
+    case 'RolloutResumed':
+      return `resumed${because(e.reason)}`;
+    case 'RolloutAborted':
+      return `ABORTED${because(e.reason)}`;
+    case 'ApprovalGiven':
+      return `approved going on after wave ${e.wave}${because(e.reason)}`;
+    case 'RollbackStarted':
+      return `rollback started on ${e.hosts} host(s)${because(e.reason)}`;
+    case 'HostRollbackFinished':
+      return `${e.hostId} rollback ${e.outcome}${e.reverted.length ? `, reverted ${e.reverted.map(p).join(', ')}` : ''}${e.reapplied.length ? `, re-applied ${e.reapplied.map(p).join(', ')}` : ''}${because(e.reason)}`;
+    case 'RollbackFinished':
+      return `rollback finished: ${e.rolledBack} rolled back, ${e.stackGrew} stack grew, ${e.failed} failed, ${e.nothingToDo} nothing to do`;
+    case 'RolloutFinished':
+      return `rollout ${e.status}${because(e.reason)}`;
+  }
+}
+
+export function describeActor(a: { kind: string; id: string }): string {
+  return a.kind === 'user' ? a.id : `${a.kind}:${a.id}`;
+}

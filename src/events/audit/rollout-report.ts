@@ -1,0 +1,72 @@
+/**
+ * A rollout's report, replayed from its stream (not from the projection, so it is exact at the
+ * moment it is asked): plan, status, waves, every host's outcome, every decision with who and why,
+ * the rollback, and the dependency checks the rollout made that did not match.
+ */
+import { FleetpatchError } from '../../errors.ts';
+import type { EventOfType } from '../catalogue.ts';
+import { foldRolloutSummary, type RolloutSummary } from '../projections/rollout-summary.ts';
+import type { RecordedEvent } from '../sql/event-row.ts';
+import type { EventStore } from '../store.ts';
+import { rolloutStream } from '../streams.ts';
+import { dependencyChecks, type DependencyCheckRecord } from './checks.ts';
+
+export interface HostOutcome {
+  hostId: string;
+  wave: string;
+  outcome: 'patched' | 'already' | 'failed';
+  applied: { name: string; buildId: string }[];
+  failure: EventOfType<'HostPatchFinished'>['failure'] | null;
+  revertedAfterFailure: boolean;
+  at: string;
+}
+
+export interface HostRollbackOutcome {
+  hostId: string;
+  outcome: EventOfType<'HostRollbackFinished'>['outcome'];
+  reverted: { name: string; buildId: string }[];
+  reapplied: { name: string; buildId: string }[];
+  reason: string | null;
+  at: string;
+}
+
+export interface RolloutReport {
+  summary: RolloutSummary;
+  /** The last outcome recorded for each host, in the order hosts finished. */
+  hosts: HostOutcome[];
+  rollbacks: HostRollbackOutcome[];
+  /** Dependency checks recorded under this rollout that did not match (mismatch or unreachable). */
+  failedChecks: DependencyCheckRecord[];
+  checksTotal: number;
+}
+
+export async function rolloutReport(store: EventStore, rolloutId: string): Promise<RolloutReport> {
+  const events = await store.readStream(rolloutStream(rolloutId));
+  if (events.length === 0) throw new FleetpatchError('ROLLOUT_NOT_FOUND', `no events are recorded for rollout ${rolloutId}`, { rolloutId });
+  const hosts = new Map<string, HostOutcome>();
+  const rollbacks: HostRollbackOutcome[] = [];
+  for (const { event: e } of events as RecordedEvent[]) {
+    if (e.type === 'HostPatchFinished') {
+      hosts.delete(e.hostId);
+      hosts.set(e.hostId, {
+        hostId: e.hostId,
+        wave: e.wave,
+        outcome: e.outcome,
+        applied: e.applied,
+        failure: e.failure ?? null,
+        revertedAfterFailure: e.revertedAfterFailure ?? false,
+        at: e.occurredAt,
+      });
+    } else if (e.type === 'HostRollbackFinished') {
+      rollbacks.push({ hostId: e.hostId, outcome: e.outcome, reverted: e.reverted, reapplied: e.reapplied, reason: e.reason ?? null, at: e.occurredAt });
+    }
+  }
+  const checks = await dependencyChecks(store, { rolloutId });
+  return {
+    summary: foldRolloutSummary(rolloutId, events),
+    hosts: [...hosts.values()],
+    rollbacks,
+    failedChecks: checks.filter((c) => c.event.outcome !== 'match'),
+    checksTotal: checks.length,
+  };
+}

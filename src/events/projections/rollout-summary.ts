@@ -1,0 +1,199 @@
+/**
+ * A rollout's summary, folded from its stream: plan, status, waves with their counts, every
+ * decision a person or the workflow took (pause, resume, abort, approval: who, when, why) and the
+ * rollback. Compact whatever the fleet size; per-host detail stays in the events. Pure.
+ */
+import type { Actor, DomainEvent, PayloadRef } from '../catalogue.ts';
+import type { RecordedEvent } from '../sql/event-row.ts';
+import { rolloutStream } from '../streams.ts';
+
+export type RolloutSummaryStatus = 'unknown' | 'running' | 'paused' | 'rolling-back' | 'succeeded' | 'failed' | 'rolled-back' | 'aborted';
+
+export interface WaveSummary {
+  name: string;
+  index: number;
+  status: 'pending' | 'running' | 'succeeded' | 'failed' | 'skipped';
+  planned: number;
+  patched: number;
+  already: number;
+  failed: number;
+  unreachable: number;
+  startedAt: string | null;
+  finishedAt: string | null;
+  reason: string | null;
+}
+
+export interface Decision {
+  action: 'paused' | 'resumed' | 'aborted' | 'approved';
+  by: Actor;
+  at: string;
+  reason: string | null;
+  wave: string | null;
+}
+
+export interface RollbackSummary {
+  status: 'running' | 'finished';
+  startedAt: string;
+  finishedAt: string | null;
+  reason: string;
+  hosts: number;
+  rolledBack: number;
+  stackGrew: number;
+  failed: number;
+  nothingToDo: number;
+}
+
+export interface RolloutSummary {
+  rolloutId: string;
+  planName: string | null;
+  mode: 'apply' | 'replace' | 'stack' | null;
+  status: RolloutSummaryStatus;
+  startedBy: Actor | null;
+  startReason: string | null;
+  startedAt: string | null;
+  finishedAt: string | null;
+  /** Why it ended when it did not succeed (abort reason, rollback reason, ...). */
+  finishReason: string | null;
+  payloads: PayloadRef[];
+  waves: WaveSummary[];
+  /** Host outcomes over all waves. */
+  hosts: { patched: number; already: number; failed: number; unreachable: number };
+  decisions: Decision[];
+  rollback: RollbackSummary | null;
+  streamPosition: number;
+  updatedAt: string | null;
+}
+
+export function emptyRolloutSummary(rolloutId: string): RolloutSummary {
+  return {
+    rolloutId,
+    planName: null,
+    mode: null,
+    status: 'unknown',
+    startedBy: null,
+    startReason: null,
+    startedAt: null,
+    finishedAt: null,
+    finishReason: null,
+    payloads: [],
+    waves: [],
+    hosts: { patched: 0, already: 0, failed: 0, unreachable: 0 },
+    decisions: [],
+    rollback: null,
+    streamPosition: 0,
+    updatedAt: null,
+  };
+}
+
+function emptyWave(name: string, index: number): WaveSummary {
+  return { name, index, status: 'pending', planned: 0, patched: 0, already: 0, failed: 0, unreachable: 0, startedAt: null, finishedAt: null, reason: null };
+}
+
+function withWave(s: RolloutSummary, name: string, index: number | null, change: (w: WaveSummary) => WaveSummary): WaveSummary[] {
+  const at = s.waves.findIndex((w) => w.name === name);
+  if (at >= 0) return s.waves.map((w, i) => (i === at ? change(w) : w));
+  return [...s.waves, change(emptyWave(name, index ?? s.waves.length))];
+}
+
+export function evolveRolloutSummary(s: RolloutSummary, recorded: RecordedEvent): RolloutSummary {
+  if (recorded.streamId !== rolloutStream(s.rolloutId)) {
+    throw new TypeError(`event ${recorded.streamId}@${recorded.streamPosition} is not in the stream of rollout ${s.rolloutId}`);
+  }
+  return { ...apply(s, recorded.event), streamPosition: recorded.streamPosition, updatedAt: recorded.recordedAt };
+}
+
+export function foldRolloutSummary(rolloutId: string, events: Iterable<RecordedEvent>, from: RolloutSummary = emptyRolloutSummary(rolloutId)): RolloutSummary {
+  let s = from;
+  for (const e of events) s = evolveRolloutSummary(s, e);
+  return s;
+}
+
+const decision = (e: DomainEvent, action: Decision['action'], reason: string | undefined, wave: string | undefined): Decision => ({
+  action,
+  by: e.actor,
+  at: e.occurredAt,
+  reason: reason ?? null,
+  wave: wave ?? null,
+});
+
+function apply(s: RolloutSummary, e: DomainEvent): RolloutSummary {
+  switch (e.type) {
+    case 'RolloutStarted':
+      return {
+        ...s,
+        planName: e.planName,
+        mode: e.mode,
+        status: 'running',
+        startedBy: e.actor,
+        startReason: e.reason ?? null,
+        startedAt: e.occurredAt,
+        payloads: e.payloads.map((p) => ({ name: p.name, buildId: p.buildId })),
+        waves: e.waves.map((w, i) => s.waves.find((x) => x.name === w.name) ?? emptyWave(w.name, i)),
+      };
+    case 'WaveStarted':
+      return { ...s, waves: withWave(s, e.wave, e.waveIndex, (w) => ({ ...w, index: e.waveIndex, status: 'running', planned: e.plannedHosts, startedAt: e.occurredAt })) };
+    case 'HostPatchFinished': {
+      const unreachable = e.failure?.unreachable === true;
+      const bump = (c: { patched: number; already: number; failed: number; unreachable: number }) => ({
+        ...c,
+        [e.outcome]: c[e.outcome] + 1,
+        unreachable: c.unreachable + (unreachable ? 1 : 0),
+      });
+      return { ...s, hosts: bump(s.hosts), waves: withWave(s, e.wave, null, (w) => ({ ...w, ...bump(w) })) };
+    }
+    case 'WaveFinished':
+      // The workflow's own counts are authoritative once the wave is over.
+      return {
+        ...s,
+        waves: withWave(s, e.wave, e.waveIndex, (w) => ({
+          ...w,
+          index: e.waveIndex,
+          status: e.outcome,
+          planned: e.planned,
+          patched: e.patched,
+          already: e.already,
+          failed: e.failed,
+          unreachable: e.unreachable,
+          finishedAt: e.occurredAt,
+          reason: e.reason ?? null,
+        })),
+      };
+    case 'RolloutPaused':
+      return { ...s, status: 'paused', decisions: [...s.decisions, decision(e, 'paused', e.reason, e.wave)] };
+    case 'RolloutResumed':
+      return { ...s, status: 'running', decisions: [...s.decisions, decision(e, 'resumed', e.reason, undefined)] };
+    case 'RolloutAborted':
+      return { ...s, finishReason: e.reason, decisions: [...s.decisions, decision(e, 'aborted', e.reason, undefined)] };
+    case 'ApprovalGiven':
+      return { ...s, decisions: [...s.decisions, decision(e, 'approved', e.reason, e.wave)] };
+    case 'RollbackStarted':
+      return {
+        ...s,
+        status: 'rolling-back',
+        finishReason: s.finishReason ?? e.reason,
+        rollback: { status: 'running', startedAt: e.occurredAt, finishedAt: null, reason: e.reason, hosts: e.hosts, rolledBack: 0, stackGrew: 0, failed: 0, nothingToDo: 0 },
+      };
+    case 'HostRollbackFinished': {
+      if (!s.rollback) return s;
+      const key = ({ 'rolled-back': 'rolledBack', 'stack-grew': 'stackGrew', failed: 'failed', 'nothing-to-do': 'nothingToDo' } as const)[e.outcome];
+      return { ...s, rollback: { ...s.rollback, [key]: s.rollback[key] + 1 } };
+    }
+    case 'RollbackFinished':
+      return {
+        ...s,
+        rollback: {
+          ...(s.rollback ?? { startedAt: e.occurredAt, reason: '(not recorded)', hosts: 0 }),
+          status: 'finished',
+          finishedAt: e.occurredAt,
+          rolledBack: e.rolledBack,
+          stackGrew: e.stackGrew,
+          failed: e.failed,
+          nothingToDo: e.nothingToDo,
+        },
+      };
+    case 'RolloutFinished':
+      return { ...s, status: e.status, finishedAt: e.occurredAt, finishReason: e.reason ?? s.finishReason };
+    default:
+      return s;
+  }
+}
