@@ -85,7 +85,16 @@ describe('host stack reducer (Xen semantics)', () => {
     const h = hostEvents('h1');
     const base = fold('h1', [h.uploaded(HELLO), h.applied(HELLO)]);
     const live = { hypervisorBuildId: XEN, appliedStack: [HELLO, BYE], loaded: [{ ...HELLO, state: 'APPLIED' as const }, { ...BYE, state: 'APPLIED' as const }] };
-    const drift = { ...h.rebooted(), type: 'DriftDetected' as const, replayed: hostSnapshot(base), live, differences: [{ where: 'applied' as const, index: 1, replayed: null, live: 'xen_bye_world', description: 'bye applied by hand' }] };
+    const drift = {
+      type: 'DriftDetected' as const,
+      schemaVersion: 1 as const,
+      occurredAt: '2025-03-01T11:00:00.000Z',
+      actor: { kind: 'system' as const, id: 'audit-replay' },
+      hostId: 'h1',
+      replayed: hostSnapshot(base),
+      live,
+      differences: [{ where: 'applied' as const, index: 1, replayed: null, live: 'xen_bye_world', description: 'bye applied by hand' }],
+    };
     const s = foldHostStack('h1', asRecorded('host-h1', [drift], 3), base);
     expect(hostSnapshot(s)).toEqual(live);
   });
