@@ -115,18 +115,21 @@ describe('fleetpatch payload build, keygen, sign, verify', () => {
     expect(built.code).toBe(0);
     const buildId = await readelfBuildId(out);
     expect(built.stdout).toContain(`build-id ${buildId}`);
-    const j = JSON.parse((await fleetpatch('payload', 'inspect', out, '--json')).stdout);
+    const stacked = path.join(dir, 'cli_bye.livepatch');
+    const prefix = path.join(dir, 'release');
+    await writeFile(path.join(dir, 'bye.json'), JSON.stringify({ name: 'cli_bye', funcs: [{ target: 'xen_extra_version', returns: 'Bye' }] }));
+    const [inspected, checked, stackedBuild, keygen] = await Promise.all([
+      fleetpatch('payload', 'inspect', out, '--json'),
+      fleetpatch('payload', 'check', out, '--image', 'default'),
+      fleetpatch('payload', 'build', '--spec', path.join(dir, 'bye.json'), '--image', 'default', '--on', out, '--out', stacked),
+      fleetpatch('payload', 'keygen', '--out', prefix),
+    ]);
+    const j = JSON.parse(inspected.stdout);
     expect(j.funcs[0].returns).toEqual({ kind: 'string', value: 'Hello from the CLI' });
     expect(j.modinfo).toEqual({ ticket: 'XSA-1' });
-    expect((await fleetpatch('payload', 'check', out, '--image', 'default')).code).toBe(0);
-
-    const stacked = path.join(dir, 'cli_bye.livepatch');
-    await writeFile(path.join(dir, 'bye.json'), JSON.stringify({ name: 'cli_bye', funcs: [{ target: 'xen_extra_version', returns: 'Bye' }] }));
-    expect((await fleetpatch('payload', 'build', '--spec', path.join(dir, 'bye.json'), '--image', 'default', '--on', out, '--out', stacked)).code).toBe(0);
+    expect(checked.code).toBe(0);
+    expect(stackedBuild.code).toBe(0);
     expect(JSON.parse((await fleetpatch('payload', 'inspect', stacked, '--json')).stdout).depends).toBe(buildId);
-
-    const prefix = path.join(dir, 'release');
-    const keygen = await fleetpatch('payload', 'keygen', '--out', prefix);
     expect(keygen.code).toBe(0);
     expect((await stat(`${prefix}.key`)).mode & 0o777).toBe(0o600);
     expect((await fleetpatch('payload', 'sign', out, '--key', `${prefix}.key`)).code).toBe(0);
