@@ -7,7 +7,8 @@ import { Context } from '@temporalio/activity';
 import { errnoName, FleetpatchError, XenError, XEN_ERRNO } from '../src/errors.ts';
 import type { DependencyCheck as HostDependencyCheck } from '../src/hypervisor/state-machine.ts';
 import type { HostAgent } from '../src/hypervisor/agent-client.ts';
-import type { WireList, WireStatus } from '../src/hypervisor/wire.ts';
+import type { WireStatus } from '../src/hypervisor/wire.ts';
+import { hostStateFromList } from '../src/hypervisor/live-state.ts';
 import { short, type DependencyCheck, type HostState, type PayloadMeta, type StackEntry } from '../src/rollout/matching.ts';
 import type { VerifySpec } from '../src/rollout/types.ts';
 import type { ActivityDeps } from './deps.ts';
@@ -37,15 +38,6 @@ export function hostActivities(deps: ActivityDeps) {
       bytesCache.set(buildId, bytes);
     }
     return bytes;
-  }
-
-  function toHostState(hostId: string, list: WireList): HostState {
-    return {
-      hostId,
-      hypervisorBuildId: list.hypervisor.buildId,
-      applied: list.appliedStack.map((e) => ({ name: e.name, buildId: e.buildId })),
-      loaded: list.entries.map((e) => ({ name: e.name, buildId: e.buildId, state: e.state })),
-    };
   }
 
   /** Records the check a hypervisor reports making (at upload or APPLY/REPLACE). */
@@ -102,7 +94,7 @@ export function hostActivities(deps: ActivityDeps) {
     /** The host's live state: its hypervisor, what is loaded, the applied stack. */
     async readHost(input: HostInput): Promise<HostState> {
       const agent = await agentFor(input.hostId);
-      return toHostState(input.hostId, await agent.listAll());
+      return hostStateFromList(input.hostId, await agent.listAll());
     },
 
     /**

@@ -13,9 +13,9 @@ import {
   selectStepHosts,
   updateHostOutcome,
 } from '../src/events/sql/rollout-targets.ts';
-import { isFleetpatchError } from '../src/errors.ts';
+import { readLiveStates } from '../src/hypervisor/live-state.ts';
 import type { DependencyCheck } from '../src/rollout/matching.ts';
-import { preflight as planPreflight, type FleetHost, type LiveState } from '../src/rollout/preflight.ts';
+import { preflight as planPreflight, type FleetHost } from '../src/rollout/preflight.ts';
 import type { Actor, HostPatchResult, HostRollbackResult, PreflightSummary, ResolvedPlan, StackEntry } from '../src/rollout/types.ts';
 
 export interface PatchedHost {
@@ -64,30 +64,11 @@ export function rolloutActivities(deps: ActivityDeps) {
       const fleetHosts: FleetHost[] = fleet.fleet.hosts.map((h) => ({ id: h.id, labels: h.labels, buildId: h.buildId }));
       const { selected } = selectHosts(fleetHosts, input.plan.hosts);
 
-      const live = new Map<string, LiveState>();
-      let next = 0;
-      const lane = async () => {
-        while (next < selected.length) {
-          const host = selected[next++]!;
-          try {
-            const list = await fleet.host(host.id).listAll();
-            live.set(host.id, {
-              ok: true,
-              state: {
-                hostId: host.id,
-                hypervisorBuildId: list.hypervisor.buildId,
-                applied: list.appliedStack.map((e) => ({ name: e.name, buildId: e.buildId })),
-                loaded: list.entries.map((e) => ({ name: e.name, buildId: e.buildId, state: e.state })),
-              },
-            });
-          } catch (e) {
-            if (!isFleetpatchError(e)) throw e;
-            live.set(host.id, { ok: false, code: e.code, reason: e.message });
-          }
-          if (live.size % 100 === 0) ctx.heartbeat({ read: live.size, of: selected.length });
-        }
-      };
-      await Promise.all(Array.from({ length: Math.min(PREFLIGHT_CONCURRENCY, selected.length) }, lane));
+      const live = await readLiveStates(
+        fleet,
+        selected.map((h) => h.id),
+        { concurrency: PREFLIGHT_CONCURRENCY, onProgress: (read) => read % 100 === 0 && ctx.heartbeat({ read, of: selected.length }) },
+      );
 
       const result = planPreflight(input.plan, fleetHosts, live, input.rolloutId);
       // Every comparison made, recorded once (keys make a retried preflight a no-op).

@@ -151,6 +151,9 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
   if (!p.preflight) {
     const preflight = await preflightOps.preflight({ rolloutId, plan });
     Object.assign(p, applyPreflight(p, preflight));
+    if (preflight.selected === 0) {
+      return finish('failed', 'the plan selects no host of the fleet: check hosts.labels and hosts.ids');
+    }
     if (preflight.unknownHostIds.length > 0) {
       return finish('failed', `the plan names hosts the fleet does not have: ${preflight.unknownHostIds.slice(0, 10).join(', ')}`);
     }

@@ -9,13 +9,13 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chown, mkdir, readFile, readlink, symlink, writeFile, access, constants } from 'node:fs/promises';
+import { chown, mkdir, readFile, readlink, rm, symlink, writeFile, access, constants } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { userInfo } from 'node:os';
 import path from 'node:path';
 import { FleetpatchError } from '../errors.ts';
 import type { Logger } from './logger.ts';
-import { choosePort, isListening, run, waitFor } from './process-utils.ts';
+import { choosePort, isAlive, isListening, run, waitFor } from './process-utils.ts';
 
 export interface EmbeddedPostgres {
   /** postgres://… URL of the `fleetpatch` database. */
@@ -119,9 +119,24 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; port: numbe
     () => true,
     () => false,
   );
+  const ownerFile = path.join(home, 'owner.json');
+  const stop = async () => {
+    await run(bins.pg_ctl, ['stop', '-w', '-m', 'fast', '-D', pgdata], { ...account, cwd: home }).catch((e: Error) =>
+      logger.warn({ err: e.message }, 'pg_ctl stop failed'),
+    );
+    await rm(ownerFile, { force: true });
+    logger.info('embedded PostgreSQL stopped');
+  };
   if (running && (await isListening(state.port))) {
-    logger.info({ port: state.port, pgdata }, 'reusing the embedded PostgreSQL that is already running');
-    return { url: url(state.port), port: state.port, startedHere: false, stop: async () => {} };
+    // Another live fleetpatch process started it: share it. Its starter died (SIGKILL): adopt it.
+    const owner = await readFile(ownerFile, 'utf8').then((t) => (JSON.parse(t) as { pid: number }).pid, () => 0);
+    if (owner !== process.pid && owner > 0 && isAlive(owner)) {
+      logger.info({ port: state.port, pgdata, owner }, 'using the embedded PostgreSQL another fleetpatch process runs');
+      return { url: url(state.port), port: state.port, startedHere: false, stop: async () => {} };
+    }
+    logger.info({ port: state.port, pgdata }, 'adopting the embedded PostgreSQL left running by an earlier run');
+    await writeFile(ownerFile, JSON.stringify({ pid: process.pid }));
+    return { url: url(state.port), port: state.port, startedHere: true, stop };
   }
 
   // The port may have been taken since the cluster was created: move to a free one.
@@ -142,20 +157,10 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; port: numbe
   if (!(await waitFor(() => isListening(port), 30_000))) {
     throw new FleetpatchError('DATABASE_UNAVAILABLE', `embedded PostgreSQL started but does not listen on 127.0.0.1:${port}`);
   }
+  await writeFile(ownerFile, JSON.stringify({ pid: process.pid }));
   await ensureDatabase(url(port).replace(/\/fleetpatch$/, '/postgres'));
   logger.info({ port, pgdata, ms: Date.now() - started }, 'embedded PostgreSQL started');
-
-  return {
-    url: url(port),
-    port,
-    startedHere: true,
-    stop: async () => {
-      await run(bins.pg_ctl, ['stop', '-w', '-m', 'fast', '-D', pgdata], { ...account, cwd: home }).catch((e: Error) =>
-        logger.warn({ err: e.message }, 'pg_ctl stop failed'),
-      );
-      logger.info('embedded PostgreSQL stopped');
-    },
-  };
+  return { url: url(port), port, startedHere: true, stop };
 }
 
 async function initCluster(bins: Binaries, pgdata: string, home: string, password: string, account: RunAs, logger: Logger) {
@@ -173,8 +178,7 @@ async function initCluster(bins: Binaries, pgdata: string, home: string, passwor
     const err = e as Error & { stderr?: string };
     throw new FleetpatchError('DATABASE_UNAVAILABLE', `initdb failed in ${pgdata}: ${(err.stderr || err.message).trim()}`);
   } finally {
-    await writeFile(pwfile, '').catch(() => undefined);
-    await import('node:fs/promises').then((fs) => fs.rm(pwfile, { force: true }));
+    await rm(pwfile, { force: true });
   }
 }
 

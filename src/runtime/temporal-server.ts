@@ -52,6 +52,8 @@ interface ServerRecord {
   pid: number;
   port: number;
   uiPort?: number;
+  /** The fleetpatch process that stops it. */
+  ownerPid: number;
 }
 
 export interface DevServerOptions {
@@ -71,14 +73,20 @@ export async function startTemporalDevServer(opts: DevServerOptions): Promise<Te
   const { logger } = opts;
   const recordFile = opts.stateDir ? path.join(opts.stateDir, 'server.json') : undefined;
 
-  // A server left behind by a run that was killed with SIGKILL: adopt it if it still answers,
-  // otherwise clear it away, so runs never pile up servers.
+  // A server another fleetpatch process runs (e.g. `fleetpatch services`) is shared, not stopped.
+  // One left behind by a run that was killed with SIGKILL is adopted (stopped when we exit), or
+  // cleared away when it no longer answers, so runs never pile up servers.
   if (recordFile && existsSync(recordFile)) {
     const record = JSON.parse(await readFile(recordFile, 'utf8')) as ServerRecord;
     if (isAlive(record.pid) && (await isListening(record.port))) {
       const address = `127.0.0.1:${record.port}`;
       if (await isServing(address, opts.namespace)) {
+        if (record.ownerPid !== process.pid && isAlive(record.ownerPid)) {
+          logger.info({ address, owner: record.ownerPid }, 'using the Temporal dev server another fleetpatch process runs');
+          return { address, ...(record.uiPort ? { uiUrl: `http://127.0.0.1:${record.uiPort}` } : {}), startedHere: false, stop: async () => {} };
+        }
         logger.info({ address, pid: record.pid }, 'adopting the Temporal dev server left running by an earlier run');
+        await writeFile(recordFile, JSON.stringify({ ...record, ownerPid: process.pid } satisfies ServerRecord));
         return handle(address, record.uiPort, record.pid, true, recordFile, logger);
       }
       killGroup(record.pid, 'SIGKILL');
@@ -116,7 +124,7 @@ export async function startTemporalDevServer(opts: DevServerOptions): Promise<Te
     );
   }
   child.unref();
-  if (recordFile) await writeFile(recordFile, JSON.stringify({ pid: child.pid!, port, ...(uiPort ? { uiPort } : {}) } satisfies ServerRecord));
+  if (recordFile) await writeFile(recordFile, JSON.stringify({ pid: child.pid!, port, ...(uiPort ? { uiPort } : {}), ownerPid: process.pid } satisfies ServerRecord));
   logger.info({ address, ui: uiPort ? `http://127.0.0.1:${uiPort}` : undefined, ms: Date.now() - started }, 'Temporal dev server started');
   return handle(address, uiPort, child.pid!, true, recordFile, logger);
 }

@@ -1,0 +1,41 @@
+/**
+ * Reading many hosts' live states at once, with bounded concurrency. An unreachable or refusing
+ * host becomes a `{ ok: false }` entry with the reason, never an exception for the whole batch.
+ */
+import { isFleetpatchError } from '../errors.ts';
+import type { HostState } from '../rollout/matching.ts';
+import type { LiveState } from '../rollout/preflight.ts';
+import type { FleetClient } from './agent-client.ts';
+import type { WireList } from './wire.ts';
+
+export function hostStateFromList(hostId: string, list: WireList): HostState {
+  return {
+    hostId,
+    hypervisorBuildId: list.hypervisor.buildId,
+    applied: list.appliedStack.map((e) => ({ name: e.name, buildId: e.buildId })),
+    loaded: list.entries.map((e) => ({ name: e.name, buildId: e.buildId, state: e.state })),
+  };
+}
+
+export async function readLiveStates(
+  fleet: FleetClient,
+  hostIds: readonly string[],
+  opts: { concurrency?: number; onProgress?: (read: number) => void } = {},
+): Promise<Map<string, LiveState>> {
+  const live = new Map<string, LiveState>();
+  let next = 0;
+  const lane = async () => {
+    while (next < hostIds.length) {
+      const id = hostIds[next++]!;
+      try {
+        live.set(id, { ok: true, state: hostStateFromList(id, await fleet.host(id).listAll()) });
+      } catch (e) {
+        if (!isFleetpatchError(e)) throw e;
+        live.set(id, { ok: false, code: e.code, reason: e.message });
+      }
+      opts.onProgress?.(live.size);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.max(1, Math.min(opts.concurrency ?? 64, hostIds.length)) }, lane));
+  return live;
+}
