@@ -734,7 +734,10 @@ class Pipeline {
     if (sec.size % BigInt(struct.size) !== 0n) {
       this.fail('EINVAL', 7, 'funcs-size', `${sec.name} is ${sec.size} bytes, not a multiple of the ${struct.size}-byte struct livepatch_func`, { section: sec.name });
     }
-    if (sec.type === SHT_NOBITS) this.fail('EINVAL', 7, 'funcs-size', `${sec.name} has no contents (SHT_NOBITS)`, { section: sec.name });
+    if (sec.type === SHT_NOBITS) {
+      // Xen loads NOBITS as zeros: the first entry has version 0, which no Xen accepts.
+      this.fail('EOPNOTSUPP', 7, 'func-version', `function 0 has struct version 0 (${sec.name} is SHT_NOBITS, all zeros)`, { func: 0, version: 0 });
+    }
     const n = sec.data.length / struct.size;
     // Xen 4.14+ wants version 2 whatever the section is called; the parser accepts each format's own.
     const wantVersion = this.env ? FUNC_STRUCT.livepatch.version : struct.version;

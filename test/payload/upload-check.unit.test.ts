@@ -385,3 +385,17 @@ function sectionHeader(bytes: Uint8Array, name: string): number {
   throw new Error(`no section ${name}`);
 }
 
+
+describe('NOBITS where Xen expects contents', () => {
+  it('a NOBITS .livepatch.funcs is zeros in memory: struct version 0, EOPNOTSUPP', () => {
+    const o = object({ funcs: [], hooks: { load: 1 } });
+    o.sections.push({ name: '.livepatch.funcs', type: 8 /* SHT_NOBITS */, flags: 3n, size: 104n, addralign: 8n });
+    const e = refusal(() => upload(write(o)));
+    expect(e).toMatchObject({ errnoName: 'EOPNOTSUPP', details: { check: 'func-version', version: 0 } });
+  });
+
+  it('a NOBITS build-id note is zeros: type 0, so EINVAL with ENODATA behind it', () => {
+    const e = refusal(() => upload(patchSection(valid, '.note.gnu.build-id', 'type', 8)));
+    expect(e).toMatchObject({ errnoName: 'EINVAL', details: { check: 'build-id-note', noteErrno: 'ENODATA' } });
+  });
+});
