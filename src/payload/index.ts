@@ -31,7 +31,9 @@
  *
  * Building and signing (these two use node:crypto; everything else is pure)
  *   buildPayload(spec, { image? }) -> Uint8Array        spec validated by PayloadSpecSchema (zod)
+ *   payloadObject(spec, { image? }) -> ElfObject        the same payload before it is written
  *   writeElfObject(object) -> Uint8Array                the raw ET_REL writer underneath
+ *   withBuildId(bytes) -> Uint8Array                    fill .note.gnu.build-id as ld --build-id=sha1
  *   generateSigningKey, signPayload, verifyPayload, read/…ToFile for key and signature files
  *
  * Workflow code (bundled, deterministic) must import the pure files directly (build-id.ts,
