@@ -102,7 +102,7 @@ class Transport {
     const t0 = performance.now();
     let answer: Answer;
     try {
-      answer = await this.send(method, path, opts, true);
+      answer = await this.send(method, path, opts);
     } catch (e) {
       this.#logger?.debug({ method, path, error: (e as FleetpatchError).code ?? String(e), ms: +(performance.now() - t0).toFixed(2) }, 'host request failed');
       throw e;
@@ -112,7 +112,7 @@ class Transport {
     throw this.refusal(method, path, answer);
   }
 
-  private send(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }, mayRetry: boolean): Promise<Answer> {
+  private send(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }): Promise<Answer> {
     return new Promise<Answer>((resolve, reject) => {
       const headers: http.OutgoingHttpHeaders = { authorization: `Bearer ${this.#token}`, accept: 'application/json, text/plain' };
       if (opts.body !== undefined) {
@@ -137,12 +137,9 @@ class Transport {
       });
       req.on('error', (e: NodeJS.ErrnoException) => {
         clearTimeout(timer);
-        // A keep-alive socket the server closed while idle: the request never reached it, so try
-        // once more on a fresh socket (Node's documented pattern for reusedSocket).
-        if (mayRetry && req.reusedSocket && e.code === 'ECONNRESET') {
-          this.send(method, path, opts, false).then(resolve, reject);
-          return;
-        }
+        // No automatic retry, even on a reused keep-alive socket: an emulated host that resets
+        // the connection must look unreachable every time. Idle sockets are closed by the agent
+        // (60 s) before the server would (65 s), so a stale socket does not cause this.
         reject(this.transportError(method, path, e));
       });
       req.end(opts.body);

@@ -54,7 +54,7 @@ function describe(host: Host, fn: string): FunctionView | null {
 export function callFunction(host0: Host, fn: string, now: number): Outcome<FunctionView> {
   const host = settle(host0, now);
   const view = describe(host, fn);
-  if (!view) return { ok: false, host, error: new XenError('ENOENT', `${fn}: no such function in ${host.image.name} or in any loaded payload`, { host: host.id, function: fn }) };
+  if (!view) return { ok: false, host, error: new XenError('ENOENT', `${fn}: no such function in ${host.image.name} or in any loaded payload`, { hostId: host.id, function: fn }) };
   return { ok: true, host, value: view };
 }
 

@@ -206,7 +206,7 @@ function ok<T>(host: Host, value: T): Outcome<T> {
 }
 
 function fail<T>(host: Host, errno: XenErrnoName, reason: string, details: Record<string, unknown> = {}): Outcome<T> {
-  return { ok: false, host, error: new XenError(errno, reason, { host: host.id, ...details }) };
+  return { ok: false, host, error: new XenError(errno, reason, { hostId: host.id, ...details }) };
 }
 
 export function findPayload(host: Host, name: string): LoadedPayload | undefined {
