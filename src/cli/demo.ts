@@ -13,7 +13,8 @@ import path from 'node:path';
 import { parseCommandArgs } from './args.ts';
 import { withServices } from './context.ts';
 import type { CliIO, Command } from './io.ts';
-import { buildPayload, DEFAULT_IMAGE, defineImage, type HypervisorImage } from '../payload/index.ts';
+import { buildPayload, DEFAULT_IMAGE } from '../payload/index.ts';
+import { XEN_4_21_IMAGE } from '../hypervisor/images.ts';
 import { hostImage, startFleetServer } from '../hypervisor/index.ts';
 import { FleetClient } from '../hypervisor/agent-client.ts';
 import { readLiveStates } from '../hypervisor/live-state.ts';
@@ -27,18 +28,6 @@ import { startWorker } from '../runtime/worker.ts';
 import { approveUpdate, progressQuery } from '../../workflows/messages.ts';
 import { connectClient, describeProgress, isFinal, readPlanFile, resolvePlanPayloads, startRollout } from './rollouts.ts';
 import { renderTable } from './table.ts';
-
-/** A second hypervisor build in the fleet: same functions, Xen 4.21, its own build-id. */
-const IMAGE_4_21: HypervisorImage = defineImage({
-  name: 'xen-4.21',
-  buildId: '4c2f0f9a1d7e3b5a6c8e0d2f4a6b8c0e1f3a5b7d',
-  functions: [
-    { name: 'xen_major_version', returns: { kind: 'u32', value: 4 } },
-    { name: 'xen_minor_version', returns: { kind: 'u32', value: 21 } },
-    { name: 'xen_extra_version', returns: { kind: 'string', value: '-unstable' } },
-    { name: 'xen_changeset', returns: { kind: 'string', value: 'fleetpatch demo image 4.21' } },
-  ],
-});
 
 const PLAN = (hosts: number) => `# Written by \`fleetpatch demo\`: one fix, built once per hypervisor build in the fleet.
 name: xsa-999-fix
@@ -77,13 +66,13 @@ export const demoCommand: Command = async (args, io) => {
     const say = (line = '') => io.out(line);
 
     // 1. The fleet: two hypervisor builds; every host labelled env=prod, region, rack.
-    const fleet = await startFleetServer({ hosts: hostCount, images: [hostImage(DEFAULT_IMAGE), hostImage(IMAGE_4_21)], fleetFile: path.join(dir, 'fleet.json'), logger, seed: 7 });
+    const fleet = await startFleetServer({ hosts: hostCount, images: [hostImage(DEFAULT_IMAGE), hostImage(XEN_4_21_IMAGE)], fleetFile: path.join(dir, 'fleet.json'), logger, seed: 7 });
     shutdown.add('emulated fleet', () => fleet.close());
     say(`Emulated fleet: ${hostCount} hosts at ${fleet.url} (fleet file ${fleet.fleetFile})`);
-    say(`  hypervisor builds: 4.19 ${DEFAULT_IMAGE.buildIdHex} (even hosts), 4.21 ${IMAGE_4_21.buildIdHex} (odd hosts)`);
+    say(`  hypervisor builds: 4.19 ${DEFAULT_IMAGE.buildIdHex} (even hosts), 4.21 ${XEN_4_21_IMAGE.buildIdHex} (odd hosts)`);
 
     // 2. The payloads, written where an operator would keep them, and the plan that names them.
-    for (const [file, image] of [['xsa999-for-4.19.livepatch', DEFAULT_IMAGE], ['xsa999-for-4.21.livepatch', IMAGE_4_21]] as const) {
+    for (const [file, image] of [['xsa999-for-4.19.livepatch', DEFAULT_IMAGE], ['xsa999-for-4.21.livepatch', XEN_4_21_IMAGE]] as const) {
       await writeFile(path.join(dir, file), buildPayload({ name: 'xsa999', funcs: [{ target: 'xen_extra_version', returns: '-xsa999' }], modinfo: { XSA: '999' } }, { image }));
     }
     const planFile = path.join(dir, 'plan.yaml');

@@ -23,7 +23,7 @@ export async function startTestWorker(opts: { pool: Pool; fleetFile: string; act
   const address = inject('temporalAddress');
   const namespace = inject('temporalNamespace');
   const taskQueue = `test-${randomBytes(4).toString('hex')}`;
-  const logger = createLogger((process.env.LOG_LEVEL as 'warn') ?? 'warn', { pretty: false, name: 'test' });
+  const logger = createLogger((process.env.LOG_LEVEL as 'error') ?? 'error', { pretty: false, name: 'test' });
   const activities = createActivities(createActivityDeps({ pool: opts.pool, fleetFile: opts.fleetFile, logger, ...(opts.actionDeadlineMs !== undefined ? { actionDeadlineMs: opts.actionDeadlineMs } : {}) }));
   const worker = await startWorker({ address, namespace, taskQueue, logger, activities, workflowBundlePath: inject('workflowBundlePath') });
   const connection = await Connection.connect({ address });
