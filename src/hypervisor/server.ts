@@ -30,7 +30,8 @@ import { FaultInjector, loadFaultsFile, parseFaults, type Faults, type FaultsInp
 import { writeFleetFile, type FleetFile } from './fleet-file.ts';
 import { bootHost, createFleet, newToken, type FleetMember } from './fleet.ts';
 import { callFunction, functionTable } from './functions.ts';
-import { DEFAULT_HOST_IMAGE, cachingChecker, loadImageFile, payloadLibraryChecker } from './payload-adapter.ts';
+import type { HypervisorImage } from '../payload/image.ts';
+import { DEFAULT_HOST_IMAGE, cachingChecker, hostImage, loadImageFile, payloadLibraryChecker } from './payload-adapter.ts';
 import * as sm from './state-machine.ts';
 import { callView, errorView, listView, payloadView, statusView, toJson, type WireAction, type WireReboot, type WireUpload } from './wire.ts';
 
@@ -40,8 +41,12 @@ const MAX_JSON_BYTES = 256 * 1024;
 
 export interface FleetServerOptions {
   hosts: number;
-  /** Hypervisor images: loaded, or paths of linked ELF images. Default: the built-in image. */
-  images?: readonly (sm.HostImage | string)[];
+  /**
+   * Hypervisor images: the emulator's, the payload library's (readImage, defineImage,
+   * DEFAULT_IMAGE), or paths of linked ELF images. Host i runs image i mod count. Default: the
+   * built-in image.
+   */
+  images?: readonly (sm.HostImage | HypervisorImage | string)[];
   /** Seed of every fault draw (default 1). */
   seed?: number;
   /** A faults document, or the path of a faults file (YAML or JSON). */
@@ -210,7 +215,9 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
   const clock = opts.clock ?? (() => performance.now());
   const seed = opts.seed ?? 1;
   const log = opts.logger?.child({ component: 'fleet' });
-  const images = distinctNames(await Promise.all((opts.images?.length ? opts.images : [DEFAULT_HOST_IMAGE]).map((i) => (typeof i === 'string' ? loadImageFile(i) : i))));
+  const images = distinctNames(
+    await Promise.all((opts.images?.length ? opts.images : [DEFAULT_HOST_IMAGE]).map((i) => (typeof i === 'string' ? loadImageFile(i) : 'functionAt' in i ? i : hostImage(i)))),
+  );
   const baseFaults = typeof opts.faults === 'string' ? await loadFaultsFile(opts.faults) : parseFaults(opts.faults ?? {});
   let injector = new FaultInjector(mergeShortcuts(baseFaults, opts), seed);
   const check = opts.checker ?? cachingChecker(payloadLibraryChecker);

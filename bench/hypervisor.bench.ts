@@ -1,0 +1,124 @@
+/**
+ * The fleet server: how many hosts one `fleetpatch emulate` process serves, its memory (RSS, read
+ * from the server's own /admin/stats) and the action round-trip latency with 1, 100 and 10,000
+ * hosts. Each size runs in a fresh `fleetpatch emulate` subprocess, so the load generator's
+ * memory is not counted.
+ *
+ * Round trip = POST .../action {"cmd":"apply"|"revert"} and GETs every millisecond until rc is no
+ * longer -EAGAIN (emulated action duration 0): what an activity waits for one action. Measured
+ * after a warm-up, with 64 hosts in flight (1 for the one-host fleet), client in this process.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtemp, rm } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { FleetClient } from '../src/hypervisor/agent-client.ts';
+import { buildPayload } from '../src/payload/builder.ts';
+import { DEFAULT_IMAGE } from '../src/payload/image.ts';
+import { percentile, type Bench } from './report.ts';
+
+const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
+const BIN = path.join(ROOT, 'bin', 'fleetpatch.js');
+const SIZES = [1, 100, 10_000];
+const CONCURRENCY = 64;
+
+async function startEmulator(hosts: number, fleetFile: string): Promise<{ child: ChildProcess; startMs: number }> {
+  const t0 = performance.now();
+  const child = spawn(process.execPath, [BIN, 'emulate', '--hosts', String(hosts), '--port', '0', '--fleet-file', fleetFile], {
+    cwd: ROOT,
+    env: { ...process.env, LOG_LEVEL: 'warn' },
+    stdio: ['ignore', 'pipe', 'inherit'],
+  });
+  let out = '';
+  await new Promise<void>((resolve, reject) => {
+    child.stdout!.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (out.includes('Press Ctrl-C')) resolve();
+    });
+    child.once('exit', (code) => reject(new Error(`fleetpatch emulate exited with ${code}: ${out}`)));
+  });
+  return { child, startMs: performance.now() - t0 };
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.exitCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
+}
+
+/** Runs `fn` over `items` with at most `limit` in flight. */
+async function pool<T>(items: readonly T[], limit: number, fn: (item: T) => Promise<void>): Promise<void> {
+  let i = 0;
+  await Promise.all(
+    Array.from({ length: Math.min(limit, items.length) }, async () => {
+      while (i < items.length) await fn(items[i++]!);
+    }),
+  );
+}
+
+export default (async (ctx) => {
+  const bytes = buildPayload({ name: 'bench', funcs: [{ target: 'xen_extra_version', returns: 'Hello World' }] }, { image: DEFAULT_IMAGE });
+  const dir = await mkdtemp(path.join(os.tmpdir(), 'fleetpatch-bench-'));
+  try {
+    for (const n of SIZES) {
+      const fleetFile = path.join(dir, `fleet-${n}.json`);
+      const { child, startMs } = await startEmulator(n, fleetFile);
+      try {
+        const client = await FleetClient.open(fleetFile, { timeoutMs: 30_000 });
+        const ids = client.hostIds;
+        const idle = await client.stats();
+
+        // Every host: upload, apply, and prove it answers (the patched function's result).
+        const t0 = performance.now();
+        let served = 0;
+        await pool(ids, CONCURRENCY, async (id) => {
+          const agent = client.host(id);
+          await agent.upload('bench', bytes);
+          await agent.action('bench', 'apply');
+          const s = await agent.waitForAction('bench', { pollMs: 1 });
+          if (s.state === 'APPLIED' && (await agent.call('xen_extra_version')).result === 'Hello World') served++;
+        });
+        const rolloutMs = performance.now() - t0;
+        const loaded = await client.stats();
+
+        // Round trips: revert, then apply again, alternately. Each of `conc` workers owns its own
+        // hosts, so no host ever has two actions in flight (Xen would say EBUSY).
+        const conc = n === 1 ? 1 : Math.min(CONCURRENCY, n);
+        const roundTrips = async (count: number, record: number[] | null) => {
+          await Promise.all(
+            Array.from({ length: conc }, async (_, w) => {
+              const owned = ids.filter((_, i) => i % conc === w);
+              for (let k = 0; k < Math.ceil(count / conc); k++) {
+                const agent = client.host(owned[k % owned.length]!);
+                const state = (await agent.get('bench')).state;
+                const t = performance.now();
+                await agent.action('bench', state === 'APPLIED' ? 'revert' : 'apply');
+                await agent.waitForAction('bench', { pollMs: 1 });
+                record?.push(performance.now() - t);
+              }
+            }),
+          );
+        };
+        await roundTrips(Math.min(500, Math.max(100, n / 10)), null); // warm-up, not recorded
+        const latencies: number[] = [];
+        await roundTrips(Math.max(2000, n), latencies);
+        latencies.sort((a, b) => a - b);
+        const after = await client.stats();
+
+        ctx.report({ name: `hosts served by one fleet process (${n} hosts)`, value: served, unit: 'hosts', note: `each uploaded, applied and answering xen_extra_version = "Hello World"; started in ${Math.round(startMs)} ms` });
+        ctx.report({ name: `fleet process RSS, idle (${n} hosts)`, value: idle.rssBytes / 2 ** 20, unit: 'MiB' });
+        ctx.report({ name: `fleet process RSS, one payload applied per host (${n} hosts)`, value: Math.max(loaded.rssBytes, after.rssBytes) / 2 ** 20, unit: 'MiB', note: `heap ${(after.heapUsedBytes / 2 ** 20).toFixed(1)} MiB` });
+        ctx.report({ name: `upload+apply+verify of every host (${n} hosts)`, value: rolloutMs, unit: 'ms', note: `${CONCURRENCY} hosts at a time, ${((n / rolloutMs) * 1000).toFixed(0)} hosts/s` });
+        ctx.report({ name: `action round-trip p50 (${n} hosts)`, value: percentile(latencies, 50), unit: 'ms', note: `${latencies.length} apply/revert round trips (POST action + GET until rc != -EAGAIN), ${conc} in flight` });
+        ctx.report({ name: `action round-trip p99 (${n} hosts)`, value: percentile(latencies, 99), unit: 'ms' });
+        ctx.log(`${n} hosts: ${after.requests} requests served`);
+      } finally {
+        await stop(child);
+      }
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}) satisfies Bench;
