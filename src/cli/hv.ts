@@ -48,7 +48,7 @@ const ACTIONS: Record<ActionCmd, ActionOption> = {
 function showHelp(io: CliIO): void {
   for (const line of [
     'fleetpatch hv: xen-livepatch against an emulated host',
-    'Usage: fleetpatch hv [--fleet-file <file>] --host <id> <command> [args] [command-flags]',
+    'Usage: fleetpatch hv [--fleet-file <file>] --host <id> [--timeout <ms>] <command> [args] [command-flags]',
     ` <name> An unique name of payload. Up to ${XEN_LIVEPATCH_NAME_SIZE} characters.`,
     'Commands:',
     '  help                   display this help',
@@ -68,6 +68,7 @@ function showHelp(io: CliIO): void {
     '  dump                   the hypervisor\'s live-patch debug dump (debug key \'x\').',
     '  call <function>        what calling <function> returns now, and which payload provides it.',
     'Exit codes: 0 success, 2 retry later (EAGAIN, EBUSY), 1 otherwise.',
+    '--timeout is how long to wait for each answer of the host (default 10000 ms).',
     `The fleet file defaults to <FLEETPATCH_DATA_DIR>/fleet.json (written by \`fleetpatch emulate\`).`,
   ]) {
     io.err(line);
