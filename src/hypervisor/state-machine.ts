@@ -15,7 +15,7 @@
  * Upload checks are not reimplemented here: an injected `UploadChecker` (by default the payload
  * library's, see payload-adapter.ts) turns bytes into `PayloadFacts` or throws Xen's XenError.
  */
-import { XEN_ERRNO, XenError, strerror, type XenErrnoName } from '../errors.ts';
+import { XEN_ERRNO, XenError, type XenErrnoName } from '../errors.ts';
 import { shortBuildId } from '../payload/build-id.ts';
 
 /** Xen's default when the caller passes timeout 0: MILLISECS(30). */
@@ -574,11 +574,6 @@ export function isDown(host: Host, now: number): boolean {
 
 export function appliedStack(host: Host): readonly LoadedPayload[] {
   return host.stack.map((n) => findPayload(host, n)!);
-}
-
-/** "Error 22: Invalid argument" plus the reason: what fleetpatch prints where Xen prints only the number. */
-export function describeRc(rc: number): string {
-  return rc === 0 ? 'OK' : `${-rc}, ${strerror(rc)}`;
 }
 
 function hex64(v: bigint): string {
