@@ -77,12 +77,13 @@ export async function saveHostStacks(db: Queryable, states: HostStackState[], pl
       states.map((s) => s.updatedAt),
     ],
   );
+  // Two statements: the sub-statements of one WITH share a snapshot, so an INSERT there would
+  // still collide with the rows its DELETE removes.
+  await db.query('DELETE FROM payload_placements WHERE host_id = ANY($1::text[])', [states.map((s) => s.hostId)]);
   await db.query(
-    `WITH gone AS (DELETE FROM payload_placements WHERE host_id = ANY($1::text[]))
-     INSERT INTO payload_placements (build_id, host_id, name, state, stack_index, stack_height)
-     SELECT * FROM unnest($2::text[], $3::text[], $4::text[], $5::text[], $6::int[], $7::int[])`,
+    `INSERT INTO payload_placements (build_id, host_id, name, state, stack_index, stack_height)
+     SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::int[], $6::int[])`,
     [
-      states.map((s) => s.hostId),
       placements.map((p) => p.buildId),
       placements.map((p) => p.hostId),
       placements.map((p) => p.name),

@@ -1,0 +1,200 @@
+/**
+ * `fleetpatch audit ...` end to end in-process: real PostgreSQL (the test database, through the
+ * same withServices every command uses), a fleet file, and an HTTP server that answers Xen's LIST
+ * the way the emulated fleet does (paged), so replay reads a live host over the wire.
+ */
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import os from 'node:os';
+import path from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { auditCommand } from '../../src/cli/audit.ts';
+import { memoryIO } from '../../src/cli/io.ts';
+import { reportError } from '../../src/cli/main.ts';
+import { httpLiveState } from '../../src/events/audit/live-state.ts';
+import { EventStore } from '../../src/events/store.ts';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { BYE, HELLO, REPLACE, XEN, rolloutStory, withIds, xenTestRun } from './support/events.ts';
+
+let db: TestDatabase;
+let store: EventStore;
+let dataDir: string;
+let server: http.Server;
+let fleetUrl: string;
+/** What the fake fleet answers for host c1, and every request it saw. */
+let live: { appliedStack: { name: string; buildId: string }[]; entries: { name: string; buildId: string; state: 'CHECKED' | 'APPLIED' }[] };
+const requests: { url: string; auth: string | undefined }[] = [];
+const saved = { DATABASE_URL: process.env.DATABASE_URL, FLEETPATCH_DATA_DIR: process.env.FLEETPATCH_DATA_DIR, LOG_LEVEL: process.env.LOG_LEVEL };
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  store = new EventStore(db.pool);
+  dataDir = await mkdtemp(path.join(os.tmpdir(), 'fleetpatch-audit-'));
+  await store.append('host-c1', withIds('c1', xenTestRun('c1')));
+  await store.append('rollout-r1', withIds('r1', rolloutStory('r1')));
+  live = {
+    appliedStack: [REPLACE],
+    entries: [
+      { ...HELLO, state: 'CHECKED' },
+      { ...BYE, state: 'CHECKED' },
+      { ...REPLACE, state: 'APPLIED' },
+    ],
+  };
+  server = http.createServer((req, res) => {
+    requests.push({ url: req.url ?? '', auth: req.headers.authorization });
+    const url = new URL(req.url ?? '/', 'http://x');
+    const match = /^\/hosts\/([^/]+)\/livepatch$/.exec(url.pathname);
+    if (!match || match[1] !== 'c1') return void res.writeHead(404).end(JSON.stringify({ error: 'ENOENT', message: 'no such host' }));
+    if (req.headers.authorization !== 'Bearer token-of-c1-0123456789') return void res.writeHead(401).end('{}');
+    const idx = Number(url.searchParams.get('idx') ?? 0);
+    // Pages of two entries, to exercise paging.
+    const page = live.entries.slice(idx, idx + Math.min(2, Number(url.searchParams.get('nr') ?? 1024)));
+    res.writeHead(200, { 'content-type': 'application/json' }).end(
+      JSON.stringify({
+        host: 'c1',
+        hypervisor: { image: 'default', buildId: XEN },
+        version: 7,
+        total: live.entries.length,
+        remaining: live.entries.length - idx - page.length,
+        idx,
+        entries: page.map((p) => ({ ...p, rc: 0, reason: null, depends: XEN, xenDepends: XEN, metadata: [], reverted: false, safeToReapply: true, functions: [] })),
+        appliedStack: live.appliedStack,
+        pending: null,
+        boots: 0,
+      }),
+    );
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  fleetUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
+  await writeFile(path.join(dataDir, 'fleet.json'), JSON.stringify({ url: fleetUrl, hosts: [{ id: 'c1', token: 'token-of-c1-0123456789', labels: { region: 'eu', rack: 'r1' }, buildId: XEN }] }));
+  Object.assign(process.env, { DATABASE_URL: db.url, FLEETPATCH_DATA_DIR: dataDir, LOG_LEVEL: 'silent' });
+});
+afterAll(async () => {
+  for (const [k, v] of Object.entries(saved)) {
+    if (v === undefined) delete process.env[k];
+    else process.env[k] = v;
+  }
+  await new Promise((resolve) => server?.close(resolve));
+  await rm(dataDir, { recursive: true, force: true });
+  await db?.drop();
+});
+
+async function audit(...args: string[]): Promise<{ code: number; out: string; err: string }> {
+  const io = memoryIO();
+  let code: number;
+  try {
+    code = await auditCommand(args, io);
+  } catch (e) {
+    code = reportError(e, io);
+  }
+  return { code, out: io.stdout.join('\n'), err: io.stderr.join('\n') };
+}
+
+describe('fleetpatch audit', () => {
+  it('prints a host timeline as a table and as JSON', async () => {
+    const t = await audit('timeline', '--host', 'c1');
+    expect(t.code).toBe(0);
+    expect(t.out).toMatch(/^Timeline of host c1: 13 event\(s\)/);
+    expect(t.out).toMatch(/WHEN\s+WHERE\s+ACTOR\s+EVENT\s+WHAT/);
+    expect(t.out).toMatch(/#12\s+workflow:host-patch\/r1\/h1\s+PayloadReplaced\s+replaced \[xen_hello_world \(111111111111…\), xen_bye_world \(222222222222…\)\] with xen_replace_world/);
+    const j = await audit('timeline', '--host', 'c1', '--json', '--limit', '2');
+    expect(JSON.parse(j.out).map((e: { event: { type: string } }) => e.event.type)).toEqual(['DependencyChecked', 'PayloadUploaded']);
+  });
+
+  it('prints a stack now, as of a position and as of a time', async () => {
+    const now = await audit('stack', '--host', 'c1');
+    expect(now.out).toMatch(/Applied stack \(bottom first\):\n#\s+NAME\s+BUILD-ID\n1 top\s+xen_replace_world\s+3333/);
+    expect(now.out).toMatch(/xen_hello_world\s+1{40}\s+CHECKED/);
+    const pos = await audit('stack', '--host', 'c1', '--position', '10', '--json');
+    expect(JSON.parse(pos.out).state.applied).toEqual([HELLO, BYE]);
+    const early = await audit('stack', '--host', 'c1', '--at', '2001-01-01T00:00:00Z');
+    expect(early.out).toMatch(/0 event\(s\) replayed/);
+    expect(early.out).toMatch(/Applied stack: empty/);
+    const both = await audit('stack', '--host', 'c1', '--at', 'x', '--position', '1');
+    expect(both).toMatchObject({ code: 2, err: expect.stringMatching(/--at or --position, not both/) });
+  });
+
+  it('lists dependency checks with filters', async () => {
+    const all = await audit('checks');
+    expect(all.out).toMatch(/^3 dependency check\(s\), 1 not matching/);
+    const mismatch = await audit('checks', '--outcome', 'mismatch', '--host', 'c1');
+    expect(mismatch.out).toMatch(/c1\s+apply\s+xen_bye_world \(222222222222…\)\s+depends\s+111111111111…\s+333333333333…\s+xen_replace_world\s+MISMATCH\s+-\s+EINVAL: check against xen_replace_world build-id failed/);
+    expect(JSON.parse((await audit('checks', '--payload', BYE.buildId, '--json')).out)).toHaveLength(2);
+    expect((await audit('checks', '--rollout', 'nope')).out).toBe('No dependency checks recorded that match.');
+    expect((await audit('checks', '--outcome', 'perhaps')).code).toBe(2);
+  });
+
+  it('tells where a payload is, now and then', async () => {
+    const now = await audit('where', '--payload', REPLACE.buildId);
+    expect(now.out).toMatch(/applied on 1 host\(s\), loaded only on 0/);
+    expect(now.out).toMatch(/c1\s+xen_replace_world\s+APPLIED\s+1 of 1 \(top\)/);
+    const then = await audit('where', '--payload', REPLACE.buildId, '--at', '2001-01-01T00:00:00Z', '--json');
+    expect(JSON.parse(then.out)).toEqual([]);
+    expect((await audit('where', '--payload', 'XYZ')).code).toBe(2);
+  });
+
+  it('reports a rollout with its decisions', async () => {
+    const r = await audit('rollout', 'r1');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/Rollout r1: "hello-everywhere" \(apply\), ROLLED-BACK/);
+    expect(r.out).toMatch(/approved\s+alice\s+canary\s+canary healthy for 10 minutes/);
+    expect(r.out).toMatch(/h3\s+rest\s+failed\s+-\s+check EINVAL: /);
+    expect(r.out).toMatch(/Rollback finished.*1 rolled back, 1 stack grew/);
+    expect(JSON.parse((await audit('rollout', 'r1', '--json')).out).summary.status).toBe('rolled-back');
+    expect(await audit('rollout', 'r404')).toMatchObject({ code: 1, err: expect.stringMatching(/ROLLOUT_NOT_FOUND/) });
+  });
+
+  it('replays a host against the live host over HTTP and records drift', async () => {
+    const same = await audit('replay', '--host', 'c1');
+    expect(same).toMatchObject({ code: 0, out: expect.stringMatching(/The live host runs exactly what its events say/) });
+    expect(requests.every((r) => r.auth === 'Bearer token-of-c1-0123456789')).toBe(true);
+    expect(requests.map((r) => new URL(r.url, 'http://x').searchParams.get('idx'))).toEqual(['0', '2']);
+
+    // Someone reverted the replacement by hand.
+    live.appliedStack = [];
+    live.entries[2]!.state = 'CHECKED';
+    const dry = await audit('replay', '--host', 'c1', '--no-record');
+    expect(dry.code).toBe(1);
+    expect(dry.out).toMatch(/Not recorded/);
+    const drift = await audit('replay', '--host', 'c1');
+    expect(drift.code).toBe(1);
+    expect(drift.out).toMatch(/DRIFT: 2 difference\(s\)/);
+    expect(drift.out).toMatch(/applied 0\s+xen_replace_world \(3{40}\)\s+-\s+applied stack position 0/);
+    expect(drift.out).toMatch(/Recorded as DriftDetected at host-c1#14/);
+    expect((await audit('replay', '--host', 'c1')).code).toBe(0);
+    expect((await audit('timeline', '--host', 'c1')).out).toMatch(/DriftDetected\s+DRIFT: 2 difference/);
+
+    expect(await audit('replay', '--host', 'c2')).toMatchObject({ code: 1, err: expect.stringMatching(/HOST_NOT_FOUND/) });
+    expect(await audit('replay', '--host', 'c1', '--fleet-file', path.join(dataDir, 'none.json'))).toMatchObject({ code: 1, err: expect.stringMatching(/FLEET_FILE_INVALID/) });
+  });
+
+  it('names HTTP refusals of the fleet server', async () => {
+    await expect(httpLiveState({ url: fleetUrl, hosts: [{ id: 'c1', token: 'wrong' }] })('c1')).rejects.toMatchObject({ code: 'HOST_UNAUTHORIZED' });
+    await expect(httpLiveState({ url: fleetUrl, hosts: [{ id: 'c9', token: 'x' }] })('c9')).rejects.toMatchObject({ code: 'HOST_NOT_FOUND' });
+    await expect(httpLiveState({ url: 'http://127.0.0.1:1', hosts: [{ id: 'c1', token: 'x' }] })('c1')).rejects.toMatchObject({ code: 'HOST_UNREACHABLE' });
+  });
+
+  it('verifies the chains, and exits 1 with the first broken link after tampering', async () => {
+    const ok = await audit('verify');
+    expect(ok).toMatchObject({ code: 0, out: expect.stringMatching(/^OK: 30 event\(s\) in 2 stream\(s\)/) });
+    await db.pool.query('ALTER TABLE events DISABLE TRIGGER events_append_only');
+    await db.pool.query(`UPDATE events SET actor = '{"kind":"user","id":"mallory"}' WHERE stream_id = 'rollout-r1' AND stream_position = 6`);
+    await db.pool.query('ALTER TABLE events ENABLE TRIGGER events_append_only');
+    const broken = await audit('verify');
+    expect(broken.code).toBe(1);
+    expect(broken.out).toMatch(/BROKEN: 1 of 2 stream\(s\)/);
+    expect(broken.out).toMatch(/rollout-r1\s+6\s+altered\s+the event at position 6 \(ApprovalGiven\)/);
+    const asJson = await audit('verify', '--json');
+    expect(asJson.code).toBe(1);
+    expect(JSON.parse(asJson.out).breaks[0]).toMatchObject({ streamId: 'rollout-r1', position: 6, kind: 'altered' });
+  });
+
+  it('explains its usage', async () => {
+    expect((await audit()).code).toBe(2);
+    expect((await audit('--help')).out).toMatch(/fleetpatch audit <subcommand>/);
+    expect(await audit('frobnicate')).toMatchObject({ code: 2, err: expect.stringMatching(/unknown subcommand/) });
+    expect(await audit('timeline')).toMatchObject({ code: 2, err: expect.stringMatching(/--host is required/) });
+    expect(await audit('timeline', '--host', 'c1', '--bogus')).toMatchObject({ code: 2 });
+  });
+});
