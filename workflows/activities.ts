@@ -11,7 +11,8 @@ const hostRetry = { initialInterval: '500ms', backoffCoefficient: 2, maximumInte
 
 /** Short host operations: read state, upload, dependency check, verify. */
 export const hostOps = proxyActivities<Activities>({
-  startToCloseTimeout: '30s',
+  // Each host request times out after 10 s; a worker that died mid-call is noticed after 15 s.
+  startToCloseTimeout: '15s',
   retry: hostRetry,
 });
 

@@ -181,7 +181,9 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
       const s = p.cursor.step;
       const stepSize = wave.steps[s]!.size;
       while (p.cursor.offset < stepSize) {
-        const limit = Math.min(500, Math.max(100, wave.concurrency * 2), HOSTS_PER_RUN - hostsThisRun);
+        // A page holds a few rounds of the wave's concurrency: small activity results, and a
+        // continue-as-new check often enough to keep each run's history short.
+        const limit = Math.min(Math.max(20, wave.concurrency * 4), 500, HOSTS_PER_RUN - hostsThisRun);
         const hostIds = await bookkeeping.listStepHosts({ rolloutId, wave: w, step: s, offset: p.cursor.offset, limit });
         if (hostIds.length === 0) break; // the stored plan has fewer hosts than the summary: nothing left
         let exceeded: string | undefined;

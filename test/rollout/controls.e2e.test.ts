@@ -9,6 +9,7 @@ import type { PlanInput } from '../../src/rollout/plan.ts';
 import type { RolloutProgress } from '../../src/rollout/progress.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestWorker, type TestTemporal } from '../support/temporal.ts';
+import { saveHistory } from '../support/histories.ts';
 import { IMAGE_A, liveStacks, tempDir, writePayload, writePlan, type BuiltPayload } from '../support/rollout.ts';
 
 const alice = { kind: 'user' as const, id: 'alice' };
@@ -79,6 +80,7 @@ describe('steering a rollout: approval gates, pause, resume, abort', () => {
     await s.handle.executeUpdate(approveUpdate, { args: [{ by: bob, reason: 'canary healthy for 1 s', wave: 'canary' }] });
     const done = await s.handle.result();
     expect(done.status).toBe('succeeded');
+    await saveHistory(temporal.client, 'rollout-gated-1', 'rollout-approval-gate');
     expect(done.decisions).toEqual([expect.objectContaining({ action: 'approved', by: bob, reason: 'canary healthy for 1 s', wave: 'canary' })]);
     const approval = (await new EventStore(db.pool).readStream(rolloutStream('gated-1'))).find((e) => e.event.type === 'ApprovalGiven')!;
     expect(approval.event).toMatchObject({ actor: bob, wave: 'canary', reason: 'canary healthy for 1 s' });
@@ -102,6 +104,7 @@ describe('steering a rollout: approval gates, pause, resume, abort', () => {
     const done = await s.handle.result();
     expect(done.status).toBe('succeeded');
     expect(done.waves[0]!.patched).toBe(4);
+    await saveHistory(temporal.client, 'rollout-paused-1', 'rollout-pause-resume');
     expect(done.decisions.map((d) => [d.action, d.by.id, d.reason])).toEqual([
       ['paused', 'alice', 'investigating an alert'],
       ['resumed', 'bob', 'alert was unrelated'],
@@ -118,6 +121,7 @@ describe('steering a rollout: approval gates, pause, resume, abort', () => {
     const done = await s.handle.result();
     expect(done.status).toBe('aborted');
     expect(done.stopReason).toBe('aborted by bob: wrong maintenance window');
+    await saveHistory(temporal.client, 'rollout-aborted-1', 'rollout-aborted');
     const patched = done.waves[0]!.patched;
     expect(patched).toBeGreaterThanOrEqual(1);
     expect(patched).toBeLessThan(4);
@@ -139,6 +143,7 @@ describe('steering a rollout: approval gates, pause, resume, abort', () => {
     const done = await s.handle.result();
     expect(done.status).toBe('aborted');
     expect(done.rollback).toMatchObject({ status: 'finished', failed: 0 });
+    await saveHistory(temporal.client, 'rollout-more-1', 'rollout-abort-rollback');
     expect(done.rollback!.rolledBack).toBe(done.waves[0]!.patched);
     for (const id of ids) expect((await liveStacks(fleet.fleetFile)).get(id)).toEqual(['fix']);
   });

@@ -1,4 +1,5 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { saveHistory } from '../support/histories.ts';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
 import { preflight } from '../../src/rollout/preflight.ts';
 import type { RolloutProgress } from '../../src/rollout/progress.ts';
@@ -91,6 +92,11 @@ describe('a 3-wave rollout over 50 hosts with two hypervisor images and two payl
   it('gives every host the build made for its hypervisor and top of stack, wave by wave', async () => {
     const result = await run(temporal, db, await writePlan(dir, mainPlan()), 'fix-1');
     expect(result.status).toBe('succeeded');
+    // The test server suggests continue-as-new at 200 events: the rollout carried on across runs.
+    if (inject('lowContinueAsNewThreshold')) expect(result.generation).toBeGreaterThanOrEqual(1);
+    await saveHistory(temporal.client, 'rollout-fix-1', 'rollout-two-images-first-run', { firstRun: true });
+    await saveHistory(temporal.client, 'rollout-fix-1', 'rollout-two-images-last-run');
+    await saveHistory(temporal.client, 'rollout-fix-1/host/host-0001', 'host-patch-patched');
     expect(result.preflight).toMatchObject({ selected: 50, targets: 46, incompatible: 4, alreadyPatched: 0 });
     expect(result.preflight!.incompatibleSamples.map((s) => s.hostId).sort()).toEqual(prePatched);
     expect(result.waves.map((w) => [w.name, w.status, w.planned, w.patched, w.failed])).toEqual([
@@ -185,6 +191,10 @@ describe('a failure budget exceeded in wave 2', () => {
     const result = await s.handle.result();
 
     expect(result.status).toBe('rolled-back');
+    await saveHistory(temporal.client, `rollout-${rolloutId}`, 'rollout-budget-exceeded-rollback');
+    await saveHistory(temporal.client, `rollout-${rolloutId}/rollback`, 'rollback');
+    await saveHistory(temporal.client, `rollout-${rolloutId}/rollback/host/${planned.waves[0]!.steps[0]!.hostIds[0]!}`, 'host-rollback');
+    await saveHistory(temporal.client, `rollout-${rolloutId}/host/${result.failures[0]!.hostId}`, 'host-patch-failed-reverted');
     expect(result.stopReason).toMatch(/wave "half" failed on [23] of 9 hosts, over its budget \(1 = 1 failure allowed\)/);
     expect(result.waves[1]!.status).toBe('failed');
     expect(result.waves[2]!.done).toBe(0);

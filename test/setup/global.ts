@@ -20,6 +20,8 @@ declare module 'vitest' {
     temporalAddress: string;
     temporalNamespace: string;
     workflowBundlePath: string;
+    /** True when our own dev server runs with a low continue-as-new threshold (200 events). */
+    lowContinueAsNewThreshold: boolean;
   }
 }
 
@@ -28,6 +30,7 @@ interface Shared {
   temporalAddress: string;
   temporalNamespace: string;
   workflowBundlePath: string;
+  lowContinueAsNewThreshold: boolean;
   stop: () => Promise<void>;
 }
 
@@ -76,6 +79,7 @@ async function startShared(): Promise<Shared> {
       temporalAddress,
       temporalNamespace: namespace,
       workflowBundlePath,
+      lowContinueAsNewThreshold: !process.env.TEMPORAL_ADDRESS,
       stop: async () => {
         for (const stop of stops.reverse()) await stop().catch(() => undefined);
         await rm(tmp, { recursive: true, force: true });
@@ -106,6 +110,7 @@ export default async function setup(project: TestProject) {
   project.provide('temporalAddress', shared.temporalAddress);
   project.provide('temporalNamespace', shared.temporalNamespace);
   project.provide('workflowBundlePath', shared.workflowBundlePath);
+  project.provide('lowContinueAsNewThreshold', shared.lowContinueAsNewThreshold);
   return async () => {
     entry.refs--;
     if (entry.refs === 0) {

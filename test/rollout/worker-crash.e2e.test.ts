@@ -1,0 +1,119 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { Client, Connection } from '@temporalio/client';
+import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
+import { FleetClient } from '../../src/hypervisor/agent-client.ts';
+import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/cli/rollouts.ts';
+import { EventStore } from '../../src/events/store.ts';
+import { rolloutStream } from '../../src/events/streams.ts';
+import { progressQuery } from '../../workflows/messages.ts';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { saveHistory } from '../support/histories.ts';
+import { hostEvents, IMAGE_A, IMAGE_B, replayDifferences, tempDir, writePayload, writePlan } from '../support/rollout.ts';
+
+const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'fleetpatch.js');
+
+/** `fleetpatch worker` as its own process; resolves once it polls. */
+function spawnWorker(env: Record<string, string>): Promise<ChildProcess> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, 'worker'], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stdout!.on('data', (d: Buffer) => {
+      if (d.toString().includes('worker polling')) resolve(child);
+    });
+    child.on('exit', (code) => reject(new Error(`worker exited with ${code} before polling: ${stderr.slice(-2000)}`)));
+  });
+}
+
+describe('a worker killed with SIGKILL mid-rollout', () => {
+  let db: TestDatabase;
+  let fleet: RunningFleet;
+  let client: Client;
+  let connection: Connection;
+  let workerEnv: Record<string, string>;
+  const workers: ChildProcess[] = [];
+
+  beforeAll(async () => {
+    db = await createTestDatabase();
+    // Each action stays pending 250 ms, so the rollout is mid-flight for a while.
+    fleet = await startFleetServer({ hosts: 30, images: [hostImage(IMAGE_A), hostImage(IMAGE_B)], seed: 9, actionDurationMs: 250 });
+    connection = await Connection.connect({ address: inject('temporalAddress') });
+    client = new Client({ connection, namespace: inject('temporalNamespace') });
+    const dataDir = await tempDir('crash-data');
+    workerEnv = {
+      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      TEMPORAL_NAMESPACE: inject('temporalNamespace'),
+      TEMPORAL_TASK_QUEUE: `crash-${randomBytes(4).toString('hex')}`,
+      DATABASE_URL: db.url,
+      FLEETPATCH_FLEET_FILE: fleet.fleetFile,
+      FLEETPATCH_DATA_DIR: dataDir,
+      LOG_LEVEL: 'error',
+    };
+  });
+
+  afterAll(async () => {
+    for (const w of workers) w.kill('SIGKILL');
+    await connection?.close();
+    await fleet?.close();
+    await db?.drop();
+  });
+
+  it('finishes after a restart: no payload applied twice, no event duplicated or missing', { timeout: 240_000 }, async () => {
+    const dir = await tempDir('crash');
+    const a = await writePayload(dir, 'fix-a', { funcs: [{ target: 'xen_extra_version', returns: '-fix' }] }, IMAGE_A);
+    const b = await writePayload(dir, 'fix-b', { funcs: [{ target: 'xen_extra_version', returns: '-fix' }] }, IMAGE_B);
+    const { plan, dir: d } = await readPlanFile(
+      await writePlan(dir, {
+        name: 'crash',
+        payloads: [{ file: a.file }, { file: b.file }],
+        waves: [{ name: 'canary', hosts: 2 }, { name: 'rest', hosts: '100%' }],
+        concurrency: 6,
+        verify: { call: 'xen_extra_version', expect: '-fix' },
+      }),
+    );
+    const resolved = await resolvePlanPayloads(plan, d, { pool: db.pool, actor: { kind: 'user', id: 'test' }, store: true });
+
+    workers.push(await spawnWorker(workerEnv));
+    const started = await startRollout(client, workerEnv.TEMPORAL_TASK_QUEUE!, resolved, { requestedBy: { kind: 'user', id: 'test' }, rolloutId: 'crash-1' });
+    // Kill it while hosts are in flight.
+    for (let p = await started.handle.query(progressQuery); p.waves[1]!.done < 6; p = await started.handle.query(progressQuery)) {
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    workers[0]!.kill('SIGKILL');
+    const atKill = await started.handle.query(progressQuery).catch(() => undefined);
+    await new Promise((r) => setTimeout(r, 1000));
+    workers.push(await spawnWorker(workerEnv));
+
+    const result = await started.handle.result();
+    expect(result.status).toBe('succeeded');
+    expect(result.waves.map((w) => w.patched)).toEqual([2, 28]);
+    await saveHistory(client, 'rollout-crash-1', 'rollout-worker-killed', { firstRun: true });
+    if (atKill) expect(atKill.waves[1]!.done).toBeLessThan(28);
+
+    const fleetClient = await FleetClient.open(fleet.fleetFile);
+    for (const id of fleetClient.hostIds) {
+      const list = await fleetClient.host(id).listAll();
+      // Never reverted and applied again: each host's payload was applied exactly once.
+      expect(list.entries.map((e) => [e.state, e.reverted]), id).toEqual([['APPLIED', false]]);
+      const events = (await hostEvents(db.pool, id)).map((e) => e.event);
+      const count = (type: string) => events.filter((e) => e.type === type).length;
+      expect(count('PayloadUploaded'), id).toBe(1);
+      expect(count('PayloadApplied'), id).toBe(1);
+      expect(count('PayloadReverted'), id).toBe(0);
+      expect(count('HealthChecked'), id).toBe(1);
+      // preflight, upload (xen_depends), fleetpatch's check before APPLY, the hypervisor's at APPLY
+      expect(events.filter((e) => e.type === 'DependencyChecked').map((e) => (e as { phase: string }).phase), id).toEqual(['preflight', 'upload', 'apply', 'apply']);
+    }
+    const rollout = (await new EventStore(db.pool).readStream(rolloutStream('crash-1'))).map((e) => e.event);
+    const finished = rollout.filter((e) => e.type === 'HostPatchFinished').map((e) => (e as { hostId: string }).hostId);
+    expect(finished).toHaveLength(30);
+    expect(new Set(finished).size).toBe(30);
+    expect(rollout.filter((e) => e.type === 'RolloutStarted')).toHaveLength(1);
+    expect(rollout.filter((e) => e.type === 'RolloutFinished')).toHaveLength(1);
+    expect(await replayDifferences(db.pool, fleet.fleetFile)).toEqual([]);
+  });
+});
