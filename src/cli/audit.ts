@@ -4,11 +4,13 @@
  * a hash chain is broken, `replay` when the live host differs from its events.
  */
 import os from 'node:os';
-import path from 'node:path';
 import { parseCommandArgs, requirePositional } from './args.ts';
 import { withServices } from './context.ts';
 import type { CliIO, Command } from './io.ts';
 import { FleetpatchError } from '../errors.ts';
+import { FleetClient } from '../hypervisor/agent-client.ts';
+import { defaultFleetFilePath } from '../hypervisor/fleet-file.ts';
+import { hostStateFromList } from '../hypervisor/live-state.ts';
 import {
   CHECK_OUTCOMES,
   EventStore,
@@ -17,8 +19,6 @@ import {
   describeEvent,
   hostStackAsOf,
   hostTimeline,
-  httpLiveState,
-  readFleetAccess,
   replayHost,
   rolloutReport,
   shortId,
@@ -26,6 +26,7 @@ import {
   whereIsPayload,
   type AsOf,
   type HostStackState,
+  type ReadLiveState,
 } from '../events/index.ts';
 
 const SUBCOMMANDS = {
@@ -255,8 +256,8 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
     const { values } = parseCommandArgs(args, { ...common, host: { type: 'string' }, 'fleet-file': { type: 'string' }, 'no-record': { type: 'boolean' } }, 'audit replay');
     const host = required(values.host, '--host', 'replay');
     return async (store, io, dataDir) => {
-      const fleet = await readFleetAccess(values['fleet-file'] ?? path.join(dataDir, 'fleet.json'));
-      const result = await replayHost(store, host, httpLiveState(fleet), {
+      const fleet = await FleetClient.open(values['fleet-file'] ?? defaultFleetFilePath(dataDir));
+      const result = await replayHost(store, host, liveStateOf(fleet), {
         actor: { kind: 'user', id: os.userInfo().username },
         record: !values['no-record'],
       });
@@ -264,7 +265,7 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
         json(io, result);
         return result.differences.length === 0 ? 0 : 1;
       }
-      io.out(`Host ${host}: ${result.replayed.streamPosition} event(s) replayed, compared with the live host at ${fleet.url}`);
+      io.out(`Host ${host}: ${result.replayed.streamPosition} event(s) replayed, compared with the live host at ${fleet.fleet.url}`);
       if (result.differences.length === 0) {
         io.out('The live host runs exactly what its events say.');
       } else {
@@ -281,6 +282,14 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
     };
   },
 };
+
+/** The live state of an emulated host: Xen's LIST, every page, through the host's own agent. */
+function liveStateOf(fleet: FleetClient): ReadLiveState {
+  return async (hostId) => {
+    const state = hostStateFromList(hostId, await fleet.host(hostId).listAll());
+    return { hypervisorBuildId: state.hypervisorBuildId, appliedStack: state.applied, loaded: state.loaded };
+  };
+}
 
 function printStack(io: CliIO, state: HostStackState): void {
   if (state.applied.length === 0) io.out('Applied stack: empty');

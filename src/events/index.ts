@@ -41,6 +41,5 @@ export { whereIsPayload } from './audit/where.ts';
 export { rolloutReport, type HostOutcome, type HostRollbackOutcome, type RolloutReport } from './audit/rollout-report.ts';
 export { verifyChains, type VerifyReport } from './audit/verify.ts';
 export { compareStacks, replayHost, type LiveHostState, type ReadLiveState, type ReplayOptions, type ReplayResult } from './audit/replay.ts';
-export { httpLiveState, readFleetAccess, type FleetAccess } from './audit/live-state.ts';
 export { describeActor, describeEvent, shortId } from './audit/describe.ts';
 export { listRollouts, hostStacks } from './audit/projections.ts';

@@ -1,30 +1,27 @@
 /**
  * `fleetpatch audit ...` end to end in-process: real PostgreSQL (the test database, through the
- * same withServices every command uses), a fleet file, and an HTTP server that answers Xen's LIST
- * the way the emulated fleet does (paged), so replay reads a live host over the wire.
+ * same withServices every command uses) and, for replay, a real emulated fleet whose host gets a
+ * real payload uploaded and applied over HTTP.
  */
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import http from 'node:http';
-import type { AddressInfo } from 'node:net';
+import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { auditCommand } from '../../src/cli/audit.ts';
 import { memoryIO } from '../../src/cli/io.ts';
 import { reportError } from '../../src/cli/main.ts';
-import { httpLiveState } from '../../src/events/audit/live-state.ts';
 import { EventStore } from '../../src/events/store.ts';
+import { FleetClient, startFleetServer, type HostAgent, type RunningFleet } from '../../src/hypervisor/index.ts';
+import { buildPayload } from '../../src/payload/builder.ts';
+import { DEFAULT_IMAGE } from '../../src/payload/image.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
-import { BYE, HELLO, REPLACE, XEN, rolloutStory, withIds, xenTestRun } from './support/events.ts';
+import { BYE, HELLO, REPLACE, hostEvents, rolloutStory, withIds, xenTestRun } from './support/events.ts';
 
 let db: TestDatabase;
 let store: EventStore;
 let dataDir: string;
-let server: http.Server;
-let fleetUrl: string;
-/** What the fake fleet answers for host c1, and every request it saw. */
-let live: { appliedStack: { name: string; buildId: string }[]; entries: { name: string; buildId: string; state: 'CHECKED' | 'APPLIED' }[] };
-const requests: { url: string; auth: string | undefined }[] = [];
+let fleet: RunningFleet;
+let agent: HostAgent;
 const saved = { DATABASE_URL: process.env.DATABASE_URL, FLEETPATCH_DATA_DIR: process.env.FLEETPATCH_DATA_DIR, LOG_LEVEL: process.env.LOG_LEVEL };
 
 beforeAll(async () => {
@@ -33,41 +30,9 @@ beforeAll(async () => {
   dataDir = await mkdtemp(path.join(os.tmpdir(), 'fleetpatch-audit-'));
   await store.append('host-c1', withIds('c1', xenTestRun('c1')));
   await store.append('rollout-r1', withIds('r1', rolloutStory('r1')));
-  live = {
-    appliedStack: [REPLACE],
-    entries: [
-      { ...HELLO, state: 'CHECKED' },
-      { ...BYE, state: 'CHECKED' },
-      { ...REPLACE, state: 'APPLIED' },
-    ],
-  };
-  server = http.createServer((req, res) => {
-    requests.push({ url: req.url ?? '', auth: req.headers.authorization });
-    const url = new URL(req.url ?? '/', 'http://x');
-    const match = /^\/hosts\/([^/]+)\/livepatch$/.exec(url.pathname);
-    if (!match || match[1] !== 'c1') return void res.writeHead(404).end(JSON.stringify({ error: 'ENOENT', message: 'no such host' }));
-    if (req.headers.authorization !== 'Bearer token-of-c1-0123456789') return void res.writeHead(401).end('{}');
-    const idx = Number(url.searchParams.get('idx') ?? 0);
-    // Pages of two entries, to exercise paging.
-    const page = live.entries.slice(idx, idx + Math.min(2, Number(url.searchParams.get('nr') ?? 1024)));
-    res.writeHead(200, { 'content-type': 'application/json' }).end(
-      JSON.stringify({
-        host: 'c1',
-        hypervisor: { image: 'default', buildId: XEN },
-        version: 7,
-        total: live.entries.length,
-        remaining: live.entries.length - idx - page.length,
-        idx,
-        entries: page.map((p) => ({ ...p, rc: 0, reason: null, depends: XEN, xenDepends: XEN, metadata: [], reverted: false, safeToReapply: true, functions: [] })),
-        appliedStack: live.appliedStack,
-        pending: null,
-        boots: 0,
-      }),
-    );
-  });
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  fleetUrl = `http://127.0.0.1:${(server.address() as AddressInfo).port}`;
-  await writeFile(path.join(dataDir, 'fleet.json'), JSON.stringify({ url: fleetUrl, hosts: [{ id: 'c1', token: 'token-of-c1-0123456789', labels: { region: 'eu', rack: 'r1' }, buildId: XEN }] }));
+  // The default fleet file place, so replay finds it without --fleet-file.
+  fleet = await startFleetServer({ hosts: 2, fleetFile: path.join(dataDir, 'fleet.json') });
+  agent = new FleetClient(fleet.fleet).host('host-0000');
   Object.assign(process.env, { DATABASE_URL: db.url, FLEETPATCH_DATA_DIR: dataDir, LOG_LEVEL: 'silent' });
 });
 afterAll(async () => {
@@ -75,7 +40,7 @@ afterAll(async () => {
     if (v === undefined) delete process.env[k];
     else process.env[k] = v;
   }
-  await new Promise((resolve) => server?.close(resolve));
+  await fleet?.close();
   await rm(dataDir, { recursive: true, force: true });
   await db?.drop();
 });
@@ -145,45 +110,51 @@ describe('fleetpatch audit', () => {
     expect(await audit('rollout', 'r404')).toMatchObject({ code: 1, err: expect.stringMatching(/ROLLOUT_NOT_FOUND/) });
   });
 
-  it('replays a host against the live host over HTTP and records drift', async () => {
-    const same = await audit('replay', '--host', 'c1');
-    expect(same).toMatchObject({ code: 0, out: expect.stringMatching(/The live host runs exactly what its events say/) });
-    expect(requests.every((r) => r.auth === 'Bearer token-of-c1-0123456789')).toBe(true);
-    expect(requests.map((r) => new URL(r.url, 'http://x').searchParams.get('idx'))).toEqual(['0', '2']);
+  it('replays a host against the live emulated host and records drift', async () => {
+    // A real payload on host-0000, and the facts that say so.
+    const bytes = buildPayload({ name: 'hello', funcs: [{ target: 'xen_extra_version', returns: 'Hello' }] }, { image: DEFAULT_IMAGE });
+    const uploaded = await agent.upload('hello', bytes);
+    await agent.action('hello', 'apply');
+    expect(await agent.waitForAction('hello')).toMatchObject({ state: 'APPLIED', rc: 0 });
+    const hv = fleet.fleet.hosts[0]!.buildId;
+    const hello = { name: 'hello', buildId: uploaded.buildId };
+    const h = hostEvents('host-0000');
+    await store.append('host-host-0000', withIds('h0', [h.checked(hello, hv, hv, { kind: 'hypervisor' }), h.uploaded(hello), h.applied(hello)]));
 
-    // Someone reverted the replacement by hand.
-    live.appliedStack = [];
-    live.entries[2]!.state = 'CHECKED';
-    const dry = await audit('replay', '--host', 'c1', '--no-record');
-    expect(dry.code).toBe(1);
-    expect(dry.out).toMatch(/Not recorded/);
-    const drift = await audit('replay', '--host', 'c1');
+    const same = await audit('replay', '--host', 'host-0000');
+    expect(same).toMatchObject({ code: 0, out: expect.stringMatching(/3 event\(s\) replayed.*\nThe live host runs exactly what its events say/) });
+    // A host with no events and nothing loaded agrees too.
+    expect((await audit('replay', '--host', 'host-0001', '--fleet-file', fleet.fleetFile)).code).toBe(0);
+
+    // Someone reverts the payload by hand, outside any rollout.
+    await agent.action('hello', 'revert');
+    expect(await agent.waitForAction('hello')).toMatchObject({ state: 'CHECKED', rc: 0 });
+    const dry = await audit('replay', '--host', 'host-0000', '--no-record');
+    expect(dry).toMatchObject({ code: 1, out: expect.stringMatching(/Not recorded/) });
+    const drift = await audit('replay', '--host', 'host-0000');
     expect(drift.code).toBe(1);
     expect(drift.out).toMatch(/DRIFT: 2 difference\(s\)/);
-    expect(drift.out).toMatch(/applied 0\s+xen_replace_world \(3{40}\)\s+-\s+applied stack position 0/);
-    expect(drift.out).toMatch(/Recorded as DriftDetected at host-c1#14/);
-    expect((await audit('replay', '--host', 'c1')).code).toBe(0);
-    expect((await audit('timeline', '--host', 'c1')).out).toMatch(/DriftDetected\s+DRIFT: 2 difference/);
+    expect(drift.out).toMatch(new RegExp(`applied 0\\s+hello \\(${uploaded.buildId}\\)\\s+-\\s+applied stack position 0`));
+    expect(drift.out).toMatch(/Recorded as DriftDetected at host-host-0000#4/);
+    // Recorded once: the stack now follows what the host was seen running.
+    expect((await audit('replay', '--host', 'host-0000')).code).toBe(0);
+    expect((await audit('timeline', '--host', 'host-0000')).out).toMatch(/DriftDetected\s+DRIFT: 2 difference/);
+    const json = JSON.parse((await audit('stack', '--host', 'host-0000', '--json')).out);
+    expect(json.state).toMatchObject({ applied: [], loaded: [{ ...hello, state: 'CHECKED' }], hypervisorBuildId: hv });
 
-    expect(await audit('replay', '--host', 'c2')).toMatchObject({ code: 1, err: expect.stringMatching(/HOST_NOT_FOUND/) });
-    expect(await audit('replay', '--host', 'c1', '--fleet-file', path.join(dataDir, 'none.json'))).toMatchObject({ code: 1, err: expect.stringMatching(/FLEET_FILE_INVALID/) });
-  });
-
-  it('names HTTP refusals of the fleet server', async () => {
-    await expect(httpLiveState({ url: fleetUrl, hosts: [{ id: 'c1', token: 'wrong' }] })('c1')).rejects.toMatchObject({ code: 'HOST_UNAUTHORIZED' });
-    await expect(httpLiveState({ url: fleetUrl, hosts: [{ id: 'c9', token: 'x' }] })('c9')).rejects.toMatchObject({ code: 'HOST_NOT_FOUND' });
-    await expect(httpLiveState({ url: 'http://127.0.0.1:1', hosts: [{ id: 'c1', token: 'x' }] })('c1')).rejects.toMatchObject({ code: 'HOST_UNREACHABLE' });
+    expect(await audit('replay', '--host', 'host-0099')).toMatchObject({ code: 1, err: expect.stringMatching(/HOST_NOT_FOUND/) });
+    expect(await audit('replay', '--host', 'host-0000', '--fleet-file', path.join(dataDir, 'none.json'))).toMatchObject({ code: 1, err: expect.stringMatching(/FLEET_FILE_INVALID/) });
   });
 
   it('verifies the chains, and exits 1 with the first broken link after tampering', async () => {
     const ok = await audit('verify');
-    expect(ok).toMatchObject({ code: 0, out: expect.stringMatching(/^OK: 30 event\(s\) in 2 stream\(s\)/) });
+    expect(ok).toMatchObject({ code: 0, out: expect.stringMatching(/^OK: 33 event\(s\) in 3 stream\(s\)/) });
     await db.pool.query('ALTER TABLE events DISABLE TRIGGER events_append_only');
     await db.pool.query(`UPDATE events SET actor = '{"kind":"user","id":"mallory"}' WHERE stream_id = 'rollout-r1' AND stream_position = 6`);
     await db.pool.query('ALTER TABLE events ENABLE TRIGGER events_append_only');
     const broken = await audit('verify');
     expect(broken.code).toBe(1);
-    expect(broken.out).toMatch(/BROKEN: 1 of 2 stream\(s\)/);
+    expect(broken.out).toMatch(/BROKEN: 1 of 3 stream\(s\)/);
     expect(broken.out).toMatch(/rollout-r1\s+6\s+altered\s+the event at position 6 \(ApprovalGiven\)/);
     const asJson = await audit('verify', '--json');
     expect(asJson.code).toBe(1);
