@@ -189,9 +189,10 @@ export function hostActivities(deps: ActivityDeps) {
           throw err;
         }
       }
-      // Recorded unless the record already shows it applied (by this activity's earlier attempt).
-      const recorded = await recordedHostState(events, hostId);
-      if (!recorded.applied.some((a) => a.buildId === payload.buildId)) {
+      // Applied by this activity (this attempt or, pending, an earlier one): record it; the event id
+      // makes that idempotent. Found applied already: ours only if the record lacks it (an earlier
+      // attempt crashed before recording); otherwise it is someone else's fact, not ours to record.
+      if (!alreadyApplied || !(await recordedHostState(events, hostId)).applied.some((a) => a.buildId === payload.buildId)) {
         await recordFromActivity(events, id, 'applied', { type: 'PayloadApplied', hostId, payload: ref, ...(input.nodeps ? { nodeps: true } : {}) });
       }
       return { alreadyApplied };
@@ -207,8 +208,8 @@ export function hostActivities(deps: ActivityDeps) {
       const done = before.appliedStack.length === 1 && before.appliedStack[0]!.buildId === payload.buildId;
       // What REPLACE swaps out: the live stack now, or, when an earlier attempt already replaced
       // it, the stack the event store last saw.
-      const recorded = await recordedHostState(events, hostId);
-      const replaced = done ? recorded.applied.filter((a) => a.buildId !== payload.buildId) : before.appliedStack.map(payloadRef);
+      const recorded = done ? await recordedHostState(events, hostId) : undefined;
+      const replaced = recorded ? recorded.applied.filter((a) => a.buildId !== payload.buildId) : before.appliedStack.map(payloadRef);
       if (!done) {
         const pending = before.entries.find((e) => e.name === payload.name)?.rc === EAGAIN;
         if (!pending) {
@@ -227,7 +228,7 @@ export function hostActivities(deps: ActivityDeps) {
           throw err;
         }
       }
-      if (!(recorded.applied.length === 1 && recorded.applied[0]!.buildId === payload.buildId)) {
+      if (!recorded || !(recorded.applied.length === 1 && recorded.applied[0]!.buildId === payload.buildId)) {
         await recordFromActivity(events, id, 'replaced', { type: 'PayloadReplaced', hostId, payload: ref, replaced });
       }
       return { replaced };

@@ -26,12 +26,14 @@ export function activityIdentity(rolloutId?: string): ActivityIdentity {
   const info = Context.current().info;
   if (!info.workflowExecution) throw new Error('fleetpatch activities run only inside workflows');
   const { workflowId, runId } = info.workflowExecution;
+  // Local and regular activities count their ids separately within a run: keep them apart.
+  const activityId = `${info.isLocal ? 'local:' : ''}${info.activityId}`;
   return {
     actor: { kind: 'workflow', id: workflowId },
-    correlation: { ...(rolloutId ? { rolloutId } : {}), workflowId, runId, activityId: info.activityId, attempt: info.attempt },
+    correlation: { ...(rolloutId ? { rolloutId } : {}), workflowId, runId, activityId, attempt: info.attempt },
     workflowId,
     runId,
-    activityId: info.activityId,
+    activityId,
   };
 }
 

@@ -124,7 +124,7 @@ export function rolloutActivities(deps: ActivityDeps) {
     },
 
     /** A host's outcome: the rollout's work list and a HostPatchFinished event, atomically enough to retry. */
-    async finishHost(input: { rolloutId: string; wave: number; result: HostPatchResult }): Promise<void> {
+    async finishHost(input: { rolloutId: string; wave: string; result: HostPatchResult }): Promise<void> {
       const { result } = input;
       await updateHostOutcome(pool, input.rolloutId, result.hostId, {
         status: result.outcome,
@@ -133,8 +133,7 @@ export function rolloutActivities(deps: ActivityDeps) {
         failure: result.failure,
       });
       const id = activityIdentity(input.rolloutId);
-      const summary = await selectPreflight<PreflightSummary>(pool, input.rolloutId);
-      const wave = summary?.waves[input.wave]?.name ?? `wave-${input.wave}`;
+      const wave = input.wave;
       await recordWithKeys(events, [
         {
           key: `host-finished/${input.rolloutId}/${result.hostId}`,

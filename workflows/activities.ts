@@ -4,14 +4,19 @@
  * EBUSY, network) are retried here with backoff, a bounded number of times, so an unreachable host
  * ends as a failure that counts against the budget instead of stalling the wave.
  */
-import { proxyActivities } from '@temporalio/workflow';
+import { proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.ts';
 
 const hostRetry = { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '5s', maximumAttempts: 4 } as const;
 
-/** Short host operations: read state, upload, dependency check, verify. */
-export const hostOps = proxyActivities<Activities>({
-  // Each host request times out after 10 s; a worker that died mid-call is noticed after 15 s.
+/**
+ * Short host operations: read state, upload, dependency check, verify. They run as LOCAL
+ * activities: in the worker that runs the workflow, their results recorded as markers, without a
+ * server round trip to schedule and complete each one, which is what bounds throughput on a
+ * single-shard server. A worker that dies mid-call simply runs them again (they are idempotent).
+ */
+export const hostOps = proxyLocalActivities<Activities>({
+  // Each host request times out after 10 s.
   startToCloseTimeout: '15s',
   retry: hostRetry,
 });
@@ -23,9 +28,9 @@ export const hostActions = proxyActivities<Activities>({
   retry: hostRetry,
 });
 
-/** Event store and rollout bookkeeping: PostgreSQL only, retried until it answers. */
-export const bookkeeping = proxyActivities<Activities>({
-  startToCloseTimeout: '2m',
+/** Event store and rollout bookkeeping: PostgreSQL only, retried until it answers; local too. */
+export const bookkeeping = proxyLocalActivities<Activities>({
+  startToCloseTimeout: '1m',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20 },
 });
 

@@ -25,7 +25,7 @@ async function step<T>(stage: HostFailure['stage'], fn: () => Promise<T>): Promi
 
 export async function hostPatchWorkflow(input: HostPatchInput): Promise<HostPatchResult> {
   const result = await patchHost(input);
-  await bookkeeping.finishHost({ rolloutId: input.rolloutId, wave: input.wave, result });
+  await bookkeeping.finishHost({ rolloutId: input.rolloutId, wave: input.waveName, result });
   return result;
 }
 

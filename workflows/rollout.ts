@@ -192,7 +192,7 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
           wave.concurrency,
           async () => (await mayContinue()) && exceeded === undefined,
           async (hostId) => {
-            const result = await runHost(input, hostId, w);
+            const result = await runHost(input, hostId, w, wave.name);
             recordHostResult(p, w, result);
             const verdict = budgetVerdict(p, plan, w);
             if (verdict.exceeded && exceeded === undefined) exceeded = verdict.reason;
@@ -303,11 +303,11 @@ function refuseUnless(ok: boolean, message: string, reason: string): void {
   if (!reason || !reason.trim()) throw new Error('say why: a reason is required and is recorded');
 }
 
-async function runHost(input: RolloutInput, hostId: string, wave: number): Promise<HostPatchResult> {
+async function runHost(input: RolloutInput, hostId: string, wave: number, waveName: string): Promise<HostPatchResult> {
   try {
     return await executeChild(hostPatchWorkflow, {
       workflowId: `${workflowInfo().workflowId}/host/${hostId}`,
-      args: [{ rolloutId: input.rolloutId, hostId, mode: input.plan.mode, payloads: input.plan.payloads, wave, ...(input.plan.verify ? { verify: input.plan.verify } : {}) }],
+      args: [{ rolloutId: input.rolloutId, hostId, mode: input.plan.mode, payloads: input.plan.payloads, wave, waveName, ...(input.plan.verify ? { verify: input.plan.verify } : {}) }],
       parentClosePolicy: ParentClosePolicy.TERMINATE,
     });
   } catch (e) {

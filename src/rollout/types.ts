@@ -60,6 +60,7 @@ export interface HostPatchInput {
   payloads: PayloadMeta[];
   verify?: VerifySpec;
   wave: number;
+  waveName: string;
 }
 
 export interface HostPatchResult {

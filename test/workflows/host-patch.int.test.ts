@@ -40,7 +40,7 @@ describe('hostPatchWorkflow on a real Temporal server and PostgreSQL', () => {
     const result = await temporal.client.workflow.execute(hostPatchWorkflow, {
       taskQueue: temporal.taskQueue,
       workflowId: `test-host-patch-${Date.now()}`,
-      args: [{ rolloutId: 'slice', hostId: 'host-0000', mode: 'apply', payloads: [hello], wave: 0, verify: { call: 'xen_extra_version', expect: 'Hello World' } }],
+      args: [{ rolloutId: 'slice', hostId: 'host-0000', mode: 'apply', payloads: [hello], wave: 0, waveName: 'slice', verify: { call: 'xen_extra_version', expect: 'Hello World' } }],
     });
     expect(result).toEqual({ hostId: 'host-0000', outcome: 'patched', applied: [{ name: 'xen_hello_world', buildId: hello.buildId }] });
 
