@@ -38,6 +38,11 @@ export class Shutdown {
     };
     process.on('SIGINT', onSignal);
     process.on('SIGTERM', onSignal);
+    // A command run in-process (tests, the demo) must not leave its handlers behind.
+    this.add('signal handlers', async () => {
+      process.off('SIGINT', onSignal);
+      process.off('SIGTERM', onSignal);
+    });
   }
 
   /** Runs every cleanup once, newest first; failures are logged and do not stop the rest. */
