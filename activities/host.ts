@@ -7,7 +7,7 @@ import { Context } from '@temporalio/activity';
 import { errnoName, FleetpatchError, XenError, XEN_ERRNO } from '../src/errors.ts';
 import type { DependencyCheck as HostDependencyCheck } from '../src/hypervisor/state-machine.ts';
 import type { HostAgent } from '../src/hypervisor/agent-client.ts';
-import type { WireStatus } from '../src/hypervisor/wire.ts';
+import type { WireList, WireStatus } from '../src/hypervisor/wire.ts';
 import { hostStateFromList } from '../src/hypervisor/live-state.ts';
 import { short, type DependencyCheck, type HostState, type PayloadMeta, type StackEntry } from '../src/rollout/matching.ts';
 import type { VerifySpec } from '../src/rollout/types.ts';
@@ -55,6 +55,38 @@ export function hostActivities(deps: ActivityDeps) {
       ...(errno ? { errno: errno as never } : {}),
       reason: reason ?? `checked by the hypervisor at ${check.operation.toUpperCase()}${check.outcome === 'skipped' ? ' (APPLY_NODEPS: not enforced)' : ''}`,
     });
+  }
+
+  /**
+   * The dependency check the hypervisor made for an action an EARLIER attempt of this activity
+   * started, when that attempt died before recording the host's report: the live stack says what
+   * it was compared with (the entry below the payload, or the hypervisor), and it passed, or the
+   * payload would not be loaded or applied. Recorded under the same event id the lost attempt
+   * would have used, so it is never recorded twice.
+   */
+  async function recordLostHostCheck(id: ActivityIdentity, hostId: string, payload: PayloadMeta, list: WireList, operation: 'upload' | 'apply' | 'replace') {
+    const ref = payloadRef(payload);
+    let check: HostDependencyCheck;
+    if (operation === 'upload') {
+      check = { payload: payload.name, payloadBuildId: payload.buildId, kind: 'xen_depends', operation, against: 'hypervisor', againstName: null, expected: payload.xenDepends ?? '', found: list.hypervisor.buildId, outcome: 'satisfied' };
+    } else if (operation === 'replace') {
+      check = { payload: payload.name, payloadBuildId: payload.buildId, kind: 'depends', operation, against: 'hypervisor', againstName: null, expected: payload.depends, found: list.hypervisor.buildId, outcome: 'satisfied' };
+    } else {
+      const at = list.appliedStack.findIndex((e) => e.buildId === payload.buildId);
+      const below = at === -1 ? list.appliedStack[list.appliedStack.length - 1] : list.appliedStack[at - 1];
+      check = {
+        payload: payload.name,
+        payloadBuildId: payload.buildId,
+        kind: 'depends',
+        operation,
+        against: below ? 'payload' : 'hypervisor',
+        againstName: below?.name ?? null,
+        expected: payload.depends,
+        found: below?.buildId ?? list.hypervisor.buildId,
+        outcome: 'satisfied',
+      };
+    }
+    await recordHostCheck(id, hostId, ref, check, `${operation}:check`, undefined, `checked by the hypervisor at ${operation.toUpperCase()}; the worker that sent it died before recording the report, so it is restated from the live stack`);
   }
 
   async function recordFailure(id: ActivityIdentity, hostId: string, action: 'upload' | 'apply' | 'revert' | 'replace' | 'unload', payload: StackEntry, e: unknown, step: string) {
@@ -113,6 +145,8 @@ export function hostActivities(deps: ActivityDeps) {
         }
         const recorded = await recordedHostState(events, hostId);
         if (!recorded.loaded.some((l) => l.buildId === payload.buildId)) {
+          // Ours: an earlier attempt uploaded it and died before recording.
+          await recordLostHostCheck(id, hostId, payload, list, 'upload');
           await recordFromActivity(events, id, 'uploaded', { type: 'PayloadUploaded', hostId, payload: payloadRef(payload) });
         }
         return { uploaded: false };
@@ -172,8 +206,10 @@ export function hostActivities(deps: ActivityDeps) {
       const ref = payloadRef(payload);
       let status = await agent.get(payload.name);
       const alreadyApplied = status.state === 'APPLIED' && status.rc === 0;
+      let actedNow = false;
       if (!alreadyApplied) {
         if (status.rc !== EAGAIN) {
+          actedNow = true;
           try {
             const r = await agent.action(payload.name, 'apply', input.nodeps ? { nodeps: true } : {});
             if (r.dependencyCheck) await recordHostCheck(id, hostId, ref, r.dependencyCheck, 'apply:check');
@@ -192,7 +228,9 @@ export function hostActivities(deps: ActivityDeps) {
       // Applied by this activity (this attempt or, pending, an earlier one): record it; the event id
       // makes that idempotent. Found applied already: ours only if the record lacks it (an earlier
       // attempt crashed before recording); otherwise it is someone else's fact, not ours to record.
-      if (!alreadyApplied || !(await recordedHostState(events, hostId)).applied.some((a) => a.buildId === payload.buildId)) {
+      const ours = !alreadyApplied || !(await recordedHostState(events, hostId)).applied.some((a) => a.buildId === payload.buildId);
+      if (ours) {
+        if (!actedNow) await recordLostHostCheck(id, hostId, payload, await agent.listAll(), 'apply');
         await recordFromActivity(events, id, 'applied', { type: 'PayloadApplied', hostId, payload: ref, ...(input.nodeps ? { nodeps: true } : {}) });
       }
       return { alreadyApplied };
@@ -210,9 +248,9 @@ export function hostActivities(deps: ActivityDeps) {
       // it, the stack the event store last saw.
       const recorded = done ? await recordedHostState(events, hostId) : undefined;
       const replaced = recorded ? recorded.applied.filter((a) => a.buildId !== payload.buildId) : before.appliedStack.map(payloadRef);
+      const pendingBefore = before.entries.find((e) => e.name === payload.name)?.rc === EAGAIN;
       if (!done) {
-        const pending = before.entries.find((e) => e.name === payload.name)?.rc === EAGAIN;
-        if (!pending) {
+        if (!pendingBefore) {
           try {
             const r = await agent.action(payload.name, 'replace');
             if (r.dependencyCheck) await recordHostCheck(id, hostId, ref, r.dependencyCheck, 'replace:check');
@@ -229,6 +267,7 @@ export function hostActivities(deps: ActivityDeps) {
         }
       }
       if (!recorded || !(recorded.applied.length === 1 && recorded.applied[0]!.buildId === payload.buildId)) {
+        if (done || pendingBefore) await recordLostHostCheck(id, hostId, payload, before, 'replace');
         await recordFromActivity(events, id, 'replaced', { type: 'PayloadReplaced', hostId, payload: ref, replaced });
       }
       return { replaced };
