@@ -20,6 +20,7 @@ import { FleetClient } from '../hypervisor/agent-client.ts';
 import { readLiveStates } from '../hypervisor/live-state.ts';
 import { preflight } from '../rollout/preflight.ts';
 import { EventStore } from '../events/store.ts';
+import { randomEventId } from '../events/event-id.ts';
 import { hostStream } from '../events/streams.ts';
 import { foldHostStack } from '../events/projections/host-stack.ts';
 import { createActivities } from '../../activities/index.ts';
@@ -70,6 +71,21 @@ export const demoCommand: Command = async (args, io) => {
     shutdown.add('emulated fleet', () => fleet.close());
     say(`Emulated fleet: ${hostCount} hosts at ${fleet.url} (fleet file ${fleet.fleetFile})`);
     say(`  hypervisor builds: 4.19 ${DEFAULT_IMAGE.buildIdHex} (even hosts), 4.21 ${XEN_4_21_IMAGE.buildIdHex} (odd hosts)`);
+    // Every demo boots a fresh fleet whose host ids an earlier demo may have used: record that
+    // these hosts (re)booted with nothing loaded, so their recorded history stays true.
+    const events = new EventStore(services.pool);
+    const bootedAt = new Date().toISOString();
+    await events.appendMany(
+      fleet.fleet.hosts.map((h) => ({
+        streamId: hostStream(h.id),
+        events: [
+          {
+            eventId: randomEventId(),
+            event: { type: 'HostRebooted', schemaVersion: 1, occurredAt: bootedAt, actor: { kind: 'system', id: 'fleetpatch demo' }, hostId: h.id, hypervisorBuildId: h.buildId, reason: 'the demo started a fresh emulated fleet' },
+          },
+        ],
+      })),
+    );
 
     // 2. The payloads, written where an operator would keep them, and the plan that names them.
     for (const [file, image] of [['xsa999-for-4.19.livepatch', DEFAULT_IMAGE], ['xsa999-for-4.21.livepatch', XEN_4_21_IMAGE]] as const) {
@@ -149,7 +165,6 @@ export const demoCommand: Command = async (args, io) => {
     }
 
     // 6. What the event store says, and whether it matches the live fleet.
-    const events = new EventStore(services.pool);
     const after = await readLiveStates(client, client.hostIds);
     const differ: string[] = [];
     const rows: string[][] = [];
