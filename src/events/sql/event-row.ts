@@ -9,8 +9,12 @@ import type { ChainRecord } from '../hash-chain.ts';
 
 export type Queryable = pg.Pool | pg.PoolClient;
 
-/** The columns every reader selects, in this order. */
-export const EVENT_COLUMNS = `global_position, transaction_id::text AS transaction_id, event_id, stream_id, stream_position,
+/**
+ * The columns every reader selects, in this order. No column is renamed or cast: a bare name in
+ * ORDER BY means the output column, so `transaction_id::text AS transaction_id` would silently sort
+ * transaction ids as text (1000 before 999). node-postgres reads xid8 as a decimal string anyway.
+ */
+export const EVENT_COLUMNS = `global_position, transaction_id, event_id, stream_id, stream_position,
   type, schema_version, occurred_at, recorded_at, actor, correlation, data, hash`;
 
 export interface EventRow {
