@@ -122,6 +122,40 @@ export function hostActivities(deps: ActivityDeps) {
 
   const payloadRef = (p: StackEntry): StackEntry => ({ name: p.name, buildId: p.buildId });
 
+  const VERB = { apply: 'applying', replace: 'replacing all live patches with', revert: 'reverting' } as const;
+
+  /**
+   * One asynchronous action to its end: schedule it (unless an earlier attempt already did and it
+   * is still pending), record the dependency check the hypervisor reports, wait while heartbeating,
+   * and turn a final rc other than 0, or an unexpected state, into a recorded, typed failure.
+   * `step` prefixes the events' steps so each action of one activity keeps its own event ids.
+   */
+  async function runAction(
+    id: ActivityIdentity,
+    agent: HostAgent,
+    payload: StackEntry,
+    cmd: 'apply' | 'replace' | 'revert',
+    opts: { pending: boolean; nodeps?: boolean; step: string },
+  ): Promise<void> {
+    const hostId = agent.hostId;
+    if (!opts.pending) {
+      try {
+        const r = await agent.action(payload.name, cmd, opts.nodeps ? { nodeps: true } : {});
+        if (r.dependencyCheck) await recordHostCheck(id, hostId, payload, r.dependencyCheck, `${opts.step}:check`);
+      } catch (e) {
+        await recordFailure(id, hostId, cmd, payload, e, `${opts.step}:refused`);
+        throw e;
+      }
+    }
+    const status = await waitForAction(agent, payload.name);
+    const want = cmd === 'revert' ? 'CHECKED' : 'APPLIED';
+    if (!(status.state === want && status.rc === 0)) {
+      const err = actionError(hostId, payload.name, VERB[cmd], status);
+      await recordFailure(id, hostId, cmd, payload, err, `${opts.step}:failed`);
+      throw err;
+    }
+  }
+
   return {
     /** The host's live state: its hypervisor, what is loaded, the applied stack. */
     async readHost(input: HostInput): Promise<HostState> {
@@ -204,27 +238,10 @@ export function hostActivities(deps: ActivityDeps) {
       const id = activityIdentity(input.rolloutId);
       const agent = await agentFor(hostId);
       const ref = payloadRef(payload);
-      let status = await agent.get(payload.name);
+      const status = await agent.get(payload.name);
       const alreadyApplied = status.state === 'APPLIED' && status.rc === 0;
-      let actedNow = false;
-      if (!alreadyApplied) {
-        if (status.rc !== EAGAIN) {
-          actedNow = true;
-          try {
-            const r = await agent.action(payload.name, 'apply', input.nodeps ? { nodeps: true } : {});
-            if (r.dependencyCheck) await recordHostCheck(id, hostId, ref, r.dependencyCheck, 'apply:check');
-          } catch (e) {
-            await recordFailure(id, hostId, 'apply', ref, e, 'apply:refused');
-            throw e;
-          }
-        }
-        status = await waitForAction(agent, payload.name);
-        if (!(status.state === 'APPLIED' && status.rc === 0)) {
-          const err = actionError(hostId, payload.name, 'applying', status);
-          await recordFailure(id, hostId, 'apply', ref, err, 'apply:failed');
-          throw err;
-        }
-      }
+      const actedNow = !alreadyApplied && status.rc !== EAGAIN;
+      if (!alreadyApplied) await runAction(id, agent, ref, 'apply', { pending: !actedNow, step: 'apply', ...(input.nodeps ? { nodeps: true } : {}) });
       // Applied by this activity (this attempt or, pending, an earlier one): record it; the event id
       // makes that idempotent. Found applied already: ours only if the record lacks it (an earlier
       // attempt crashed before recording); otherwise it is someone else's fact, not ours to record.
@@ -249,23 +266,7 @@ export function hostActivities(deps: ActivityDeps) {
       const recorded = done ? await recordedHostState(events, hostId) : undefined;
       const replaced = recorded ? recorded.applied.filter((a) => a.buildId !== payload.buildId) : before.appliedStack.map(payloadRef);
       const pendingBefore = before.entries.find((e) => e.name === payload.name)?.rc === EAGAIN;
-      if (!done) {
-        if (!pendingBefore) {
-          try {
-            const r = await agent.action(payload.name, 'replace');
-            if (r.dependencyCheck) await recordHostCheck(id, hostId, ref, r.dependencyCheck, 'replace:check');
-          } catch (e) {
-            await recordFailure(id, hostId, 'replace', ref, e, 'replace:refused');
-            throw e;
-          }
-        }
-        const status = await waitForAction(agent, payload.name);
-        if (!(status.state === 'APPLIED' && status.rc === 0)) {
-          const err = actionError(hostId, payload.name, 'replacing all live patches with', status);
-          await recordFailure(id, hostId, 'replace', ref, err, 'replace:failed');
-          throw err;
-        }
-      }
+      if (!done) await runAction(id, agent, ref, 'replace', { pending: pendingBefore, step: 'replace' });
       if (!recorded || !(recorded.applied.length === 1 && recorded.applied[0]!.buildId === payload.buildId)) {
         if (done || pendingBefore) await recordLostHostCheck(id, hostId, payload, before, 'replace');
         await recordFromActivity(events, id, 'replaced', { type: 'PayloadReplaced', hostId, payload: ref, replaced });
@@ -298,20 +299,7 @@ export function hostActivities(deps: ActivityDeps) {
       if (onStack && top && top.buildId !== payload.buildId) {
         return { outcome: 'not-top', reason: `${hostId}: ${top.name} (${short(top.buildId)}) is above ${payload.name} on the stack; Xen reverts only the top` };
       }
-      if (entry?.rc !== EAGAIN) {
-        try {
-          await agent.action(payload.name, 'revert');
-        } catch (e) {
-          await recordFailure(id, hostId, 'revert', ref, e, 'revert:refused');
-          throw e;
-        }
-      }
-      const status = await waitForAction(agent, payload.name);
-      if (!(status.state === 'CHECKED' && status.rc === 0)) {
-        const err = actionError(hostId, payload.name, 'reverting', status);
-        await recordFailure(id, hostId, 'revert', ref, err, 'revert:failed');
-        throw err;
-      }
+      await runAction(id, agent, ref, 'revert', { pending: entry?.rc === EAGAIN, step: 'revert' });
       await recordFromActivity(events, id, 'reverted', { type: 'PayloadReverted', hostId, payload: ref });
       return { outcome: 'reverted' };
     },
@@ -347,11 +335,8 @@ export function hostActivities(deps: ActivityDeps) {
           continue;
         }
         try {
-          if (entry.rc !== EAGAIN) await agent.action(p.name, 'apply');
-          const status = await waitForAction(agent, p.name);
-          if (!(status.state === 'APPLIED' && status.rc === 0)) throw actionError(hostId, p.name, 'applying', status);
+          await runAction(id, agent, payloadRef(p), 'apply', { pending: entry.rc === EAGAIN, step: `reapply:${i}` });
         } catch (e) {
-          await recordFailure(id, hostId, 'apply', payloadRef(p), e, `reapply:${i}:failed`);
           notReapplied.push({ name: p.name, reason: e instanceof Error ? e.message : String(e) });
           continue;
         }

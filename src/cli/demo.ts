@@ -23,9 +23,7 @@ import { EventStore } from '../events/store.ts';
 import { randomEventId } from '../events/event-id.ts';
 import { hostStream } from '../events/streams.ts';
 import { foldHostStack } from '../events/projections/host-stack.ts';
-import { createActivities } from '../../activities/index.ts';
-import { createActivityDeps } from '../runtime/activity-deps.ts';
-import { startWorker } from '../runtime/worker.ts';
+import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
 import { approveUpdate, progressQuery } from '../../workflows/messages.ts';
 import { connectClient, describeProgress, isFinal, readPlanFile, resolvePlanPayloads, startRollout } from './rollouts.ts';
 import { renderTable } from './table.ts';
@@ -106,14 +104,7 @@ export const demoCommand: Command = async (args, io) => {
     say('host-0002 and host-0004 already run live patch xsa990 (applied outside this rollout)');
 
     // 4. A worker in this process, then the rollout.
-    const worker = await startWorker({
-      address: services.temporalAddress,
-      namespace: services.namespace,
-      taskQueue: services.taskQueue,
-      logger,
-      activities: createActivities(createActivityDeps({ pool: services.pool, fleetFile: fleet.fleetFile, logger })),
-    });
-    shutdown.add('worker', worker.shutdown);
+    await startFleetpatchWorker({ services, fleetFile: fleet.fleetFile, logger, shutdown });
     const { plan, dir: planDir } = await readPlanFile(planFile);
     const by = { kind: 'user' as const, id: 'demo-operator' };
     const resolved = await resolvePlanPayloads(plan, planDir, { pool: services.pool, actor: by, store: true });

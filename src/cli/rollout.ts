@@ -19,9 +19,7 @@ import { withServices } from './context.ts';
 import type { CliIO, Command } from './io.ts';
 import { connectClient, describeProgress, isFinal, readPlanFile, readProgress, resolvePlanPayloads, rolloutIdOf, startRollout, workflowIdOf } from './rollouts.ts';
 import { renderTable } from './table.ts';
-import { startWorker } from '../runtime/worker.ts';
-import { createActivities } from '../../activities/index.ts';
-import { createActivityDeps } from '../runtime/activity-deps.ts';
+import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
 
 const USAGE = [
   'Usage: fleetpatch rollout <command> [options]',
@@ -150,16 +148,7 @@ async function startCommand(file: string, values: Values, io: CliIO): Promise<nu
     const resolved = await resolvePlanPayloads(plan, dir, { pool: services.pool, actor: by, store: true });
     const { client, close } = await connectClient(services.temporalAddress, services.namespace);
     shutdown.add('temporal client', close);
-    if (values['with-worker']) {
-      const worker = await startWorker({
-        address: services.temporalAddress,
-        namespace: services.namespace,
-        taskQueue: services.taskQueue,
-        logger,
-        activities: createActivities(createActivityDeps({ pool: services.pool, fleetFile: config.fleetFile, logger })),
-      });
-      shutdown.add('worker', worker.shutdown);
-    }
+    if (values['with-worker']) await startFleetpatchWorker({ services, fleetFile: config.fleetFile, logger, shutdown });
     const s = await startRollout(client, services.taskQueue, resolved, { requestedBy: by, ...(values.reason ? { reason: values.reason } : {}), ...(values.id ? { rolloutId: values.id } : {}) });
     io.out(s.started ? `started rollout ${s.rolloutId} (workflow ${s.workflowId})` : `rollout ${s.rolloutId} already exists (workflow ${s.workflowId}); not started again`);
     if (!values['with-worker']) {

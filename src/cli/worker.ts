@@ -6,9 +6,7 @@
 import { parseCommandArgs } from './args.ts';
 import { withServices } from './context.ts';
 import type { Command } from './io.ts';
-import { createActivities } from '../../activities/index.ts';
-import { createActivityDeps } from '../runtime/activity-deps.ts';
-import { startWorker } from '../runtime/worker.ts';
+import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
 
 export const workerCommand: Command = async (args, io) => {
   const { values } = parseCommandArgs(
@@ -26,19 +24,16 @@ export const workerCommand: Command = async (args, io) => {
     return 0;
   }
   return withServices({ database: true, temporal: true }, async ({ config, logger, services, shutdown }) => {
-    const activities = createActivities(createActivityDeps({ pool: services.pool, fleetFile: config.fleetFile, logger }));
-    const worker = await startWorker({
-      address: services.temporalAddress,
-      namespace: services.namespace,
-      taskQueue: services.taskQueue,
+    const worker = await startFleetpatchWorker({
+      services,
+      fleetFile: config.fleetFile,
       logger,
-      activities,
+      shutdown,
       tuning: {
         ...(values['max-activities'] ? { maxConcurrentActivityTaskExecutions: Number(values['max-activities']) } : {}),
         ...(values.identity ? { identity: values.identity } : {}),
       },
     });
-    shutdown.add('worker', worker.shutdown);
     io.out(`worker polling task queue "${services.taskQueue}" on ${services.temporalAddress} (namespace ${services.namespace}); fleet file ${config.fleetFile}`);
     await worker.done;
     return 0;

@@ -1,17 +1,8 @@
 /** SQL for rollout_preflights and rollout_targets (migration 0004), each statement with its typed caller. */
 import type pg from 'pg';
+import type { TargetHost } from '../../rollout/preflight.ts';
 
 type Db = pg.Pool | pg.PoolClient;
-
-export interface TargetRow {
-  hostId: string;
-  wave: number;
-  step: number;
-  position: number;
-  group: string | null;
-  assignment: 'apply' | 'replace' | 'unreachable';
-  buildIds: string[];
-}
 
 export async function selectPreflight<T>(db: Db, rolloutId: string): Promise<T | null> {
   const r = await db.query<{ summary: T }>('SELECT summary FROM rollout_preflights WHERE rollout_id = $1', [rolloutId]);
@@ -19,7 +10,7 @@ export async function selectPreflight<T>(db: Db, rolloutId: string): Promise<T |
 }
 
 /** Inserts the preflight and its targets unless they exist; returns false when they did. */
-export async function insertPreflight(client: pg.PoolClient, rolloutId: string, summary: unknown, targets: TargetRow[]): Promise<boolean> {
+export async function insertPreflight(client: pg.PoolClient, rolloutId: string, summary: unknown, targets: TargetHost[]): Promise<boolean> {
   const inserted = await client.query('INSERT INTO rollout_preflights (rollout_id, summary) VALUES ($1, $2) ON CONFLICT DO NOTHING', [rolloutId, JSON.stringify(summary)]);
   if (inserted.rowCount === 0) return false;
   // unnest keeps a 10,000-host plan to a handful of statements.

@@ -1,0 +1,32 @@
+/**
+ * The composition root of a worker: fleetpatch's activities wired to the database and the fleet
+ * file, plus the workflow code, polling the configured task queue. `fleetpatch worker`, the demo
+ * and `rollout start --with-worker` all start their worker through here.
+ */
+import type { WorkerOptions } from '@temporalio/worker';
+import { createActivities } from '../../activities/index.ts';
+import { createActivityDeps } from './activity-deps.ts';
+import type { Logger } from './logger.ts';
+import type { Services } from './services.ts';
+import type { Shutdown } from './shutdown.ts';
+import { startWorker, type RunningWorker } from './worker.ts';
+
+export async function startFleetpatchWorker(opts: {
+  services: Services;
+  fleetFile: string;
+  logger: Logger;
+  shutdown: Shutdown;
+  tuning?: Pick<WorkerOptions, 'maxConcurrentActivityTaskExecutions' | 'identity'>;
+}): Promise<RunningWorker> {
+  const { services, logger } = opts;
+  const worker = await startWorker({
+    address: services.temporalAddress,
+    namespace: services.namespace,
+    taskQueue: services.taskQueue,
+    logger,
+    activities: createActivities(createActivityDeps({ pool: services.pool, fleetFile: opts.fleetFile, logger })),
+    ...(opts.tuning ? { tuning: opts.tuning } : {}),
+  });
+  opts.shutdown.add('worker', worker.shutdown);
+  return worker;
+}
