@@ -30,27 +30,29 @@ export interface StreamRange {
 }
 
 export async function selectStream(db: Queryable, streamId: string, range: StreamRange = {}): Promise<EventRow[]> {
-  const { rows } = await db.query<EventRow>(
-    `SELECT ${EVENT_COLUMNS} FROM events
+  const { rows } = await db.query<EventRow>({
+    name: 'fleetpatch-select-stream',
+    text: `SELECT ${EVENT_COLUMNS} FROM events
       WHERE stream_id = $1 AND stream_position >= $2
         AND ($3::bigint IS NULL OR stream_position <= $3)
         AND ($4::timestamptz IS NULL OR recorded_at <= $4)
       ORDER BY stream_position
       LIMIT $5`,
-    [streamId, range.from ?? 1, range.to ?? null, range.recordedUntil ?? null, range.limit ?? null],
-  );
+    values: [streamId, range.from ?? 1, range.to ?? null, range.recordedUntil ?? null, range.limit ?? null],
+  });
   return rows;
 }
 
 export async function selectAllAfter(db: Queryable, after: GlobalCursor, limit: number): Promise<EventRow[]> {
-  const { rows } = await db.query<EventRow>(
-    `SELECT ${EVENT_COLUMNS} FROM events
+  const { rows } = await db.query<EventRow>({
+    name: 'fleetpatch-select-all-after',
+    text: `SELECT ${EVENT_COLUMNS} FROM events
       WHERE (transaction_id, global_position) > ($1::xid8, $2::bigint)
         AND transaction_id < pg_snapshot_xmin(pg_current_snapshot())
       ORDER BY transaction_id, global_position
       LIMIT $3`,
-    [after.transactionId, after.globalPosition, limit],
-  );
+    values: [after.transactionId, after.globalPosition, limit],
+  });
   return rows;
 }
 
