@@ -7,6 +7,7 @@ import os from 'node:os';
 import { parseCommandArgs, requirePositional } from './args.ts';
 import { withServices } from './context.ts';
 import type { CliIO, Command } from './io.ts';
+import { renderTable } from './table.ts';
 import { FleetpatchError } from '../errors.ts';
 import { FleetClient } from '../hypervisor/agent-client.ts';
 import { defaultFleetFilePath } from '../hypervisor/fleet-file.ts';
@@ -19,6 +20,7 @@ import {
   describeEvent,
   hostStackAsOf,
   hostTimeline,
+  listRollouts,
   replayHost,
   rolloutReport,
   shortId,
@@ -34,6 +36,7 @@ const SUBCOMMANDS = {
   stack: 'stack --host H [--at TIME | --position N]  the host\'s loaded payloads and applied stack, now or as of then',
   checks: 'checks [--host H] [--payload BUILD-ID] [--rollout R] [--outcome match|mismatch|unreachable] [--limit N]',
   where: 'where --payload BUILD-ID [--at TIME]       which hosts have the payload loaded or applied',
+  rollouts: 'rollouts                                   every rollout, newest first: plan, status, hosts',
   rollout: 'rollout ID                                 waves, hosts, outcomes, decisions (who, why), rollback',
   verify: 'verify [--stream S]                        recompute every hash chain; exit 1 at a broken link',
   replay: 'replay --host H [--fleet-file F] [--no-record]  compare replayed events with the live host; record drift',
@@ -167,6 +170,35 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
           placements.map((p) => [p.hostId, p.name, p.state, p.stackIndex === null ? '-' : `${p.stackIndex + 1} of ${p.stackHeight}${p.stackIndex === p.stackHeight - 1 ? ' (top)' : ''}`]),
         );
       }
+      return 0;
+    };
+  },
+
+  rollouts: (args) => {
+    const { values } = parseCommandArgs(args, common, 'audit rollouts');
+    return async (store, io) => {
+      const rollouts = await listRollouts(store);
+      if (values.json) return json(io, rollouts);
+      if (rollouts.length === 0) {
+        io.out('No rollouts recorded.');
+        return 0;
+      }
+      table(
+        io,
+        ['ROLLOUT', 'PLAN', 'STATUS', 'STARTED', 'BY', 'FINISHED', 'PATCHED', 'ALREADY', 'FAILED', 'WHY'],
+        rollouts.map((r) => [
+          r.rolloutId,
+          r.planName ?? '?',
+          r.status,
+          r.startedAt ? when(r.startedAt) : '-',
+          r.startedBy ? describeActor(r.startedBy) : '-',
+          r.finishedAt ? when(r.finishedAt) : '-',
+          String(r.hosts.patched),
+          String(r.hosts.already),
+          String(r.hosts.failed),
+          r.finishReason ?? '-',
+        ]),
+      );
       return 0;
     };
   },
@@ -328,15 +360,6 @@ function when(iso: string): string {
   return iso.replace('T', ' ');
 }
 
-/** Columns padded to their widest cell; the last column runs free. */
 function table(io: CliIO, headers: string[], rows: string[][]): void {
-  const widths = headers.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
-  const line = (cells: string[]) =>
-    cells
-      .map((c, i) => (i === cells.length - 1 ? c : c.padEnd(widths[i]!)))
-      .join('  ')
-      .trimEnd();
-  io.out(line(headers));
-  for (const r of rows) io.out(line(r));
+  for (const line of renderTable(headers, rows)) io.out(line);
 }
-

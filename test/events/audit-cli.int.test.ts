@@ -69,7 +69,7 @@ describe('fleetpatch audit', () => {
 
   it('prints a stack now, as of a position and as of a time', async () => {
     const now = await audit('stack', '--host', 'c1');
-    expect(now.out).toMatch(/Applied stack \(bottom first\):\n#\s+NAME\s+BUILD-ID\n1 top\s+xen_replace_world\s+3333/);
+    expect(now.out).toMatch(/Applied stack \(bottom first\):\n#\s+NAME\s+BUILD-ID\n[- ]+\n1 top\s+xen_replace_world\s+3333/);
     expect(now.out).toMatch(/xen_hello_world\s+1{40}\s+CHECKED/);
     const pos = await audit('stack', '--host', 'c1', '--position', '10', '--json');
     expect(JSON.parse(pos.out).state.applied).toEqual([HELLO, BYE]);
@@ -108,6 +108,14 @@ describe('fleetpatch audit', () => {
     expect(r.out).toMatch(/Rollback finished.*1 rolled back, 1 stack grew/);
     expect(JSON.parse((await audit('rollout', 'r1', '--json')).out).summary.status).toBe('rolled-back');
     expect(await audit('rollout', 'r404')).toMatchObject({ code: 1, err: expect.stringMatching(/ROLLOUT_NOT_FOUND/) });
+  });
+
+  it('lists rollouts from the rollout-summaries projection', async () => {
+    const r = await audit('rollouts');
+    expect(r.code).toBe(0);
+    expect(r.out).toMatch(/ROLLOUT\s+PLAN\s+STATUS/);
+    expect(r.out).toMatch(/r1\s+hello-everywhere\s+rolled-back\s+2025-03-01 10:00:01.000Z\s+alice\s+2025-03-01 10:00:16.000Z\s+2\s+0\s+1\s+wave rest exceeded its failure budget/);
+    expect(JSON.parse((await audit('rollouts', '--json')).out)).toEqual([expect.objectContaining({ rolloutId: 'r1', status: 'rolled-back' })]);
   });
 
   it('replays a host against the live emulated host and records drift', async () => {
