@@ -3,8 +3,8 @@
  * host reports, compare. Any difference is drift: reported, and recorded as DriftDetected (whose
  * live state the host-stack reducer adopts, so the same drift is recorded once, not on every run).
  *
- * The live state comes from an injected reader, so this module needs no network; live-state.ts
- * has the one that asks the emulated fleet.
+ * The live state comes from an injected reader, so this module needs no network; the CLI passes
+ * one that asks the emulated fleet (src/cli/audit.ts).
  */
 import { isFleetpatchError } from '../../errors.ts';
 import type { Actor, Correlation, HostSnapshot, LoadedPayload, PayloadRef, StackDifference } from '../catalogue.ts';
