@@ -18,6 +18,7 @@ import {
   ParentClosePolicy,
 } from '@temporalio/workflow';
 import {
+  acceptFailures,
   applyPreflight,
   budgetVerdict,
   FINAL_STATUSES,
@@ -255,6 +256,8 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
       p.status = 'paused';
       await decide('paused', SYSTEM, `failure budget exceeded: ${reason}`, p.waves[w]!.name);
       if (!(await mayContinue())) return stopForAbort();
+      // Resumed: the person accepted these failures; only a further one pauses again.
+      acceptFailures(p, w);
       p.stopReason = undefined;
       return undefined;
     }

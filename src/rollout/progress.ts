@@ -58,6 +58,8 @@ export interface RolloutProgress {
   rollback?: { status: 'running' | 'finished'; rolledBack: number; stackGrew: number; failed: number; nothingToDo: number };
   /** Continue-as-new generations so far (for diagnostics). */
   generation: number;
+  /** Failures a person accepted by resuming after the budget paused the rollout. */
+  accepted?: { wave: number; waveFailures: number; totalFailures: number };
 }
 
 /** At most this many failures are kept with their reasons; the event store has all of them. */
@@ -115,15 +117,24 @@ export function totals(p: RolloutProgress): { planned: number; done: number; pat
  * Whether a budget is exceeded, and why in words. The wave budget is measured against the wave's
  * planned size, the total budget against all planned hosts, so the verdict can be reached (and
  * the wave stopped) as soon as one failure too many happens, without waiting for the wave to end.
+ *
+ * A person who resumes a rollout that paused on its budget accepts the failures so far
+ * (`p.accepted`): it pauses again at the next failure beyond them, not at the next host.
  */
 export function budgetVerdict(p: RolloutProgress, plan: ResolvedPlan, waveIndex: number): { exceeded: false } | { exceeded: true; reason: string } {
   const w = p.waves[waveIndex]!;
-  if (budgetExceeded(plan.budget.perWave, w.planned, w.failed)) {
+  const acceptedInWave = p.accepted?.wave === waveIndex ? p.accepted.waveFailures : 0;
+  if (budgetExceeded(plan.budget.perWave, w.planned, w.failed) && w.failed > acceptedInWave) {
     return { exceeded: true, reason: `wave "${w.name}" failed on ${w.failed} of ${w.planned} hosts, over its budget (${describeBudget(plan.budget.perWave, w.planned)})` };
   }
   const t = totals(p);
-  if (budgetExceeded(plan.budget.total, t.planned, t.failed)) {
+  if (budgetExceeded(plan.budget.total, t.planned, t.failed) && t.failed > (p.accepted?.totalFailures ?? 0)) {
     return { exceeded: true, reason: `the rollout failed on ${t.failed} hosts in all, over its total budget (${describeBudget(plan.budget.total, t.planned)})` };
   }
   return { exceeded: false };
+}
+
+/** Records that a person resumed past an exceeded budget: the failures so far are accepted. */
+export function acceptFailures(p: RolloutProgress, waveIndex: number): void {
+  p.accepted = { wave: waveIndex, waveFailures: p.waves[waveIndex]!.failed, totalFailures: totals(p).failed };
 }
