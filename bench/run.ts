@@ -2,7 +2,7 @@
  * `npm run bench [name...]`: runs every bench/*.bench.ts (or the named ones), prints the figures
  * and writes them to bench/results.json. Speed targets are checked here, never in timed tests.
  */
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import path from 'node:path';
 import type { Bench, BenchFigure } from './report.ts';
@@ -32,9 +32,17 @@ for (const file of files) {
   results[name] = figures;
 }
 
+// Figures of earlier runs stay unless this run measured the same figure again (a bench run for
+// one fleet size must not erase another size's figures).
 const out = path.join(dir, 'results.json');
-const previous = await import(pathToFileURL(out).href, { with: { type: 'json' } }).then((m) => m.default as Record<string, unknown>).catch(() => ({}));
-await writeFile(out, JSON.stringify({ ...previous, ...results, measuredAt: new Date().toISOString() }, null, 2) + '\n');
+const previous = JSON.parse(await readFile(out, 'utf8').catch(() => '{}')) as Record<string, BenchFigure[] | string>;
+const merged: Record<string, BenchFigure[] | string> = { ...previous };
+for (const [name, figures] of Object.entries(results)) {
+  const earlier = Array.isArray(previous[name]) ? (previous[name] as BenchFigure[]) : [];
+  merged[name] = [...earlier.filter((f) => !figures.some((g) => g.name === f.name)), ...figures];
+}
+merged.measuredAt = new Date().toISOString();
+await writeFile(out, JSON.stringify(merged, null, 2) + '\n');
 console.log(`\nwrote ${path.relative(process.cwd(), out)}`);
 
 function formatValue(v: number): string {
