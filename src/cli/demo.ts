@@ -104,7 +104,7 @@ export const demoCommand: Command = async (args, io) => {
     say('host-0002 and host-0004 already run live patch xsa990 (applied outside this rollout)');
 
     // 4. A worker in this process, then the rollout.
-    await startFleetpatchWorker({ services, fleetFile: fleet.fleetFile, logger, shutdown });
+    await startFleetpatchWorker({ services, fleetFile: fleet.fleetFile, dataDir: config.dataDir, logger, shutdown });
     const { plan, dir: planDir } = await readPlanFile(planFile);
     const by = { kind: 'user' as const, id: 'demo-operator' };
     const resolved = await resolvePlanPayloads(plan, planDir, { pool: services.pool, actor: by, store: true });

@@ -148,7 +148,7 @@ async function startCommand(file: string, values: Values, io: CliIO): Promise<nu
     const resolved = await resolvePlanPayloads(plan, dir, { pool: services.pool, actor: by, store: true });
     const { client, close } = await connectClient(services.temporalAddress, services.namespace);
     shutdown.add('temporal client', close);
-    if (values['with-worker']) await startFleetpatchWorker({ services, fleetFile: config.fleetFile, logger, shutdown });
+    if (values['with-worker']) await startFleetpatchWorker({ services, fleetFile: config.fleetFile, dataDir: config.dataDir, logger, shutdown });
     const s = await startRollout(client, services.taskQueue, resolved, { requestedBy: by, ...(values.reason ? { reason: values.reason } : {}), ...(values.id ? { rolloutId: values.id } : {}) });
     io.out(s.started ? `started rollout ${s.rolloutId} (workflow ${s.workflowId})` : `rollout ${s.rolloutId} already exists (workflow ${s.workflowId}); not started again`);
     if (!values['with-worker']) {

@@ -27,6 +27,7 @@ export const workerCommand: Command = async (args, io) => {
     const worker = await startFleetpatchWorker({
       services,
       fleetFile: config.fleetFile,
+      dataDir: config.dataDir,
       logger,
       shutdown,
       tuning: {

@@ -3,7 +3,9 @@
  * file, plus the workflow code, polling the configured task queue. `fleetpatch worker`, the demo
  * and `rollout start --with-worker` all start their worker through here.
  */
+import path from 'node:path';
 import type { WorkerOptions } from '@temporalio/worker';
+import { workflowBundle } from './workflow-bundle.ts';
 import { createActivities } from '../../activities/index.ts';
 import { createActivityDeps } from './activity-deps.ts';
 import type { Logger } from './logger.ts';
@@ -14,12 +16,15 @@ import { startWorker, type RunningWorker } from './worker.ts';
 export async function startFleetpatchWorker(opts: {
   services: Services;
   fleetFile: string;
+  /** Where the workflow bundle is cached. */
+  dataDir: string;
   logger: Logger;
   shutdown: Shutdown;
   tuning?: Pick<WorkerOptions, 'maxConcurrentActivityTaskExecutions' | 'identity'>;
 }): Promise<RunningWorker> {
   const { services, logger } = opts;
   const worker = await startWorker({
+    workflowBundlePath: await workflowBundle(path.join(opts.dataDir, 'workflow-bundles'), logger),
     address: services.temporalAddress,
     namespace: services.namespace,
     taskQueue: services.taskQueue,

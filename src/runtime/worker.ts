@@ -16,7 +16,7 @@ export interface WorkerSetup {
   taskQueue: string;
   logger: Logger;
   activities: object;
-  /** A bundle made once by bundleWorkflowCode (tests); otherwise workflows/ is bundled now. */
+  /** A bundle made once (tests, workflow-bundle.ts); otherwise workflows/ is bundled in-process now. */
   workflowBundlePath?: string;
   tuning?: Pick<WorkerOptions, 'maxConcurrentActivityTaskExecutions' | 'maxConcurrentWorkflowTaskExecutions' | 'maxCachedWorkflows' | 'identity'>;
 }
