@@ -305,6 +305,34 @@ export function hostActivities(deps: ActivityDeps) {
     },
 
     /**
+     * UNLOAD a payload that is loaded and not applied, so reverted payloads do not linger on the
+     * host (Xen keeps them loaded until someone unloads them by hand). Not loaded: nothing to do.
+     * Still applied: refused (EINVAL), as Xen does.
+     */
+    async unloadPayload(input: HostInput & { payload: StackEntry }): Promise<{ unloaded: boolean }> {
+      const { hostId, payload } = input;
+      const id = activityIdentity(input.rolloutId);
+      const agent = await agentFor(hostId);
+      const ref = payloadRef(payload);
+      const entry = (await agent.listAll()).entries.find((e) => e.name === payload.name && e.buildId === payload.buildId);
+      if (!entry) {
+        // Gone already: ours if the record still shows it loaded (an earlier attempt unloaded it).
+        if ((await recordedHostState(events, hostId)).loaded.some((l) => l.buildId === payload.buildId)) {
+          await recordFromActivity(events, id, 'unloaded', { type: 'PayloadUnloaded', hostId, payload: ref });
+        }
+        return { unloaded: false };
+      }
+      try {
+        await agent.action(payload.name, 'unload');
+      } catch (e) {
+        await recordFailure(id, hostId, 'unload', ref, e, 'unload:refused');
+        throw e;
+      }
+      await recordFromActivity(events, id, 'unloaded', { type: 'PayloadUnloaded', hostId, payload: ref });
+      return { unloaded: true };
+    },
+
+    /**
      * After a REPLACE is undone: apply the former stack again, bottom first, where Xen allows it.
      * A payload with writable data that was reverted cannot be re-applied (Xen: "can't revert as
      * payload has .data"); it and everything above it are reported, not attempted.

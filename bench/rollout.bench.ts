@@ -29,9 +29,9 @@ const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'bi
 const LATENCY_MS = 100;
 const CONCURRENCY = 50;
 
-function spawnUntil(args: string[], env: Record<string, string>, ready: RegExp): Promise<ChildProcess> {
+function spawnUntil(args: string[], env: Record<string, string>, ready: RegExp, nodeArgs: string[] = []): Promise<ChildProcess> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = spawn(process.execPath, [...nodeArgs, BIN, ...args], { env: { ...process.env, ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     const onData = (d: Buffer) => {
       out += d.toString();
@@ -101,7 +101,9 @@ export default (async (ctx) => {
       await writeFile(path.join(dir, 'faults.json'), JSON.stringify({ actionLatencyMs: LATENCY_MS }));
       const env = { LOG_LEVEL: 'error', FLEETPATCH_DATA_DIR: dir, TEMPORAL_ADDRESS: server.address, DATABASE_URL: dbUrl, FLEETPATCH_FLEET_FILE: fleetFile, TEMPORAL_TASK_QUEUE: `bench-${hosts}` };
       const emulator = await spawnUntil(['emulate', '--hosts', String(hosts), '--port', '0', '--seed', '1', '--faults', path.join(dir, 'faults.json'), '--fleet-file', fleetFile], env, /Fleet file:/);
-      const worker = await spawnUntil(['worker'], env, /worker polling/);
+      // FLEETPATCH_BENCH_WORKER_NODE_ARGS: e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof" to profile the worker.
+      const workerNodeArgs = process.env.FLEETPATCH_BENCH_WORKER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+      const worker = await spawnUntil(['worker'], env, /worker polling/, workerNodeArgs);
       try {
         await writeFile(path.join(dir, 'fix.livepatch'), buildPayload({ name: 'fix', funcs: [{ target: 'xen_extra_version', returns: '-fix' }] }, { image: DEFAULT_IMAGE }));
         await writeFile(

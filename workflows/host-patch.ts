@@ -32,6 +32,8 @@ export async function hostPatchWorkflow(input: HostPatchInput): Promise<HostPatc
 async function patchHost(input: HostPatchInput): Promise<HostPatchResult> {
   const { hostId } = input;
   const applied: StackEntry[] = [];
+  /** Uploaded by this workflow: unloaded again if the host fails before they are applied. */
+  const uploaded: StackEntry[] = [];
   let replacedStack: StackEntry[] | undefined;
   try {
     const state = await step('read', () => hostOps.readHost({ hostId }));
@@ -46,7 +48,8 @@ async function patchHost(input: HostPatchInput): Promise<HostPatchResult> {
 
     const toApply: PayloadMeta[] = assignment.kind === 'replace' ? [assignment.payload] : assignment.payloads;
     for (const payload of toApply) {
-      await step('upload', () => hostOps.uploadPayload({ hostId, rolloutId: input.rolloutId, payload }));
+      const up = await step('upload', () => hostOps.uploadPayload({ hostId, rolloutId: input.rolloutId, payload }));
+      if (up.uploaded) uploaded.push({ name: payload.name, buildId: payload.buildId });
       const check = await step('check', () =>
         hostOps.checkDependency({ hostId, rolloutId: input.rolloutId, payload, against: assignment.kind === 'replace' ? 'hypervisor' : 'top' }),
       );
@@ -76,6 +79,10 @@ async function patchHost(input: HostPatchInput): Promise<HostPatchResult> {
   } catch (e) {
     if (!(e instanceof StepFailed)) throw e;
     const revertedAfterFailure = applied.length > 0 ? await revertOwn(input, applied, replacedStack) : undefined;
+    // What was uploaded here but never applied goes too (best effort: the failure is the news).
+    for (const payload of uploaded.filter((u) => !applied.some((a) => a.buildId === u.buildId)).reverse()) {
+      await hostOps.unloadPayload({ hostId, rolloutId: input.rolloutId, payload }).catch(() => undefined);
+    }
     return {
       hostId,
       outcome: 'failed',
@@ -97,6 +104,9 @@ async function revertOwn(input: HostPatchInput, applied: StackEntry[], replacedS
     try {
       const r = await hostActions.revertPayload({ hostId: input.hostId, rolloutId: input.rolloutId, payload });
       if (r.outcome === 'not-top') return false;
+      // Unloaded too: a payload with .data could never be applied again while it stays loaded,
+      // and the next attempt uploads it afresh.
+      await hostOps.unloadPayload({ hostId: input.hostId, rolloutId: input.rolloutId, payload });
     } catch {
       return false;
     }

@@ -114,6 +114,8 @@ async function rollbackHost(input: HostRollbackInput): Promise<HostRollbackResul
     }
     const check = await hostOps.verifyReverted({ hostId, rolloutId: input.rolloutId, reverted, ...(input.verify ? { verify: input.verify } : {}) });
     if (!check.ok) return { hostId, outcome: 'failed', reverted, reapplied, reason: check.reason };
+    // Reverted payloads would stay loaded (Xen never unloads by itself): leave the host clean.
+    for (const payload of reverted) await hostOps.unloadPayload({ hostId, rolloutId: input.rolloutId, payload });
     return { hostId, outcome: 'rolled-back', reverted, reapplied };
   } catch (e) {
     return { hostId, outcome: 'failed', reverted, reapplied, reason: hostFailure('revert', e).reason };

@@ -13,12 +13,14 @@ import type { Logger } from './logger.ts';
 
 export function createActivityDeps(opts: { pool: Pool; fleetFile: string; logger: Logger; actionDeadlineMs?: number }): ActivityDeps {
   const events = new EventStore(opts.pool);
-  let cached: { client: FleetClient; mtimeMs: number } | undefined;
+  let cached: { client: FleetClient; mtimeMs: number; checkedAt: number } | undefined;
   const fleet = async (): Promise<FleetClient> => {
+    // Every activity asks; the file is looked at again at most once a second.
+    if (cached && Date.now() - cached.checkedAt < 1000) return cached.client;
     const mtimeMs = await stat(opts.fleetFile).then((s) => s.mtimeMs, () => -1);
     if (!cached || cached.mtimeMs !== mtimeMs) {
-      cached = { client: await FleetClient.open(opts.fleetFile, { logger: opts.logger }), mtimeMs };
-    }
+      cached = { client: await FleetClient.open(opts.fleetFile, { logger: opts.logger }), mtimeMs, checkedAt: Date.now() };
+    } else cached.checkedAt = Date.now();
     return cached.client;
   };
   return {

@@ -203,8 +203,9 @@ describe('a failure budget exceeded in wave 2', () => {
     const patched = result.waves[0]!.patched + result.waves[1]!.patched;
     expect(result.rollback).toMatchObject({ status: 'finished', rolledBack: patched, failed: 0, stackGrew: 0 });
 
-    // Every host is back to its previous (empty) stack.
+    // Every host is back to its previous (empty) stack, with nothing of ours left loaded.
     for (const [id, stack] of await liveStacks(fleet.fleetFile)) expect(stack, id).toEqual([]);
+    for (const id of client.hostIds) expect((await client.host(id).listAll()).entries, id).toEqual([]);
     // Reverted top first on every host that got both.
     for (const id of [planned.waves[0]!.steps[0]!.hostIds[0]!, ...wave2.filter((h) => !failing.includes(h))]) {
       const events = (await hostEvents(db.pool, id)).map((e) => e.event);
