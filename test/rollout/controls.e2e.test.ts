@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
-import { readPlanFile, resolvePlanPayloads, startRollout, type Started } from '../../src/cli/rollouts.ts';
+import type { Started } from '../../src/cli/rollouts.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { rolloutStream } from '../../src/events/streams.ts';
 import { abortUpdate, approveUpdate, pauseUpdate, progressQuery, resumeUpdate } from '../../workflows/messages.ts';
@@ -10,7 +10,7 @@ import type { RolloutProgress } from '../../src/rollout/progress.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestWorker, type TestTemporal } from '../support/temporal.ts';
 import { saveHistory } from '../support/histories.ts';
-import { IMAGE_A, liveStacks, tempDir, writePayload, writePlan, type BuiltPayload } from '../support/rollout.ts';
+import { IMAGE_A, liveStacks, startPlan, tempDir, writePayload, writePlan, type BuiltPayload } from '../support/rollout.ts';
 
 const alice = { kind: 'user' as const, id: 'alice' };
 const bob = { kind: 'user' as const, id: 'bob' };
@@ -57,11 +57,8 @@ describe('steering a rollout: approval gates, pause, resume, abort', () => {
     await db?.drop();
   });
 
-  async function start(plan: PlanInput, rolloutId: string): Promise<Started> {
-    const { plan: p, dir: d } = await readPlanFile(await writePlan(dir, plan));
-    const resolved = await resolvePlanPayloads(p, d, { pool: db.pool, actor: alice, store: true });
-    return startRollout(temporal.client, temporal.taskQueue, resolved, { requestedBy: alice, rolloutId });
-  }
+  const start = (plan: PlanInput, rolloutId: string): Promise<Started> =>
+    startPlan({ client: temporal.client, taskQueue: temporal.taskQueue, pool: db.pool, dir, actor: alice }, plan, rolloutId);
 
   it('holds after the canary until someone approves, and records who and why', async () => {
     const s = await start(

@@ -1,14 +1,14 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
 import { FleetClient } from '../../src/hypervisor/agent-client.ts';
-import { readPlanFile, resolvePlanPayloads, startRollout, type Started } from '../../src/cli/rollouts.ts';
+import type { Started } from '../../src/cli/rollouts.ts';
 import { progressQuery, resumeUpdate } from '../../workflows/messages.ts';
 import type { PlanInput } from '../../src/rollout/plan.ts';
 import type { RolloutProgress } from '../../src/rollout/progress.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestWorker, type TestTemporal } from '../support/temporal.ts';
 import { saveHistory } from '../support/histories.ts';
-import { hostEvents, IMAGE_A, liveStacks, replayDifferences, tempDir, writePayload, writePlan, type BuiltPayload } from '../support/rollout.ts';
+import { hostEvents, IMAGE_A, liveStacks, startPlan, replayDifferences, tempDir, writePayload, writePlan, type BuiltPayload } from '../support/rollout.ts';
 
 const ops = { kind: 'user' as const, id: 'ops' };
 
@@ -37,11 +37,8 @@ describe('rollouts meeting failures: REPLACE, unreachable hosts, transient fault
     await db?.drop();
   });
 
-  async function start(plan: PlanInput, rolloutId: string): Promise<Started> {
-    const { plan: p, dir: d } = await readPlanFile(await writePlan(dir, plan));
-    const resolved = await resolvePlanPayloads(p, d, { pool: db.pool, actor: ops, store: true });
-    return startRollout(temporal.client, temporal.taskQueue, resolved, { requestedBy: ops, rolloutId });
-  }
+  const start = (plan: PlanInput, rolloutId: string): Promise<Started> =>
+    startPlan({ client: temporal.client, taskQueue: temporal.taskQueue, pool: db.pool, dir, actor: ops }, plan, rolloutId);
 
   const hosts = (from: number, n: number) => Array.from({ length: n }, (_, i) => `host-${String(from + i).padStart(4, '0')}`);
 

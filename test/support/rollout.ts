@@ -15,6 +15,9 @@ import { hostStream } from '../../src/events/streams.ts';
 import { foldHostStack } from '../../src/events/projections/host-stack.ts';
 import type { PlanInput } from '../../src/rollout/plan.ts';
 import type { Pool } from '../../src/runtime/database.ts';
+import type { Client } from '@temporalio/client';
+import { readPlanFile, resolvePlanPayloads, startRollout, type Started } from '../../src/cli/rollouts.ts';
+import type { Actor } from '../../src/rollout/types.ts';
 
 export const IMAGE_A = DEFAULT_IMAGE;
 export const IMAGE_B = XEN_4_21_IMAGE;
@@ -37,6 +40,20 @@ export async function writePayload(dir: string, name: string, spec: Omit<Payload
 
 export async function tempDir(prefix: string): Promise<string> {
   return mkdtemp(path.join(os.tmpdir(), `fleetpatch-${prefix}-`));
+}
+
+/**
+ * Writes the plan into `dir`, stores its payloads and starts the rollout under `rolloutId`,
+ * the way `fleetpatch rollout start` does.
+ */
+export async function startPlan(
+  ctx: { client: Client; taskQueue: string; pool: Pool; dir: string; actor: Actor },
+  plan: PlanInput,
+  rolloutId: string,
+): Promise<Started> {
+  const { plan: p, dir } = await readPlanFile(await writePlan(ctx.dir, plan));
+  const resolved = await resolvePlanPayloads(p, dir, { pool: ctx.pool, actor: ctx.actor, store: true });
+  return startRollout(ctx.client, ctx.taskQueue, resolved, { requestedBy: ctx.actor, rolloutId });
 }
 
 export async function writePlan(dir: string, plan: PlanInput): Promise<string> {

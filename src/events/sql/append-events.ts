@@ -9,6 +9,7 @@
  *    which of the event ids are already recorded, and the clock.
  * 3. insertEvents: the events and the new heads, in one statement.
  */
+import type { ChainRecord } from '../hash-chain.ts';
 import type { Queryable } from './event-row.ts';
 
 /** Advisory-lock class of event streams (two-key form: apart from every one-key lock). */
@@ -64,17 +65,8 @@ export async function readAppendState(db: Queryable, streamIds: string[], eventI
   };
 }
 
-export interface NewEventRow {
-  eventId: string;
-  streamId: string;
-  streamPosition: number;
-  type: string;
-  schemaVersion: number;
-  occurredAt: string;
-  recordedAt: string;
-  actor: unknown;
-  correlation: unknown;
-  data: unknown;
+/** What the hash covers, plus the hash itself. */
+export interface NewEventRow extends ChainRecord {
   hash: string;
 }
 
