@@ -6,7 +6,6 @@
 import { Context } from '@temporalio/activity';
 import type { DomainEventInput } from '../src/events/catalogue.ts';
 import {
-  countTargetsByStatus,
   insertPreflight,
   selectPatchedHosts,
   selectPreflight,
@@ -188,9 +187,6 @@ export function rolloutActivities(deps: ActivityDeps) {
       }));
     },
 
-    async countTargets(input: { rolloutId: string }): Promise<Record<string, number>> {
-      return countTargetsByStatus(pool, input.rolloutId);
-    },
 
     /** Checks the workflow computed from a live state (a host that changed since the preflight). */
     async recordDependencyChecks(input: { hostId: string; rolloutId: string; phase: 'preflight' | 'apply'; checks: DependencyCheck[] }): Promise<void> {

@@ -10,7 +10,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { chmod, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { chmod, mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -96,7 +96,7 @@ export default (async (ctx) => {
       await migrate(pool);
 
       const dir = path.join(tmp, `n${hosts}`);
-      await import('node:fs/promises').then((fs) => fs.mkdir(dir, { recursive: true }));
+      await mkdir(dir, { recursive: true });
       const fleetFile = path.join(dir, 'fleet.json');
       await writeFile(path.join(dir, 'faults.json'), JSON.stringify({ actionLatencyMs: LATENCY_MS }));
       const env = { LOG_LEVEL: 'error', FLEETPATCH_DATA_DIR: dir, TEMPORAL_ADDRESS: server.address, DATABASE_URL: dbUrl, FLEETPATCH_FLEET_FILE: fleetFile, TEMPORAL_TASK_QUEUE: `bench-${hosts}` };

@@ -126,7 +126,6 @@ export async function readProgress(client: Client, idOrWorkflowId: string): Prom
   }
   if (status === 'RUNNING') return handle.query(progressQuery);
   if (status === 'COMPLETED') return handle.result();
-  if (status === 'CONTINUED_AS_NEW') return client.workflow.getHandle<typeof rolloutWorkflow>(workflowIdOf(idOrWorkflowId)).query(progressQuery);
   throw new FleetpatchError('ROLLOUT_STATE', `rollout ${rolloutIdOf(idOrWorkflowId)} ended as ${status.toLowerCase()} (its workflow did not complete; see the Temporal UI)`);
 }
 

@@ -35,10 +35,21 @@ export async function startServices(config: Config, logger: Logger, shutdown: Sh
     needs.database === false ? undefined : startDatabase(config, logger, shutdown),
     needs.temporal === false ? undefined : startTemporal(config, logger, shutdown),
   ]);
+  // A command that did not ask for a service gets a clear error if it reaches for it anyway,
+  // instead of an empty address or an undefined pool.
+  const missing = (what: string): never => {
+    throw new FleetpatchError(what === 'Temporal' ? 'TEMPORAL_UNAVAILABLE' : 'DATABASE_UNAVAILABLE', `this command did not start ${what}`);
+  };
   return {
-    databaseUrl: database?.url ?? '',
-    pool: database?.pool as Pool,
-    temporalAddress: temporal?.address ?? '',
+    get databaseUrl() {
+      return database?.url ?? missing('PostgreSQL');
+    },
+    get pool() {
+      return database?.pool ?? missing('PostgreSQL');
+    },
+    get temporalAddress() {
+      return temporal?.address ?? missing('Temporal');
+    },
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     ...(temporal?.uiUrl ? { temporalUiUrl: temporal.uiUrl } : {}),

@@ -76,8 +76,3 @@ export async function selectPatchedHosts(db: Db, rolloutId: string, after: strin
   );
   return r.rows.map((row) => ({ hostId: row.host_id, applied: row.applied, replacedStack: row.replaced_stack }));
 }
-
-export async function countTargetsByStatus(db: Db, rolloutId: string): Promise<Record<string, number>> {
-  const r = await db.query<{ status: string; n: string }>('SELECT status, count(*) AS n FROM rollout_targets WHERE rollout_id = $1 GROUP BY status', [rolloutId]);
-  return Object.fromEntries(r.rows.map((row) => [row.status, Number(row.n)]));
-}
