@@ -7,6 +7,7 @@ import type { PayloadStore } from '../src/events/payload-store.ts';
 import type { FleetClient } from '../src/hypervisor/agent-client.ts';
 import type { Pool } from '../src/runtime/database.ts';
 import type { Logger } from '../src/runtime/logger.ts';
+import type { PublicKey } from '../src/payload/signing.ts';
 
 export interface ActivityDeps {
   pool: Pool;
@@ -19,4 +20,6 @@ export interface ActivityDeps {
   actionDeadlineMs?: number;
   /** Between two GETs while an action runs. */
   actionPollMs?: number;
+  /** The public keys payload signatures must verify against (read when asked; none when absent). */
+  trustedKeys?: () => Promise<readonly PublicKey[]>;
 }

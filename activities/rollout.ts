@@ -5,23 +5,12 @@
  */
 import { Context } from '@temporalio/activity';
 import type { DomainEventInput } from '../src/events/catalogue.ts';
-import {
-  insertPreflight,
-  selectPatchedHosts,
-  selectPreflight,
-  selectStepHosts,
-  updateHostOutcome,
-} from '../src/events/sql/rollout-targets.ts';
+import { insertPreflight, selectPreflight, selectStepHosts, updateHostOutcome, updateRestore } from '../src/events/sql/rollout-targets.ts';
+import { selectStoredBuildIds } from '../src/events/sql/payloads.ts';
 import { readLiveStates } from '../src/hypervisor/live-state.ts';
 import type { DependencyCheck } from '../src/rollout/matching.ts';
 import { preflight as planPreflight, type FleetHost } from '../src/rollout/preflight.ts';
-import type { Actor, HostPatchResult, HostRollbackResult, PreflightSummary, ResolvedPlan, StackEntry } from '../src/rollout/types.ts';
-
-export interface PatchedHost {
-  hostId: string;
-  applied: StackEntry[];
-  replacedStack?: StackEntry[];
-}
+import type { Actor, HostPatchResult, HostRollbackResult, PreflightSummary, ResolvedPlan } from '../src/rollout/types.ts';
 import { selectHosts } from '../src/rollout/waves.ts';
 import type { ActivityDeps } from './deps.ts';
 import { activityIdentity, envelope, recordWithKeys, type EventBody } from './recording.ts';
@@ -59,6 +48,13 @@ export function rolloutActivities(deps: ActivityDeps) {
       if (stored) return stored;
       const ctx = Context.current();
       const id = activityIdentity(input.rolloutId);
+      // Before any host is read: each payload is the one recorded when it was stored, signed by a
+      // trusted key unless the plan allows unsigned ones. A refusal is recorded (PayloadRefused)
+      // and fails the rollout here, non-retryable, before it touches a host.
+      const trustedKeys = deps.trustedKeys ? await deps.trustedKeys() : [];
+      for (const p of input.plan.payloads) {
+        await deps.payloads.verify(p.buildId, { trustedKeys, allowUnsigned: input.plan.allowUnsigned === true, actor: id.actor, correlation: id.correlation });
+      }
       const fleet = await deps.fleet();
       const fleetHosts: FleetHost[] = fleet.fleet.hosts.map((h) => ({ id: h.id, labels: h.labels, buildId: h.buildId }));
       const { selected } = selectHosts(fleetHosts, input.plan.hosts);
@@ -69,7 +65,14 @@ export function rolloutActivities(deps: ActivityDeps) {
         { concurrency: PREFLIGHT_CONCURRENCY, onProgress: (read) => read % 100 === 0 && ctx.heartbeat({ read, of: selected.length }) },
       );
 
-      const result = planPreflight(input.plan, fleetHosts, live, input.rolloutId);
+      // A REPLACE reverts whole stacks: which payloads could fleetpatch upload again if it had to?
+      let storedBytes: Set<string> | undefined;
+      if (input.plan.mode === 'replace') {
+        const seen = new Set<string>();
+        for (const s of live.values()) if (s.ok) for (const p of s.state.loaded) if (p.safeToReapply === false) seen.add(p.buildId);
+        storedBytes = await selectStoredBuildIds(pool, [...seen]);
+      }
+      const result = planPreflight(input.plan, fleetHosts, live, input.rolloutId, storedBytes);
       // Every comparison made, recorded once (keys make a retried preflight a no-op).
       const items: { key: string; event: DomainEventInput }[] = [];
       for (const report of result.hosts) {
@@ -114,8 +117,25 @@ export function rolloutActivities(deps: ActivityDeps) {
       } finally {
         client.release();
       }
-      logger.info({ rolloutId: input.rolloutId, ...result.summary, waves: undefined, incompatibleSamples: undefined }, 'preflight done');
-      return result.summary;
+      const sum = result.summary;
+      await recordWithKeys(events, [
+        {
+          key: `rollout/${input.rolloutId}/preflight-completed`,
+          event: envelope(id, {
+            type: 'PreflightCompleted',
+            rolloutId: input.rolloutId,
+            selected: sum.selected,
+            targets: sum.targets,
+            alreadyPatched: sum.alreadyPatched,
+            incompatible: sum.incompatible,
+            unreachable: sum.unreachable,
+            ...(sum.unrestorable !== undefined ? { unrestorable: sum.unrestorable } : {}),
+            waves: sum.waves.map((w) => ({ name: w.name, planned: w.steps.reduce((n, st) => n + st.size, 0) })),
+          }),
+        },
+      ]);
+      logger.info({ rolloutId: input.rolloutId, ...sum, waves: undefined, incompatibleSamples: undefined, unrestorableSamples: undefined }, 'preflight done');
+      return sum;
     },
 
     async listStepHosts(input: { rolloutId: string; wave: number; step: number; offset: number; limit: number }): Promise<string[]> {
@@ -128,8 +148,8 @@ export function rolloutActivities(deps: ActivityDeps) {
       await updateHostOutcome(pool, input.rolloutId, result.hostId, {
         status: result.outcome,
         applied: result.applied,
-        replacedStack: result.replacedStack,
         failure: result.failure,
+        restore: result.restore,
       });
       const id = activityIdentity(input.rolloutId);
       const wave = input.wave;
@@ -144,24 +164,19 @@ export function rolloutActivities(deps: ActivityDeps) {
             outcome: result.outcome,
             applied: result.applied,
             ...(result.failure ? { failure: result.failure } : {}),
-            ...(result.revertedAfterFailure !== undefined ? { revertedAfterFailure: result.revertedAfterFailure } : {}),
+            ...(result.restore
+              ? { restore: { outcome: result.restore.outcome, stackNow: result.restore.stackNow, formerStack: result.restore.formerStack, ...(result.restore.reason ? { reason: result.restore.reason } : {}) } }
+              : {}),
           }),
         },
       ]);
     },
 
+    /** A host's rollback outcome: the work list, and a HostRollbackFinished event keyed on the rollback run. */
     async finishHostRollback(input: { rolloutId: string; result: HostRollbackResult }): Promise<void> {
       const { result } = input;
-      const remaining = result.outcome === 'rolled-back' || result.outcome === 'nothing-to-do' ? [] : undefined;
-      if (remaining) {
-        await updateHostOutcome(pool, input.rolloutId, result.hostId, { status: result.outcome, applied: remaining });
-      } else {
-        await pool.query('UPDATE rollout_targets SET status = $3, updated_at = now() WHERE rollout_id = $1 AND host_id = $2', [
-          input.rolloutId,
-          result.hostId,
-          result.outcome === 'failed' ? 'rollback-failed' : result.outcome,
-        ]);
-      }
+      const back = result.outcome === 'rolled-back' || result.outcome === 'nothing-to-do';
+      await updateRestore(pool, input.rolloutId, result.hostId, { outcome: result.outcome, stackNow: result.stackNow, ...(result.reason ? { reason: result.reason } : {}) }, back ? result.outcome : `rollback-${result.outcome}`);
       const id = activityIdentity(input.rolloutId);
       await recordWithKeys(events, [
         {
@@ -173,20 +188,13 @@ export function rolloutActivities(deps: ActivityDeps) {
             outcome: result.outcome,
             reverted: result.reverted,
             reapplied: result.reapplied,
+            stackNow: result.stackNow,
+            formerStack: result.formerStack,
             ...(result.reason ? { reason: result.reason } : {}),
           }),
         },
       ]);
     },
-
-    async listPatchedHosts(input: { rolloutId: string; after: string | null; limit: number }): Promise<PatchedHost[]> {
-      return (await selectPatchedHosts(pool, input.rolloutId, input.after, input.limit)).map((row) => ({
-        hostId: row.hostId,
-        applied: row.applied,
-        ...(row.replacedStack ? { replacedStack: row.replacedStack } : {}),
-      }));
-    },
-
 
     /** Checks the workflow computed from a live state (a host that changed since the preflight). */
     async recordDependencyChecks(input: { hostId: string; rolloutId: string; phase: 'preflight' | 'apply'; checks: DependencyCheck[] }): Promise<void> {

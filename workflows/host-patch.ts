@@ -1,11 +1,13 @@
 /**
  * hostPatchWorkflow: one host, one rollout. Read the live state, choose the build whose depends
- * matches it, upload, check the dependency against the live top of stack (recorded), apply (or
- * REPLACE), verify, and on a failure after apply revert what this workflow applied, top first.
+ * matches it, keep the host's former state, upload, check the dependency against the live top of
+ * stack (recorded), apply (or REPLACE), verify. On any failure after the first change the host is
+ * restored to its former stack at once (restoreHost: revert ours top first, reload what Xen will
+ * not re-apply, unload what is ours), so a failed host never keeps half a rollout.
  * Each step is a durable activity; a crashed worker resumes at the step it was in.
  */
 import { assignPayload } from '../src/rollout/matching.ts';
-import type { HostFailure, HostPatchInput, HostPatchResult, PayloadMeta, StackEntry } from '../src/rollout/types.ts';
+import type { FormerState, HostFailure, HostPatchInput, HostPatchResult, PayloadMeta, RestoreOutcome, StackEntry } from '../src/rollout/types.ts';
 import { bookkeeping, hostActions, hostOps } from './activities.ts';
 import { hostFailure } from './failures.ts';
 
@@ -30,29 +32,25 @@ export async function hostPatchWorkflow(input: HostPatchInput): Promise<HostPatc
 }
 
 async function patchHost(input: HostPatchInput): Promise<HostPatchResult> {
-  const { hostId } = input;
+  const { hostId, rolloutId } = input;
   const applied: StackEntry[] = [];
-  /** Uploaded by this workflow: unloaded again if the host fails before they are applied. */
-  const uploaded: StackEntry[] = [];
-  let replacedStack: StackEntry[] | undefined;
+  let former: FormerState | undefined;
   try {
     const state = await step('read', () => hostOps.readHost({ hostId }));
     const assignment = assignPayload(input.mode, input.payloads, state);
     if (assignment.kind === 'already') return { hostId, outcome: 'already', applied: [] };
     if (assignment.kind === 'incompatible') {
       // Compatible at preflight, not any more: the host changed under us. Record the checks that
-      // show it and fail the host; it counts against the budget.
-      await bookkeeping.recordDependencyChecks({ hostId, rolloutId: input.rolloutId, phase: 'apply', checks: assignment.checks });
+      // show it and fail the host; it counts against the budget. Nothing was changed on it.
+      await bookkeeping.recordDependencyChecks({ hostId, rolloutId, phase: 'apply', checks: assignment.checks });
       throw new StepFailed({ stage: 'check', code: 'EINVAL', reason: assignment.reason, unreachable: false });
     }
 
+    former = await step('read', () => hostOps.beginHostPatch({ rolloutId, hostId, state, ...(input.verify ? { verifyCall: input.verify.call } : {}) }));
     const toApply: PayloadMeta[] = assignment.kind === 'replace' ? [assignment.payload] : assignment.payloads;
     for (const payload of toApply) {
-      const up = await step('upload', () => hostOps.uploadPayload({ hostId, rolloutId: input.rolloutId, payload }));
-      if (up.uploaded) uploaded.push({ name: payload.name, buildId: payload.buildId });
-      const check = await step('check', () =>
-        hostOps.checkDependency({ hostId, rolloutId: input.rolloutId, payload, against: assignment.kind === 'replace' ? 'hypervisor' : 'top' }),
-      );
+      await step('upload', () => hostOps.uploadPayload({ hostId, rolloutId, payload }));
+      const check = await step('check', () => hostOps.checkDependency({ hostId, rolloutId, payload, against: assignment.kind === 'replace' ? 'hypervisor' : 'top' }));
       if (check.outcome !== 'match') {
         throw new StepFailed({
           stage: 'check',
@@ -61,62 +59,37 @@ async function patchHost(input: HostPatchInput): Promise<HostPatchResult> {
           unreachable: false,
         });
       }
-      if (assignment.kind === 'replace') {
-        const r = await step('replace', () => hostActions.replacePayload({ hostId, rolloutId: input.rolloutId, payload }));
-        replacedStack = r.replaced;
-      } else {
-        await step('apply', () => hostActions.applyPayload({ hostId, rolloutId: input.rolloutId, payload }));
-      }
+      if (assignment.kind === 'replace') await step('replace', () => hostActions.replacePayload({ hostId, rolloutId, payload }));
+      else await step('apply', () => hostActions.applyPayload({ hostId, rolloutId, payload }));
       applied.push({ name: payload.name, buildId: payload.buildId });
     }
 
     if (input.verify) {
       const verify = input.verify;
-      const v = await step('verify', () => hostOps.verifyHost({ hostId, rolloutId: input.rolloutId, verify }));
+      const v = await step('verify', () => hostOps.verifyHost({ hostId, rolloutId, verify }));
       if (!v.ok) throw new StepFailed({ stage: 'verify', code: 'VERIFY_FAILED', reason: v.reason, unreachable: false });
     }
-    return { hostId, outcome: 'patched', applied, ...(replacedStack ? { replacedStack } : {}) };
+    return { hostId, outcome: 'patched', applied };
   } catch (e) {
     if (!(e instanceof StepFailed)) throw e;
-    const revertedAfterFailure = applied.length > 0 ? await revertOwn(input, applied, replacedStack) : undefined;
-    // What was uploaded here but never applied goes too (best effort: the failure is the news).
-    for (const payload of uploaded.filter((u) => !applied.some((a) => a.buildId === u.buildId)).reverse()) {
-      await hostOps.unloadPayload({ hostId, rolloutId: input.rolloutId, payload }).catch(() => undefined);
-    }
-    return {
-      hostId,
-      outcome: 'failed',
-      failure: e.failure,
-      applied: revertedAfterFailure ? [] : applied,
-      ...(replacedStack && !revertedAfterFailure ? { replacedStack } : {}),
-      ...(revertedAfterFailure !== undefined ? { revertedAfterFailure } : {}),
-    };
+    if (!former) return { hostId, outcome: 'failed', failure: e.failure, applied: [] };
+    const restore = await restoreAfterFailure(input, former);
+    const ours = new Set(input.payloads.map((p) => p.buildId));
+    return { hostId, outcome: 'failed', failure: e.failure, applied: restore.stackNow.filter((p) => ours.has(p.buildId)), restore };
   }
 }
 
-/**
- * Undo what this workflow applied, top first. A REPLACE cannot be undone into the former stack
- * here (payloads with .data cannot be re-applied); the host keeps the replacement reverted and the
- * rollback workflow reports what it could restore. Returns whether everything was reverted.
- */
-async function revertOwn(input: HostPatchInput, applied: StackEntry[], replacedStack: StackEntry[] | undefined): Promise<boolean> {
-  for (const payload of [...applied].reverse()) {
-    try {
-      const r = await hostActions.revertPayload({ hostId: input.hostId, rolloutId: input.rolloutId, payload });
-      if (r.outcome === 'not-top') return false;
-      // Unloaded too: a payload with .data could never be applied again while it stays loaded,
-      // and the next attempt uploads it afresh.
-      await hostOps.unloadPayload({ hostId: input.hostId, rolloutId: input.rolloutId, payload });
-    } catch {
-      return false;
-    }
+/** Back to the former stack; a restore that cannot run at all (host gone) says so instead of throwing. */
+async function restoreAfterFailure(input: HostPatchInput, former: FormerState): Promise<RestoreOutcome> {
+  try {
+    return await hostActions.restoreHost({
+      rolloutId: input.rolloutId,
+      hostId: input.hostId,
+      former,
+      ours: input.payloads.map((p) => p.buildId),
+      ...(input.verify ? { verifyCall: input.verify.call } : {}),
+    });
+  } catch (e) {
+    return { outcome: 'failed', steps: [], stackNow: [], formerStack: former.formerStack, reason: `the restore could not run: ${hostFailure('revert', e).reason}` };
   }
-  if (replacedStack && replacedStack.length > 0) {
-    try {
-      await hostActions.reapplyStack({ hostId: input.hostId, rolloutId: input.rolloutId, stack: replacedStack });
-    } catch {
-      return false;
-    }
-  }
-  return true;
 }

@@ -24,7 +24,9 @@ import {
   FINAL_STATUSES,
   initialProgress,
   recordHostResult,
+  rollbackProgress,
   totals,
+  type FinalRolloutStatus,
   type RolloutProgress,
   type RolloutStatus,
 } from '../src/rollout/progress.ts';
@@ -202,7 +204,9 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
         p.cursor.offset += started;
         hostsThisRun += started;
         if (exceeded !== undefined) {
-          const outcome = await onBudgetExceeded(w, exceeded);
+          // Hosts in flight when the budget tripped have finished since: say it with the final counts.
+          const now = budgetVerdict(p, plan, w);
+          const outcome = await onBudgetExceeded(w, now.exceeded ? now.reason : exceeded);
           if (outcome) return outcome;
         }
         if (abort) return stopForAbort();
@@ -263,35 +267,51 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
     }
     p.waves[w]!.status = 'failed';
     await record(`wave-${w}-finished`, { type: 'WaveFinished', rolloutId, wave: p.waves[w]!.name, waveIndex: w, outcome: 'failed', reason, ...counts(p.waves[w]!) });
-    await rollback(reason);
-    return finish('rolled-back', reason);
+    const restored = await rollback(reason, SYSTEM);
+    return finish(restored ? 'rolled-back' : 'rollback-incomplete', restored ? reason : `${reason}; ${incompleteReason()}`);
   }
 
   async function stopForAbort(): Promise<RolloutProgress> {
     const req = abort!;
     const reason = `aborted by ${req.by.id}: ${req.reason}`;
-    if (req.rollback) await rollback(reason);
+    if (req.rollback && !(await rollback(reason, req.by))) return finish('rollback-incomplete', `${reason}; ${incompleteReason()}`);
     return finish('aborted', reason);
   }
 
-  async function rollback(reason: string): Promise<void> {
+  /** Restores every host the rollout touched; true when all of them are back. */
+  async function rollback(reason: string, by: Actor): Promise<boolean> {
     p.status = 'rolling-back';
-    p.rollback = { status: 'running', rolledBack: 0, stackGrew: 0, failed: 0, nothingToDo: 0 };
-    await record('rollback-started', { type: 'RollbackStarted', rolloutId, reason, hosts: totals(p).patched });
+    p.rollback = { status: 'running', requestedBy: by, reason, hosts: 0, rolledBack: 0, nothingToDo: 0, stackGrew: 0, unrecoverable: 0, failed: 0, problems: [] };
     const summary = await executeChild(rollbackWorkflow, {
       workflowId: `${info.workflowId}/rollback`,
-      args: [{ rolloutId, mode: plan.mode, reason, ...(plan.verify ? { verify: plan.verify } : {}), concurrency: plan.concurrency }],
+      args: [
+        {
+          rolloutId,
+          requestedBy: by,
+          reason,
+          ours: plan.payloads.map((x) => x.buildId),
+          ...(plan.verify ? { verifyCall: plan.verify.call } : {}),
+          concurrency: plan.concurrency,
+          ...(plan.notifyWebhook ? { webhook: plan.notifyWebhook } : {}),
+        },
+      ],
       parentClosePolicy: ParentClosePolicy.TERMINATE,
     });
-    p.rollback = { status: 'finished', rolledBack: summary.rolledBack, stackGrew: summary.stackGrew, failed: summary.failed, nothingToDo: summary.nothingToDo };
-    await record('rollback-finished', { type: 'RollbackFinished', rolloutId, rolledBack: summary.rolledBack, stackGrew: summary.stackGrew, failed: summary.failed, nothingToDo: summary.nothingToDo });
+    p.rollback = rollbackProgress(summary, by, reason);
+    return summary.outcome === 'rolled-back';
+  }
+
+  function incompleteReason(): string {
+    const r = p.rollback!;
+    const notBack = r.stackGrew + r.unrecoverable + r.failed;
+    return `the rollback could not restore ${notBack} of ${r.hosts} host(s): ${r.problems.slice(0, 3).map((x) => `${x.hostId} (${x.outcome})`).join(', ')}${notBack > 3 ? ', ...' : ''}`;
   }
 
   async function finish(status: RolloutStatus, reason?: string): Promise<RolloutProgress> {
     p.status = status;
     if (reason) p.stopReason = reason;
     p.finishedAt = new Date().toISOString();
-    await record('finished', { type: 'RolloutFinished', rolloutId, status: status as 'succeeded' | 'failed' | 'rolled-back' | 'aborted', ...(reason ? { reason } : {}) });
+    await record('finished', { type: 'RolloutFinished', rolloutId, status: status as FinalRolloutStatus, ...(reason ? { reason } : {}) });
     await condition(allHandlersFinished);
     return p;
   }

@@ -3,7 +3,7 @@
  * `plan` is the dry run: it reads the live hosts and changes nothing (no host, no record).
  */
 import os from 'node:os';
-import { WorkflowUpdateFailedError } from '@temporalio/client';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
 import { FleetpatchError } from '../errors.ts';
 import { FleetClient } from '../hypervisor/agent-client.ts';
 import { readLiveStates } from '../hypervisor/live-state.ts';
@@ -14,12 +14,15 @@ import { loadConfig } from '../runtime/config.ts';
 import { abortUpdate, approveUpdate, pauseUpdate, resumeUpdate } from '../../workflows/messages.ts';
 import type { rolloutWorkflow } from '../../workflows/rollout.ts';
 import { rollbackWorkflow } from '../../workflows/rollback.ts';
-import { parseCommandArgs, requirePositional } from './args.ts';
+import { boundedInteger, boundedText, parseCommandArgs, requirePositional } from './args.ts';
 import { withServices } from './context.ts';
 import type { CliIO, Command } from './io.ts';
-import { connectClient, describeProgress, isFinal, readPlanFile, readProgress, resolvePlanPayloads, rolloutIdOf, startRollout, workflowIdOf } from './rollouts.ts';
+import { connectClient, describeProgress, describeRollback, isFinal, readPlanFile, readProgress, resolvePlanPayloads, rolloutIdOf, startRollout, workflowIdOf } from './rollouts.ts';
 import { renderTable } from './table.ts';
 import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
+import { EventStore } from '../events/store.ts';
+import { rolloutReport } from '../events/audit/rollout-report.ts';
+import { describeRolloutReport } from './audit.ts';
 
 const USAGE = [
   'Usage: fleetpatch rollout <command> [options]',
@@ -51,19 +54,34 @@ const OPTIONS = {
 } as const;
 
 function actor(by: string | undefined): Actor {
-  return { kind: 'user', id: by ?? process.env.USER ?? os.userInfo().username };
+  const id = by ?? process.env.USER ?? os.userInfo().username;
+  if (!id.trim() || id.length > 200) throw new FleetpatchError('USAGE', `--by must name who acts in 1 to 200 characters`);
+  return { kind: 'user', id };
 }
 
 function requireReason(reason: string | undefined, what: string): string {
   if (!reason || !reason.trim()) throw new FleetpatchError('USAGE', `rollout ${what}: say why with --reason "..." (it is recorded)`);
-  return reason;
+  return boundedText(reason, '--reason', 2000, `rollout ${what}`)!;
+}
+
+/** What the workflow ids and the event store accept as a rollout id. */
+const ROLLOUT_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
+
+function rolloutIdArg(id: string, sub: string): string {
+  if (!ROLLOUT_ID.test(id)) throw new FleetpatchError('USAGE', `rollout ${sub}: "${id.slice(0, 40)}" is not a rollout id (letters, digits, ".", "_", "-"; at most 128)`);
+  return id;
+}
+
+function intervalMs(values: { 'interval-ms'?: string | undefined }, sub: string): number {
+  return boundedInteger(values['interval-ms'], '--interval-ms', 50, 60_000, `rollout ${sub}`) ?? 1000;
 }
 
 export const rolloutCommand: Command = async (args, io) => {
   const [sub, ...rest] = args;
   if (!sub || sub === '--help' || sub === '-h') {
     USAGE.forEach((l) => io.out(l));
-    return sub ? 0 : 2;
+    if (!sub) throw new FleetpatchError('USAGE', 'rollout: missing command (plan, start, status, watch, pause, resume, abort, approve, rollback)');
+    return 0;
   }
   const { values, positionals } = parseCommandArgs(rest, OPTIONS, `rollout ${sub}`);
   if (values.help) {
@@ -73,8 +91,14 @@ export const rolloutCommand: Command = async (args, io) => {
   switch (sub) {
     case 'plan':
       return planCommand(requirePositional(positionals, 0, 'the plan file', 'rollout plan'), Boolean(values.json), io);
-    case 'start':
-      return startCommand(requirePositional(positionals, 0, 'the plan file', 'rollout start'), values, io);
+    case 'start': {
+      const file = requirePositional(positionals, 0, 'the plan file', 'rollout start');
+      if (values.id !== undefined) rolloutIdArg(values.id, sub);
+      boundedText(values.reason, '--reason', 2000, 'rollout start');
+      actor(values.by);
+      intervalMs(values, sub);
+      return startCommand(file, values, io);
+    }
     case 'status':
     case 'watch':
     case 'pause':
@@ -82,7 +106,12 @@ export const rolloutCommand: Command = async (args, io) => {
     case 'abort':
     case 'approve':
     case 'rollback': {
-      const id = requirePositional(positionals, 0, 'the rollout id', `rollout ${sub}`);
+      const id = rolloutIdArg(requirePositional(positionals, 0, 'the rollout id', `rollout ${sub}`), sub);
+      // Everything the command line says is checked before any service is started.
+      actor(values.by);
+      intervalMs(values, sub);
+      if (sub !== 'status' && sub !== 'watch') requireReason(values.reason, sub);
+      if (values.wave !== undefined) boundedText(values.wave, '--wave', 63, `rollout ${sub}`);
       return controlCommand(sub, id, values, io);
     }
     default:
@@ -157,7 +186,7 @@ async function startCommand(file: string, values: Values, io: CliIO): Promise<nu
         .then((r) => r.pollers?.length ?? 0, () => 0);
       if (pollers === 0) io.err(`note: no worker polls task queue "${services.taskQueue}" yet; run \`fleetpatch worker\` (or start with --with-worker)`);
     }
-    if (values.watch || values['with-worker']) return watch(client, s.rolloutId, io, Number(values['interval-ms'] ?? 1000), shutdown.signal);
+    if (values.watch || values['with-worker']) return watch(client, s.rolloutId, io, intervalMs(values, 'start'), shutdown.signal);
     return 0;
   });
 }
@@ -182,33 +211,36 @@ async function watch(client: import('@temporalio/client').Client, id: string, io
 }
 
 async function controlCommand(sub: string, id: string, values: Values, io: CliIO): Promise<number> {
-  return withServices({ database: sub === 'rollback', temporal: true }, async ({ services, shutdown }) => {
+  return withServices({ database: sub === 'rollback' || sub === 'status', temporal: true }, async ({ services, shutdown }) => {
     const { client, close } = await connectClient(services.temporalAddress, services.namespace);
     shutdown.add('temporal client', close);
     const handle = client.workflow.getHandle<typeof rolloutWorkflow>(workflowIdOf(id));
     const by = actor(values.by);
     try {
       switch (sub) {
-        case 'status': {
-          const p = await readProgress(client, id);
-          if (values.json) io.out(JSON.stringify(p, null, 2));
-          else describeProgress(p).forEach((l) => io.out(l));
+        case 'status':
+          return statusCommand(client, id, values, io, services.pool);
+        case 'watch':
+          return watch(client, id, io, intervalMs(values, sub), shutdown.signal);
+        case 'pause':
+        case 'resume':
+        case 'abort':
+        case 'approve': {
+          // A rollout that does not exist or has ended cannot take an update; one that no worker
+          // runs would leave the update waiting: say which, without waiting.
+          await requireSteerable(client, id, sub);
+          const reason = requireReason(values.reason, sub);
+          const p =
+            sub === 'pause'
+              ? await handle.executeUpdate(pauseUpdate, { args: [{ by, reason }] })
+              : sub === 'resume'
+                ? await handle.executeUpdate(resumeUpdate, { args: [{ by, reason }] })
+                : sub === 'abort'
+                  ? await handle.executeUpdate(abortUpdate, { args: [{ by, reason, rollback: Boolean(values.rollback) }] })
+                  : await handle.executeUpdate(approveUpdate, { args: [{ by, reason, ...(values.wave ? { wave: values.wave } : {}) }] });
+          io.out(describeProgress(p)[0]!);
           return 0;
         }
-        case 'watch':
-          return watch(client, id, io, Number(values['interval-ms'] ?? 1000), shutdown.signal);
-        case 'pause':
-          io.out(describeProgress(await handle.executeUpdate(pauseUpdate, { args: [{ by, reason: requireReason(values.reason, sub) }] }))[0]!);
-          return 0;
-        case 'resume':
-          io.out(describeProgress(await handle.executeUpdate(resumeUpdate, { args: [{ by, reason: requireReason(values.reason, sub) }] }))[0]!);
-          return 0;
-        case 'abort':
-          io.out(describeProgress(await handle.executeUpdate(abortUpdate, { args: [{ by, reason: requireReason(values.reason, sub), rollback: Boolean(values.rollback) }] }))[0]!);
-          return 0;
-        case 'approve':
-          io.out(describeProgress(await handle.executeUpdate(approveUpdate, { args: [{ by, reason: requireReason(values.reason, sub), ...(values.wave ? { wave: values.wave } : {}) }] }))[0]!);
-          return 0;
         case 'rollback': {
           const reason = requireReason(values.reason, sub);
           const p = await readProgress(client, id);
@@ -217,18 +249,30 @@ async function controlCommand(sub: string, id: string, values: Values, io: CliIO
           const rb = await client.workflow.start(rollbackWorkflow, {
             taskQueue: services.taskQueue,
             workflowId: `${workflowIdOf(id)}/rollback-by-${by.id}-${Date.now()}`,
-            args: [{ rolloutId: rolloutIdOf(id), mode: input.plan.mode, reason: `${reason} (requested by ${by.id})`, ...(input.plan.verify ? { verify: input.plan.verify } : {}), concurrency: input.plan.concurrency }],
+            args: [
+              {
+                rolloutId: rolloutIdOf(id),
+                requestedBy: by,
+                reason,
+                ours: input.plan.payloads.map((x) => x.buildId),
+                ...(input.plan.verify ? { verifyCall: input.plan.verify.call } : {}),
+                concurrency: input.plan.concurrency,
+              },
+            ],
           });
           io.out(`rolling back ${rolloutIdOf(id)} (workflow ${rb.workflowId})...`);
           const summary = await rb.result();
-          io.out(`rolled back ${summary.rolledBack} hosts; ${summary.stackGrew} left alone because their stack grew above ours; ${summary.failed} failed; ${summary.nothingToDo} had nothing to revert`);
-          for (const pr of summary.problems) io.out(`  ${pr.hostId}: ${pr.outcome}: ${pr.reason}`);
-          return summary.failed > 0 ? 1 : 0;
+          describeRollback({ ...summary, status: 'finished', requestedBy: by, reason }).forEach((l) => io.out(l));
+          return summary.outcome === 'rolled-back' ? 0 : 1;
         }
       }
     } catch (e) {
       if (e instanceof WorkflowUpdateFailedError) {
         throw new FleetpatchError('ROLLOUT_STATE', `rollout ${rolloutIdOf(id)} refused to ${sub}: ${(e.cause as Error | undefined)?.message ?? e.message}`);
+      }
+      if (e instanceof WorkflowNotFoundError) {
+        // It was there a moment ago: it ended meanwhile.
+        throw new FleetpatchError('ROLLOUT_STATE', `rollout ${rolloutIdOf(id)} ended before it could ${sub}; see fleetpatch rollout status ${rolloutIdOf(id)}`);
       }
       throw e;
     }
@@ -246,3 +290,79 @@ async function rolloutInput(handle: import('@temporalio/client').WorkflowHandle<
   return defaultPayloadConverter.fromPayload<import('../rollout/types.ts').RolloutInput>(payload);
 }
 
+
+/** How long `status` waits for a running rollout to answer its progress query. */
+const QUERY_DEADLINE_MS = 10_000;
+
+/**
+ * The live progress of a rollout. A running rollout answers through its worker: with no worker
+ * polling its task queue (or none answering in time) the command says so, shows what the event
+ * store recorded instead, and exits 1 rather than waiting for Temporal's own timeout.
+ */
+async function statusCommand(client: Client, id: string, values: Values, io: CliIO, pool: import('../runtime/database.ts').Pool): Promise<number> {
+  const state = await describeRollout(client, id);
+  let progress: import('../rollout/progress.ts').RolloutProgress | undefined;
+  let unavailable: string | undefined;
+  if (state.status === 'RUNNING') {
+    const pollers = await workflowPollers(client, state.taskQueue);
+    if (pollers === 0) {
+      unavailable = `no worker polls task queue "${state.taskQueue}", so the running rollout cannot answer; start one with \`fleetpatch worker\``;
+    } else {
+      try {
+        progress = await client.connection.withDeadline(Date.now() + QUERY_DEADLINE_MS, () => readProgress(client, id));
+      } catch (e) {
+        if (e instanceof FleetpatchError) throw e;
+        unavailable = `the rollout did not answer within ${QUERY_DEADLINE_MS / 1000} s (${(e as Error).message.split('\n')[0]}); is its worker overloaded or stuck?`;
+      }
+    }
+  } else {
+    progress = await readProgress(client, id);
+  }
+  if (progress) {
+    if (values.json) io.out(JSON.stringify(progress, null, 2));
+    else describeProgress(progress).forEach((l) => io.out(l));
+    return 0;
+  }
+  const recorded = await rolloutReport(new EventStore(pool), rolloutIdOf(id)).catch((e: unknown) => {
+    if (e instanceof FleetpatchError && e.code === 'ROLLOUT_NOT_FOUND') return null;
+    throw e;
+  });
+  const message = `${unavailable}; ${recorded ? 'what the event store recorded is shown instead' : 'the event store has recorded nothing for it yet'}`;
+  if (values.json) {
+    io.out(JSON.stringify({ ok: false, error: { code: 'NO_WORKER', message, details: { taskQueue: state.taskQueue } }, recorded: recorded?.summary ?? null }, null, 2));
+  } else if (recorded) {
+    io.out(`(from the event store; the live rollout did not answer)`);
+    describeRolloutReport(recorded).forEach((l) => io.out(l));
+  }
+  io.err(`fleetpatch: NO_WORKER: ${message}`);
+  return 1;
+}
+
+/** The rollout's workflow: whether it runs, and on which task queue; ROLLOUT_NOT_FOUND when there is none. */
+async function describeRollout(client: Client, id: string): Promise<{ status: string; taskQueue: string }> {
+  try {
+    const d = await client.workflow.getHandle(workflowIdOf(id)).describe();
+    return { status: d.status.name, taskQueue: d.taskQueue };
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) throw new FleetpatchError('ROLLOUT_NOT_FOUND', `no rollout ${rolloutIdOf(id)} (workflow ${workflowIdOf(id)})`, { rolloutId: rolloutIdOf(id) });
+    throw e;
+  }
+}
+
+/** Workers polling a task queue for workflow tasks (0 when Temporal cannot say). */
+async function workflowPollers(client: Client, taskQueue: string): Promise<number> {
+  return client.workflowService
+    .describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: taskQueue }, taskQueueType: 1 })
+    .then((r) => r.pollers?.length ?? 0, () => 0);
+}
+
+/** Refuses, in words, to steer a rollout that does not exist, has ended, or that no worker runs. */
+async function requireSteerable(client: Client, id: string, sub: string): Promise<void> {
+  const state = await describeRollout(client, id);
+  if (state.status !== 'RUNNING') {
+    throw new FleetpatchError('ROLLOUT_STATE', `rollout ${rolloutIdOf(id)} has already ended (${state.status.toLowerCase()}); there is nothing to ${sub}`, { rolloutId: rolloutIdOf(id), status: state.status });
+  }
+  if ((await workflowPollers(client, state.taskQueue)) === 0) {
+    throw new FleetpatchError('NO_WORKER', `no worker polls task queue "${state.taskQueue}", so rollout ${rolloutIdOf(id)} cannot take the ${sub} now; start one with \`fleetpatch worker\` (nothing was changed)`, { taskQueue: state.taskQueue });
+  }
+}

@@ -3,19 +3,22 @@
  * rollout workflow under its deterministic id, find it again, and show its progress. Used by
  * `fleetpatch rollout ...` and by the demo.
  */
-import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
-import { FleetpatchError } from '../errors.ts';
+import { FleetpatchError, XenError, toCatalogued } from '../errors.ts';
 import { EventStore } from '../events/store.ts';
 import { PayloadStore } from '../events/payload-store.ts';
-import { parsePayload } from '../payload/index.ts';
-import { parsePlan, type Plan } from '../rollout/plan.ts';
-import { FINAL_STATUSES, totals, type RolloutProgress } from '../rollout/progress.ts';
+import { parsePayload, readSignature, verifyPayload, type PayloadSignature, type PublicKey } from '../payload/index.ts';
+import { parsePlan, PayloadNameSchema, type Plan } from '../rollout/plan.ts';
+import { FINAL_STATUSES, totals, type RollbackProgress, type RolloutProgress } from '../rollout/progress.ts';
+import { describeStack } from '../rollout/restore.ts';
 import { payloadNameFromFile, resolvePlan, rolloutIdFor } from '../rollout/resolve.ts';
 import type { Actor, PayloadMeta, ResolvedPlan } from '../rollout/types.ts';
 import type { Pool } from '../runtime/database.ts';
+import { loadConfig } from '../runtime/config.ts';
+import { fileExists, readInputFile, readInputText } from '../runtime/files.ts';
+import { loadTrustedKeys } from '../runtime/trusted-keys.ts';
 import { progressQuery } from '../../workflows/messages.ts';
 import type { rolloutWorkflow } from '../../workflows/rollout.ts';
 import { renderTable } from './table.ts';
@@ -30,52 +33,115 @@ export function rolloutIdOf(idOrWorkflowId: string): string {
   return idOrWorkflowId.startsWith(ROLLOUT_WORKFLOW_PREFIX) ? idOrWorkflowId.slice(ROLLOUT_WORKFLOW_PREFIX.length) : idOrWorkflowId;
 }
 
-/** Reads and validates a plan file; payload files are relative to the plan's directory. */
-export async function readPlanFile(file: string): Promise<{ plan: Plan; dir: string }> {
-  let text: string;
-  try {
-    text = await readFile(file, 'utf8');
-  } catch (e) {
-    throw new FleetpatchError('USAGE', `cannot read the plan ${file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
-  }
-  return { plan: parsePlan(text, file), dir: path.dirname(path.resolve(file)) };
+/** Reads and validates a plan file (at most 1 MiB, a regular file); payload files are relative to the plan's directory. */
+export async function readPlanFile(file: string): Promise<{ plan: Plan; dir: string; file: string }> {
+  const text = await readInputText(file, 'plan');
+  return { plan: parsePlan(text, file), dir: path.dirname(path.resolve(file)), file };
 }
 
+export interface ResolveOptions {
+  pool?: Pool;
+  actor: Actor;
+  /** False: parse and check only (the dry-run `plan` command changes and records nothing). */
+  store: boolean;
+  /** The plan file, for messages (default: the plan's directory). */
+  planFile?: string;
+  /** Keys payload signatures must verify against; default: FLEETPATCH_TRUSTED_KEYS. */
+  trustedKeys?: readonly PublicKey[];
+}
+
+/** One payload reference of the plan, resolved: what the workflow needs, or why it cannot be. */
+type Resolved = { ok: true; meta: PayloadMeta } | { ok: false; error: FleetpatchError };
+
 /**
- * Parses every payload file of the plan exactly as Xen's upload would (an invalid payload stops
- * here, with its errno and reason, before anything is started), then stores it by build-id.
- * `store` false: parse only (the dry-run `plan` command changes nothing).
+ * Every payload of the plan, checked before anything starts:
+ * - a file: read (a regular file of at most 2 MiB), parsed exactly as Xen's upload would, its
+ *   name checked as Xen does, its signature (`signature:`, else `<file>.sig` when present) read;
+ * - stored (when `store`) by build-id with that signature, then read back from the payload store
+ *   and verified against the digest recorded when it was stored and against the trusted keys
+ *   (unless the plan says allowUnsigned: true); a refusal is recorded as PayloadRefused;
+ * - a build-id: the stored payload, verified the same way.
+ * Every problem of every payload is reported at once, naming the plan file.
  */
-export async function resolvePlanPayloads(plan: Plan, dir: string, opts: { pool?: Pool; actor: Actor; store: boolean }): Promise<ResolvedPlan> {
+export async function resolvePlanPayloads(plan: Plan, dir: string, opts: ResolveOptions): Promise<ResolvedPlan> {
   const payloads = opts.pool ? new PayloadStore(new EventStore(opts.pool)) : undefined;
-  return resolvePlan(plan, async (ref): Promise<PayloadMeta> => {
+  const trustedKeys = opts.trustedKeys ?? (await loadTrustedKeys(loadConfig()));
+  const source = opts.planFile ?? `the plan in ${dir}`;
+  const verify = { trustedKeys, allowUnsigned: plan.allowUnsigned, actor: opts.actor, record: opts.store };
+
+  const resolveOne = async (ref: Plan['payloads'][number]): Promise<PayloadMeta> => {
     if ('buildId' in ref) {
-      const stored = payloads ? await payloads.meta(ref.buildId) : null;
-      if (!stored) throw new FleetpatchError('PAYLOAD_NOT_FOUND', `no stored payload has build-id ${ref.buildId}; name its file instead`);
+      if (!payloads) throw new FleetpatchError('PAYLOAD_NOT_FOUND', `build-id ${ref.buildId}: a stored payload needs the database`);
+      const stored = (await payloads.verify(ref.buildId, verify)).payload;
       if (!stored.depends) throw new FleetpatchError('PAYLOAD_NOT_FOUND', `stored payload ${ref.buildId} has no recorded depends`);
       return { name: stored.name, buildId: stored.buildId, depends: stored.depends, xenDepends: stored.xenDepends };
     }
     const file = path.resolve(dir, ref.file);
-    let bytes: Buffer;
-    try {
-      bytes = await readFile(file);
-    } catch (e) {
-      throw new FleetpatchError('PLAN_INVALID', `payload file ${ref.file}: ${(e as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (e as Error).message}`);
-    }
+    const bytes = await readInputFile(file, 'payload');
     const name = ref.name ?? payloadNameFromFile(file);
-    let parsed;
-    try {
-      parsed = parsePayload(bytes, { name });
-    } catch (e) {
-      if (e instanceof FleetpatchError) throw new FleetpatchError(e.code, `payload file ${ref.file}: ${e.message}`, { ...e.details });
-      throw e;
-    }
+    const named = PayloadNameSchema.safeParse(name);
+    if (!named.success) throw new FleetpatchError('PLAN_INVALID', `the payload name "${name.slice(0, 40)}" taken from the file name is not one Xen accepts (1 to 127 bytes); give it a name: with \`name:\``);
+    const parsed = parsePayload(bytes, { name });
+    const signature = await readSignatureFor(file, ref.signature ? path.resolve(dir, ref.signature) : undefined);
     const meta: PayloadMeta = { name, buildId: parsed.buildIdHex, depends: parsed.dependsHex, xenDepends: parsed.xenDependsHex };
     if (opts.store && payloads) {
-      await payloads.put({ name, buildId: meta.buildId, bytes, depends: meta.depends, xenDepends: meta.xenDepends }, { actor: opts.actor });
+      await payloads.put(
+        { name, buildId: meta.buildId, bytes, depends: meta.depends, xenDepends: meta.xenDepends, signature: signature ? { algorithm: signature.algorithm, keyId: signature.keyId, signature: signature.signature, sha256: signature.sha256 } : null },
+        { actor: opts.actor },
+      );
+      await payloads.verify(meta.buildId, verify);
+    } else {
+      checkFileSignature(name, meta.buildId, bytes, signature, verify);
     }
     return meta;
+  };
+
+  const results: Resolved[] = [];
+  for (const ref of plan.payloads) {
+    try {
+      results.push({ ok: true, meta: await resolveOne(ref) });
+    } catch (e) {
+      results.push({ ok: false, error: toCatalogued(e) });
+    }
+  }
+  const problems = results.flatMap((r, i) => {
+    if (r.ok) return [];
+    const ref = plan.payloads[i]!;
+    return [{ where: 'file' in ref ? `payloads[${i}].file ${ref.file}` : `payloads[${i}].buildId ${ref.buildId}`, error: r.error }];
   });
+  if (problems.length > 0) {
+    const words = (e: FleetpatchError) => (e.code === 'USAGE' || e.code === 'PLAN_INVALID' ? e.message : e instanceof XenError ? e.describe() : `${e.code}: ${e.message}`);
+    const message = `${source}: ${problems.map((p) => `${p.where}: ${words(p.error)}`).join('; ')}`;
+    // One problem keeps its own code (EINVAL, SIGNATURE_INVALID, PAYLOAD_TAMPERED, ...); several are PLAN_INVALID.
+    const only = problems.length === 1 ? problems[0]!.error : undefined;
+    const code = only && only.code !== 'USAGE' ? only.code : 'PLAN_INVALID';
+    throw new FleetpatchError(code, message, { plan: source, problems: problems.map((p) => ({ where: p.where, code: p.error.code, message: p.error.message, ...p.error.details })) });
+  }
+  const metas = results.map((r) => (r as { meta: PayloadMeta }).meta);
+  let i = 0;
+  const resolved = await resolvePlan(plan, async () => metas[i++]!);
+  return resolved;
+}
+
+/** The payload's detached signature: the one the plan names, else `<file>.sig` when there is one. */
+async function readSignatureFor(file: string, named: string | undefined): Promise<PayloadSignature | null> {
+  const sigFile = named ?? `${file}.sig`;
+  if (!named && !(await fileExists(sigFile, 'signature'))) return null;
+  return readSignature(await readInputText(sigFile, 'signature'));
+}
+
+/** The dry run's signature check: the file's own signature against the trusted keys, nothing recorded. */
+function checkFileSignature(name: string, buildId: string, bytes: Uint8Array, signature: PayloadSignature | null, opts: { trustedKeys: readonly PublicKey[]; allowUnsigned: boolean }): void {
+  if (!signature) {
+    if (opts.allowUnsigned) return;
+    throw new FleetpatchError('SIGNATURE_INVALID', `payload ${name} (build-id ${buildId}) is not signed; sign it (fleetpatch payload sign) with a trusted key, or say allowUnsigned: true in the plan`, { buildId });
+  }
+  if (opts.allowUnsigned && !opts.trustedKeys.some((k) => k.keyId === signature.keyId)) return;
+  try {
+    verifyPayload(bytes, signature, opts.trustedKeys);
+  } catch (e) {
+    throw new FleetpatchError('SIGNATURE_INVALID', `payload ${name} (build-id ${buildId}): ${(e as Error).message}`, { buildId, keyId: signature.keyId });
+  }
 }
 
 export async function connectClient(address: string, namespace: string): Promise<{ client: Client; close: () => Promise<void> }> {
@@ -133,6 +199,24 @@ export function isFinal(p: RolloutProgress): boolean {
   return FINAL_STATUSES.includes(p.status);
 }
 
+/**
+ * A rollback as lines a person reads: who asked and why, how many hosts are back, and for every
+ * host that is not, where its stack stands, where it should, and why.
+ */
+export function describeRollback(r: Omit<RollbackProgress, 'problems'> & { problems: RollbackProgress['problems'] }): string[] {
+  const back = r.rolledBack + r.nothingToDo;
+  const notBack = r.stackGrew + r.unrecoverable + r.failed;
+  const lines = [
+    `rollback ${r.status}${r.status === 'finished' ? (notBack === 0 ? ' (every host is back to its former stack)' : ' (INCOMPLETE)') : ''}, requested by ${r.requestedBy.id}: ${r.reason}`,
+    `  ${back} of ${r.hosts} touched host(s) back (${r.rolledBack} restored, ${r.nothingToDo} had nothing to undo)${notBack > 0 ? `; NOT back: ${r.stackGrew} stack grew above ours, ${r.unrecoverable} unrecoverable, ${r.failed} failed` : ''}`,
+  ];
+  for (const x of r.problems) {
+    lines.push(`  ${x.hostId}: ${x.outcome}: stack now ${describeStack(x.stackNow)}, should be ${describeStack(x.formerStack)}: ${x.reason}`);
+  }
+  if (notBack > r.problems.length) lines.push(`  ... ${notBack - r.problems.length} more (see fleetpatch audit rollout)`);
+  return lines;
+}
+
 /** Progress as lines a person reads: header, one row per wave, failures, decisions. */
 export function describeProgress(p: RolloutProgress): string[] {
   const t = totals(p);
@@ -140,6 +224,10 @@ export function describeProgress(p: RolloutProgress): string[] {
   if (p.preflight) {
     const pf = p.preflight;
     lines.push(`preflight: ${pf.selected} hosts selected, ${pf.targets} to patch, ${pf.alreadyPatched} already patched, ${pf.incompatible} incompatible, ${pf.unreachable} unreachable`);
+    if (pf.unrestorable) {
+      lines.push(`warning: ${pf.unrestorable} host(s) carry payloads with writable data that fleetpatch has no bytes for; if their REPLACE fails, their former stack cannot be put back:`);
+      for (const u of pf.unrestorableSamples ?? []) lines.push(`  ${u.hostId}: ${u.payloads.join(', ')} (store the file with \`fleetpatch payload store\`)`);
+    }
   }
   lines.push(
     ...renderTable(
@@ -150,10 +238,10 @@ export function describeProgress(p: RolloutProgress): string[] {
   lines.push(`total: ${t.done}/${t.planned} done, ${t.patched} patched, ${t.already} already, ${t.failed} failed`);
   if (p.awaitingApprovalAfter) lines.push(`waiting for approval after wave "${p.awaitingApprovalAfter}": fleetpatch rollout approve ${p.rolloutId} --reason "..."`);
   if (p.bakingUntil) lines.push(`baking until ${p.bakingUntil}`);
-  if (p.rollback) lines.push(`rollback ${p.rollback.status}: ${p.rollback.rolledBack} rolled back, ${p.rollback.stackGrew} left alone (stack grew), ${p.rollback.failed} failed, ${p.rollback.nothingToDo} had nothing to revert`);
+  if (p.rollback) lines.push(...describeRollback(p.rollback));
   if (p.failures.length > 0) {
     lines.push('failures:');
-    for (const f of p.failures.slice(0, 10)) lines.push(`  ${f.hostId} (${f.wave}, ${f.stage}): ${f.code}: ${f.reason}`);
+    for (const f of p.failures.slice(0, 10)) lines.push(`  ${f.hostId} (${f.wave}, ${f.stage}): ${f.code}: ${f.reason}${f.restore ? `; ${f.restore}` : ''}`);
     if (p.failures.length > 10) lines.push(`  ... ${p.failures.length - 10} more (fleetpatch audit rollout ${p.rolloutId})`);
   }
   for (const d of p.decisions) lines.push(`${d.at} ${d.action} by ${d.by.id}${d.wave ? ` (wave ${d.wave})` : ''}: ${d.reason}`);

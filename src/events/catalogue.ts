@@ -106,6 +106,25 @@ export const PayloadStored = event('PayloadStored', 1, {
   xenDepends: BuildIdSchema.nullable().optional(),
 });
 
+/**
+ * A stored payload was refused when it was read for a rollout, an upload or a restore: its bytes
+ * do not hash to the digest PayloadStored recorded (or nothing recorded them), or it lacks a
+ * signature by a trusted key. In the payload's stream; `keyId` is the key its signature names
+ * (null: unsigned), `trustedKeys` the keys it was checked against.
+ */
+export const PayloadRefused = event('PayloadRefused', 1, {
+  payload: PayloadRefSchema,
+  check: z.enum(['digest', 'signature']),
+  code: z.enum(['PAYLOAD_TAMPERED', 'SIGNATURE_INVALID']),
+  reason: Reason,
+  /** The sha256 PayloadStored recorded (null: no PayloadStored records these bytes). */
+  expectedSha256: Sha256Schema.nullable().optional(),
+  /** What the stored bytes hash to now. */
+  foundSha256: Sha256Schema.optional(),
+  keyId: Id.nullable().optional(),
+  trustedKeys: z.array(Id).optional(),
+});
+
 export const PayloadUploaded = event('PayloadUploaded', 1, { ...hostFacts, payload: PayloadRefSchema });
 
 export const DependencyChecked = event('DependencyChecked', 1, {
@@ -153,6 +172,21 @@ export const HealthChecked = event('HealthChecked', 1, {
   reason: Reason.optional(),
 });
 
+/**
+ * A rollout is about to change this host: what it ran before, so a restore knows what to bring
+ * back and the audit can say what the stack should be. In the host's stream (it is a fact about
+ * the host), recorded once per rollout and host, before the first change.
+ */
+export const HostPatchStarted = event('HostPatchStarted', 1, {
+  ...hostFacts,
+  /** Named `rollout`, not `rolloutId`: the event belongs to the host's stream. */
+  rollout: Id,
+  formerStack: z.array(PayloadRefSchema),
+  formerLoaded: z.array(PayloadRefSchema),
+  /** What the plan's verify function returned before (absent: the plan verifies nothing). */
+  formerResult: z.object({ call: Name, kind: z.enum(['string', 'integer', 'undefined']), value: z.string().nullable() }).optional(),
+});
+
 export const HostRebooted = event('HostRebooted', 1, {
   ...hostFacts,
   /** The hypervisor build the host came back with. */
@@ -177,9 +211,25 @@ export const RolloutStarted = event('RolloutStarted', 1, {
   reason: Reason.optional(),
 });
 
+/** What the preflight planned: so the report shows every wave's size, also of waves that never ran. */
+export const PreflightCompleted = event('PreflightCompleted', 1, {
+  ...rolloutFacts,
+  selected: Count,
+  targets: Count,
+  alreadyPatched: Count,
+  incompatible: Count,
+  unreachable: Count,
+  /** Hosts carrying payloads a REPLACE could not put back (writable data, bytes never stored). */
+  unrestorable: Count.optional(),
+  waves: z.array(z.object({ name: Name, planned: Count })),
+});
+
 export const WaveStarted = event('WaveStarted', 1, { ...rolloutFacts, wave: Name, waveIndex: Count, plannedHosts: Count });
 
 /** One host's outcome in a wave: the rollout's accounting (the host stream has the steps). */
+/** How a restore to the former stack ended (after a host's failure, or in a rollback). */
+export const RestoreOutcomeSchema = z.enum(['restored', 'nothing-to-do', 'stack-grew', 'unrecoverable', 'failed']);
+
 export const HostPatchFinished = event('HostPatchFinished', 1, {
   ...rolloutFacts,
   ...hostFacts,
@@ -187,7 +237,12 @@ export const HostPatchFinished = event('HostPatchFinished', 1, {
   outcome: z.enum(['patched', 'already', 'failed']),
   applied: z.array(PayloadRefSchema),
   failure: HostFailureSchema.optional(),
+  /** Recorded by earlier versions: true when a failure after apply was reverted. */
   revertedAfterFailure: z.boolean().optional(),
+  /** A failed host is restored to its former stack at once: how that went, and where it stands. */
+  restore: z
+    .object({ outcome: RestoreOutcomeSchema, stackNow: z.array(PayloadRefSchema), formerStack: z.array(PayloadRefSchema), reason: Reason.optional() })
+    .optional(),
 });
 
 export const WaveFinished = event('WaveFinished', 1, {
@@ -209,9 +264,12 @@ export const RollbackStarted = event('RollbackStarted', 1, { ...rolloutFacts, re
 export const HostRollbackFinished = event('HostRollbackFinished', 1, {
   ...rolloutFacts,
   ...hostFacts,
-  outcome: z.enum(['rolled-back', 'nothing-to-do', 'stack-grew', 'failed']),
+  outcome: z.enum(['rolled-back', 'nothing-to-do', 'stack-grew', 'unrecoverable', 'failed']),
   reverted: z.array(PayloadRefSchema),
   reapplied: z.array(PayloadRefSchema),
+  /** Where the host stands after the rollback, and where it should (absent in early records). */
+  stackNow: z.array(PayloadRefSchema).optional(),
+  formerStack: z.array(PayloadRefSchema).optional(),
   reason: Reason.optional(),
 });
 
@@ -221,16 +279,23 @@ export const RollbackFinished = event('RollbackFinished', 1, {
   stackGrew: Count,
   failed: Count,
   nothingToDo: Count,
+  unrecoverable: Count.optional(),
+  /** rolled-back only when every host the rollout touched is back to its former stack. */
+  outcome: z.enum(['rolled-back', 'rollback-incomplete']).optional(),
 });
+
+/** Final statuses; `rollback-incomplete`: a rollback ran and some hosts are not back (see its report). */
+export const FinalRolloutStatusSchema = z.enum(['succeeded', 'failed', 'rolled-back', 'rollback-incomplete', 'aborted']);
 
 export const RolloutFinished = event('RolloutFinished', 1, {
   ...rolloutFacts,
-  status: z.enum(['succeeded', 'failed', 'rolled-back', 'aborted']),
+  status: FinalRolloutStatusSchema,
   reason: Reason.optional(),
 });
 
 export const EventSchema = z.discriminatedUnion('type', [
   PayloadStored,
+  PayloadRefused,
   PayloadUploaded,
   DependencyChecked,
   PayloadApplied,
@@ -239,9 +304,11 @@ export const EventSchema = z.discriminatedUnion('type', [
   PayloadUnloaded,
   PayloadActionFailed,
   HealthChecked,
+  HostPatchStarted,
   HostRebooted,
   DriftDetected,
   RolloutStarted,
+  PreflightCompleted,
   WaveStarted,
   HostPatchFinished,
   WaveFinished,

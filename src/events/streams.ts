@@ -15,7 +15,8 @@ export const payloadStream = (buildId: string): string => `payload-${buildId}`;
 
 /** The stream an event belongs to. */
 export function streamFor(event: DomainEvent): string {
-  if (event.type === 'PayloadStored') return payloadStream(event.payload.buildId);
+  if (event.type === 'PayloadStored' || event.type === 'PayloadRefused') return payloadStream(event.payload.buildId);
+  if (event.type === 'HostPatchStarted') return hostStream(event.hostId);
   if ('rolloutId' in event) return rolloutStream(event.rolloutId);
   return hostStream(event.hostId);
 }

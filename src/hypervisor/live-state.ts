@@ -13,7 +13,7 @@ export function hostStateFromList(hostId: string, list: WireList): HostState {
     hostId,
     hypervisorBuildId: list.hypervisor.buildId,
     applied: list.appliedStack.map((e) => ({ name: e.name, buildId: e.buildId })),
-    loaded: list.entries.map((e) => ({ name: e.name, buildId: e.buildId, state: e.state })),
+    loaded: list.entries.map((e) => ({ name: e.name, buildId: e.buildId, state: e.state, safeToReapply: e.safeToReapply })),
   };
 }
 

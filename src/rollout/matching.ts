@@ -27,7 +27,7 @@ export interface HostState {
   /** Applied payloads, bottom of the stack first. */
   applied: StackEntry[];
   /** Every loaded payload (CHECKED or APPLIED), in upload order. */
-  loaded: (StackEntry & { state: 'CHECKED' | 'APPLIED' })[];
+  loaded: (StackEntry & { state: 'CHECKED' | 'APPLIED'; /** Xen's safe_to_reapply, when the reader knows it. */ safeToReapply?: boolean })[];
 }
 
 export type RolloutMode = 'apply' | 'replace' | 'stack';

@@ -9,30 +9,79 @@ import { FleetpatchError } from '../errors.ts';
 import { parseBudget, type Budget } from './budget.ts';
 import { parseDuration } from './duration.ts';
 
+/**
+ * The bounds of every number and text in a plan: what the workflow, Temporal and the event
+ * catalogue can honour, so no plan that validates can make a rollout fail later on its own data
+ * (docs/rollouts.md, "Limits").
+ */
+export const PLAN_LIMITS = {
+  /** The longest bake: 30 days. A Temporal timer and a JS Date both take far more; a rollout that
+   * must wait longer waits at an approval gate, which holds as long as it takes. */
+  maxBakeMs: 30 * 86_400_000,
+  /** Hosts in flight at once, per plan or per wave. */
+  maxConcurrency: 1000,
+  /** A wave size given as a host count (larger counts mean "every host" anyway). */
+  maxWaveHosts: 1_000_000,
+  /** A failure budget given as a count. */
+  maxBudgetCount: 1_000_000,
+  maxWaves: 100,
+  maxPayloads: 64,
+  maxGates: 100,
+  /** hosts.ids: the plan travels in the workflow's input, which Temporal caps at 2 MiB. */
+  maxHostIds: 10_000,
+  hostIdLength: 128,
+  maxLabels: 32,
+  labelLength: 128,
+  /** A payload name: Xen's, 1 to 127 bytes. */
+  payloadNameBytes: 127,
+  fileLength: 4096,
+  /** verify.call is recorded as a function name (at most 127 characters). */
+  verifyCallLength: 127,
+  verifyExpectLength: 200,
+  descriptionLength: 2000,
+  webhookLength: 2000,
+  /** A duration or budget written as text. */
+  textNumberLength: 32,
+} as const;
+
+const L = PLAN_LIMITS;
 const percent = /^\s*\d+(\.\d+)?\s*%\s*$/;
+const utf8Length = (v: string) => new TextEncoder().encode(v).length;
 
 const WaveSizeSchema = z.union([
-  z.number().int().positive(),
-  z.string().regex(percent, 'must be a host count or a percentage such as "10%"').refine((v) => parseFloat(v) > 0 && parseFloat(v) <= 100, 'a percentage must be above 0% and at most 100%'),
+  z.number().int().positive().max(L.maxWaveHosts, `a host count is at most ${L.maxWaveHosts} (use "100%" for every host)`),
+  z
+    .string()
+    .max(L.textNumberLength)
+    .regex(percent, 'must be a host count or a percentage such as "10%"')
+    .refine((v) => parseFloat(v) > 0 && parseFloat(v) <= 100, 'a percentage must be above 0% and at most 100%'),
 ]);
 
 const BudgetSchema = z
-  .union([z.number(), z.string()])
+  .union([z.number(), z.string().max(L.textNumberLength)])
   .transform((v, ctx): Budget => {
     const b = parseBudget(v);
     if (!b) {
       ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not a failure budget: use a count (e.g. 3) or a percentage (e.g. "5%")` });
       return z.NEVER;
     }
+    if (b.kind === 'count' && b.count > L.maxBudgetCount) {
+      ctx.addIssue({ code: 'custom', message: `a failure budget count is at most ${L.maxBudgetCount} (use "100%" to tolerate every failure)` });
+      return z.NEVER;
+    }
     return b;
   });
 
 const DurationSchema = z
-  .union([z.string(), z.number()])
+  .union([z.string().max(L.textNumberLength), z.number()])
   .transform((v, ctx) => {
     const ms = parseDuration(v);
     if (ms === undefined) {
       ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is not a duration: use e.g. "30s", "10m", "1h30m" or 0` });
+      return z.NEVER;
+    }
+    if (ms > L.maxBakeMs) {
+      ctx.addIssue({ code: 'custom', message: `${JSON.stringify(v)} is longer than the longest bake, 30d; hold the rollout with an approval gate instead` });
       return z.NEVER;
     }
     return ms;
@@ -43,86 +92,129 @@ const BuildIdSchema = z
   .regex(/^[0-9a-fA-F]{2,128}$/, 'must be a build-id in hex')
   .transform((v) => v.toLowerCase());
 
+/** Xen's payload name: 1 to 127 bytes, no NUL. */
+export const PayloadNameSchema = z
+  .string()
+  .min(1)
+  .refine((v) => utf8Length(v) <= L.payloadNameBytes && !v.includes('\0'), `a payload name is 1 to ${L.payloadNameBytes} bytes (Xen's limit) without NUL`);
+
 export const PayloadRefSchema = z.union([
-  z.object({ file: z.string().min(1), name: z.string().min(1).max(127).optional() }).strict(),
+  z.object({ file: z.string().min(1).max(L.fileLength), name: PayloadNameSchema.optional(), signature: z.string().min(1).max(L.fileLength).optional() }).strict(),
   z.object({ buildId: BuildIdSchema }).strict(),
 ]);
 
+const ShortName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be a short name of letters, digits, ".", "_" or "-"');
+const Label = z.string().min(1).max(L.labelLength);
+
 export const WaveSchema = z
   .object({
-    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be a short name of letters, digits, ".", "_" or "-"'),
+    name: ShortName,
     /** Cumulative: after this wave, this many (or this share) of the selected hosts are patched. */
     hosts: WaveSizeSchema,
     /** Patch one value of this host label (e.g. region) at a time within the wave. */
-    groupBy: z.string().min(1).optional(),
-    concurrency: z.number().int().min(1).max(1000).optional(),
+    groupBy: Label.optional(),
+    concurrency: z.number().int().min(1).max(L.maxConcurrency).optional(),
   })
   .strict();
 
 export const PlanSchema = z
   .object({
-    name: z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be a short name of letters, digits, ".", "_" or "-"'),
-    description: z.string().optional(),
-    payloads: z.array(PayloadRefSchema).min(1, 'name at least one payload'),
+    name: ShortName,
+    description: z.string().max(L.descriptionLength).optional(),
+    payloads: z.array(PayloadRefSchema).min(1, 'name at least one payload').max(L.maxPayloads),
+    /**
+     * Payloads must carry an ed25519 signature (`<file>.sig`, or `signature:`) by a trusted key
+     * (FLEETPATCH_TRUSTED_KEYS) unless this says `true`, explicitly.
+     */
+    allowUnsigned: z.boolean().default(false),
     /** apply: on top of each host's stack | replace: one cumulative payload | stack: an ordered list. */
     mode: z.enum(['apply', 'replace', 'stack']).default('apply'),
     hosts: z
       .object({
-        labels: z.record(z.string(), z.string()).optional(),
-        ids: z.array(z.string().min(1)).optional(),
+        labels: z
+          .record(Label, Label)
+          .refine((r) => Object.keys(r).length <= L.maxLabels, `at most ${L.maxLabels} labels`)
+          .optional(),
+        ids: z.array(z.string().min(1).max(L.hostIdLength)).max(L.maxHostIds).optional(),
       })
       .strict()
       .default({}),
-    waves: z.array(WaveSchema).min(1, 'name at least one wave'),
-    concurrency: z.number().int().min(1).max(1000).default(50),
+    waves: z.array(WaveSchema).min(1, 'name at least one wave').max(L.maxWaves),
+    concurrency: z.number().int().min(1).max(L.maxConcurrency).default(50),
     budget: z
       .object({ perWave: BudgetSchema.optional(), total: BudgetSchema.optional() })
       .strict()
       .default({}),
-    /** Waiting time between waves (a durable timer). */
+    /** Waiting time between waves (a durable timer), at most 30 days. */
     bake: DurationSchema.default(0),
-    gates: z.array(z.object({ after: z.string(), approval: z.literal(true) }).strict()).default([]),
+    gates: z.array(z.object({ after: z.string().max(64), approval: z.literal(true) }).strict()).max(L.maxGates).default([]),
     verify: z
       .object({
-        call: z.string().min(1),
-        expect: z.string(),
+        call: z.string().min(1).max(L.verifyCallLength),
+        expect: z.string().max(L.verifyExpectLength),
       })
       .strict()
       .optional(),
     onFailure: z.enum(['rollback', 'pause']).default('rollback'),
     /** POSTed a JSON line for every rollout event (started, wave finished, paused, ...). */
-    notify: z.object({ webhook: z.string().url() }).strict().optional(),
+    notify: z.object({ webhook: z.string().max(L.webhookLength).url() }).strict().optional(),
   })
-  .strict()
-  .superRefine((plan, ctx) => {
-    const names = new Set<string>();
-    plan.waves.forEach((w, i) => {
-      if (names.has(w.name)) ctx.addIssue({ code: 'custom', path: ['waves', i, 'name'], message: `wave name "${w.name}" is used twice` });
-      names.add(w.name);
-    });
-    let lastPercent = 0;
-    let lastCount = 0;
-    plan.waves.forEach((w, i) => {
-      if (typeof w.hosts === 'number') {
-        if (w.hosts < lastCount) ctx.addIssue({ code: 'custom', path: ['waves', i, 'hosts'], message: `wave sizes are cumulative; ${w.hosts} is smaller than an earlier wave's ${lastCount}` });
-        lastCount = w.hosts;
-      } else {
-        const p = parseFloat(w.hosts);
-        if (p < lastPercent) ctx.addIssue({ code: 'custom', path: ['waves', i, 'hosts'], message: `wave sizes are cumulative; ${w.hosts} is smaller than an earlier wave's ${lastPercent}%` });
-        lastPercent = p;
+  .strict();
+
+interface Issue {
+  path: PropertyKey[];
+  message: string;
+}
+
+function isRecord(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+/**
+ * The rules between fields (wave names unique, sizes cumulative, gates after a wave), checked on
+ * the raw plan so they are reported together with every other problem, not once those are fixed.
+ */
+function crossFieldIssues(value: unknown): Issue[] {
+  if (!isRecord(value)) return [];
+  const issues: Issue[] = [];
+  const waves = Array.isArray(value.waves) ? value.waves : [];
+  const names = new Set<string>();
+  waves.forEach((w, i) => {
+    if (!isRecord(w) || typeof w.name !== 'string') return;
+    if (names.has(w.name)) issues.push({ path: ['waves', i, 'name'], message: `wave name "${w.name.slice(0, 64)}" is used twice` });
+    names.add(w.name);
+  });
+  let lastPercent = 0;
+  let lastCount = 0;
+  waves.forEach((w, i) => {
+    if (!isRecord(w)) return;
+    const size = WaveSizeSchema.safeParse(w.hosts);
+    if (!size.success) return;
+    if (typeof size.data === 'number') {
+      if (size.data < lastCount) issues.push({ path: ['waves', i, 'hosts'], message: `wave sizes are cumulative; ${size.data} is smaller than an earlier wave's ${lastCount}` });
+      lastCount = Math.max(lastCount, size.data);
+    } else {
+      const p = parseFloat(size.data);
+      if (p < lastPercent) issues.push({ path: ['waves', i, 'hosts'], message: `wave sizes are cumulative; ${size.data.trim()} is smaller than an earlier wave's ${lastPercent}%` });
+      lastPercent = Math.max(lastPercent, p);
+    }
+  });
+  if (Array.isArray(value.gates)) {
+    value.gates.forEach((g, i) => {
+      if (isRecord(g) && typeof g.after === 'string' && !names.has(g.after)) {
+        issues.push({ path: ['gates', i, 'after'], message: `no wave is named "${g.after.slice(0, 64)}"` });
       }
     });
-    plan.gates.forEach((g, i) => {
-      if (!names.has(g.after)) ctx.addIssue({ code: 'custom', path: ['gates', i, 'after'], message: `no wave is named "${g.after}"` });
-    });
-  });
+  }
+  return issues;
+}
 
 export type Plan = z.infer<typeof PlanSchema>;
 export type PlanInput = z.input<typeof PlanSchema>;
 export type Wave = Plan['waves'][number];
 
-function formatIssues(error: z.ZodError): string {
-  return error.issues
+function formatIssues(issues: readonly Issue[]): string {
+  return issues
     .map((i) => {
       const where = i.path.reduce<string>((acc, p) => (typeof p === 'number' ? `${acc}[${p}]` : acc ? `${acc}.${String(p)}` : String(p)), '');
       return `${where || '(plan)'}: ${i.message}`;
@@ -130,10 +222,11 @@ function formatIssues(error: z.ZodError): string {
     .join('; ');
 }
 
-/** Validates an already-parsed object. */
+/** Validates an already-parsed object; PLAN_INVALID lists every problem at once, with its path. */
 export function validatePlan(value: unknown, source = 'plan'): Plan {
   const parsed = PlanSchema.safeParse(value);
-  if (!parsed.success) throw new FleetpatchError('PLAN_INVALID', `${source}: ${formatIssues(parsed.error)}`, { issues: parsed.error.issues });
+  const issues: Issue[] = [...(parsed.success ? [] : parsed.error.issues), ...crossFieldIssues(value)];
+  if (issues.length > 0 || !parsed.success) throw new FleetpatchError('PLAN_INVALID', `${source}: ${formatIssues(issues)}`, { issues: issues.map((i) => ({ path: i.path.map(String), message: i.message })) });
   return parsed.data;
 }
 

@@ -5,6 +5,7 @@
  * activity stores it. Reading the hosts is the caller's job.
  */
 import { assignPayload, type Assignment, type DependencyCheck, type HostState } from './matching.ts';
+import { unrestorablePayloads } from './restore.ts';
 import type { PreflightSummary, ResolvedPlan } from './types.ts';
 import { planWaves, selectHosts, type PlannableHost, type PlannedWave } from './waves.ts';
 
@@ -42,12 +43,17 @@ export interface PreflightResult {
   hosts: PreflightHostReport[];
 }
 
-export function preflight(plan: ResolvedPlan, fleet: FleetHost[], live: Map<string, LiveState>, seed: string): PreflightResult {
+/**
+ * `storedBytes`: build-ids whose bytes the payload store holds. With it, a REPLACE preflight names
+ * the hosts whose stack it could not put back after a failure (see `unrestorablePayloads`).
+ */
+export function preflight(plan: ResolvedPlan, fleet: FleetHost[], live: Map<string, LiveState>, seed: string, storedBytes?: ReadonlySet<string>): PreflightResult {
   const { selected, unknownIds } = selectHosts(fleet, plan.hosts);
   const reports: PreflightHostReport[] = [];
   const plannable: PlannableHost[] = [];
   const assignmentOf = new Map<string, TargetHost['assignment']>();
   const buildIdsOf = new Map<string, string[]>();
+  const unrestorable: { hostId: string; payloads: string[] }[] = [];
 
   for (const host of selected) {
     const state = live.get(host.id);
@@ -67,6 +73,10 @@ export function preflight(plan: ResolvedPlan, fleet: FleetHost[], live: Map<stri
       assignmentOf.set(host.id, a.kind);
       buildIdsOf.set(host.id, buildIds);
     }
+    if (a.kind === 'replace' && storedBytes) {
+      const lost = unrestorablePayloads(state.state.loaded.filter((p) => p.state === 'APPLIED'), storedBytes);
+      if (lost.length > 0) unrestorable.push({ hostId: host.id, payloads: lost.map((p) => p.name) });
+    }
   }
 
   const waves = planWaves(plannable, plan.waves, { seed, concurrency: plan.concurrency });
@@ -85,6 +95,7 @@ export function preflight(plan: ResolvedPlan, fleet: FleetHost[], live: Map<stri
     unknownHostIds: unknownIds,
     waves: waves.map((w) => ({ name: w.name, concurrency: w.concurrency, steps: w.steps.map((s) => ({ group: s.group, size: s.hostIds.length })) })),
     incompatibleSamples: reports.filter((r) => r.verdict === 'incompatible').slice(0, 20).map((r) => ({ hostId: r.hostId, reason: r.reason! })),
+    ...(storedBytes ? { unrestorable: unrestorable.length, unrestorableSamples: unrestorable.slice(0, 20) } : {}),
   };
   return { summary, waves, targets, hosts: reports };
 }

@@ -4,7 +4,8 @@
  * sample of failures; per-host detail lives in the event store.
  */
 import { budgetExceeded, describeBudget } from './budget.ts';
-import type { Actor, HostPatchResult, PreflightSummary, ResolvedPlan } from './types.ts';
+import { describeStack } from './restore.ts';
+import type { Actor, HostPatchResult, PreflightSummary, ResolvedPlan, StackEntry } from './types.ts';
 
 export type RolloutStatus =
   | 'preflight'
@@ -16,9 +17,12 @@ export type RolloutStatus =
   | 'succeeded'
   | 'failed'
   | 'rolled-back'
+  /** A rollback ran and some hosts it touched are not back to their former stack. */
+  | 'rollback-incomplete'
   | 'aborted';
 
-export const FINAL_STATUSES: readonly RolloutStatus[] = ['succeeded', 'failed', 'rolled-back', 'aborted'];
+export type FinalRolloutStatus = 'succeeded' | 'failed' | 'rolled-back' | 'rollback-incomplete' | 'aborted';
+export const FINAL_STATUSES: readonly RolloutStatus[] = ['succeeded', 'failed', 'rolled-back', 'rollback-incomplete', 'aborted'];
 
 export interface WaveProgress {
   name: string;
@@ -49,17 +53,55 @@ export interface RolloutProgress {
   waves: WaveProgress[];
   /** Where the next host comes from: wave, step within the wave, offset within the step. */
   cursor: { wave: number; step: number; offset: number };
-  failures: { hostId: string; wave: string; stage: string; code: string; reason: string }[];
+  failures: { hostId: string; wave: string; stage: string; code: string; reason: string; restore?: string }[];
   decisions: Decision[];
   /** Why the rollout stopped, in words, when it did not succeed. */
   stopReason?: string;
   awaitingApprovalAfter?: string;
   bakingUntil?: string;
-  rollback?: { status: 'running' | 'finished'; rolledBack: number; stackGrew: number; failed: number; nothingToDo: number };
+  rollback?: RollbackProgress;
   /** Continue-as-new generations so far (for diagnostics). */
   generation: number;
   /** Failures a person accepted by resuming after the budget paused the rollout. */
   accepted?: { wave: number; waveFailures: number; totalFailures: number };
+}
+
+/** The rollback's counts and the hosts it could not bring back (a bounded sample). */
+export interface RollbackProgress {
+  status: 'running' | 'finished';
+  requestedBy: Actor;
+  reason: string;
+  /** Hosts the rollout touched. */
+  hosts: number;
+  rolledBack: number;
+  nothingToDo: number;
+  stackGrew: number;
+  unrecoverable: number;
+  failed: number;
+  /** Hosts not back to their former stack: where each stands, where it should, and why. */
+  problems: { hostId: string; outcome: string; reason: string; stackNow: StackEntry[]; formerStack: StackEntry[] }[];
+}
+
+/** At most this many hosts a rollback could not restore are kept in the progress. */
+export const ROLLBACK_PROBLEM_SAMPLE = 50;
+
+export function rollbackProgress(
+  s: { hosts: number; rolledBack: number; nothingToDo: number; stackGrew: number; unrecoverable: number; failed: number; problems: RollbackProgress['problems'] },
+  by: Actor,
+  reason: string,
+): RollbackProgress {
+  return {
+    status: 'finished',
+    requestedBy: by,
+    reason,
+    hosts: s.hosts,
+    rolledBack: s.rolledBack,
+    nothingToDo: s.nothingToDo,
+    stackGrew: s.stackGrew,
+    unrecoverable: s.unrecoverable,
+    failed: s.failed,
+    problems: s.problems.slice(0, ROLLBACK_PROBLEM_SAMPLE),
+  };
 }
 
 /** At most this many failures are kept with their reasons; the event store has all of them. */
@@ -101,9 +143,23 @@ export function recordHostResult(p: RolloutProgress, waveIndex: number, r: HostP
     w.failed++;
     if (r.failure?.unreachable) w.unreachable++;
     if (p.failures.length < FAILURE_SAMPLE) {
-      p.failures.push({ hostId: r.hostId, wave: w.name, stage: r.failure?.stage ?? 'unknown', code: r.failure?.code ?? 'UNKNOWN', reason: r.failure?.reason ?? 'no reason given' });
+      p.failures.push({
+        hostId: r.hostId,
+        wave: w.name,
+        stage: r.failure?.stage ?? 'unknown',
+        code: r.failure?.code ?? 'UNKNOWN',
+        reason: r.failure?.reason ?? 'no reason given',
+        ...(r.restore ? { restore: describeRestore(r.restore) } : {}),
+      });
     }
   }
+}
+
+/** A failed host's restore in a few words: where it stands now. */
+export function describeRestore(r: { outcome: string; stackNow: StackEntry[]; formerStack: StackEntry[]; reason?: string }): string {
+  if (r.outcome === 'restored') return 'restored to its former stack';
+  if (r.outcome === 'nothing-to-do') return 'nothing of the rollout was left on it';
+  return `NOT restored (${r.outcome}): stack now ${describeStack(r.stackNow)}, should be ${describeStack(r.formerStack)}${r.reason ? `: ${r.reason}` : ''}`;
 }
 
 export function totals(p: RolloutProgress): { planned: number; done: number; patched: number; already: number; failed: number; unreachable: number } {

@@ -33,6 +33,8 @@ export interface ResolvedPlan {
   bakeMs: number;
   /** Names of the waves after which a person must approve before the next wave starts. */
   approvalAfter: string[];
+  /** The plan says `allowUnsigned: true`: payloads need no signature by a trusted key. */
+  allowUnsigned?: boolean;
   verify?: VerifySpec;
   onFailure: 'rollback' | 'pause';
   notifyWebhook?: string;
@@ -67,30 +69,82 @@ export interface HostPatchResult {
   hostId: string;
   outcome: 'patched' | 'already' | 'failed';
   failure?: HostFailure;
-  /** What this rollout applied on the host, bottom to top (REPLACE: the one payload). */
+  /** What this rollout applied on the host and is still applied, bottom to top (REPLACE: the one payload). */
   applied: StackEntry[];
-  /** For REPLACE: the stack the host had before, bottom to top. */
-  replacedStack?: StackEntry[];
-  /** True when a failure after apply was cleaned up by reverting what was applied. */
-  revertedAfterFailure?: boolean;
+  /** A failed host is restored to its former stack at once; this says how that went. */
+  restore?: RestoreOutcome;
+}
+
+/** What calling a hypervisor function returned, as the host reported it. */
+export interface CallOutcome {
+  kind: 'string' | 'integer' | 'undefined';
+  /** The string or the number (as text); null when the host could not tell. */
+  value: string | null;
+  why?: string;
+}
+
+/** The host as it was just before a rollout changed anything on it: what a restore brings back. */
+export interface FormerState {
+  /** The applied stack, bottom first. */
+  formerStack: StackEntry[];
+  /** Every payload loaded (any state): a restore never unloads these for good. */
+  formerLoaded: StackEntry[];
+  /** What the plan's verify function returned then (null: the plan verifies nothing). */
+  formerResult: CallOutcome | null;
+}
+
+export interface RestoreHostInput {
+  rolloutId: string;
+  hostId: string;
+  former: FormerState;
+  /** Build-ids the rollout brings: the only payloads a restore may revert and unload for good. */
+  ours: string[];
+  /** The plan's verify function: after the restore it must return what it returned before. */
+  verifyCall?: string;
+}
+
+export interface RestoreStepDone {
+  kind: 'revert' | 'unload' | 'upload' | 'apply';
+  payload: StackEntry;
+}
+
+export interface RestoreOutcome {
+  /**
+   * restored: the host runs its former stack again, nothing of ours is loaded, the verify function
+   * returns what it did before; nothing-to-do: it already did. The others say why it could not be:
+   * someone else's payload sits above ours (stack-grew), a payload of the former stack cannot be
+   * loaded again (unrecoverable), or a step was refused or did not give the former result (failed).
+   */
+  outcome: 'restored' | 'nothing-to-do' | 'stack-grew' | 'unrecoverable' | 'failed';
+  steps: RestoreStepDone[];
+  /** The applied stack the host reported at the end, bottom first. */
+  stackNow: StackEntry[];
+  formerStack: StackEntry[];
+  reason?: string;
+}
+
+/** Restored or found as it was: the host is back where the rollout found it. */
+export function isBack(r: Pick<RestoreOutcome, 'outcome'>): boolean {
+  return r.outcome === 'restored' || r.outcome === 'nothing-to-do';
 }
 
 export interface HostRollbackInput {
   rolloutId: string;
   hostId: string;
-  mode: RolloutMode;
-  /** Payloads the rollout applied on this host, bottom to top. */
-  applied: StackEntry[];
-  replacedStack?: StackEntry[];
-  verify?: VerifySpec;
+  former: FormerState;
+  ours: string[];
+  verifyCall?: string;
 }
 
 export interface HostRollbackResult {
   hostId: string;
-  outcome: 'rolled-back' | 'nothing-to-do' | 'stack-grew' | 'failed';
+  outcome: 'rolled-back' | 'nothing-to-do' | 'stack-grew' | 'unrecoverable' | 'failed';
+  /** Payloads reverted, in order. */
   reverted: StackEntry[];
-  /** REPLACE rollbacks: what could be re-applied of the former stack. */
+  /** Payloads of the former stack applied again, bottom first. */
   reapplied: StackEntry[];
+  stackNow: StackEntry[];
+  formerStack: StackEntry[];
   reason?: string;
 }
 
@@ -117,6 +171,14 @@ export interface PreflightSummary {
   waves: PreflightWave[];
   /** A few incompatible hosts with the reason in words, for the report. */
   incompatibleSamples: { hostId: string; reason: string }[];
+  /**
+   * REPLACE reverts a host's whole stack; a payload with writable data comes back only through a
+   * fresh upload, which needs bytes fleetpatch never had for payloads loaded outside it. Hosts
+   * carrying such payloads (count, and a few with the payloads named), so an operator can store
+   * their files first (`fleetpatch payload store`).
+   */
+  unrestorable?: number;
+  unrestorableSamples?: { hostId: string; payloads: string[] }[];
 }
 
 export interface ListedHost {

@@ -13,6 +13,8 @@ export function describeEvent(e: DomainEvent): string {
   switch (e.type) {
     case 'PayloadStored':
       return `stored ${p(e.payload)}, ${e.size} bytes, sha256 ${e.sha256.slice(0, 12)}…, ${e.signature ? `signed (${e.signature.algorithm}, key ${e.signature.keyId})` : 'unsigned'}`;
+    case 'PayloadRefused':
+      return `REFUSED ${p(e.payload)}: ${e.code}${because(e.reason)}`;
     case 'PayloadUploaded':
       return `uploaded ${p(e.payload)}`;
     case 'DependencyChecked': {
@@ -32,16 +34,20 @@ export function describeEvent(e: DomainEvent): string {
       return `${e.action} of ${p(e.payload)} failed, ${e.errno ?? e.code}${because(e.reason)}`;
     case 'HealthChecked':
       return `health ${e.outcome}${e.check ? ` (${e.check.call} returned ${JSON.stringify(e.observed ?? null)}, expected ${JSON.stringify(e.check.expect)})` : ''}${because(e.reason)}`;
+    case 'HostPatchStarted':
+      return `rollout ${e.rollout} starts changing the host; its stack was [${e.formerStack.map(p).join(', ')}]${e.formerResult ? `, ${e.formerResult.call} returned ${JSON.stringify(e.formerResult.value)}` : ''}`;
     case 'HostRebooted':
       return `rebooted${e.hypervisorBuildId ? ` into hypervisor ${shortId(e.hypervisorBuildId)}` : ''}${because(e.reason)}`;
     case 'DriftDetected':
       return `DRIFT: ${e.differences.length} difference(s) between events and host; ${e.differences[0]!.description}`;
     case 'RolloutStarted':
       return `rollout "${e.planName}" started (${e.mode}; ${e.payloads.map(p).join(', ')}; waves ${e.waves.map((w) => w.name).join(', ')})${because(e.reason)}`;
+    case 'PreflightCompleted':
+      return `preflight: ${e.selected} selected, ${e.targets} to patch (${e.waves.map((w) => `${w.name} ${w.planned}`).join(', ')}), ${e.alreadyPatched} already, ${e.incompatible} incompatible, ${e.unreachable} unreachable${e.unrestorable ? `, ${e.unrestorable} carry payloads a REPLACE could not put back` : ''}`;
     case 'WaveStarted':
       return `wave ${e.wave} started with ${e.plannedHosts} host(s)`;
     case 'HostPatchFinished':
-      return `${e.hostId} ${e.outcome} in wave ${e.wave}${e.applied.length ? `, applied ${e.applied.map(p).join(', ')}` : ''}${e.failure ? `: ${e.failure.stage} ${e.failure.code}: ${e.failure.reason}` : ''}${e.revertedAfterFailure ? ' (reverted)' : ''}`;
+      return `${e.hostId} ${e.outcome} in wave ${e.wave}${e.applied.length ? `, applied ${e.applied.map(p).join(', ')}` : ''}${e.failure ? `: ${e.failure.stage} ${e.failure.code}: ${e.failure.reason}` : ''}${e.revertedAfterFailure ? ' (reverted)' : ''}${e.restore ? `; restore ${e.restore.outcome}, stack now [${e.restore.stackNow.map(p).join(', ')}]${e.restore.reason ? ` (${e.restore.reason})` : ''}` : ''}`;
     case 'WaveFinished':
       return `wave ${e.wave} ${e.outcome}: ${e.patched} patched, ${e.already} already, ${e.failed} failed (${e.unreachable} unreachable) of ${e.planned}${because(e.reason)}`;
     case 'RolloutPaused':
@@ -55,11 +61,14 @@ export function describeEvent(e: DomainEvent): string {
     case 'RollbackStarted':
       return `rollback started on ${e.hosts} host(s)${because(e.reason)}`;
     case 'HostRollbackFinished':
-      return `${e.hostId} rollback ${e.outcome}${e.reverted.length ? `, reverted ${e.reverted.map(p).join(', ')}` : ''}${e.reapplied.length ? `, re-applied ${e.reapplied.map(p).join(', ')}` : ''}${because(e.reason)}`;
+      return `${e.hostId} rollback ${e.outcome}${e.reverted.length ? `, reverted ${e.reverted.map(p).join(', ')}` : ''}${e.reapplied.length ? `, re-applied ${e.reapplied.map(p).join(', ')}` : ''}${e.stackNow && e.outcome !== 'rolled-back' && e.outcome !== 'nothing-to-do' ? `; stack now [${e.stackNow.map(p).join(', ')}], should be [${(e.formerStack ?? []).map(p).join(', ')}]` : ''}${because(e.reason)}`;
     case 'RollbackFinished':
-      return `rollback finished: ${e.rolledBack} rolled back, ${e.stackGrew} stack grew, ${e.failed} failed, ${e.nothingToDo} nothing to do`;
+      return `rollback finished${e.outcome ? ` (${e.outcome})` : ''}: ${e.rolledBack} rolled back, ${e.nothingToDo} nothing to do, ${e.stackGrew} stack grew, ${e.unrecoverable ?? 0} unrecoverable, ${e.failed} failed`;
     case 'RolloutFinished':
       return `rollout ${e.status}${because(e.reason)}`;
+    default:
+      // A type added to the catalogue before it got its own sentence: its type and reason.
+      return `${(e as { type: string }).type}${because((e as { reason?: string }).reason)}`;
   }
 }
 

@@ -7,7 +7,7 @@ import type { Actor, DomainEvent, PayloadRef } from '../catalogue.ts';
 import type { RecordedEvent } from '../sql/event-row.ts';
 import { rolloutStream } from '../streams.ts';
 
-export type RolloutSummaryStatus = 'unknown' | 'running' | 'paused' | 'rolling-back' | 'succeeded' | 'failed' | 'rolled-back' | 'aborted';
+export type RolloutSummaryStatus = 'unknown' | 'running' | 'paused' | 'rolling-back' | 'succeeded' | 'failed' | 'rolled-back' | 'rollback-incomplete' | 'aborted';
 
 export interface WaveSummary {
   name: string;
@@ -33,14 +33,19 @@ export interface Decision {
 
 export interface RollbackSummary {
   status: 'running' | 'finished';
+  /** Who asked: the system for an automatic rollback, a person for `rollout rollback`. */
+  requestedBy: Actor | null;
   startedAt: string;
   finishedAt: string | null;
   reason: string;
   hosts: number;
   rolledBack: number;
   stackGrew: number;
+  unrecoverable: number;
   failed: number;
   nothingToDo: number;
+  /** rolled-back only when every host the rollout touched is back; null while it runs. */
+  outcome: 'rolled-back' | 'rollback-incomplete' | null;
 }
 
 export interface RolloutSummary {
@@ -130,6 +135,9 @@ function apply(s: RolloutSummary, e: DomainEvent): RolloutSummary {
         payloads: e.payloads.map((p) => ({ name: p.name, buildId: p.buildId })),
         waves: e.waves.map((w, i) => s.waves.find((x) => x.name === w.name) ?? emptyWave(w.name, i)),
       };
+    case 'PreflightCompleted':
+      // Every wave's planned size, also of waves that never start (a rollback stopped the rollout).
+      return { ...s, waves: e.waves.reduce((ws, w, i) => withWave({ ...s, waves: ws }, w.name, i, (x) => ({ ...x, planned: w.planned, status: w.planned === 0 ? 'skipped' : x.status })), s.waves) };
     case 'WaveStarted':
       return { ...s, waves: withWave(s, e.wave, e.waveIndex, (w) => ({ ...w, index: e.waveIndex, status: 'running', planned: e.plannedHosts, startedAt: e.occurredAt })) };
     case 'HostPatchFinished': {
@@ -171,26 +179,45 @@ function apply(s: RolloutSummary, e: DomainEvent): RolloutSummary {
         ...s,
         status: 'rolling-back',
         finishReason: s.finishReason ?? e.reason,
-        rollback: { status: 'running', startedAt: e.occurredAt, finishedAt: null, reason: e.reason, hosts: e.hosts, rolledBack: 0, stackGrew: 0, failed: 0, nothingToDo: 0 },
+        rollback: {
+          status: 'running',
+          requestedBy: e.actor,
+          startedAt: e.occurredAt,
+          finishedAt: null,
+          reason: e.reason,
+          hosts: e.hosts,
+          rolledBack: 0,
+          stackGrew: 0,
+          unrecoverable: 0,
+          failed: 0,
+          nothingToDo: 0,
+          outcome: null,
+        },
       };
     case 'HostRollbackFinished': {
       if (!s.rollback) return s;
-      const key = ({ 'rolled-back': 'rolledBack', 'stack-grew': 'stackGrew', failed: 'failed', 'nothing-to-do': 'nothingToDo' } as const)[e.outcome];
+      const key = ({ 'rolled-back': 'rolledBack', 'stack-grew': 'stackGrew', unrecoverable: 'unrecoverable', failed: 'failed', 'nothing-to-do': 'nothingToDo' } as const)[e.outcome];
       return { ...s, rollback: { ...s.rollback, [key]: s.rollback[key] + 1 } };
     }
-    case 'RollbackFinished':
-      return {
-        ...s,
-        rollback: {
-          ...(s.rollback ?? { startedAt: e.occurredAt, reason: '(not recorded)', hosts: 0 }),
-          status: 'finished',
-          finishedAt: e.occurredAt,
-          rolledBack: e.rolledBack,
-          stackGrew: e.stackGrew,
-          failed: e.failed,
-          nothingToDo: e.nothingToDo,
-        },
+    case 'RollbackFinished': {
+      const unrecoverable = e.unrecoverable ?? 0;
+      const outcome = e.outcome ?? (e.stackGrew + e.failed + unrecoverable > 0 ? 'rollback-incomplete' : 'rolled-back');
+      const rollback: RollbackSummary = {
+        ...(s.rollback ?? { requestedBy: e.actor, startedAt: e.occurredAt, reason: '(not recorded)', hosts: 0 }),
+        status: 'finished',
+        finishedAt: e.occurredAt,
+        rolledBack: e.rolledBack,
+        stackGrew: e.stackGrew,
+        unrecoverable,
+        failed: e.failed,
+        nothingToDo: e.nothingToDo,
+        outcome,
       };
+      // A rollback a person asked for after the rollout ended decides where the rollout stands;
+      // during the rollout, its RolloutFinished does.
+      const ended = s.finishedAt !== null;
+      return { ...s, rollback, ...(ended ? { status: outcome } : {}) };
+    }
     case 'RolloutFinished':
       return { ...s, status: e.status, finishedAt: e.occurredAt, finishReason: e.reason ?? s.finishReason };
     default:

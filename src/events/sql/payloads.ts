@@ -46,3 +46,10 @@ export async function selectPayloadBytes(db: Queryable, buildId: string): Promis
   const { rows } = await db.query<PayloadRow & { bytes: Buffer }>(`SELECT ${META_COLUMNS}, bytes FROM payloads WHERE build_id = $1`, [buildId]);
   return rows[0] ?? null;
 }
+
+/** Which of `buildIds` the store holds bytes for (one round trip for a whole fleet's payloads). */
+export async function selectStoredBuildIds(db: Queryable, buildIds: readonly string[]): Promise<Set<string>> {
+  if (buildIds.length === 0) return new Set();
+  const r = await db.query<{ build_id: string }>('SELECT build_id FROM payloads WHERE build_id = ANY($1::text[])', [buildIds]);
+  return new Set(r.rows.map((row) => row.build_id));
+}

@@ -48,31 +48,68 @@ export async function updateHostOutcome(
   db: Db,
   rolloutId: string,
   hostId: string,
-  outcome: { status: string; applied: unknown[]; replacedStack?: unknown[] | undefined; failure?: unknown },
+  outcome: { status: string; applied: unknown[]; failure?: unknown; restore?: unknown },
 ): Promise<void> {
-  await db.query('UPDATE rollout_targets SET status = $3, applied = $4, replaced_stack = $5, failure = $6, updated_at = now() WHERE rollout_id = $1 AND host_id = $2', [
+  await db.query('UPDATE rollout_targets SET status = $3, applied = $4, failure = $5, restore = COALESCE($6, restore), updated_at = now() WHERE rollout_id = $1 AND host_id = $2', [
     rolloutId,
     hostId,
     outcome.status,
     JSON.stringify(outcome.applied),
-    outcome.replacedStack ? JSON.stringify(outcome.replacedStack) : null,
     outcome.failure ? JSON.stringify(outcome.failure) : null,
+    outcome.restore ? JSON.stringify(outcome.restore) : null,
   ]);
 }
 
-export interface PatchedHostRow {
-  hostId: string;
-  applied: { name: string; buildId: string }[];
-  replacedStack: { name: string; buildId: string }[] | null;
+export interface FormerStateRow {
+  formerStack: { name: string; buildId: string }[];
+  formerLoaded: { name: string; buildId: string }[];
+  formerResult: { kind: 'string' | 'integer' | 'undefined'; value: string | null; why?: string } | null;
 }
 
-/** Hosts this rollout applied something on, after `after` in host-id order. */
-export async function selectPatchedHosts(db: Db, rolloutId: string, after: string | null, limit: number): Promise<PatchedHostRow[]> {
-  const r = await db.query<{ host_id: string; applied: PatchedHostRow['applied']; replaced_stack: PatchedHostRow['replacedStack'] }>(
-    `SELECT host_id, applied, replaced_stack FROM rollout_targets
-     WHERE rollout_id = $1 AND jsonb_array_length(applied) > 0 AND ($2::text IS NULL OR host_id > $2)
+/**
+ * Marks the host touched and keeps its former state: first write wins, so a retried step (or a
+ * second run of the same host) never overwrites what the host ran before the rollout with an
+ * intermediate state. Returns the state kept; null when the host is not one of the rollout's targets.
+ */
+export async function markTouched(db: Db, rolloutId: string, hostId: string, former: FormerStateRow): Promise<FormerStateRow | null> {
+  const r = await db.query<{ former_stack: FormerStateRow['formerStack']; former_loaded: FormerStateRow['formerLoaded']; former_result: FormerStateRow['formerResult'] }>(
+    `UPDATE rollout_targets
+        SET former_stack = COALESCE(former_stack, $3), former_loaded = COALESCE(former_loaded, $4),
+            former_result = COALESCE(former_result, $5), touched_at = COALESCE(touched_at, now()), updated_at = now()
+      WHERE rollout_id = $1 AND host_id = $2
+      RETURNING former_stack, former_loaded, former_result`,
+    [rolloutId, hostId, JSON.stringify(former.formerStack), JSON.stringify(former.formerLoaded), former.formerResult ? JSON.stringify(former.formerResult) : null],
+  );
+  const row = r.rows[0];
+  return row ? { formerStack: row.former_stack, formerLoaded: row.former_loaded, formerResult: row.former_result } : null;
+}
+
+export interface TouchedHostRow extends FormerStateRow {
+  hostId: string;
+}
+
+/** Hosts this rollout touched (changed something on, or was about to), after `after` in host-id order. */
+export async function selectTouchedHosts(db: Db, rolloutId: string, after: string | null, limit: number): Promise<TouchedHostRow[]> {
+  const r = await db.query<{ host_id: string; former_stack: FormerStateRow['formerStack']; former_loaded: FormerStateRow['formerLoaded']; former_result: FormerStateRow['formerResult'] }>(
+    `SELECT host_id, former_stack, former_loaded, former_result FROM rollout_targets
+     WHERE rollout_id = $1 AND touched_at IS NOT NULL AND ($2::text IS NULL OR host_id > $2)
      ORDER BY host_id LIMIT $3`,
     [rolloutId, after, limit],
   );
-  return r.rows.map((row) => ({ hostId: row.host_id, applied: row.applied, replacedStack: row.replaced_stack }));
+  return r.rows.map((row) => ({ hostId: row.host_id, formerStack: row.former_stack, formerLoaded: row.former_loaded ?? [], formerResult: row.former_result }));
+}
+
+export async function countTouchedHosts(db: Db, rolloutId: string): Promise<number> {
+  const r = await db.query<{ n: string }>('SELECT count(*) AS n FROM rollout_targets WHERE rollout_id = $1 AND touched_at IS NOT NULL', [rolloutId]);
+  return Number(r.rows[0]?.n ?? 0);
+}
+
+/** The last restore's verdict for a host, and its status after a rollback. */
+export async function updateRestore(db: Db, rolloutId: string, hostId: string, restore: unknown, status?: string): Promise<void> {
+  await db.query('UPDATE rollout_targets SET restore = $3, status = COALESCE($4, status), updated_at = now() WHERE rollout_id = $1 AND host_id = $2', [
+    rolloutId,
+    hostId,
+    JSON.stringify(restore),
+    status ?? null,
+  ]);
 }
