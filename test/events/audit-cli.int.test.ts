@@ -106,7 +106,7 @@ describe('fleetpatch audit', () => {
     expect(r.out).toMatch(/approved\s+alice\s+canary\s+canary healthy for 10 minutes/);
     expect(r.out).toMatch(/h3\s+rest\s+failed\s+-\s+check EINVAL: /);
     expect(r.out).toMatch(/Rollback finished.*1 rolled back, 1 stack grew/);
-    expect(JSON.parse((await audit('rollout', 'r1', '--json')).out).summary.status).toBe('rolled-back');
+    expect(JSON.parse((await audit('rollout', 'r1', '--json')).out).summary.status).toBe('rollback-incomplete');
     expect(await audit('rollout', 'r404')).toMatchObject({ code: 1, err: expect.stringMatching(/ROLLOUT_NOT_FOUND/) });
   });
 
@@ -115,7 +115,7 @@ describe('fleetpatch audit', () => {
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/ROLLOUT\s+PLAN\s+STATUS/);
     expect(r.out).toMatch(/r1\s+hello-everywhere\s+rolled-back\s+2025-03-01 10:00:01.000Z\s+alice\s+2025-03-01 10:00:16.000Z\s+2\s+0\s+1\s+wave rest exceeded its failure budget/);
-    expect(JSON.parse((await audit('rollouts', '--json')).out)).toEqual([expect.objectContaining({ rolloutId: 'r1', status: 'rolled-back' })]);
+    expect(JSON.parse((await audit('rollouts', '--json')).out)).toEqual([expect.objectContaining({ rolloutId: 'r1', status: 'rollback-incomplete' })]);
   });
 
   it('replays a host against the live emulated host and records drift', async () => {

@@ -20,7 +20,7 @@ describe('event catalogue', () => {
     for (const t of [
       'PayloadStored', 'PayloadUploaded', 'DependencyChecked', 'PayloadApplied', 'PayloadReverted', 'PayloadReplaced', 'PayloadUnloaded',
       'HealthChecked', 'HostRebooted', 'DriftDetected', 'RolloutStarted', 'WaveStarted', 'WaveFinished', 'RolloutPaused', 'RolloutResumed',
-      'RolloutAborted', 'ApprovalGiven', 'RollbackStarted', 'RollbackFinished', 'RolloutFinished',
+      'RolloutAborted', 'ApprovalGiven', 'RollbackStarted', 'RollbackFinished', 'RolloutFinished', 'HostPatchStarted', 'PreflightCompleted',
     ]) {
       expect(EVENT_TYPES).toContain(t);
     }

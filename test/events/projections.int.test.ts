@@ -154,7 +154,7 @@ describe('audit queries', () => {
 
   it("reports a rollout: waves, hosts, who decided what and why, the rollback, failed checks", async () => {
     const report = await rolloutReport(store, 'r1');
-    expect(report.summary).toMatchObject({ status: 'rolled-back', planName: 'hello-everywhere', startedBy: ALICE });
+    expect(report.summary).toMatchObject({ status: 'rollback-incomplete', planName: 'hello-everywhere', startedBy: ALICE });
     expect(report.hosts.map((h) => [h.hostId, h.outcome, h.failure?.code ?? null])).toEqual([
       ['h1', 'patched', null],
       ['h2', 'patched', null],

@@ -9,7 +9,7 @@ describe('rollout summary reducer', () => {
       rolloutId: 'r1',
       planName: 'hello-everywhere',
       mode: 'apply',
-      status: 'rolled-back',
+      status: 'rollback-incomplete',
       startedBy: ALICE,
       startReason: 'CVE-2025-0001',
       finishReason: 'wave rest exceeded its failure budget',
@@ -50,5 +50,30 @@ describe('rollout summary reducer', () => {
     expect(s.status).toBe('aborted');
     expect(s.finishReason).toBe('wrong payload selected');
     expect(s.decisions).toEqual([expect.objectContaining({ action: 'aborted', by: ALICE, reason: 'wrong payload selected' })]);
+  });
+
+  it("knows every wave's planned size from the preflight, also for waves that never started", () => {
+    const story = rolloutStory('r1');
+    const preflight = { ...story[1]!, type: 'PreflightCompleted', selected: 4, targets: 3, alreadyPatched: 1, incompatible: 0, unreachable: 0, waves: [{ name: 'canary', planned: 1 }, { name: 'rest', planned: 2 }] };
+    // The canary failed and the rollout rolled back: wave "rest" never started.
+    const s = foldRolloutSummary('r1', asRecorded('rollout-r1', [story[0]!, preflight, ...story.slice(1, 3), ...story.slice(11)] as typeof story));
+    expect(s.waves.map((w) => [w.name, w.status, w.planned])).toEqual([
+      ['canary', 'running', 1],
+      ['rest', 'pending', 2],
+    ]);
+  });
+
+  it('a rollback a person asks for after the end decides where the rollout stands, and says who asked', () => {
+    const story = rolloutStory('r1');
+    const finished = story.slice(0, 11).concat(story[15]!).map((e) => (e.type === 'RolloutFinished' ? { ...e, status: 'failed' } : e)) as typeof story;
+    const bob = { kind: 'user' as const, id: 'bob' };
+    const later = [
+      { ...story[11]!, actor: bob, reason: 'the fix broke networking' },
+      story[12]!,
+      { ...story[14]!, actor: bob, rolledBack: 1, stackGrew: 0, outcome: 'rolled-back' },
+    ] as typeof story;
+    const s = foldRolloutSummary('r1', asRecorded('rollout-r1', [...finished, ...later]));
+    expect(s.status).toBe('rolled-back');
+    expect(s.rollback).toMatchObject({ status: 'finished', requestedBy: bob, reason: 'the fix broke networking', outcome: 'rolled-back', rolledBack: 1 });
   });
 });

@@ -1,5 +1,6 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
+import { EventStore } from '../../src/events/store.ts';
 import { FleetClient } from '../../src/hypervisor/agent-client.ts';
 import type { Started } from '../../src/cli/rollouts.ts';
 import { progressQuery, resumeUpdate } from '../../workflows/messages.ts';
@@ -42,7 +43,7 @@ describe('rollouts meeting failures: REPLACE, unreachable hosts, transient fault
 
   const hosts = (from: number, n: number) => Array.from({ length: n }, (_, i) => `host-${String(from + i).padStart(4, '0')}`);
 
-  it('REPLACE swaps each stack for the cumulative payload; its rollback restores what Xen allows and reports the rest', async () => {
+  it('REPLACE swaps each stack for the cumulative payload; a rollback asked for later restores the former stack, payloads with .data included', async () => {
     const ids = hosts(0, 4);
     const stacked = await start({ name: 'stack', mode: 'stack', payloads: [{ file: hello.file }, { file: bye.file }], hosts: { ids }, waves: [{ name: 'all', hosts: '100%' }], concurrency: 4 }, 'stack-1');
     expect((await stacked.handle.result()).status).toBe('succeeded');
@@ -66,17 +67,26 @@ describe('rollouts meeting failures: REPLACE, unreachable hosts, transient fault
     }
     await saveHistory(temporal.client, 'rollout-replace-1', 'rollout-replace');
 
-    // Rolling the REPLACE back: the cumulative payload is reverted, but hello has .data and was
-    // reverted, so Xen refuses to apply it again; bye cannot go on without it. Reported, not hidden.
+    // Rolling the REPLACE back, as a person asks later: the cumulative payload is reverted; hello
+    // has .data and was reverted by REPLACE, so Xen refuses to apply it again: it is unloaded and
+    // uploaded afresh from the payload store, then hello and bye are applied again.
     const rb = await temporal.client.workflow.execute('rollbackWorkflow', {
       taskQueue: temporal.taskQueue,
       workflowId: 'rollout-replace-1/rollback-test',
-      args: [{ rolloutId: 'replace-1', mode: 'replace', reason: 'test', concurrency: 2 }],
+      args: [{ rolloutId: 'replace-1', requestedBy: ops, reason: 'test', ours: [cumulative.buildId], verifyCall: 'xen_extra_version', concurrency: 2 }],
     });
-    expect(rb).toMatchObject({ rolledBack: 0, failed: 4 });
-    expect((rb as { problems: { reason: string }[] }).problems[0]!.reason).toContain('hello: it has writable data (.data/.bss) and was reverted; Xen refuses to apply it again; bye: it sits on hello');
-    for (const id of ids) expect((await liveStacks(fleet.fleetFile)).get(id)).toEqual([]);
+    expect(rb).toMatchObject({ hosts: 4, rolledBack: 4, failed: 0, unrecoverable: 0, stackGrew: 0, outcome: 'rolled-back', problems: [] });
+    for (const id of ids) {
+      expect((await liveStacks(fleet.fleetFile)).get(id)).toEqual(['hello', 'bye']);
+      const list = await client.host(id).listAll();
+      expect(list.entries.map((e) => e.name).sort()).toEqual(['bye', 'hello']);
+      expect((await client.host(id).call('xen_extra_version')).result).toBe('Bye World!');
+    }
     expect(await replayDifferences(db.pool, fleet.fleetFile)).toEqual([]);
+    // Who rolled it back and why is on the rollout's stream, like an automatic rollback.
+    const events = (await new EventStore(db.pool).readStream('rollout-replace-1')).map((e) => e.event);
+    expect(events.find((e) => e.type === 'RollbackStarted')).toMatchObject({ actor: ops, reason: 'test', hosts: 4 });
+    expect(events.find((e) => e.type === 'RollbackFinished')).toMatchObject({ actor: ops, outcome: 'rolled-back', rolledBack: 4 });
   });
 
   it('counts an unreachable host as a failure, with the reason, and retries a transient EBUSY', async () => {

@@ -125,7 +125,7 @@ export function rolloutStory(rolloutId: string, now: () => string = clock()): Do
     { ...base(), type: 'RollbackStarted', reason: 'wave rest exceeded its failure budget', hosts: 2 },
     { ...base(), type: 'HostRollbackFinished', hostId: 'h1', outcome: 'rolled-back', reverted: [HELLO], reapplied: [] },
     { ...base(), type: 'HostRollbackFinished', hostId: 'h2', outcome: 'stack-grew', reverted: [], reapplied: [], reason: 'xen_bye_world was applied above it since' },
-    { ...base(), type: 'RollbackFinished', rolledBack: 1, stackGrew: 1, failed: 0, nothingToDo: 0 },
-    { ...base(), type: 'RolloutFinished', status: 'rolled-back', reason: 'wave rest exceeded its failure budget' },
+    { ...base(), type: 'RollbackFinished', rolledBack: 1, stackGrew: 1, failed: 0, nothingToDo: 0, outcome: 'rollback-incomplete' },
+    { ...base(), type: 'RolloutFinished', status: 'rollback-incomplete', reason: 'wave rest exceeded its failure budget' },
   ];
 }
