@@ -270,7 +270,7 @@ class Tool {
     }
     const result: CallResult =
       r.kind === 'string' ? { kind: 'string', value: String(r.result) } : r.kind === 'integer' ? { kind: 'integer', value: Number(r.result) } : { kind: 'undefined', why: r.why ?? 'unknown' };
-    io.out(formatResult(result));
+    io.out(formatResult(result, r.function || args[0]!));
     return 0;
   }
 }

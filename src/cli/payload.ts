@@ -8,7 +8,7 @@ import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { FleetpatchError, XenError } from '../errors.ts';
 import {
-  DEFAULT_IMAGE, buildPayload, checkUpload, constantReturnOf, generateSigningKey, parsePayload, publicKeyToFile,
+  DEFAULT_IMAGE, buildPayload, cannotTell, checkUpload, constantReturnOf, generateSigningKey, parsePayload, publicKeyToFile,
   readImage, readPublicKey, readSignature, readSigningKey, signPayload, signingKeyToFile, verifyPayload,
   type CheckedPayload, type HypervisorImage, type LivepatchPayload, type LoadedPayload, type PayloadAddress,
 } from '../payload/index.ts';
@@ -127,7 +127,7 @@ function printPayload(io: CliIO, file: string, p: LivepatchPayload): void {
       io.out(`    ${f.name ?? '(no name)'}: NOP ${f.newSize} of ${f.oldSize} bytes at ${target}  [v${f.version}]`);
     } else {
       const r = constantReturnOf(p, f.newAddress);
-      const returns = r ? `, returns ${r.kind === 'string' ? JSON.stringify(r.value) : r.value}` : '';
+      const returns = r.kind === 'undefined' ? `; ${cannotTell(f.newSymbol ?? 'the replacement', r.why)}` : `, returns ${r.kind === 'string' ? JSON.stringify(r.value) : r.value}`;
       io.out(`    ${f.name ?? '(no name)'}: patch ${target} (${f.oldSize} bytes) with ${describeAddress(f.newAddress)} (${f.newSize} bytes)${returns}  [v${f.version}]`);
     }
   }

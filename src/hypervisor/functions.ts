@@ -63,14 +63,17 @@ export function resultValue(r: CallResult): string | number | null {
   return r.kind === 'undefined' ? null : r.value;
 }
 
-/** How `fleetpatch hv call` prints a result. */
-export function formatResult(r: CallResult): string {
+/**
+ * How `fleetpatch hv call <fn>` prints a result: the string, the number, or a sentence saying why
+ * it cannot be told ("cannot tell what xen_extra_version returns: its replacement … branches at +0x12").
+ */
+export function formatResult(r: CallResult, fn: string): string {
   switch (r.kind) {
     case 'string':
       return r.value;
     case 'integer':
       return String(r.value);
     case 'undefined':
-      return `(undefined: ${r.why})`;
+      return `cannot tell what ${fn} returns: ${r.why}`;
   }
 }

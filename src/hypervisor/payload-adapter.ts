@@ -1,7 +1,8 @@
 /**
  * The bridge from the payload library (src/payload) to the emulated hypervisor: images become
- * `HostImage`s, and Xen's upload checks (`checkUpload`) become the state machine's `UploadChecker`,
- * with every patched function's emulated result decoded from the payload's code.
+ * `HostImage`s (their functions' results and code bytes), and Xen's upload checks (`checkUpload`)
+ * become the state machine's `UploadChecker`, with every patched function's result decided from
+ * the payload's code (returns.ts) and its expectation handed to APPLY.
  *
  * Upload checks are pure functions of (name, bytes, image, loaded payloads), and a fleet rollout
  * uploads the same bytes to thousands of hosts in the same state; `cachingChecker` memoises them so
@@ -11,15 +12,15 @@ import { createHash } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { FleetpatchError, XenError } from '../errors.ts';
-import { DEFAULT_IMAGE, readImage, type HypervisorImage } from '../payload/image.ts';
+import { DEFAULT_IMAGE, lookupImageSymbol, readImage, type HypervisorImage } from '../payload/image.ts';
 import { PAGE_SIZE, parsePayload } from '../payload/model.ts';
-import { constantReturnOf, type ConstantReturn } from '../payload/returns.ts';
-import { checkUpload, type CheckedPayload, type LoadedPayload as CheckLoaded } from '../payload/upload-check.ts';
+import { constantReturnAt, constantReturnOf, reasonAbout, type HypervisorView } from '../payload/returns.ts';
+import { checkUpload, type CheckedPayload, type LoadedPayload as CheckLoaded, type ResolvedFunc } from '../payload/upload-check.ts';
+import { ENDBR64_LEN, overlay, patchBytes, patchOffset } from './live-code.ts';
 import type { CallResult, DependencyCheck, HostImage, ImageFunction, PatchedFunction, PayloadFacts, UploadChecker } from './state-machine.ts';
 
-function callResult(r: ConstantReturn | null | undefined, why: string): CallResult {
-  if (!r) return { kind: 'undefined', why };
-  return r.kind === 'string' ? { kind: 'string', value: r.value } : { kind: 'integer', value: r.value };
+function hypervisorView(hv: HypervisorImage): HypervisorView {
+  return { memory: hv, lookup: (name) => lookupImageSymbol(hv, name) };
 }
 
 const images = new WeakMap<HypervisorImage, HostImage>();
@@ -32,14 +33,25 @@ export function hostImage(hv: HypervisorImage): HostImage {
   const byAddress = new Map<bigint, string>();
   for (const sym of hv.symbols.values()) {
     if (sym.kind !== 'function') continue;
-    functions.set(sym.name, {
+    const name = sym.name;
+    functions.set(name, {
       address: sym.address,
       size: Number(sym.size),
-      result: callResult(hv.returns.get(sym.name), 'its code is not a constant return the emulator can decode'),
+      // Decided from the code on first call (image.returns is lazy and keeps what it decided).
+      get result(): CallResult {
+        return hv.returns.get(name) ?? { kind: 'undefined', why: 'it has no code in the image' };
+      },
     });
-    if (!byAddress.has(sym.address)) byAddress.set(sym.address, sym.name);
+    if (!byAddress.has(sym.address)) byAddress.set(sym.address, name);
   }
-  const image: HostImage = { name: hv.name, buildId: hv.buildIdHex, functions, functionAt: (a) => byAddress.get(a), source: hv };
+  const image: HostImage = {
+    name: hv.name,
+    buildId: hv.buildIdHex,
+    functions,
+    functionAt: (a) => byAddress.get(a),
+    codeAt: (address, length) => hv.bytesAt(address, length),
+    source: hv,
+  };
   images.set(hv, image);
   return image;
 }
@@ -74,12 +86,28 @@ function pageAlign(n: bigint): bigint {
 /** The state machine's facts about a payload that passed Xen's checks on `image`. */
 export function factsFromChecked(checked: CheckedPayload, image: HostImage): PayloadFacts {
   const p = checked.payload;
+  const hv = image.source as HypervisorImage | null;
+  const view = hv ? hypervisorView(hv) : undefined;
   const funcs: PatchedFunction[] = checked.funcs.map((f) => {
     const target = f.func.name ?? image.functionAt(f.oldAddress) ?? f.func.oldSymbol ?? `0x${f.oldAddress.toString(16)}`;
-    const result: CallResult = f.func.nop
-      ? { kind: 'undefined', why: `${f.func.newSize} bytes of ${target} replaced by NOPs` }
-      : callResult(constantReturnOf(p, f.func.newAddress), 'the replacement is not a constant function the emulator can decode');
-    return { target, name: f.func.name, oldAddr: f.oldAddress, oldSize: f.func.oldSize, newAddr: f.newAddress, newSize: f.func.newSize, nop: f.func.nop, result };
+    let result: CallResult;
+    if (f.func.nop) {
+      result = nopResult(hv, f, checked.name);
+    } else {
+      const r = constantReturnOf(p, f.func.newAddress, { hypervisor: view });
+      result = r.kind === 'undefined' ? { kind: 'undefined', why: reasonAbout(`its replacement ${f.func.newSymbol ?? 'function'} (payload ${checked.name})`, r.why) } : r;
+    }
+    return {
+      target,
+      name: f.func.name,
+      oldAddr: f.oldAddress,
+      oldSize: f.func.oldSize,
+      newAddr: f.newAddress,
+      newSize: f.func.newSize,
+      nop: f.func.nop,
+      result,
+      expect: f.func.expect,
+    };
   });
   const h = p.hooks;
   const textAddr = checked.loadAddress;
@@ -96,6 +124,22 @@ export function factsFromChecked(checked: CheckedPayload, image: HostImage): Pay
     layout: { textAddr, rwAddr, roAddr, pages: Number(checked.pages) },
     model: checked,
   };
+}
+
+/**
+ * A NOP entry leaves the function in place with its first new_size bytes turned into NOPs: its
+ * result is decided from that live code ("payload xen_nop replaced 5 bytes of it with NOPs, and
+ * then it returns without setting %rax").
+ */
+function nopResult(hv: HypervisorImage | null, f: ResolvedFunc, payload: string): CallResult {
+  const what = `payload ${payload} replaced ${f.func.newSize} bytes of it with NOPs`;
+  const original = hv?.bytesAt(f.oldAddress, f.func.oldSize) ?? null;
+  if (!hv || !original) return { kind: 'undefined', why: `${what}, and the emulator has no code for the rest` };
+  const offset = patchOffset(original.subarray(0, ENDBR64_LEN));
+  const live = Uint8Array.from(original);
+  overlay(live, f.oldAddress, patchBytes({ oldAddr: f.oldAddress, newAddr: 0n, newSize: f.func.newSize, nop: true }, offset), f.oldAddress + BigInt(offset));
+  const r = constantReturnAt(hv, f.oldAddress, { code: live });
+  return r.kind === 'undefined' ? { kind: 'undefined', why: `${what}, and then ${r.why}` } : r;
 }
 
 /** Xen's upload checks through the payload library. */

@@ -42,7 +42,10 @@ export const ACTION_CMDS: readonly ActionCmd[] = ['unload', 'revert', 'apply', '
 export type CallResult =
   | { readonly kind: 'string'; readonly value: string }
   | { readonly kind: 'integer'; readonly value: number }
-  /** The function's result cannot be known (its body was NOPed, or its code is not a constant return). */
+  /**
+   * The result cannot be decided from the code; `why` says where and why, as a clause about the
+   * function ("it branches at +0x12 (jne 0x1a)"), and formatResult makes it a sentence.
+   */
   | { readonly kind: 'undefined'; readonly why: string };
 
 export interface ImageFunction {
@@ -59,8 +62,25 @@ export interface HostImage {
   readonly functions: ReadonlyMap<string, ImageFunction>;
   /** Function name by address, for patches that name their target only by old_addr. */
   readonly functionAt: (address: bigint) => string | undefined;
+  /**
+   * The image's bytes at an address (null when they are not all in one of its sections). APPLY
+   * compares expectations with them, patched by the applied payloads (live-code.ts). An image
+   * without it cannot satisfy an enabled expectation.
+   */
+  readonly codeAt?: (address: bigint, length: number) => Uint8Array | null;
   /** Opaque to the state machine: the payload library's image, handed back to the checker. */
   readonly source: unknown;
+}
+
+/** struct livepatch_expectation (Xen 4.14+): the bytes old_addr must hold when the payload is applied. */
+export interface FuncExpectation {
+  readonly enabled: boolean;
+  /** 0..31 */
+  readonly len: number;
+  /** Reserved bits: must be 0. */
+  readonly rsv: number;
+  /** The expected bytes (the first `len` count). */
+  readonly data: Uint8Array;
 }
 
 /** One `struct livepatch_func` after Xen resolved it. */
@@ -77,6 +97,8 @@ export interface PatchedFunction {
   readonly nop: boolean;
   /** What calling `target` returns while this payload provides it. */
   readonly result: CallResult;
+  /** The entry's expectation (struct version 2); absent or null: none. */
+  readonly expect?: FuncExpectation | null;
 }
 
 /** Everything the state machine needs to know about a payload that passed the upload checks. */

@@ -68,6 +68,11 @@ export const R_X86_64_NONE = 0;
 export const R_X86_64_64 = 1;
 export const R_X86_64_PC32 = 2;
 export const R_X86_64_PLT32 = 4;
+/** Absolute 32-bit, zero- and sign-extended: -fno-pic code; Xen refuses both at upload. */
+export const R_X86_64_32 = 10;
+export const R_X86_64_32S = 11;
+/** In linked PIE images (.rela.dyn): base + addend. */
+export const R_X86_64_RELATIVE = 8;
 
 export const ELF_MAGIC = [0x7f, 0x45, 0x4c, 0x46] as const;
 

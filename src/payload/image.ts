@@ -2,7 +2,7 @@
  * Hypervisor images: what a payload is checked and linked against.
  *
  * An image is a build-id, a symbol table (name -> address, size), the bytes of its code (for
- * expectations and for decoding what unpatched functions return), and the address where Xen puts
+ * expectations and for deciding what unpatched functions return, see returns.ts), and the address where Xen puts
  * payloads (within ±2 GiB of its text, so a 5-byte jump reaches). It comes from a real linked
  * `xen-syms` (`readImage`), from a declarative definition (`defineImage`), or is the built-in
  * `DEFAULT_IMAGE`.
@@ -12,11 +12,11 @@
 import { FleetpatchError, XenError } from '../errors.ts';
 import { buildIdFromHex, buildIdToHex } from './build-id.ts';
 import {
-  SHF_ALLOC, SHN_ABS, SHN_UNDEF, SHT_NOBITS, SHT_NOTE, STT_FILE, STT_FUNC, STT_OBJECT, STT_SECTION, cString, readElf,
-  type ElfFile, type ElfSection,
+  R_X86_64_RELATIVE, SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHN_ABS, SHN_UNDEF, SHT_NOBITS, SHT_NOTE, SHT_RELA, STT_FILE, STT_FUNC,
+  STT_OBJECT, STT_SECTION, cString, readElf, type ElfFile, type ElfSection,
 } from './elf.ts';
 import { NT_GNU_BUILD_ID, parseBuildIdNote } from './note.ts';
-import { constantReturnAt, type CodeMemory, type ConstantReturn } from './returns.ts';
+import { constantReturnAt, fromConstant, type CodeMemory, type ConstantReturn, type FunctionResult, type MemoryRegion } from './returns.ts';
 
 export interface ImageSymbol {
   readonly name: string;
@@ -34,8 +34,11 @@ export interface HypervisorImage extends CodeMemory {
   readonly symbols: ReadonlyMap<string, ImageSymbol>;
   /** Where the first payload is loaded; later ones follow (see upload-check.ts). */
   readonly payloadBase: bigint;
-  /** What each function with a constant body returns when nothing patches it. */
-  readonly returns: ReadonlyMap<string, ConstantReturn>;
+  /**
+   * What each function returns when nothing patches it, decided from its code (returns.ts) the
+   * first time it is asked for: a string, an integer, or undefined with the reason.
+   */
+  readonly returns: ReadonlyMap<string, FunctionResult>;
 }
 
 /** symbols_lookup_by_name: the address, or null (Xen's 0) when the image has no such symbol. */
@@ -75,17 +78,65 @@ export function readImage(bytes: Uint8Array, name = 'xen-syms'): HypervisorImage
     symbols.set(sym.name, { name: sym.name, address: sym.value, size: sym.size, kind });
   }
 
-  const memory = sectionMemory(loaded);
+  const memory = sectionMemory(loaded, dynamicRelocations(elf));
   let end = 0n;
   for (const s of loaded) if (s.addr + s.size > end) end = s.addr + s.size;
 
-  const returns = new Map<string, ConstantReturn>();
-  for (const sym of symbols.values()) {
-    if (sym.kind !== 'function') continue;
-    const r = constantReturnAt(memory, sym.address);
-    if (r) returns.set(sym.name, r);
-  }
+  const functions = [...symbols.values()].filter((sym) => sym.kind === 'function');
+  const returns = new LazyResults(functions.map((f) => f.name), (fn) => {
+    const sym = symbols.get(fn)!;
+    return constantReturnAt(memory, sym.address, { name: fn, size: Number(sym.size) });
+  });
   return { name, buildId, buildIdHex: buildIdToHex(buildId), symbols, payloadBase: alignUp(end, PAYLOAD_AREA_ALIGN), returns, ...memory };
+}
+
+/**
+ * A map whose values are computed on first access and kept: an image of thousands of functions
+ * decodes only those somebody calls (the emulator asks once per image, memoised).
+ */
+class LazyResults implements ReadonlyMap<string, FunctionResult> {
+  private readonly known = new Map<string, FunctionResult>();
+  private readonly names: ReadonlySet<string>;
+  constructor(names: readonly string[], private readonly compute: (name: string) => FunctionResult) {
+    this.names = new Set(names);
+  }
+  get size(): number {
+    return this.names.size;
+  }
+  has(name: string): boolean {
+    return this.names.has(name);
+  }
+  get(name: string): FunctionResult | undefined {
+    if (!this.names.has(name)) return undefined;
+    let r = this.known.get(name);
+    if (!r) this.known.set(name, (r = this.compute(name)));
+    return r;
+  }
+  *entries(): MapIterator<[string, FunctionResult]> {
+    for (const n of this.names) yield [n, this.get(n)!];
+  }
+  keys(): MapIterator<string> {
+    return this.names.values();
+  }
+  *values(): MapIterator<FunctionResult> {
+    for (const n of this.names) yield this.get(n)!;
+  }
+  forEach(fn: (value: FunctionResult, key: string, map: ReadonlyMap<string, FunctionResult>) => void): void {
+    for (const n of this.names) fn(this.get(n)!, n, this);
+  }
+  [Symbol.iterator](): MapIterator<[string, FunctionResult]> {
+    return this.entries();
+  }
+}
+
+/** R_X86_64_RELATIVE entries of a PIE image (.rela.dyn): address -> the pointer the loader writes there. */
+function dynamicRelocations(elf: ElfFile): Map<bigint, bigint> {
+  const out = new Map<bigint, bigint>();
+  for (const s of elf.sections) {
+    if (s.type !== SHT_RELA || (s.flags & SHF_ALLOC) === 0n) continue;
+    for (const r of elf.relocations(s)) if (r.type === R_X86_64_RELATIVE) out.set(r.offset, BigInt.asUintN(64, r.addend));
+  }
+  return out;
 }
 
 function imageBuildId(elf: ElfFile, name: string): Uint8Array {
@@ -109,7 +160,7 @@ function imageBuildId(elf: ElfFile, name: string): Uint8Array {
   throw invalid(`${name} has no build-id note; link it with ld --build-id=sha1`);
 }
 
-function sectionMemory(sections: readonly ElfSection[]): CodeMemory {
+function sectionMemory(sections: readonly ElfSection[], relative: ReadonlyMap<bigint, bigint>): CodeMemory {
   const find = (address: bigint, length: bigint) =>
     sections.find((s) => s.type !== SHT_NOBITS && address >= s.addr && address + length <= s.addr + s.size);
   return {
@@ -117,11 +168,19 @@ function sectionMemory(sections: readonly ElfSection[]): CodeMemory {
       const s = find(address, BigInt(length));
       if (!s) return null;
       const at = Number(address - s.addr);
-      return s.data.slice(at, at + length);
+      // A copy: callers may write into it (live code), and a Node Buffer's slice() is a view.
+      return Uint8Array.prototype.slice.call(s.data, at, at + length);
     },
     stringAt(address) {
       const s = find(address, 1n);
       return s ? cString(s.data, Number(address - s.addr)) : null;
+    },
+    regionAt(address): MemoryRegion | null {
+      const s = sections.find((x) => address >= x.addr && address < x.addr + x.size);
+      return s ? { name: s.name, start: s.addr, size: s.size, writable: (s.flags & SHF_WRITE) !== 0n, executable: (s.flags & SHF_EXECINSTR) !== 0n } : null;
+    },
+    relocatedAt(address) {
+      return relative.get(address) ?? null;
     },
   };
 }
@@ -159,7 +218,7 @@ export function defineImage(def: ImageDefinition): HypervisorImage {
   const rodataBase = alignUp(textBase + BigInt(text.length), 4096n);
   const strings: number[] = [];
   const symbols = new Map<string, ImageSymbol>();
-  const returns = new Map<string, ConstantReturn>();
+  const returns = new Map<string, FunctionResult>();
   const encoder = new TextEncoder();
   def.functions.forEach((fn, i) => {
     const at = i * stride;
@@ -181,13 +240,13 @@ export function defineImage(def: ImageDefinition): HypervisorImage {
     }
     if (!symbols.has(fn.name)) {
       symbols.set(fn.name, { name: fn.name, address, size: BigInt(size), kind: 'function' });
-      returns.set(fn.name, fn.returns);
+      returns.set(fn.name, fromConstant(fn.returns));
     }
   });
   const rodata = Uint8Array.from(strings);
   const regions = [
-    { addr: textBase, data: text },
-    { addr: rodataBase, data: rodata },
+    { addr: textBase, data: text, name: '.text', executable: true },
+    { addr: rodataBase, data: rodata, name: '.rodata', executable: false },
   ];
   const find = (address: bigint, length: bigint) =>
     regions.find((r) => address >= r.addr && address + length <= r.addr + BigInt(r.data.length));
@@ -208,6 +267,10 @@ export function defineImage(def: ImageDefinition): HypervisorImage {
     stringAt(address) {
       const r = find(address, 1n);
       return r ? cString(r.data, Number(address - r.addr)) : null;
+    },
+    regionAt(address) {
+      const r = find(address, 1n);
+      return r ? { name: r.name, start: r.addr, size: BigInt(r.data.length), writable: false, executable: r.executable } : null;
     },
   };
 }

@@ -9,9 +9,12 @@
  *       funcs (name, newAddress/oldAddress as PayloadAddress, newSymbol/oldSymbol, sizes, nop,
  *       expect), hooks, modinfo, writableSections/hasWritableData/canReapply, and the ELF pieces:
  *       sections (with bytes), symbols, relocations by target section, layout (move_payload).
- *   constantReturnOf(payload, symbolOrAddress) -> ConstantReturn | null
- *       What a payload function returns when it is `lea str(%rip),%rax; ret` (a string, found
- *       through its R_X86_64_PC32 relocation) or `mov $imm32,%eax; ret` (a number).
+ *   constantReturnOf(payload, symbolOrAddress, { hypervisor? }) -> FunctionResult
+ *       What a payload function returns: its code decoded (iced-x86) and evaluated up to its
+ *       `ret` through the payload's relocations; a string, an integer, or undefined with `why`
+ *       ("it branches at +0x12 (jne 0x1a)"). objectFunctionResult(relocatableCode(readElf(bytes)),
+ *       symbol) does the same for any ET_REL object, and constantReturnAt(memory, address) for a
+ *       linked image. cannotTell(fn, why) is the sentence.
  *
  * Hypervisor images
  *   readImage(elfBytes, name?) -> HypervisorImage       a linked xen-syms: build-id, symbols, code
@@ -37,7 +40,9 @@
  *   generateSigningKey, signPayload, verifyPayload, read/…ToFile for key and signature files
  *
  * Workflow code (bundled, deterministic) must import the pure files directly (build-id.ts,
- * model.ts, image.ts, upload-check.ts, returns.ts), not this index, which pulls in node:crypto.
+ * note.ts, elf.ts, model.ts), not this index, which pulls in node:crypto. returns.ts, x86.ts,
+ * image.ts and upload-check.ts (which reads images) have no node: imports either, but load the
+ * iced-x86 decoder, whose CommonJS wrapper reads its WebAssembly with fs: not for workflow bundles.
  */
 export {
   buildIdFromHex, buildIdToHex, buildIdsEqual, compareBuildIds, isBuildIdHex, shortBuildId, type BuildId,
@@ -54,7 +59,12 @@ export {
   type PayloadSymbol, type PayloadRelocation, type PayloadHooks, type ModinfoEntry, type FuncExpectation,
   type PayloadLayout, type ParseOptions,
 } from './model.ts';
-export { constantReturnOf, constantReturnAt, decodeConstantFunction, type ConstantReturn, type CodeMemory } from './returns.ts';
+export {
+  constantReturnOf, constantReturnAt, objectFunctionResult, relocatableCode, cannotTell, reasonAbout, fromConstant,
+  type FunctionResult, type ConstantReturn, type CodeMemory, type MemoryRegion, type RelocatableCode, type HypervisorView,
+  type ObjectResultOptions, type LinkedResultOptions,
+} from './returns.ts';
+export { decodeX86, type X86Instruction, type X86Operand, type X86Flow, type Gpr } from './x86.ts';
 export {
   readImage, defineImage, lookupImageSymbol, DEFAULT_IMAGE, XEN_TEXT_BASE,
   type HypervisorImage, type ImageSymbol, type ImageDefinition, type ImageFunctionDefinition,

@@ -100,8 +100,8 @@ describe('what the built functions are', () => {
     expect(constantReturnOf(p, p.funcs[0]!.newAddress)).toEqual({ kind: 'string', value: 'Hello World' });
     expect(constantReturnOf(p, 'hello_xen_extra_version')).toEqual({ kind: 'string', value: 'Hello World' });
     const n = parsePayload(buildPayload(SPECS.numbers!, { image: DEFAULT_IMAGE }));
-    expect(n.funcs.map((f) => constantReturnOf(n, f.newAddress))).toEqual([{ kind: 'u32', value: 42 }, { kind: 'u32', value: 0 }]);
-    expect(constantReturnOf(n, 'no_such_symbol')).toBeNull();
+    expect(n.funcs.map((f) => constantReturnOf(n, f.newAddress))).toEqual([{ kind: 'integer', value: 42 }, { kind: 'integer', value: 0 }]);
+    expect(constantReturnOf(n, 'no_such_symbol')).toEqual({ kind: 'undefined', why: 'it is not defined in the object (no symbol no_such_symbol)' });
   });
 
   it('fills the fields the spec describes', () => {

@@ -183,11 +183,13 @@ describe('hypervisor images read from linked ELF files', () => {
 
   it('decodes what the unpatched functions return', () => {
     expect(image.returns.get('xen_extra_version')).toEqual({ kind: 'string', value: '-unstable' });
-    expect(image.returns.get('xen_minor_version')).toEqual({ kind: 'u32', value: 19 });
-    expect(image.returns.get('xen_major_version')).toEqual({ kind: 'u32', value: 4 });
+    expect(image.returns.get('xen_minor_version')).toEqual({ kind: 'integer', value: 19 });
+    expect(image.returns.get('xen_major_version')).toEqual({ kind: 'integer', value: 4 });
     expect(other.returns.get('xen_extra_version')).toEqual({ kind: 'string', value: '-rc1' });
-    expect(other.returns.get('xen_minor_version')).toEqual({ kind: 'u32', value: 20 });
-    expect(image.returns.has('_start')).toBe(false);
+    expect(other.returns.get('xen_minor_version')).toEqual({ kind: 'integer', value: 20 });
+    // _start never returns: hlt, then a jump back to it.
+    expect(image.returns.get('_start')).toEqual({ kind: 'undefined', why: expect.stringMatching(/^it jumps elsewhere at \+0x1 \(jmp /) });
+    expect(image.returns.has('no_such_function')).toBe(false);
   });
 
   it('reads the code at a symbol (what expectations compare against)', () => {
