@@ -78,7 +78,9 @@ export function readImage(bytes: Uint8Array, name = 'xen-syms'): HypervisorImage
     symbols.set(sym.name, { name: sym.name, address: sym.value, size: sym.size, kind });
   }
 
-  const memory = sectionMemory(loaded, dynamicRelocations(elf));
+  const functionsAt = new Map<bigint, string>();
+  for (const sym of symbols.values()) if (sym.kind === 'function' && !functionsAt.has(sym.address)) functionsAt.set(sym.address, sym.name);
+  const memory = { ...sectionMemory(loaded, dynamicRelocations(elf)), symbolAt: (address: bigint) => functionsAt.get(address) ?? null };
   let end = 0n;
   for (const s of loaded) if (s.addr + s.size > end) end = s.addr + s.size;
 
@@ -271,6 +273,10 @@ export function defineImage(def: ImageDefinition): HypervisorImage {
     regionAt(address) {
       const r = find(address, 1n);
       return r ? { name: r.name, start: r.addr, size: BigInt(r.data.length), writable: false, executable: r.executable } : null;
+    },
+    symbolAt(address) {
+      for (const sym of symbols.values()) if (sym.address === address) return sym.name;
+      return null;
     },
   };
 }

@@ -78,6 +78,8 @@ export interface CodeMemory {
   regionAt?(address: bigint): MemoryRegion | null;
   /** What a dynamic relocation (R_X86_64_RELATIVE in a PIE image) puts at `address`, if one does. */
   relocatedAt?(address: bigint): bigint | null;
+  /** The function that starts at `address`, for naming callees and jump targets. */
+  symbolAt?(address: bigint): string | null;
 }
 
 /** A relocatable object, as much as the evaluator reads of it. A LivepatchPayload is one. */
@@ -267,6 +269,17 @@ interface Space {
   finish(v: Known): FunctionResult;
   /** The callee a call names, if a relocation or the memory says. */
   callee(insn: X86Instruction): string | null;
+  /** The code a direct jump goes to (a tail call, a shared epilogue), or null if it cannot be followed. */
+  jumpTarget(insn: X86Instruction): Segment | null;
+}
+
+/** Code to run: its bytes, the address (or section offset) of the first, and a label for reasons. */
+interface Segment {
+  readonly code: Uint8Array;
+  readonly ip: bigint;
+  readonly space: Space;
+  /** "" for the function itself; the jump target's name (or address) after a jump. */
+  readonly label: string;
 }
 
 class ObjectSpace implements Space {
@@ -364,6 +377,25 @@ class ObjectSpace implements Space {
     }
   }
 
+  jumpTarget(insn: X86Instruction): Segment | null {
+    const op = insn.operands[0];
+    if (!op || op.kind !== 'branch') return null;
+    const v = (op.field && this.relocated(insn, op.field, true)) || this.ripTarget(op.target);
+    if (!isKnown(v)) return null;
+    if (v.t === 'num') return this.hypervisor ? linkedSegment(this.hypervisor.memory, v.v) : null;
+    if (v.t !== 'sec') return null;
+    const sec = this.obj.sections[v.s];
+    if (!sec || (sec.flags & SHF_EXECINSTR) === 0n || sec.type === SHT_NOBITS || v.o < 0n || v.o >= BigInt(sec.data.length)) return null;
+    const sym = this.obj.symbols.find((x) => x.shndx === v.s && x.value === v.o && x.type === STT_FUNC);
+    const end = sym && sym.size > 0n && v.o + sym.size <= BigInt(sec.data.length) ? v.o + sym.size : BigInt(sec.data.length);
+    return {
+      code: sec.data.subarray(Number(v.o), Number(end)),
+      ip: v.o,
+      space: new ObjectSpace(this.obj, v.s, v.o, this.hypervisor),
+      label: sym?.name || this.describe(v.s, v.o),
+    };
+  }
+
   callee(insn: X86Instruction): string | null {
     const op = insn.operands[0];
     if (!op || op.kind !== 'branch' || !op.field) return null;
@@ -412,9 +444,26 @@ class LinkedSpace implements Space {
     if (v.t !== 'num') return { kind: 'undefined', why: 'it returns an address the emulator cannot resolve' };
     return finishLinked(this.memory, v.v);
   }
-  callee(): string | null {
-    return null;
+  callee(insn: X86Instruction): string | null {
+    const op = insn.operands[0];
+    return op?.kind === 'branch' ? (this.memory.symbolAt?.(op.target) ?? null) : null;
   }
+  jumpTarget(insn: X86Instruction): Segment | null {
+    const op = insn.operands[0];
+    return op?.kind === 'branch' ? linkedSegment(this.memory, op.target) : null;
+  }
+}
+
+/** Code at `address` of a linked image: to its section's end, at most 512 bytes. */
+function linkedSegment(memory: CodeMemory, address: bigint): Segment | null {
+  const region = memory.regionAt?.(address);
+  if (memory.regionAt && (!region || !region.executable)) return null;
+  let n = region ? Number(region.start + region.size - address) : 512;
+  if (n > 512) n = 512;
+  let code = memory.bytesAt(address, n);
+  for (let k = n >> 1; !code && k > 0; k = k > 16 ? k >> 1 : k - 1) code = memory.bytesAt(address, k);
+  if (!code) return null;
+  return { code, ip: address, space: new LinkedSpace(memory), label: memory.symbolAt?.(address) ?? hex(address) };
 }
 
 function describeLinked(memory: CodeMemory, address: bigint): string {
@@ -531,18 +580,34 @@ class Machine {
 
 const MAX_INSTRUCTIONS = 256;
 
+/** Direct jumps followed at most (tail calls, shared epilogues); loops end at the instruction budget. */
+const MAX_JUMPS = 16;
+
 function evaluate(code: Uint8Array, ip: bigint, space: Space): FunctionResult {
-  const insns = decodeX86(code, { ip, maxInstructions: MAX_INSTRUCTIONS });
   const m = new Machine();
-  for (const insn of insns) {
-    const at = `+${hex(insn.offset)}`;
-    const stop = step(m, insn, at, space);
-    if (stop) return stop;
+  let segment: Segment = { code, ip, space, label: '' };
+  let budget = MAX_INSTRUCTIONS;
+  for (let jumps = 0; ; jumps++) {
+    const insns = decodeX86(segment.code, { ip: segment.ip, maxInstructions: budget });
+    budget -= insns.length;
+    let next: Segment | null = null;
+    for (const insn of insns) {
+      const at = `${segment.label}+${hex(insn.offset)}`;
+      if (insn.flow === 'jump' && jumps < MAX_JUMPS) next = segment.space.jumpTarget(insn);
+      if (next) break;
+      const stop = step(m, insn, at, segment.space);
+      if (stop) return stop;
+    }
+    if (next) {
+      segment = next;
+      continue;
+    }
+    if (budget <= 0) return { kind: 'undefined', why: `it runs more than ${MAX_INSTRUCTIONS} instructions without returning` };
+    const last = insns[insns.length - 1];
+    const end = last ? last.offset + last.length : 0;
+    const whose = segment.label ? `the code at ${segment.label}` : 'its code';
+    return { kind: 'undefined', why: `it runs past the end of ${whose} (${end} bytes) without returning` };
   }
-  const last = insns[insns.length - 1];
-  if (insns.length >= MAX_INSTRUCTIONS) return { kind: 'undefined', why: `it runs more than ${MAX_INSTRUCTIONS} instructions without returning` };
-  const end = last ? last.offset + last.length : 0;
-  return { kind: 'undefined', why: `it runs past the end of its code (${end} bytes) without returning` };
 }
 
 function stopAt(insn: X86Instruction, at: string, space: Space): FunctionResult {
@@ -775,11 +840,13 @@ function memoryOnly(m: Machine, insn: X86Instruction, address: (op: Extract<X86O
 function generic(m: Machine, insn: X86Instruction, at: string, address: (op: Extract<X86Operand, { kind: 'memory' }>) => Val): undefined {
   const text = `(${insn.text})`;
   for (const w of insn.writes) {
-    const full = { family: w.reg.family, size: 8 as const, high: false, name: w.reg.name };
-    m.regs[full.family] = unknown(
+    // Name the register as the instruction does (%eax), not as iced's instruction info does (%rax).
+    const named = insn.operands.find((o) => o.kind === 'gpr' && o.reg.family === w.reg.family);
+    const name = named?.kind === 'gpr' ? named.reg.name : w.reg.name;
+    m.regs[w.reg.family] = unknown(
       w.conditional
-        ? `it sets %${w.reg.name} only if a condition holds at ${at} ${text}`
-        : `it computes %${w.reg.name} with ${insn.mnemonic}, which the evaluator does not follow, at ${at} ${text}`,
+        ? `it sets %${name} only if a condition holds at ${at} ${text}`
+        : `it computes %${name} with ${insn.mnemonic}, which the evaluator does not follow, at ${at} ${text}`,
     );
   }
   if (insn.writesMemory) {

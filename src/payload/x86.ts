@@ -139,6 +139,8 @@ function tools() {
     formatter.firstOperandCharIndex = 0;
     formatter.ripRelativeAddresses = true;
     formatter.showZeroDisplacements = true;
+    formatter.uppercaseHex = false;
+    formatter.branchLeadingZeros = false;
     shared = { formatter, info: new InstructionInfoFactory(), instruction: new Instruction() };
   }
   return shared;

@@ -125,3 +125,38 @@ export function noteDescriptorHex(note: Uint8Array): string {
   const at = 12 + Math.ceil(namesz / 4) * 4;
   return Buffer.from(note.subarray(at, at + descsz)).toString('hex');
 }
+
+export interface ObjdumpInstruction {
+  /** Bytes from the start of the function. */
+  offset: number;
+  mnemonic: string;
+  /** The instruction as objdump prints it, without the address. */
+  text: string;
+}
+
+/**
+ * `objdump -d --no-show-raw-insn`: the instructions of function `name`, with their offsets from
+ * the function's start (for a relocatable object, from its symbol; for an image, its address).
+ */
+export async function objdumpFunction(file: string, name: string): Promise<ObjdumpInstruction[]> {
+  const { stdout } = await tool('objdump', ['-d', '--no-show-raw-insn', file]);
+  const lines = stdout.split('\n');
+  const head = lines.findIndex((l) => new RegExp(`^([0-9a-f]+) <${name}>:$`).test(l));
+  if (head === -1) throw new Error(`objdump found no function ${name} in ${file}`);
+  const start = BigInt(`0x${/^([0-9a-f]+)/.exec(lines[head]!)![1]}`);
+  const out: ObjdumpInstruction[] = [];
+  for (const line of lines.slice(head + 1)) {
+    const m = /^\s*([0-9a-f]+):\s+(\S+)\s*(.*)$/.exec(line);
+    if (!m) break;
+    out.push({ offset: Number(BigInt(`0x${m[1]}`) - start), mnemonic: m[2]!, text: `${m[2]} ${m[3]}`.trim() });
+  }
+  return out;
+}
+
+/** The offset of the first instruction whose mnemonic matches (e.g. a conditional jump, a call). */
+export async function firstInstruction(file: string, fn: string, mnemonic: RegExp): Promise<ObjdumpInstruction> {
+  const insns = await objdumpFunction(file, fn);
+  const found = insns.find((i) => mnemonic.test(i.mnemonic));
+  if (!found) throw new Error(`objdump shows no ${mnemonic} in ${fn} of ${file}: ${insns.map((i) => i.text).join('; ')}`);
+  return found;
+}
