@@ -17,6 +17,7 @@
  */
 import { XEN_ERRNO, XenError, type XenErrnoName } from '../errors.ts';
 import { shortBuildId } from '../payload/build-id.ts';
+import { liveCode } from './live-code.ts';
 
 /** Xen's default when the caller passes timeout 0: MILLISECS(30). */
 export const LIVEPATCH_DEFAULT_TIMEOUT_NS = 30_000_000;
@@ -327,6 +328,14 @@ function doReplace(host: Host, name: string, effects: ActionEffects): Host {
     }
     h = revertTail(h, other);
   }
+  // Xen checks the new payload's expectations only now, with every other payload reverted.
+  const expectation = checkExpectations(h, findPayload(h, name)!);
+  if (expectation) {
+    return failed(h, name, {
+      errno: expectation.errno,
+      reason: `${expectation.reason}. SYSTEM MIGHT BE INSECURE: Replace action has been aborted after reverting ALL payloads!`,
+    });
+  }
   if (effects.applyFailure) {
     return failed(h, name, {
       errno: effects.applyFailure.errno,
@@ -484,6 +493,11 @@ export function action(host0: Host, req: ActionRequest, ctx: ActionContext): Out
       if (check.outcome === 'mismatch') {
         return fail(host, 'EINVAL', dependsFailure(check), { payload: name, dependencyCheck: check });
       }
+      // livepatch_check_expectations: in the hypercall, before the work is scheduled (also with NODEPS).
+      const expectation = checkExpectations(host, data);
+      if (expectation) {
+        return fail(host, expectation.errno, expectation.reason, { payload: name, dependencyCheck: check, ...expectation.details });
+      }
       return schedule(host, data, 'apply', timeoutNs, check, ctx);
     }
 
@@ -507,6 +521,53 @@ export function action(host0: Host, req: ActionRequest, ctx: ActionContext): Out
     default:
       return fail(host, 'EOPNOTSUPP', `unknown action "${req.cmd}" (expected apply, revert, replace or unload)`, { payload: name });
   }
+}
+
+/** A refusal of livepatch_check_expectations, with what was compared. */
+interface ExpectationFailure extends PayloadFailure {
+  readonly details: Record<string, unknown>;
+}
+
+function hexBytes(b: Uint8Array): string {
+  return Array.from(b, (x) => x.toString(16).padStart(2, '0')).join('');
+}
+
+/**
+ * livepatch_check_expectations / livepatch_verify_expectation_fn: for each function with an
+ * enabled expectation, in order: old_addr 0 EFAULT, len past data[] EOVERFLOW, reserved bits
+ * EINVAL, old_size < len ERANGE, the first len bytes of the live code at old_addr differ EINVAL.
+ * Live code: the image's bytes with the applied payloads' jumps and NOPs over them.
+ */
+export function checkExpectations(host: Host, data: LoadedPayload): ExpectationFailure | null {
+  for (const f of data.facts.funcs) {
+    const exp = f.expect;
+    if (!exp?.enabled) continue;
+    const fname = f.name ?? f.target;
+    const base = { check: 'expectation', function: fname, target: f.target };
+    const refuse = (errno: XenErrnoName, why: string, details: Record<string, unknown> = {}): ExpectationFailure => ({
+      errno,
+      reason: `${data.name}: expectations of ${fname} failed (rc=-${XEN_ERRNO[errno]}), aborting: ${why}`,
+      details: { ...base, ...details },
+    });
+    if (f.oldAddr === 0n) return refuse('EFAULT', 'old_addr is 0, so there is nothing to expect');
+    if (exp.len > exp.data.length) return refuse('EOVERFLOW', `it expects ${exp.len} bytes, more than the ${exp.data.length} its data holds`);
+    if (exp.rsv !== 0) return refuse('EINVAL', `the expectation's reserved bits are set (rsv=${exp.rsv})`);
+    if (f.oldSize < exp.len) return refuse('ERANGE', `it expects ${exp.len} bytes of a ${f.oldSize}-byte function`);
+    const expected = exp.data.subarray(0, exp.len);
+    const live = liveCode(host, f.oldAddr, exp.len);
+    if (!live) {
+      return refuse('EFAULT', `the emulated image ${host.image.name} has no code at 0x${f.oldAddr.toString(16)} to compare with`, { expected: hexBytes(expected) });
+    }
+    if (hexBytes(live.bytes) !== hexBytes(expected)) {
+      const by = live.patchedBy ? ` (the live code there is patched by ${live.patchedBy})` : '';
+      return {
+        errno: 'EINVAL',
+        reason: `${data.name}: ${fname}: expectation failed: expected:${hexBytes(expected)}, actual:${hexBytes(live.bytes)}${by}`,
+        details: { ...base, expected: hexBytes(expected), actual: hexBytes(live.bytes), patchedBy: live.patchedBy },
+      };
+    }
+  }
+  return null;
 }
 
 /** build_id_dep: against the top of the stack, or the hypervisor when the stack is empty or for REPLACE. */

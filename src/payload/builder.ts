@@ -10,6 +10,7 @@
  *   returns: "Hello World"  ->  lea str(%rip),%rax ; ret   (+ the string in .rodata + R_X86_64_PC32)
  *   returns: 42             ->  mov $42,%eax ; ret
  *   (nothing)               ->  xor %eax,%eax ; ret
+ * and `expect: true` copies the target's first bytes from the image into the entry's expectation.
  *
  * Two layers: `buildPayload(spec)` from a zod-validated spec, and `writeElfObject(object)`, the
  * plain ELF writer underneath (also used by tests to craft malformed files).
@@ -264,8 +265,12 @@ export const PayloadFuncSpecSchema = z.object({
   oldSize: z.number().int().min(0).max(0xffffffff).optional(),
   /** Default: the size of the generated function; for a NOP, all but the old function's `ret`. */
   newSize: z.number().int().min(0).max(0xffffffff).optional(),
-  /** Expected bytes at old_addr (hex, up to 31 bytes): sets expect.enabled/len/data. */
-  expect: z.string().regex(/^([0-9a-fA-F]{2}){1,31}$/).optional(),
+  /**
+   * Xen 4.14+'s expectation: the bytes old_addr must hold when the payload is applied (expect.enabled,
+   * len, data). Hex (up to 31 bytes), or true: the first min(oldSize, 31) bytes of the target in
+   * the image given to buildPayload.
+   */
+  expect: z.union([z.literal(true), z.string().regex(/^([0-9a-fA-F]{2}){1,31}$/)]).optional(),
   /** Override the struct's version byte (default 2, or 1 for xSplice). */
   version: z.number().int().min(0).max(255).optional(),
 });
@@ -329,6 +334,15 @@ const CODE = {
 };
 /** gcc pads functions to 16 bytes with multi-byte NOPs; 0x90 NOPs read the same to objdump. */
 const FUNCTION_ALIGN = 16;
+
+/** expect: true — what the image holds at the target now: the first min(oldSize, 31) bytes. */
+function expectedBytes(image: HypervisorImage | undefined, target: string, oldSize: number, i: number): Uint8Array {
+  const sym = image?.symbols.get(target);
+  if (!image || !sym) throw specError(`funcs.${i}.expect: true reads the bytes of ${target} from the image: build with an image that has it`);
+  const bytes = image.bytesAt(sym.address, Math.min(oldSize, NOP_MAX_SIZE));
+  if (!bytes) throw specError(`funcs.${i}.expect: the image ${image.name} has no code at ${target} (0x${sym.address.toString(16)})`);
+  return bytes;
+}
 
 /** Builds a payload; its build-id is the sha1 of the file with the build-id zeroed (as ld does). */
 export function buildPayload(input: PayloadSpec, options: BuildOptions = {}): Uint8Array {
@@ -433,7 +447,7 @@ export function payloadObject(input: PayloadSpec, options: BuildOptions = {}): E
     funcsData[at + FUNC_FIELD.version] = f.version ?? struct.version;
     if (f.expect) {
       if (format !== 'livepatch') throw specError(`funcs.${i}.expect: expectations exist only in struct version 2`);
-      const data = buildIdFromHex(f.expect);
+      const data = f.expect === true ? expectedBytes(image, f.target, oldSize, i) : buildIdFromHex(f.expect);
       funcsData[at + FUNC_FIELD.expect] = 1 | (data.length << 1);
       funcsData.set(data, at + FUNC_FIELD.expect + 1);
     }

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import { XEN_ERRNO, XenError } from '../../src/errors.ts';
 import { callFunction, functionTable } from '../../src/hypervisor/functions.ts';
 import * as sm from '../../src/hypervisor/state-machine.ts';
-import { HV_BUILD_ID, IMAGE, OTHER_HV_BUILD_ID, bytesOf, fakeChecker, id, type FakeSpec } from './model-payloads.ts';
+import { HV_BUILD_ID, IMAGE, OTHER_HV_BUILD_ID, bytesOf, facts, fakeChecker, id, type FakeSpec } from './model-payloads.ts';
 
 const LIB: Record<string, FakeSpec> = {
   hello: { buildId: id(1), returns: { xen_extra_version: 'Hello World' }, safeToReapply: false, metadata: ['LIVEPATCH_RULEZ'] },
@@ -413,6 +413,115 @@ describe('reboot and crashes', () => {
     expect(h.lastCrash).toEqual({ at: 10, during: 'apply a' });
     expect(sm.isDown(h, 509)).toBe(true);
     expect(sm.isDown(h, 510)).toBe(false);
+  });
+});
+
+describe('expectations at APPLY (Xen 4.14+ livepatch_check_expectations)', () => {
+  // The image's code: xen_minor_version (mov $19,%eax; ret) at +0x10, xen_extra_version (lea; ret) at +0x20.
+  const TEXT = 0xffff82d040200000n;
+  const code = new Uint8Array(0x30).fill(0x90);
+  code.set([0xb8, 0x13, 0, 0, 0, 0xc3], 0x10);
+  code.set([0x48, 0x8d, 0x05, 0xd9, 0x0f, 0, 0, 0xc3], 0x20);
+  const CODE_IMAGE: sm.HostImage = {
+    ...IMAGE,
+    codeAt: (a, n) => (a >= TEXT && a + BigInt(n) <= TEXT + BigInt(code.length) ? code.slice(Number(a - TEXT), Number(a - TEXT) + n) : null),
+  };
+  const EXTRA = 'xen_extra_version';
+  const hexOf = (b: number[]) => Buffer.from(b).toString('hex');
+  const expecting = (data: number[], more: Partial<sm.FuncExpectation> = {}): sm.FuncExpectation => ({
+    enabled: true, len: data.length, rsv: 0, data: Uint8Array.from([...data, ...new Array(31 - data.length).fill(0)]), ...more,
+  });
+  /** Facts of a payload patching xen_extra_version (new code at 0xffff82d040400000) with `expect`. */
+  const LIB: Record<string, sm.PayloadFacts> = {};
+  function define(key: string, spec: FakeSpec, expect: sm.FuncExpectation | null, patch: Partial<sm.PatchedFunction> = {}): void {
+    const f = facts(spec);
+    LIB[key] = { ...f, funcs: f.funcs.map((x) => ({ ...x, expect, ...patch })) };
+  }
+  const ORIGINAL = [0x48, 0x8d, 0x05, 0xd9, 0x0f];
+  // jmp from xen_extra_version (0x...200020) to 0x...400000: rel32 = 0x400000 - 0x200025.
+  const JUMP = [0xe9, 0xdb, 0xff, 0x1f, 0x00];
+  define('plain', { buildId: id(20), returns: { [EXTRA]: 'Hello World' } }, null);
+  define('ok', { buildId: id(21), returns: { [EXTRA]: 'expected' } }, expecting(ORIGINAL));
+  define('whole', { buildId: id(22) }, expecting([0x48, 0x8d, 0x05, 0xd9, 0x0f, 0, 0, 0xc3]));
+  define('bad', { buildId: id(23) }, expecting([0xb8, 0x13, 0, 0, 0]));
+  define('disabled', { buildId: id(24) }, expecting([1, 2, 3], { enabled: false }));
+  define('rsv', { buildId: id(25) }, expecting(ORIGINAL, { rsv: 2 }));
+  define('long', { buildId: id(26) }, expecting([...ORIGINAL, 0, 0, 0xc3, 0x90]));
+  define('zero', { buildId: id(27) }, expecting(ORIGINAL), { oldAddr: 0n });
+  define('onjump', { buildId: id(28), depends: id(20) }, expecting(JUMP));
+  define('baddeps', { buildId: id(29), depends: id(9) }, expecting([0xb8, 0x13, 0, 0, 0]));
+  define('nop', { buildId: id(30), returns: { xen_minor_version: 'x' } }, null, { newAddr: 0n, nop: true, newSize: 5, oldSize: 6 });
+  define('onnop', { buildId: id(31), depends: id(30), returns: { xen_minor_version: 'y' } }, expecting([0x0f, 0x1f, 0x44, 0x00, 0x00, 0xc3]), { oldSize: 6 });
+  const checkX: sm.UploadChecker = ({ bytes }) => LIB[new TextDecoder().decode(bytes)]!;
+  const load = (h: sm.Host, ...keys: string[]) => keys.reduce((x, k) => ok(sm.upload(x, { name: k, bytes: bytesOf(k) }, { now: 0, check: checkX })), h);
+  const host = (...keys: string[]) => load(sm.createHost('host-0000', CODE_IMAGE), ...keys);
+  // 'whole' expects all 8 bytes of the 8-byte xen_extra_version; 'long' expects 9.
+  LIB.long = { ...LIB.long!, funcs: LIB.long!.funcs.map((f) => ({ ...f, oldSize: 8 })) };
+
+  it('applies when the live code holds the expected bytes (or the expectation is disabled)', () => {
+    for (const key of ['ok', 'whole', 'disabled']) {
+      const h = run(host(key), key, 'apply');
+      expect(status(h, key)).toMatchObject({ state: 'APPLIED', rc: 0 });
+    }
+  });
+
+  it('refuses synchronously with EINVAL and Xen\'s console line when they differ; the payload stays CHECKED, rc untouched', () => {
+    const h = host('bad');
+    const e = refused(sm.action(h, { name: 'bad', cmd: 'apply' }, { now: 0, effects: () => { throw new Error('no work may be scheduled'); } }), 'EINVAL');
+    expect(e.message).toBe(`bad: ${EXTRA}: expectation failed: expected:b813000000, actual:${hexOf(ORIGINAL)}`);
+    expect(e.details).toMatchObject({ payload: 'bad', check: 'expectation', function: EXTRA, expected: 'b813000000', actual: hexOf(ORIGINAL), patchedBy: null });
+    expect(e.details.dependencyCheck).toMatchObject({ outcome: 'satisfied' });
+    expect(status(h, 'bad')).toEqual({ name: 'bad', state: 'CHECKED', rc: 0, reason: null });
+    expect(h.pending).toBeNull();
+  });
+
+  it('checks depends first; APPLY_NODEPS still checks expectations', () => {
+    const h = host('baddeps');
+    refused(sm.action(h, { name: 'baddeps', cmd: 'apply' }, { now: 0 }), 'EINVAL', /check against hypervisor build-id failed/);
+    const e = refused(sm.action(h, { name: 'baddeps', cmd: 'apply', nodeps: true }, { now: 0 }), 'EINVAL', /expectation failed/);
+    expect(e.details.dependencyCheck).toMatchObject({ outcome: 'skipped' });
+  });
+
+  it('old_addr 0: EFAULT; reserved bits: EINVAL; more bytes than the function: ERANGE', () => {
+    refused(sm.action(host('zero'), { name: 'zero', cmd: 'apply' }, { now: 0 }), 'EFAULT', /^zero: expectations of xen_extra_version failed \(rc=-14\), aborting: old_addr is 0/);
+    refused(sm.action(host('rsv'), { name: 'rsv', cmd: 'apply' }, { now: 0 }), 'EINVAL', /reserved bits .* \(rsv=2\)/);
+    refused(sm.action(host('long'), { name: 'long', cmd: 'apply' }, { now: 0 }), 'ERANGE', /\(rc=-34\).*expects 9 bytes of a 8-byte function/);
+  });
+
+  it('an image without code cannot satisfy an enabled expectation: EFAULT', () => {
+    const h = ok(sm.upload(sm.createHost('h', IMAGE), { name: 'ok', bytes: bytesOf('ok') }, { now: 0, check: checkX }));
+    refused(sm.action(h, { name: 'ok', cmd: 'apply' }, { now: 0 }), 'EFAULT', /has no code at 0xffff82d040200020 to compare with/);
+  });
+
+  it('on a stack, the live code is the jump the payload below wrote', () => {
+    let h = run(host('plain', 'ok', 'onjump'), 'plain', 'apply');
+    const e = refused(sm.action(h, { name: 'ok', cmd: 'apply', nodeps: true }, { now: 0 }), 'EINVAL');
+    expect(e.message).toBe(`ok: ${EXTRA}: expectation failed: expected:${hexOf(ORIGINAL)}, actual:${hexOf(JUMP)} (the live code there is patched by plain)`);
+    h = run(h, 'onjump', 'apply');
+    expect(stack(h)).toEqual(['plain', 'onjump']);
+    // Reverted: the original bytes are back.
+    h = run(run(h, 'onjump', 'revert'), 'plain', 'revert');
+    expect(stack(run(h, 'ok', 'apply'))).toEqual(['ok']);
+  });
+
+  it('a NOP entry leaves NOPs (Xen\'s P6 NOP) over the start of the function', () => {
+    const h = run(run(host('nop', 'onnop'), 'nop', 'apply'), 'onnop', 'apply');
+    expect(stack(h)).toEqual(['nop', 'onnop']);
+  });
+
+  it('REPLACE checks them after reverting the whole stack: the original bytes, and a failure leaves the host unpatched', () => {
+    let h = run(host('plain', 'ok', 'bad'), 'plain', 'apply');
+    const replaced = run(h, 'ok', 'replace');
+    expect(stack(replaced)).toEqual(['ok']);
+    h = run(h, 'bad', 'replace');
+    expect(stack(h)).toEqual([]);
+    expect(status(h, 'plain')).toMatchObject({ state: 'CHECKED', rc: 0 });
+    expect(status(h, 'bad')).toEqual({
+      name: 'bad',
+      state: 'CHECKED',
+      rc: -EINVAL,
+      reason: `bad: ${EXTRA}: expectation failed: expected:b813000000, actual:${hexOf(ORIGINAL)}. SYSTEM MIGHT BE INSECURE: Replace action has been aborted after reverting ALL payloads!`,
+    });
   });
 });
 

@@ -7,7 +7,11 @@ import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { XenError } from '../../src/errors.ts';
 import { cachingChecker, loadImageFile, payloadLibraryChecker } from '../../src/hypervisor/payload-adapter.ts';
+import { callFunction } from '../../src/hypervisor/functions.ts';
 import * as sm from '../../src/hypervisor/state-machine.ts';
+import { buildPayload } from '../../src/payload/builder.ts';
+import type { HypervisorImage } from '../../src/payload/image.ts';
+import { buildCodegenFixtures, type CodegenFixtures } from '../fixtures/codegen.ts';
 import { buildFixtures, type Fixtures } from '../fixtures/toolchain.ts';
 import { startTestFleet, type TestFleet } from './fleet-helpers.ts';
 
@@ -120,5 +124,84 @@ describe('the memoised upload check', () => {
     const bad = [0, 1].map(() => sm.upload(hosts[0]!, { name: 'x', bytes: bytes.noXenBuildId! }, { now: 0, check }));
     expect(bad.map((o) => (o.ok ? null : o.error.errnoName))).toEqual(['EINVAL', 'EINVAL']);
     expect(calls).toBe(3);
+  });
+});
+
+describe("Xen's expect check at APPLY, with gcc-built payloads (test/fixtures/codegen.ts)", () => {
+  let cg: CodegenFixtures;
+  let image: sm.HostImage;
+  const load = async (h: sm.Host, ...files: { name: string; path: string }[]) => {
+    for (const f of files) {
+      const r = sm.upload(h, { name: f.name, bytes: await readFile(f.path) }, { now: 0, check: payloadLibraryChecker });
+      if (!r.ok) throw r.error;
+      h = r.host;
+    }
+    return h;
+  };
+  const act = (h: sm.Host, name: string, cmd: sm.ActionCmd, nodeps = false) => sm.action(h, { name, cmd, nodeps }, { now: 0 });
+  const done = (o: sm.Outcome<sm.ActionValue>) => {
+    if (!o.ok) throw o.error;
+    return sm.settle(o.host, 1);
+  };
+  const extra = (h: sm.Host) => {
+    const r = callFunction(h, 'xen_extra_version', 1);
+    return r.ok ? r.value.result : r.error;
+  };
+
+  beforeAll(async () => {
+    cg = await buildCodegenFixtures();
+    image = await loadImageFile(cg.host.path);
+  }, 180_000);
+
+  it('a payload expecting the bytes objcopy read from the image applies', async () => {
+    const h = done(act(await load(sm.createHost('h', image), cg.expect.ok), 'xen_expect_ok', 'apply'));
+    expect(sm.getStatus(h, 'xen_expect_ok', 1)).toMatchObject({ ok: true, value: { state: 'APPLIED', rc: 0 } });
+    expect(extra(h)).toEqual({ kind: 'string', value: 'Hello World' });
+  });
+
+  it('a payload expecting other bytes is refused: EINVAL, with both byte strings; it stays CHECKED with rc 0', async () => {
+    const h = await load(sm.createHost('h', image), cg.expect.bad);
+    const r = act(h, 'xen_expect_bad', 'apply');
+    expect(r.ok).toBe(false);
+    if (r.ok) return;
+    expect(r.error.errnoName).toBe('EINVAL');
+    expect(r.error.message).toBe(`xen_expect_bad: xen_extra_version: expectation failed: expected:${cg.expect.badBytes}, actual:${cg.expect.okBytes}`);
+    expect(sm.getStatus(r.host, 'xen_expect_bad', 0)).toMatchObject({ ok: true, value: { state: 'CHECKED', rc: 0, reason: null } });
+    expect(extra(r.host)).toEqual({ kind: 'string', value: '-unstable' });
+  });
+
+  it('on top of an applied payload the live code is its jump: refused even with APPLY_NODEPS; REPLACE reverts it first and applies', async () => {
+    // The payload below is built by fleetpatch (its symbols do not clash with the gcc ones).
+    const below = { name: 'below', bytes: buildPayload({ name: 'below', funcs: [{ target: 'xen_extra_version', returns: 'below' }] }, { image: image.source as HypervisorImage }) };
+    const withBelow = async (top: { name: string; path: string }) => {
+      const up = sm.upload(sm.createHost('h', image), below, { now: 0, check: payloadLibraryChecker });
+      if (!up.ok) throw up.error;
+      return done(act(await load(up.host, top), 'below', 'apply'));
+    };
+    let h = await withBelow(cg.expect.ok);
+    expect(extra(h)).toEqual({ kind: 'string', value: 'below' });
+    const r = act(h, 'xen_expect_ok', 'apply', true);
+    expect(r.ok ? null : r.error.message).toMatch(new RegExp(`^xen_expect_ok: xen_extra_version: expectation failed: expected:${cg.expect.okBytes}, actual:e9[0-9a-f]{8}${cg.expect.okBytes.slice(10)} \\(the live code there is patched by below\\)$`));
+    const replaced = done(act(h, 'xen_expect_ok', 'replace'));
+    expect(replaced.stack).toEqual(['xen_expect_ok']);
+    expect(extra(replaced)).toEqual({ kind: 'string', value: 'Hello World' });
+    // A failing expectation at REPLACE: every payload already reverted, the host unpatched.
+    h = done(act(await withBelow(cg.expect.bad), 'xen_expect_bad', 'replace'));
+    expect(h.stack).toEqual([]);
+    expect(sm.getStatus(h, 'xen_expect_bad', 1)).toMatchObject({ ok: true, value: { state: 'CHECKED', rc: -22, reason: expect.stringMatching(/expectation failed.*SYSTEM MIGHT BE INSECURE/) } });
+    expect(sm.getStatus(h, 'below', 1)).toMatchObject({ ok: true, value: { state: 'CHECKED', rc: 0 } });
+    expect(extra(h)).toEqual({ kind: 'string', value: '-unstable' });
+  });
+
+  it('the builder fills an expectation from the image (expect: true), and it is checked the same way', async () => {
+    const hv = image.source as HypervisorImage;
+    const bytes = buildPayload({ name: 'built', funcs: [{ target: 'xen_extra_version', returns: 'built', expect: true }] }, { image: hv });
+    let h = sm.createHost('h', image);
+    const up = sm.upload(h, { name: 'built', bytes }, { now: 0, check: payloadLibraryChecker });
+    if (!up.ok) throw up.error;
+    h = done(act(up.host, 'built', 'apply'));
+    expect(extra(h)).toEqual({ kind: 'string', value: 'built' });
+    const facts = h.payloads[0]!.facts.funcs[0]!;
+    expect(Buffer.from(facts.expect!.data.subarray(0, facts.expect!.len)).toString('hex')).toBe(cg.expect.okBytes);
   });
 });
