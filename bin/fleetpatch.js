@@ -4,5 +4,13 @@
 import { register } from 'tsx/esm/api';
 
 register();
-const { main } = await import('../src/cli/main.ts');
+const { main, reportError } = await import('../src/cli/main.ts');
+// An error that escapes every command (a rejected promise nobody awaited, a throw in a callback)
+// is still reported in one line through the catalogue, never as Node's stack trace.
+const last = (e) => {
+  process.exitCode = reportError(e, { out: (l) => process.stdout.write(`${l}\n`), err: (l) => process.stderr.write(`${l}\n`), isTTY: false });
+  process.exit();
+};
+process.on('uncaughtException', last);
+process.on('unhandledRejection', last);
 process.exitCode = await main(process.argv.slice(2));

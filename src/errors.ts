@@ -102,6 +102,12 @@ export const FLEETPATCH_CATALOGUE = {
   PLAN_INVALID: { summary: 'the rollout plan is invalid', httpStatus: 400, retryable: false },
   ROLLOUT_NOT_FOUND: { summary: 'no rollout with that id', httpStatus: 404, retryable: false },
   ROLLOUT_STATE: { summary: 'the rollout is not in a state that allows this', httpStatus: 409, retryable: false },
+  FILE_ERROR: { summary: 'a file exists but cannot be read or written (permissions, I/O error); details.errno says why', httpStatus: 500, retryable: false },
+  FILE_TOO_LARGE: { summary: 'a file is larger than fleetpatch reads for its kind (payloads: 2 MiB, like Xen; plans: 1 MiB)', httpStatus: 413, retryable: false },
+  PAYLOAD_TAMPERED: { summary: 'stored payload bytes do not match the digest recorded, hash-chained, when they were stored', httpStatus: 409, retryable: false },
+  STREAM_NOT_FOUND: { summary: 'no event stream with that name', httpStatus: 404, retryable: false },
+  NO_WORKER: { summary: 'no fleetpatch worker polls the task queue, so a running rollout cannot answer', httpStatus: 503, retryable: true },
+  INTERNAL: { summary: 'an error fleetpatch did not expect: a bug (LOG_LEVEL=debug shows its stack)', httpStatus: 500, retryable: false },
 } as const satisfies Record<string, CatalogueEntry>;
 
 /** Xen errnos as catalogue entries: which ones a later retry can cure. */
@@ -177,4 +183,97 @@ export class XenError extends FleetpatchError {
 
 export function isFleetpatchError(e: unknown): e is FleetpatchError {
   return e instanceof FleetpatchError;
+}
+
+/**
+ * Exit codes of the `fleetpatch` command, the same for every subcommand (docs/runtime.md).
+ * `hv` keeps xen-livepatch's own (0, 1, and 2 for EAGAIN/EBUSY).
+ */
+export const EXIT_CODES = {
+  /** Done; for `audit verify` and `audit replay`: nothing broken, no drift. */
+  OK: 0,
+  /** The command ran and failed or found a problem: a refusal, something not found, a broken chain, drift. */
+  FAILED: 1,
+  /** The command line is wrong (USAGE): an unknown option, a missing or wrong argument, a missing file. */
+  USAGE: 2,
+  /** A bug: an error fleetpatch did not expect (INTERNAL). */
+  INTERNAL: 70,
+  /** Interrupted (Ctrl-C) before it finished. */
+  INTERRUPTED: 130,
+} as const;
+
+/** The exit code an error of this code ends the command with. */
+export function exitCodeFor(code: ErrorCode): number {
+  return code === 'USAGE' ? EXIT_CODES.USAGE : code === 'INTERNAL' ? EXIT_CODES.INTERNAL : EXIT_CODES.FAILED;
+}
+
+/**
+ * Passwords in URLs (postgres://user:secret@host, also with "@" or ":" inside the password) and
+ * `password=` parameters become `***`, wherever they appear in a text.
+ */
+export function maskSecrets(text: string): string {
+  return text
+    .replace(/([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:]*:)[^\s/?#]*@/gi, '$1***@')
+    .replace(/([?&;\s]password=)[^&;\s]*/gi, '$1***');
+}
+
+/** Node's errnos for a path that is not there or not a file (a usage error), as words. */
+const NOT_A_FILE: Record<string, string> = {
+  ENOENT: 'no such file or directory',
+  ENOTDIR: 'a component of the path is not a directory',
+  ELOOP: 'too many levels of symbolic links (a symlink loop)',
+  EISDIR: 'it is a directory',
+  ENAMETOOLONG: 'the file name is too long',
+};
+
+/** Temporal client errors, by the name their classes carry, as catalogue codes. */
+const TEMPORAL_ERRORS: Record<string, ErrorCode> = {
+  WorkflowNotFoundError: 'ROLLOUT_NOT_FOUND',
+  NamespaceNotFoundError: 'TEMPORAL_UNAVAILABLE',
+  WorkflowUpdateFailedError: 'ROLLOUT_STATE',
+  WorkflowFailedError: 'ROLLOUT_STATE',
+  WorkflowExecutionAlreadyStartedError: 'ROLLOUT_STATE',
+  WorkflowUpdateRPCTimeoutOrCancelledError: 'TEMPORAL_UNAVAILABLE',
+  QueryRejectedError: 'ROLLOUT_STATE',
+  QueryNotRegisteredError: 'ROLLOUT_STATE',
+  ServiceError: 'TEMPORAL_UNAVAILABLE',
+  TransportError: 'TEMPORAL_UNAVAILABLE',
+};
+
+function oneLine(text: string): string {
+  return maskSecrets(text).replace(/\s*\n\s*/g, '; ').trim();
+}
+
+/**
+ * Any error as a catalogue error: fleetpatch's own as they are, Node's file errors as USAGE
+ * (not there, not a file) or FILE_ERROR (with the errno), Temporal client and PostgreSQL errors
+ * by their kind, and anything else as INTERNAL. The CLI reports every error through this, so no
+ * command can end with something that is not in the catalogue.
+ */
+export function toCatalogued(e: unknown): FleetpatchError {
+  if (e instanceof FleetpatchError) return e;
+  if (!(e instanceof Error)) return new FleetpatchError('INTERNAL', `internal error: ${oneLine(String(e))}`);
+  const err = e as NodeJS.ErrnoException & { severity?: unknown; cause?: unknown };
+  if (typeof err.code === 'string' && typeof err.syscall === 'string') {
+    const where = err.path ? ` ${err.path}` : '';
+    const notAFile = NOT_A_FILE[err.code];
+    if (notAFile && err.path) return new FleetpatchError('USAGE', `${err.path}: ${notAFile}`, { errno: err.code, path: err.path }, { cause: e });
+    if (err.code === 'ECONNREFUSED' || err.code === 'ECONNRESET' || err.code === 'ETIMEDOUT' || err.code === 'EHOSTUNREACH') {
+      return new FleetpatchError('HOST_UNREACHABLE', `${err.syscall}${where}: ${err.code}`, { errno: err.code }, { cause: e });
+    }
+    if (err.code === 'EADDRINUSE' || err.code === 'EADDRNOTAVAIL') return new FleetpatchError('USAGE', oneLine(err.message), { errno: err.code }, { cause: e });
+    return new FleetpatchError('FILE_ERROR', `${err.syscall}${where}: ${err.code}: ${oneLine(err.message.replace(/^[A-Z]+: /, ''))}`, { errno: err.code, ...(err.path ? { path: err.path } : {}) }, { cause: e });
+  }
+  const temporal = TEMPORAL_ERRORS[err.name];
+  if (temporal) {
+    const cause = err.cause instanceof Error && err.cause.message ? `: ${err.cause.message}` : '';
+    return new FleetpatchError(temporal, oneLine(`${err.message}${cause}`), {}, { cause: e });
+  }
+  // node-postgres: a server error has a severity and a five-character SQLSTATE.
+  if (typeof err.severity === 'string' && typeof err.code === 'string' && /^[0-9A-Z]{5}$/.test(err.code)) {
+    const code: ErrorCode = err.code.startsWith('08') || err.code.startsWith('57P') ? 'DATABASE_UNAVAILABLE' : 'INTERNAL';
+    return new FleetpatchError(code, oneLine(`PostgreSQL ${err.code}: ${err.message}`), { sqlstate: err.code }, { cause: e });
+  }
+  // Only the first line: the rest of an unexpected message is often a stack or a dump.
+  return new FleetpatchError('INTERNAL', `internal error: ${err.name}: ${oneLine(err.message.split('\n')[0] ?? '')}`, {}, { cause: e });
 }

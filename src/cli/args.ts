@@ -22,3 +22,30 @@ export function requirePositional(positionals: string[], index: number, what: st
   if (value === undefined || value === '') throw new FleetpatchError('USAGE', `${command}: missing ${what}`);
   return value;
 }
+
+/**
+ * A whole number given as an option, within [min, max]; undefined when the option is absent.
+ * Digits only (no sign, exponent, hex or spaces), so "1e3", "0x10" and " 5" are refused, and
+ * the bounds keep it exact (below 2^53) and within what the command can use.
+ */
+export function boundedInteger(value: string | undefined, flag: string, min: number, max: number, command: string): number | undefined {
+  if (value === undefined) return undefined;
+  const n = /^\d{1,16}$/.test(value) ? Number(value) : NaN;
+  if (!(n >= min && n <= max)) throw new FleetpatchError('USAGE', `${command}: ${flag} must be a whole number from ${min} to ${max}, not "${value.slice(0, 40)}"`);
+  return n;
+}
+
+/** A text option of at most `max` characters (what the event catalogue records). */
+export function boundedText(value: string | undefined, flag: string, max: number, command: string): string | undefined {
+  if (value === undefined) return undefined;
+  if (value.length > max) throw new FleetpatchError('USAGE', `${command}: ${flag} is ${value.length} characters long; at most ${max} are recorded`);
+  return value;
+}
+
+/** An ISO 8601 instant (2025-03-01T10:00:00Z), as the store reads it. */
+export function isoInstant(value: string | undefined, flag: string, command: string): string | undefined {
+  if (value === undefined) return undefined;
+  const ms = /^\d{4}-\d{2}-\d{2}/.test(value) ? Date.parse(value) : NaN;
+  if (!Number.isFinite(ms)) throw new FleetpatchError('USAGE', `${command}: ${flag} must be an ISO 8601 time such as 2025-03-01T10:00:00Z, not "${value.slice(0, 40)}"`);
+  return value;
+}

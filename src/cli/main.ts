@@ -2,7 +2,7 @@
  * The `fleetpatch` command: a thin dispatcher. Each sub-command lives in its own module and is
  * imported only when used, so `fleetpatch payload inspect` does not pay for loading Temporal.
  */
-import { isFleetpatchError } from '../errors.ts';
+import { EXIT_CODES, FleetpatchError, exitCodeFor, maskSecrets, toCatalogued } from '../errors.ts';
 import { processIO, type CliIO, type Command } from './io.ts';
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
@@ -26,31 +26,56 @@ function usage(io: CliIO): void {
 }
 
 export async function main(argv: string[], io: CliIO = processIO): Promise<number> {
-  const [name, ...rest] = argv;
-  if (!name || name === '--help' || name === '-h' || name === 'help') {
-    usage(io);
-    return name ? 0 : 2;
-  }
-  const entry = COMMANDS[name];
-  if (!entry) {
-    io.err(`fleetpatch: unknown command "${name}"`);
-    usage(io);
-    return 2;
-  }
+  // Every way a command can end goes through here: a return, or an error reported in one line
+  // through the catalogue. Nothing a command throws reaches Node's default handler.
   try {
+    const [name, ...rest] = argv;
+    if (!name || name === '--help' || name === '-h' || name === 'help') {
+      usage(io);
+      if (!name) throw new FleetpatchError('USAGE', 'missing command (see the list above)');
+      return EXIT_CODES.OK;
+    }
+    const entry = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
+    if (!entry) {
+      // The list helps a person; a program that asked for --json gets nothing on stdout.
+      if (!argv.includes('--json')) usage(io);
+      throw new FleetpatchError('USAGE', `unknown command "${name}"`);
+    }
     const command = await entry.load();
     return await command(rest, io);
   } catch (e) {
-    return reportError(e, io);
+    return reportError(e, io, { json: argv.includes('--json') });
   }
 }
 
-/** One clear line for errors we raised on purpose; a stack trace only for genuine bugs. */
-export function reportError(e: unknown, io: CliIO): number {
-  if (isFleetpatchError(e)) {
-    io.err(`fleetpatch: ${e.code}: ${e.message}`);
-    return e.code === 'USAGE' ? 2 : 1;
+/**
+ * One line on stderr, `fleetpatch: CODE: message`, for every error: fleetpatch's own and any other
+ * (mapped by toCatalogued; an unexpected one is INTERNAL). Passwords in URLs are masked. The stack
+ * of an INTERNAL error is printed only at LOG_LEVEL=debug or trace. With --json, an error other
+ * than USAGE is also written to stdout as `{"ok":false,"error":{code,message,details}}`; a usage
+ * error writes nothing on stdout. Returns the exit code (EXIT_CODES).
+ */
+export function reportError(e: unknown, io: CliIO, opts: { json?: boolean } = {}): number {
+  const err = toCatalogued(e);
+  const message = maskSecrets(err.message).replace(/\s*\n\s*/g, '; ');
+  io.err(`fleetpatch: ${err.code}: ${message}`);
+  if (err.code === 'INTERNAL' && /^(debug|trace)$/.test(process.env.LOG_LEVEL ?? '')) {
+    const original = (err as Error & { cause?: unknown }).cause;
+    const stack = original instanceof Error ? original.stack : err.stack;
+    if (stack) io.err(maskSecrets(stack));
   }
-  io.err(`fleetpatch: internal error: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
-  return 1;
+  if (opts.json && err.code !== 'USAGE') {
+    io.out(JSON.stringify({ ok: false, error: { code: err.code, message, details: publicDetails(err.details) } }));
+  }
+  return exitCodeFor(err.code);
+}
+
+/** Details fit for output: no secrets, no nested causes. */
+function publicDetails(details: Readonly<Record<string, unknown>>): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(details)) {
+    if (/token|authorization|password|secret|privateKey/i.test(k) || v instanceof Error) continue;
+    out[k] = typeof v === 'string' ? maskSecrets(v) : v;
+  }
+  return out;
 }

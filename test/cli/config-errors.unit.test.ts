@@ -26,7 +26,13 @@ describe('the fleetpatch command with a wrong setting', () => {
   it('refuses an unknown command with usage and exit 2', async () => {
     const r = await fleetpatch(['frobnicate'], {});
     expect(r.code).toBe(2);
-    expect(r.stderr).toContain('unknown command "frobnicate"');
+    expect(r.stderr).toBe('fleetpatch: USAGE: unknown command "frobnicate"\n');
     expect(r.stdout).toContain('Commands:');
+  });
+
+  it('names a password-bearing DATABASE_URL without its password', async () => {
+    const r = await fleetpatch(['audit', 'verify'], { DATABASE_URL: 'postgres://user:secret@:5432/x' });
+    expect(r.code).toBe(1);
+    expect(r.stderr).toBe('fleetpatch: CONFIG_INVALID: DATABASE_URL="postgres://user:***@:5432/x": must be a URL like postgres://user@host:5432/database (with :password after the user if it needs one)\n');
   });
 });
