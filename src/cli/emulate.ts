@@ -13,6 +13,7 @@ import { loadConfig } from '../runtime/config.ts';
 import { createLogger } from '../runtime/logger.ts';
 import { Shutdown } from '../runtime/shutdown.ts';
 import { parseCommandArgs } from './args.ts';
+import { checkInputFile } from '../runtime/files.ts';
 import type { CliIO, Command } from './io.ts';
 
 const DEFAULT_PORT = 9400;
@@ -77,6 +78,10 @@ export const emulateCommand: Command = async (args, io) => {
       throw new FleetpatchError('USAGE', `emulate: --public-url must be a URL like http://fleet:9400 (got "${values['public-url']}")`);
     }
   }
+
+  // Files first, without reading them: a FIFO or /dev/zero given as an image is refused, not read.
+  for (const image of images ?? []) await checkInputFile(image, 'image');
+  if (values.faults) await checkInputFile(path.resolve(values.faults), 'faults');
 
   const config = loadConfig();
   const logger = createLogger(config.logLevel);

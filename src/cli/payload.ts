@@ -3,7 +3,7 @@
  *
  * Xen refusals print as `EINVAL (22): <reason>` (the sentence Xen keeps on its console) and exit 1.
  */
-import { readFile, writeFile, chmod } from 'node:fs/promises';
+import { writeFile, chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { FleetpatchError, XenError } from '../errors.ts';
@@ -14,6 +14,7 @@ import {
 } from '../payload/index.ts';
 import { parseCommandArgs, requirePositional } from './args.ts';
 import type { CliIO, Command } from './io.ts';
+import { readInputFile, type FileKind } from '../runtime/files.ts';
 
 const USAGE = `Usage: fleetpatch payload <command>
 
@@ -29,15 +30,14 @@ Commands:
   verify <file> --trust <file.pub>... [--sig <file.sig>]
                                           check a signature against trusted public keys`;
 
-async function readBytes(file: string, what: string): Promise<Uint8Array> {
-  try {
-    return new Uint8Array(await readFile(file));
-  } catch (e) {
-    throw new FleetpatchError('USAGE', `cannot read ${what} ${file}: ${(e as Error).message}`);
-  }
+const KIND = { payload: 'payload', 'hypervisor image': 'image', spec: 'spec', 'signing key': 'key', 'public key': 'key', signature: 'signature' } as const satisfies Record<string, FileKind>;
+
+/** A file named on the command line: stat first, regular files only, bounded by its kind (files.ts). */
+async function readBytes(file: string, what: keyof typeof KIND): Promise<Uint8Array> {
+  return readInputFile(file, KIND[what]);
 }
 
-async function readText(file: string, what: string): Promise<string> {
+async function readText(file: string, what: keyof typeof KIND): Promise<string> {
   return new TextDecoder().decode(await readBytes(file, what));
 }
 
@@ -280,13 +280,10 @@ export const payloadCommand: Command = async (args, io) => {
   const [sub, ...rest] = args;
   if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
     io.out(USAGE);
-    return sub ? 0 : 2;
+    if (!sub) throw new FleetpatchError('USAGE', 'payload: missing command (inspect, check, build, keygen, sign, verify)');
+    return 0;
   }
-  const command = SUBCOMMANDS[sub];
-  if (!command) {
-    io.err(`fleetpatch payload: unknown command "${sub}"`);
-    io.err(USAGE);
-    return 2;
-  }
+  const command = Object.hasOwn(SUBCOMMANDS, sub) ? SUBCOMMANDS[sub] : undefined;
+  if (!command) throw new FleetpatchError('USAGE', `payload: unknown command "${sub}" (inspect, check, build, keygen, sign, verify)`);
   return command(rest, io);
 };

@@ -23,11 +23,11 @@
  *       hosts: [host-0003]
  *       afterRequests: 5
  */
-import { readFile } from 'node:fs/promises';
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { FleetpatchError, XEN_ERRNO, type XenErrnoName } from '../errors.ts';
 import type { ActionCmd, ActionEffects, PayloadFailure } from './state-machine.ts';
+import { readInputText } from '../runtime/files.ts';
 
 // ---------------------------------------------------------------------------------------------
 // Seeded PRNG
@@ -67,7 +67,9 @@ export function draw(seed: number, ...key: (string | number)[]): number {
 // ---------------------------------------------------------------------------------------------
 // Schema
 
-const ms = z.number().finite().nonnegative();
+/** Every delay is finite and at most a day (timers cannot hold longer; a longer fault is a bug). */
+export const MAX_FAULT_MS = 86_400_000;
+const ms = z.number().finite().nonnegative().max(MAX_FAULT_MS);
 const errnoName = z.enum(Object.keys(XEN_ERRNO) as [XenErrnoName, ...XenErrnoName[]]);
 
 /** Which hosts a rule concerns, and when it fires. Absent selectors match every host. */
@@ -143,11 +145,12 @@ export function parseFaults(input: unknown, source = 'faults'): Faults {
 
 /** Reads a faults file (YAML or JSON). */
 export async function loadFaultsFile(file: string): Promise<Faults> {
+  // A regular file of at most 1 MiB (runtime/files.ts): a FIFO or /dev/zero is refused, not read.
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    text = await readInputText(file, 'faults');
   } catch (e) {
-    throw new FleetpatchError('FAULTS_INVALID', `cannot read the faults file ${file}: ${(e as Error).message}`, { file });
+    throw new FleetpatchError('FAULTS_INVALID', `cannot read the faults file: ${(e as Error).message}`, { file });
   }
   let doc: unknown;
   try {

@@ -7,7 +7,8 @@
  *     images: [{ name, buildId }],
  *     hosts: [{ id, token, labels: { region, rack, ... }, buildId, image }] }
  */
-import { mkdir, readFile, rename, writeFile } from 'node:fs/promises';
+import { mkdir, rename, writeFile } from 'node:fs/promises';
+import { readInputText } from '../runtime/files.ts';
 import path from 'node:path';
 import { z } from 'zod';
 import { FleetpatchError } from '../errors.ts';
@@ -58,12 +59,14 @@ export function parseFleetFile(doc: unknown, source = 'fleet file'): FleetFile {
 export async function readFleetFile(file: string = defaultFleetFilePath()): Promise<FleetFile> {
   let text: string;
   try {
-    text = await readFile(file, 'utf8');
+    // A regular file of bounded size (runtime/files.ts): a FIFO or /dev/zero is refused, not read.
+    text = await readInputText(file, 'fleet');
   } catch (e) {
-    const missing = (e as NodeJS.ErrnoException).code === 'ENOENT';
+    const err = e as FleetpatchError;
+    const missing = err.details?.errno === 'ENOENT';
     throw new FleetpatchError(
       'FLEET_FILE_INVALID',
-      missing ? `no fleet file at ${file}: start a fleet with \`fleetpatch emulate --hosts N\` or pass --fleet-file` : `cannot read the fleet file ${file}: ${(e as Error).message}`,
+      missing ? `no fleet file at ${file}: start a fleet with \`fleetpatch emulate --hosts N\` or pass --fleet-file` : `cannot read the fleet file ${file}: ${err.message}`,
       { file },
     );
   }
