@@ -4,13 +4,17 @@
  */
 import path from 'node:path';
 import { z } from 'zod';
-import { FleetpatchError } from '../errors.ts';
+import { FleetpatchError, maskSecrets } from '../errors.ts';
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
 const hostPort = z
   .string()
-  .regex(/^[A-Za-z0-9.\-_[\]:]+:\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:7233');
+  .regex(/^(?:[A-Za-z0-9.\-_]+|\[[0-9A-Fa-f:.]+\]):\d{1,5}$/, 'must be host:port, e.g. 127.0.0.1:7233 or [::1]:7233')
+  .refine((v) => {
+    const port = Number(v.slice(v.lastIndexOf(':') + 1));
+    return port >= 1 && port <= 65535;
+  }, 'the port must be a number from 1 to 65535');
 
 const postgresUrl = z
   .string()
@@ -21,25 +25,32 @@ const postgresUrl = z
     } catch {
       return false;
     }
-  }, 'must be a URL like postgres://user:password@host:5432/database');
+  }, 'must be a URL like postgres://user@host:5432/database (with :password after the user if it needs one)');
 
-const port = z.coerce.number().int().min(0).max(65535);
+/** A port as decimal digits only: "0x1F91", " " or "1e3" are refused, not read as numbers. */
+const port = z
+  .string()
+  .regex(/^\d{1,5}$/, 'must be a port number from 0 to 65535, in decimal digits')
+  .transform(Number)
+  .refine((n) => n <= 65535, 'must be a port number from 0 to 65535');
 
 export const ConfigSchema = z.object({
   TEMPORAL_ADDRESS: hostPort.optional(),
   TEMPORAL_NAMESPACE: z.string().min(1).default('default'),
   TEMPORAL_TASK_QUEUE: z.string().min(1).default('fleetpatch'),
   /** Port of the local dev server when fleetpatch starts one (0 = any free port). */
-  TEMPORAL_PORT: port.default(7233),
-  TEMPORAL_UI_PORT: port.default(8233),
+  TEMPORAL_PORT: port.optional(),
+  TEMPORAL_UI_PORT: port.optional(),
   /** An existing `temporal` binary; otherwise PATH, then .tools/bin, then a build from source. */
   TEMPORAL_CLI: z.string().min(1).optional(),
   DATABASE_URL: postgresUrl.optional(),
   /** Port of the embedded PostgreSQL when fleetpatch starts one (0 = any free port). */
-  FLEETPATCH_PG_PORT: port.default(54329),
+  FLEETPATCH_PG_PORT: port.optional(),
   FLEETPATCH_DATA_DIR: z.string().min(1).default('.fleetpatch'),
   /** The emulated (or real) fleet's file; default <data dir>/fleet.json. */
   FLEETPATCH_FLEET_FILE: z.string().min(1).optional(),
+  /** A public key file, or a directory of *.pub files, that payload signatures must verify against. */
+  FLEETPATCH_TRUSTED_KEYS: z.string().min(1).optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
 });
 
@@ -52,6 +63,8 @@ export interface Config {
   dataDir: string;
   /** Absolute path of the fleet file activities and commands use. */
   fleetFile: string;
+  /** Where the trusted public keys are (a .pub file or a directory); `explicit`: named by the environment. */
+  trustedKeys: { path: string; explicit: boolean };
   logLevel: (typeof LOG_LEVELS)[number];
 }
 
@@ -64,9 +77,10 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const problems = parsed.error.issues.map((i) => {
       const key = String(i.path[0] ?? 'environment');
       const value = present[key];
-      return `${key}=${value === undefined ? '(unset)' : JSON.stringify(value)}: ${i.message}`;
+      // A value may hold a password (DATABASE_URL): it is masked before it is shown anywhere.
+      return `${key}=${value === undefined ? '(unset)' : maskSecrets(JSON.stringify(value))}: ${i.message}`;
     });
-    throw new FleetpatchError('CONFIG_INVALID', problems.join('; '), { issues: parsed.error.issues });
+    throw new FleetpatchError('CONFIG_INVALID', problems.join('; '), { issues: parsed.error.issues.map((i) => ({ path: i.path.map(String), message: i.message })) });
   }
   const c = parsed.data;
   return {
@@ -74,13 +88,14 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       ...(c.TEMPORAL_ADDRESS ? { address: c.TEMPORAL_ADDRESS } : {}),
       namespace: c.TEMPORAL_NAMESPACE,
       taskQueue: c.TEMPORAL_TASK_QUEUE,
-      port: c.TEMPORAL_PORT,
-      uiPort: c.TEMPORAL_UI_PORT,
+      port: c.TEMPORAL_PORT ?? 7233,
+      uiPort: c.TEMPORAL_UI_PORT ?? 8233,
       ...(c.TEMPORAL_CLI ? { cli: c.TEMPORAL_CLI } : {}),
     },
-    database: { ...(c.DATABASE_URL ? { url: c.DATABASE_URL } : {}), embeddedPort: c.FLEETPATCH_PG_PORT },
+    database: { ...(c.DATABASE_URL ? { url: c.DATABASE_URL } : {}), embeddedPort: c.FLEETPATCH_PG_PORT ?? 54329 },
     dataDir: path.resolve(c.FLEETPATCH_DATA_DIR),
     fleetFile: path.resolve(c.FLEETPATCH_FLEET_FILE ?? path.join(c.FLEETPATCH_DATA_DIR, 'fleet.json')),
+    trustedKeys: { path: path.resolve(c.FLEETPATCH_TRUSTED_KEYS ?? path.join(c.FLEETPATCH_DATA_DIR, 'trusted-keys')), explicit: c.FLEETPATCH_TRUSTED_KEYS !== undefined },
     logLevel: c.LOG_LEVEL,
   };
 }

@@ -2,14 +2,37 @@
  * One pino logger for the process: pretty on a terminal, JSON lines otherwise (for log shippers).
  * Temporal's Runtime logger forwards into it, so SDK and core messages share the same stream.
  */
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
+import { maskSecrets } from '../errors.ts';
 import type { Config } from './config.ts';
 
 export type { Logger };
 
-export function createLogger(level: Config['logLevel'], opts: { pretty?: boolean; name?: string } = {}): Logger {
+/** Every string in a log record with passwords in URLs masked, however deep (to a point). */
+function masked(value: unknown, depth = 0): unknown {
+  if (typeof value === 'string') return maskSecrets(value);
+  if (depth > 6 || value === null || typeof value !== 'object') return value;
+  if (Array.isArray(value)) return value.map((v) => masked(v, depth + 1));
+  if (value instanceof Error) return { type: value.name, message: maskSecrets(value.message), ...(value.stack ? { stack: maskSecrets(value.stack) } : {}) };
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = masked(v, depth + 1);
+  return out;
+}
+
+export function createLogger(level: Config['logLevel'], opts: { pretty?: boolean; name?: string; destination?: DestinationStream } = {}): Logger {
   const pretty = opts.pretty ?? Boolean(process.stderr.isTTY);
-  const base = { level, name: opts.name ?? 'fleetpatch', redact: { paths: ['token', '*.token', 'authorization', '*.authorization', 'headers.authorization'], censor: '[redacted]' } };
+  const base: LoggerOptions = {
+    level,
+    name: opts.name ?? 'fleetpatch',
+    redact: { paths: ['token', '*.token', 'authorization', '*.authorization', 'headers.authorization', 'password', '*.password'], censor: '[redacted]' },
+    // A database URL in a message or a field (an error from a driver, a setting) never shows its password.
+    hooks: {
+      logMethod(args, method) {
+        method.apply(this, args.map((a) => masked(a)) as Parameters<typeof method>);
+      },
+    },
+  };
+  if (opts.destination) return pino(base, opts.destination);
   if (pretty) {
     return pino({
       ...base,

@@ -59,4 +59,41 @@ describe('configuration from the environment', () => {
     expect(e.message).toContain('DATABASE_URL');
     expect(e.message).toContain('LOG_LEVEL');
   });
+
+  it.each([
+    ['TEMPORAL_PORT', '0x1F91'],
+    ['TEMPORAL_PORT', '1e3'],
+    ['TEMPORAL_UI_PORT', '+80'],
+    ['FLEETPATCH_PG_PORT', ' '],
+    ['FLEETPATCH_PG_PORT', '5432 '],
+    ['FLEETPATCH_PG_PORT', '65536'],
+    ['TEMPORAL_ADDRESS', 'host:99999'],
+    ['TEMPORAL_ADDRESS', 'host:0'],
+    ['TEMPORAL_ADDRESS', 'host:0x1F91'],
+  ])('refuses %s=%j instead of reading it as a number', (key, value) => {
+    const e = configError({ [key]: value });
+    expect(e.code).toBe('CONFIG_INVALID');
+    expect(e.message).toContain(key);
+  });
+
+  it('takes ports in decimal digits, and host:port with an IPv6 literal', () => {
+    const c = loadConfig({ TEMPORAL_PORT: '0', TEMPORAL_UI_PORT: '65535', FLEETPATCH_PG_PORT: '5432', TEMPORAL_ADDRESS: '[::1]:7233' });
+    expect(c.temporal).toMatchObject({ port: 0, uiPort: 65535, address: '[::1]:7233' });
+    expect(c.database.embeddedPort).toBe(5432);
+  });
+
+  it('never shows a password, even in a DATABASE_URL it refuses', () => {
+    for (const url of ['postgres://user:secret@:5432/x', 'postgres://user:s3cr@t:pw@/x', 'mysql://root:secret@localhost/db']) {
+      const e = configError({ DATABASE_URL: url });
+      expect(e.message).not.toContain('secret');
+      expect(e.message).not.toContain('s3cr');
+      expect(e.message).toContain('***');
+      expect(JSON.stringify(e.details)).not.toContain('secret');
+    }
+  });
+
+  it('names where trusted keys are: FLEETPATCH_TRUSTED_KEYS, else <data dir>/trusted-keys', () => {
+    expect(loadConfig({}).trustedKeys).toEqual({ path: path.resolve('.fleetpatch', 'trusted-keys'), explicit: false });
+    expect(loadConfig({ FLEETPATCH_TRUSTED_KEYS: '/etc/fleetpatch/keys' }).trustedKeys).toEqual({ path: '/etc/fleetpatch/keys', explicit: true });
+  });
 });
