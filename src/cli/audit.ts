@@ -4,7 +4,7 @@
  * a hash chain is broken, `replay` when the live host differs from its events.
  */
 import os from 'node:os';
-import { parseCommandArgs, requirePositional } from './args.ts';
+import { boundedInteger, isoInstant, parseCommandArgs, requirePositional } from './args.ts';
 import { withServices } from './context.ts';
 import type { CliIO, Command } from './io.ts';
 import { renderTable } from './table.ts';
@@ -52,13 +52,17 @@ function usage(io: CliIO): void {
 
 const common = { json: { type: 'boolean' }, help: { type: 'boolean', short: 'h' } } as const;
 
+/** The most rows --limit asks for (the queries read at most this many). */
+const MAX_LIMIT = 1_000_000;
+
 export const auditCommand: Command = async (args, io) => {
   const [sub, ...rest] = args;
   if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
     usage(io);
-    return sub ? 0 : 2;
+    if (!sub) throw new FleetpatchError('USAGE', `audit: missing subcommand (one of ${Object.keys(SUBCOMMANDS).join(', ')})`);
+    return 0;
   }
-  if (!(sub in SUBCOMMANDS)) throw new FleetpatchError('USAGE', `audit: unknown subcommand "${sub}" (one of ${Object.keys(SUBCOMMANDS).join(', ')})`);
+  if (!Object.hasOwn(SUBCOMMANDS, sub)) throw new FleetpatchError('USAGE', `audit: unknown subcommand "${sub}" (one of ${Object.keys(SUBCOMMANDS).join(', ')})`);
   if (rest.includes('--help') || rest.includes('-h')) {
     io.out(`Usage: fleetpatch audit ${SUBCOMMANDS[sub as keyof typeof SUBCOMMANDS]} [--json]`);
     return 0;
@@ -75,7 +79,7 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
   timeline: (args) => {
     const { values } = parseCommandArgs(args, { ...common, host: { type: 'string' }, limit: { type: 'string' } }, 'audit timeline');
     const host = required(values.host, '--host', 'timeline');
-    const limit = optionalCount(values.limit, '--limit');
+    const limit = boundedInteger(values.limit, '--limit', 1, MAX_LIMIT, 'audit timeline');
     return async (store, io) => {
       const events = await hostTimeline(store, host, limit === undefined ? {} : { limit });
       if (values.json) return json(io, events);
@@ -97,8 +101,9 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
     const { values } = parseCommandArgs(args, { ...common, host: { type: 'string' }, at: { type: 'string' }, position: { type: 'string' } }, 'audit stack');
     const host = required(values.host, '--host', 'stack');
     if (values.at !== undefined && values.position !== undefined) throw new FleetpatchError('USAGE', 'audit stack: give --at or --position, not both');
-    const position = optionalCount(values.position, '--position');
-    const asOf: AsOf = values.at !== undefined ? { at: values.at } : position !== undefined ? { position } : 'now';
+    const position = boundedInteger(values.position, '--position', 0, Number.MAX_SAFE_INTEGER, 'audit stack');
+    const at = isoInstant(values.at, '--at', 'audit stack');
+    const asOf: AsOf = at !== undefined ? { at } : position !== undefined ? { position } : 'now';
     return async (store, io) => {
       const state = await hostStackAsOf(store, host, asOf);
       if (values.json) return json(io, { asOf, state });
@@ -119,7 +124,8 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
     if (values.outcome !== undefined && !(CHECK_OUTCOMES as readonly string[]).includes(values.outcome)) {
       throw new FleetpatchError('USAGE', `audit checks: --outcome must be one of ${CHECK_OUTCOMES.join(', ')}`);
     }
-    const limit = optionalCount(values.limit, '--limit');
+    const limit = boundedInteger(values.limit, '--limit', 1, MAX_LIMIT, 'audit checks');
+    if (values.payload !== undefined && !/^(?:[0-9a-f]{2}){1,128}$/.test(values.payload)) throw new FleetpatchError('USAGE', `audit checks: --payload must be a build-id in lowercase hex, not "${values.payload.slice(0, 40)}"`);
     const filter = {
       ...(values.host !== undefined ? { hostId: values.host } : {}),
       ...(values.payload !== undefined ? { buildId: values.payload } : {}),
@@ -158,6 +164,8 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
   where: (args) => {
     const { values } = parseCommandArgs(args, { ...common, payload: { type: 'string' }, at: { type: 'string' } }, 'audit where');
     const buildId = required(values.payload, '--payload', 'where');
+    if (!/^(?:[0-9a-f]{2}){1,128}$/.test(buildId)) throw new FleetpatchError('USAGE', `audit where: --payload must be a build-id in lowercase hex, not "${buildId.slice(0, 40)}"`);
+    isoInstant(values.at, '--at', 'audit where');
     return async (store, io) => {
       const placements = await whereIsPayload(store, buildId, values.at !== undefined ? { at: values.at } : {});
       if (values.json) return json(io, placements);
@@ -209,76 +217,53 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
     return async (store, io) => {
       const report = await rolloutReport(store, rolloutId);
       if (values.json) return json(io, report);
-      const s = report.summary;
-      io.out(`Rollout ${s.rolloutId}: "${s.planName ?? '?'}" (${s.mode ?? '?'}), ${s.status.toUpperCase()}`);
-      io.out(`Started ${s.startedAt ? when(s.startedAt) : '?'} by ${s.startedBy ? describeActor(s.startedBy) : '?'}${s.startReason ? `: ${s.startReason}` : ''}`);
-      if (s.finishedAt) io.out(`Finished ${when(s.finishedAt)}${s.finishReason ? `: ${s.finishReason}` : ''}`);
-      io.out(`Payloads: ${s.payloads.map((p) => `${p.name} (${shortId(p.buildId)})`).join(', ') || '-'}`);
-      io.out(`Hosts: ${s.hosts.patched} patched, ${s.hosts.already} already, ${s.hosts.failed} failed (${s.hosts.unreachable} unreachable)`);
-      io.out('');
-      table(
-        io,
-        ['WAVE', 'STATUS', 'PLANNED', 'PATCHED', 'ALREADY', 'FAILED', 'UNREACHABLE', 'WHY'],
-        s.waves.map((w) => [w.name, w.status, String(w.planned), String(w.patched), String(w.already), String(w.failed), String(w.unreachable), w.reason ?? '-']),
-      );
-      if (s.decisions.length > 0) {
-        io.out('');
-        table(io, ['WHEN', 'DECISION', 'BY', 'WAVE', 'WHY'], s.decisions.map((d) => [when(d.at), d.action, describeActor(d.by), d.wave ?? '-', d.reason ?? '-']));
-      }
-      if (report.hosts.length > 0) {
-        io.out('');
-        table(
-          io,
-          ['HOST', 'WAVE', 'OUTCOME', 'APPLIED', 'WHY'],
-          report.hosts.map((h) => [
-            h.hostId,
-            h.wave,
-            h.outcome + (h.revertedAfterFailure ? ' (reverted)' : ''),
-            h.applied.map((p) => p.name).join(', ') || '-',
-            h.failure ? `${h.failure.stage} ${h.failure.code}${h.failure.unreachable ? ' (unreachable)' : ''}: ${h.failure.reason}` : '-',
-          ]),
-        );
-      }
-      if (s.rollback) {
-        io.out('');
-        const r = s.rollback;
-        io.out(`Rollback ${r.status}, started ${when(r.startedAt)}: ${r.reason}; ${r.rolledBack} rolled back, ${r.stackGrew} stack grew, ${r.failed} failed, ${r.nothingToDo} nothing to do (of ${r.hosts})`);
-        if (report.rollbacks.length > 0) {
-          table(
-            io,
-            ['HOST', 'OUTCOME', 'REVERTED', 'RE-APPLIED', 'WHY'],
-            report.rollbacks.map((b) => [b.hostId, b.outcome, b.reverted.map((p) => p.name).join(', ') || '-', b.reapplied.map((p) => p.name).join(', ') || '-', b.reason ?? '-']),
-          );
-        }
-      }
-      io.out('');
-      io.out(`Dependency checks: ${report.checksTotal} recorded, ${report.failedChecks.length} not matching${report.failedChecks.length ? ':' : ''}`);
-      for (const c of report.failedChecks) io.out(`  ${c.event.hostId}: ${describeEvent(c.event)}`);
+      describeRolloutReport(report).forEach((l) => io.out(l));
       return 0;
     };
   },
 
   verify: (args) => {
     const { values } = parseCommandArgs(args, { ...common, stream: { type: 'string' } }, 'audit verify');
+    if (values.stream !== undefined && !/^(host|rollout|payload)-.{1,200}$/s.test(values.stream)) {
+      throw new FleetpatchError('USAGE', `audit verify: --stream must be a stream name (host-<id>, rollout-<id> or payload-<build-id>), not "${values.stream.slice(0, 40)}"`);
+    }
     return async (store, io) => {
       const report = await verifyChains(store, values.stream !== undefined ? { streamId: values.stream } : {});
       if (values.json) {
         json(io, report);
         return report.ok ? 0 : 1;
       }
+      const payloadWords = `${report.payloads} stored payload(s) match the digest recorded when they were stored`;
       if (report.ok) {
-        io.out(`OK: ${report.events} event(s) in ${report.streams} stream(s); every hash chain holds and ends at its stream head.`);
+        io.out(`OK: ${report.events} event(s) in ${report.streams} stream(s); every hash chain holds and ends at its stream head; ${payloadWords}; the global order checks hold.`);
       } else {
-        io.out(`BROKEN: ${report.breaks.length} of ${report.streams} stream(s) fail verification (${report.events} event(s) read).`);
-        table(
-          io,
-          ['STREAM', 'POSITION', 'BREAK', 'WHAT'],
-          report.breaks.map((b) => [b.streamId, String(b.position), b.kind, b.description]),
-        );
-        for (const b of report.breaks) {
-          if (b.kind !== 'missing') io.out(`  ${b.streamId}@${b.position}: expected hash ${b.expectedHash ?? '-'}, stored ${b.storedHash ?? '-'}`);
+        if (report.breaks.length > 0 || (report.payloadBreaks.length === 0 && report.orderBreaks.length === 0)) {
+          io.out(`BROKEN: ${report.breaks.length} of ${report.streams} stream(s) fail verification (${report.events} event(s) read).`);
+        } else {
+          io.out(`BROKEN: every hash chain of ${report.streams} stream(s) holds (${report.events} event(s) read), but:`);
+        }
+        if (report.breaks.length > 0) {
+          table(
+            io,
+            ['STREAM', 'POSITION', 'BREAK', 'WHAT'],
+            report.breaks.map((b) => [b.streamId, String(b.position), b.kind, b.description]),
+          );
+          for (const b of report.breaks) {
+            if (b.kind !== 'missing') io.out(`  ${b.streamId}@${b.position}: expected hash ${b.expectedHash ?? '-'}, stored ${b.storedHash ?? '-'}`);
+          }
+        }
+        if (report.payloadBreaks.length > 0) {
+          io.out(`PAYLOADS: ${report.payloadBreaks.length} of ${report.payloads + report.payloadBreaks.filter((b) => b.kind === 'missing').length} stored payload(s) are not what was recorded:`);
+          table(io, ['PAYLOAD', 'BUILD-ID', 'BREAK', 'WHAT'], report.payloadBreaks.map((b) => [b.name, b.buildId, b.kind, b.description]));
+        } else {
+          io.out(`Payloads: ${payloadWords}.`);
+        }
+        if (report.orderBreaks.length > 0) {
+          io.out(`GLOBAL ORDER: ${report.orderBreaks.length} problem(s):`);
+          table(io, ['STREAM', 'POSITION', 'PROBLEM', 'WHAT'], report.orderBreaks.map((b) => [b.streamId, String(b.position), b.kind, b.description]));
         }
       }
+      for (const note of report.notes) io.out(`Note: ${note}`);
       io.out(`Heads digest: ${report.headsDigest} (keep it elsewhere to notice a rewritten history)`);
       return report.ok ? 0 : 1;
     };
@@ -315,6 +300,60 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
   },
 };
 
+/** A rollout's report, as the lines `audit rollout` prints (also `rollout status` without a worker). */
+export function describeRolloutReport(report: Awaited<ReturnType<typeof rolloutReport>>): string[] {
+  const lines: string[] = [];
+  const s = report.summary;
+  lines.push(`Rollout ${s.rolloutId}: "${s.planName ?? '?'}" (${s.mode ?? '?'}), ${s.status.toUpperCase()}`);
+  lines.push(`Started ${s.startedAt ? when(s.startedAt) : '?'} by ${s.startedBy ? describeActor(s.startedBy) : '?'}${s.startReason ? `: ${s.startReason}` : ''}`);
+  if (s.finishedAt) lines.push(`Finished ${when(s.finishedAt)}${s.finishReason ? `: ${s.finishReason}` : ''}`);
+  lines.push(`Payloads: ${s.payloads.map((p) => `${p.name} (${shortId(p.buildId)})`).join(', ') || '-'}`);
+  lines.push(`Hosts: ${s.hosts.patched} patched, ${s.hosts.already} already, ${s.hosts.failed} failed (${s.hosts.unreachable} unreachable)`);
+  lines.push('');
+  lines.push(
+    ...renderTable(
+      ['WAVE', 'STATUS', 'PLANNED', 'PATCHED', 'ALREADY', 'FAILED', 'UNREACHABLE', 'WHY'],
+      s.waves.map((w) => [w.name, w.status, String(w.planned), String(w.patched), String(w.already), String(w.failed), String(w.unreachable), w.reason ?? '-']),
+    ),
+  );
+  if (s.decisions.length > 0) {
+    lines.push('');
+    lines.push(...renderTable(['WHEN', 'DECISION', 'BY', 'WAVE', 'WHY'], s.decisions.map((d) => [when(d.at), d.action, describeActor(d.by), d.wave ?? '-', d.reason ?? '-'])));
+  }
+  if (report.hosts.length > 0) {
+    lines.push('');
+    lines.push(
+      ...renderTable(
+        ['HOST', 'WAVE', 'OUTCOME', 'APPLIED', 'WHY'],
+        report.hosts.map((h) => [
+          h.hostId,
+          h.wave,
+          h.outcome + (h.revertedAfterFailure ? ' (reverted)' : ''),
+          h.applied.map((p) => p.name).join(', ') || '-',
+          h.failure ? `${h.failure.stage} ${h.failure.code}${h.failure.unreachable ? ' (unreachable)' : ''}: ${h.failure.reason}` : '-',
+        ]),
+      ),
+    );
+  }
+  if (s.rollback) {
+    lines.push('');
+    const r = s.rollback;
+    lines.push(`Rollback ${r.status}, started ${when(r.startedAt)}: ${r.reason}; ${r.rolledBack} rolled back, ${r.stackGrew} stack grew, ${r.failed} failed, ${r.nothingToDo} nothing to do (of ${r.hosts})`);
+    if (report.rollbacks.length > 0) {
+      lines.push(
+        ...renderTable(
+          ['HOST', 'OUTCOME', 'REVERTED', 'RE-APPLIED', 'WHY'],
+          report.rollbacks.map((b) => [b.hostId, b.outcome, b.reverted.map((p) => p.name).join(', ') || '-', b.reapplied.map((p) => p.name).join(', ') || '-', b.reason ?? '-']),
+        ),
+      );
+    }
+  }
+  lines.push('');
+  lines.push(`Dependency checks: ${report.checksTotal} recorded, ${report.failedChecks.length} not matching${report.failedChecks.length ? ':' : ''}`);
+  for (const c of report.failedChecks) lines.push(`  ${c.event.hostId}: ${describeEvent(c.event)}`);
+  return lines;
+}
+
 /** The live state of an emulated host: Xen's LIST, every page, through the host's own agent. */
 function liveStateOf(fleet: FleetClient): ReadLiveState {
   return async (hostId) => {
@@ -343,12 +382,6 @@ function printStack(io: CliIO, state: HostStackState): void {
 function required(value: string | undefined, flag: string, sub: string): string {
   if (value === undefined || value === '') throw new FleetpatchError('USAGE', `audit ${sub}: ${flag} is required`);
   return value;
-}
-
-function optionalCount(value: string | undefined, flag: string): number | undefined {
-  if (value === undefined) return undefined;
-  if (!/^\d+$/.test(value)) throw new FleetpatchError('USAGE', `${flag} must be a whole number, not "${value}"`);
-  return Number(value);
 }
 
 function json(io: CliIO, value: unknown): number {

@@ -1,13 +1,41 @@
 /**
  * `fleetpatch audit verify`: recomputes every stream's hash chain from the stored rows and reports
  * the first broken link of each stream (altered event, missing position, head that does not match),
- * plus a digest of all stream heads that an operator can keep elsewhere to notice even a fully
- * recomputed chain. One REPEATABLE READ snapshot, so concurrent appends cannot look like tampering.
+ * re-hashes every stored payload against the digest its PayloadStored event recorded, checks what
+ * can be checked of the global order (which the chains do not cover; docs/events.md says exactly
+ * what is and is not protected), and prints a digest of all stream heads that an operator can keep
+ * elsewhere to notice even a fully recomputed chain. One REPEATABLE READ snapshot, so concurrent
+ * appends cannot look like tampering.
  */
+import { createHash } from 'node:crypto';
+import { FleetpatchError } from '../../errors.ts';
 import { canonicalJson, sha256Hex, StreamChainChecker, type ChainBreak } from '../hash-chain.ts';
-import { toChainRecord } from '../sql/event-row.ts';
-import { selectChainBatch, selectHeads } from '../sql/audit.ts';
+import { toChainRecord, type Queryable } from '../sql/event-row.ts';
+import { countRewrittenRows, selectChainBatch, selectHeads, selectOrderProblems } from '../sql/audit.ts';
+import { selectPayloadBatch, selectRecordedDigests } from '../sql/payload-integrity.ts';
 import type { EventStore } from '../store.ts';
+import { parseStreamId } from '../streams.ts';
+
+/** A stored payload that is not what its PayloadStored event recorded. */
+export interface PayloadBreak {
+  kind: 'altered' | 'missing' | 'unrecorded';
+  buildId: string;
+  name: string;
+  /** What PayloadStored recorded (null: nothing records it). */
+  expectedSha256: string | null;
+  /** What the stored bytes hash to (null: no bytes are stored). */
+  foundSha256: string | null;
+  description: string;
+}
+
+/** An event whose place in the global order does not hold up (see selectOrderProblems). */
+export interface OrderBreak {
+  kind: 'stream-order' | 'rewritten' | 'head-rewritten' | 'future' | 'aborted';
+  streamId: string;
+  position: number;
+  transactionId: string;
+  description: string;
+}
 
 export interface VerifyReport {
   ok: boolean;
@@ -15,6 +43,13 @@ export interface VerifyReport {
   events: number;
   /** The first break of every broken stream, by stream name. */
   breaks: ChainBreak[];
+  /** Stored payloads checked against their PayloadStored digest. */
+  payloads: number;
+  payloadBreaks: PayloadBreak[];
+  /** Global-order problems (at most 100 of each kind). */
+  orderBreaks: OrderBreak[];
+  /** Things worth knowing that are not breaks (e.g. a table restored from a dump). */
+  notes: string[];
   /** sha256 of the canonical JSON of [[stream, position, head hash], ...] sorted by stream. */
   headsDigest: string;
 }
@@ -22,6 +57,7 @@ export interface VerifyReport {
 export async function verifyChains(store: EventStore, options: { streamId?: string; batchSize?: number } = {}): Promise<VerifyReport> {
   const only = options.streamId ?? null;
   const batchSize = options.batchSize ?? 5000;
+  const onlyPayload = only === null ? null : only.startsWith('payload-') ? parseStreamId(only).id : undefined;
   const client = await store.pool.connect();
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
@@ -64,14 +100,96 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
       ends.push([streamId, 0, '']);
       streams++;
     }
+    if (only !== null && streams === 0) {
+      const payloadRows = onlyPayload ? await selectPayloadBatch(client, null, onlyPayload, 1) : [];
+      if (payloadRows.length === 0) throw new FleetpatchError('STREAM_NOT_FOUND', `no stream ${only}: no event and no stream head has that name`, { streamId: only });
+    }
+    const payloadCheck = onlyPayload === undefined ? { payloads: 0, payloadBreaks: [] } : await verifyPayloads(client, onlyPayload, batchSize);
+    const { orderBreaks, notes } = await verifyOrder(client, only);
     await client.query('COMMIT');
     breaks.sort((a, b) => (a.streamId < b.streamId ? -1 : a.streamId > b.streamId ? 1 : 0));
     ends.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
-    return { ok: breaks.length === 0, streams, events, breaks, headsDigest: sha256Hex(canonicalJson(ends)) };
+    return {
+      ok: breaks.length === 0 && payloadCheck.payloadBreaks.length === 0 && orderBreaks.length === 0,
+      streams,
+      events,
+      breaks,
+      ...payloadCheck,
+      orderBreaks,
+      notes,
+      headsDigest: sha256Hex(canonicalJson(ends)),
+    };
   } catch (e) {
     await client.query('ROLLBACK').catch(() => undefined);
     throw e;
   } finally {
     client.release();
   }
+}
+
+/** Re-hashes every stored payload (or one) and compares it with its PayloadStored event. */
+async function verifyPayloads(db: Queryable, only: string | null, batchSize: number): Promise<{ payloads: number; payloadBreaks: PayloadBreak[] }> {
+  const recorded = await selectRecordedDigests(db, only);
+  const breaks: PayloadBreak[] = [];
+  let payloads = 0;
+  let after: string | null = null;
+  // Payloads are up to 2 MiB each: a few at a time.
+  const size = Math.max(1, Math.min(batchSize, 16));
+  for (;;) {
+    const rows = await selectPayloadBatch(db, after, only, size);
+    for (const row of rows) {
+      payloads++;
+      const found = createHash('sha256').update(row.bytes).digest('hex');
+      const rec = recorded.get(row.build_id);
+      recorded.delete(row.build_id);
+      if (!rec) {
+        breaks.push({ kind: 'unrecorded', buildId: row.build_id, name: row.name, expectedSha256: null, foundSha256: found, description: `payload ${row.name} (build-id ${row.build_id}) is stored, but no PayloadStored event records it: it was put into the payload store behind the event store's back` });
+      } else if (found !== rec.sha256 || row.bytes.length !== rec.size) {
+        breaks.push({
+          kind: 'altered',
+          buildId: row.build_id,
+          name: rec.name,
+          expectedSha256: rec.sha256,
+          foundSha256: found,
+          description: `payload ${rec.name} (build-id ${row.build_id}): the stored bytes hash to ${found.slice(0, 16)}… (${row.bytes.length} bytes), PayloadStored recorded ${rec.sha256.slice(0, 16)}… (${rec.size} bytes): the bytes were swapped`,
+        });
+      } else if (row.sha256.toString('hex') !== found || row.name !== rec.name) {
+        breaks.push({ kind: 'altered', buildId: row.build_id, name: rec.name, expectedSha256: rec.sha256, foundSha256: found, description: `payload ${rec.name} (build-id ${row.build_id}): the row's ${row.name !== rec.name ? `name (${row.name})` : 'sha256 column'} was altered; the bytes still match the record` });
+      }
+    }
+    if (rows.length < size) break;
+    after = rows[rows.length - 1]!.build_id;
+  }
+  for (const rec of recorded.values()) {
+    breaks.push({ kind: 'missing', buildId: rec.buildId, name: rec.name, expectedSha256: rec.sha256, foundSha256: null, description: `payload ${rec.name} (build-id ${rec.buildId}) was stored (PayloadStored), but its bytes are gone: the row was deleted` });
+  }
+  breaks.sort((a, b) => (a.buildId < b.buildId ? -1 : a.buildId > b.buildId ? 1 : 0));
+  return { payloads, payloadBreaks: breaks };
+}
+
+const ORDER_WORDS: Record<OrderBreak['kind'], (r: { transactionId: string; detail: string | null }) => string> = {
+  'stream-order': (r) => `recorded in transaction ${r.transactionId}, not after the event before it (transaction ${r.detail}): the global order was rewritten`,
+  rewritten: (r) => `recorded by transaction ${r.transactionId}, but this row version was written by transaction ${r.detail}: the row was UPDATEd after it was recorded`,
+  'head-rewritten': (r) => `the stream head was written by transaction ${r.detail}, not by the transaction of its last event (${r.transactionId}): the head was rewritten`,
+  future: (r) => `transaction ${r.transactionId} has not happened yet: the transaction id was rewritten`,
+  aborted: (r) => `transaction ${r.transactionId} was rolled back, so nothing it wrote can be stored: the transaction id was rewritten`,
+};
+
+async function verifyOrder(db: Queryable, only: string | null): Promise<{ orderBreaks: OrderBreak[]; notes: string[] }> {
+  const notes: string[] = [];
+  const counts = await countRewrittenRows(db, only);
+  let rows = await selectOrderProblems(db, only, 100);
+  if (counts.total > 0 && counts.rewritten === counts.total) {
+    // Every row rewritten at once: a restore from a logical dump or a table rewrite, not an edit.
+    rows = rows.filter((r) => r.kind !== 'rewritten' && r.kind !== 'head-rewritten');
+    notes.push(`every event row was written by another transaction than the one it records (${counts.total} rows): the store was restored from a logical dump or its table rewritten, so row versions cannot show edits; compare the heads digest with one kept from before`);
+  }
+  const orderBreaks = rows.map((r) => ({
+    kind: r.kind,
+    streamId: r.stream_id,
+    position: Number(r.stream_position),
+    transactionId: r.transaction_id,
+    description: ORDER_WORDS[r.kind]({ transactionId: r.transaction_id, detail: r.detail }),
+  }));
+  return { orderBreaks, notes };
 }
