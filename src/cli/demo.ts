@@ -10,11 +10,14 @@
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
-import { parseCommandArgs } from './args.ts';
+import { boundedInteger, parseCommandArgs } from './args.ts';
 import { withServices } from './context.ts';
 import type { CliIO, Command } from './io.ts';
-import { buildPayload, DEFAULT_IMAGE } from '../payload/index.ts';
+import { buildPayload, DEFAULT_IMAGE, generateSigningKey, parsePayload, publicKeyToFile, readSigningKey, signingKeyToFile, signPayload, type SigningKey } from '../payload/index.ts';
+import { loadTrustedKeys } from '../runtime/trusted-keys.ts';
+import { fileExists, readInputText } from '../runtime/files.ts';
 import { XEN_4_21_IMAGE } from '../hypervisor/images.ts';
+import { MAX_FLEET_HOSTS } from '../hypervisor/fleet.ts';
 import { hostImage, startFleetServer } from '../hypervisor/index.ts';
 import { FleetClient } from '../hypervisor/agent-client.ts';
 import { readLiveStates } from '../hypervisor/live-state.ts';
@@ -58,7 +61,7 @@ export const demoCommand: Command = async (args, io) => {
     io.out('Runs a staged rollout over an emulated fleet (default 24 hosts) on the embedded defaults and prints what happened.');
     return 0;
   }
-  const hostCount = Number(values.hosts ?? 24);
+  const hostCount = boundedInteger(values.hosts, '--hosts', 1, MAX_FLEET_HOSTS, 'demo') ?? 24;
   return withServices({ database: true, temporal: true }, async ({ config, services, logger, shutdown }) => {
     const dir = path.join(config.dataDir, 'demo');
     await mkdir(dir, { recursive: true });
@@ -86,12 +89,17 @@ export const demoCommand: Command = async (args, io) => {
     );
 
     // 2. The payloads, written where an operator would keep them, and the plan that names them.
+    // Signed, as every rollout requires: by a demo key kept in the data dir, trusted by this demo only.
+    const signer = await demoSigningKey(dir);
+    const trustedKeys = [signer, ...(await loadTrustedKeys(config))];
     for (const [file, image] of [['xsa999-for-4.19.livepatch', DEFAULT_IMAGE], ['xsa999-for-4.21.livepatch', XEN_4_21_IMAGE]] as const) {
-      await writeFile(path.join(dir, file), buildPayload({ name: 'xsa999', funcs: [{ target: 'xen_extra_version', returns: '-xsa999' }], modinfo: { XSA: '999' } }, { image }));
+      const bytes = buildPayload({ name: 'xsa999', funcs: [{ target: 'xen_extra_version', returns: '-xsa999' }], modinfo: { XSA: '999' } }, { image });
+      await writeFile(path.join(dir, file), bytes);
+      await writeFile(path.join(dir, `${file}.sig`), JSON.stringify(signPayload(bytes, signer, parsePayload(bytes).buildIdHex), null, 2) + '\n');
     }
     const planFile = path.join(dir, 'plan.yaml');
     await writeFile(planFile, PLAN(hostCount));
-    say(`Plan ${planFile} with payloads built for each hypervisor in ${dir}`);
+    say(`Plan ${planFile} with payloads built for each hypervisor in ${dir}, signed by demo key ${signer.keyId}`);
 
     // 3. Two hosts already run an older live patch: no build of this fix sits on top of it.
     const client = await FleetClient.open(fleet.fleetFile);
@@ -104,10 +112,10 @@ export const demoCommand: Command = async (args, io) => {
     say('host-0002 and host-0004 already run live patch xsa990 (applied outside this rollout)');
 
     // 4. A worker in this process, then the rollout.
-    await startFleetpatchWorker({ services, fleetFile: fleet.fleetFile, dataDir: config.dataDir, logger, shutdown });
+    await startFleetpatchWorker({ services, fleetFile: fleet.fleetFile, dataDir: config.dataDir, logger, shutdown, trustedKeys });
     const { plan, dir: planDir } = await readPlanFile(planFile);
     const by = { kind: 'user' as const, id: 'demo-operator' };
-    const resolved = await resolvePlanPayloads(plan, planDir, { pool: services.pool, actor: by, store: true });
+    const resolved = await resolvePlanPayloads(plan, planDir, { pool: services.pool, actor: by, store: true, planFile, trustedKeys });
     const rolloutId = `xsa-999-fix-demo-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`;
 
     // One host of the last wave will fail verification, to show a failure handled within budget.
@@ -189,3 +197,13 @@ export const demoCommand: Command = async (args, io) => {
     return result.status === 'succeeded' ? 0 : 1;
   });
 };
+
+/** The demo's own signing key, made once and kept (0600) in the demo directory. */
+async function demoSigningKey(dir: string): Promise<SigningKey> {
+  const file = path.join(dir, 'demo-signing.key');
+  if (await fileExists(file, 'key')) return readSigningKey(await readInputText(file, 'key'));
+  const key = generateSigningKey();
+  await writeFile(file, JSON.stringify(signingKeyToFile(key), null, 2) + '\n', { mode: 0o600 });
+  await writeFile(path.join(dir, 'demo-signing.pub'), JSON.stringify(publicKeyToFile(key), null, 2) + '\n');
+  return key;
+}

@@ -124,7 +124,7 @@ async function planCommand(file: string, json: boolean, io: CliIO): Promise<numb
   const { plan, dir } = await readPlanFile(file);
   const needsStore = plan.payloads.some((p) => 'buildId' in p);
   const run = async (pool?: import('../runtime/database.ts').Pool) => {
-    const resolved = await resolvePlanPayloads(plan, dir, { ...(pool ? { pool } : {}), actor: actor(undefined), store: false });
+    const resolved = await resolvePlanPayloads(plan, dir, { ...(pool ? { pool } : {}), actor: actor(undefined), store: false, planFile: file });
     const fleet = await FleetClient.open(config.fleetFile);
     const hosts = fleet.fleet.hosts.map((h) => ({ id: h.id, labels: h.labels, buildId: h.buildId }));
     const live = await readLiveStates(fleet, hosts.map((h) => h.id));
@@ -174,7 +174,7 @@ async function startCommand(file: string, values: Values, io: CliIO): Promise<nu
   const { plan, dir } = await readPlanFile(file);
   return withServices({ database: true, temporal: true }, async ({ config, services, logger, shutdown }) => {
     const by = actor(values.by);
-    const resolved = await resolvePlanPayloads(plan, dir, { pool: services.pool, actor: by, store: true });
+    const resolved = await resolvePlanPayloads(plan, dir, { pool: services.pool, actor: by, store: true, planFile: file });
     const { client, close } = await connectClient(services.temporalAddress, services.namespace);
     shutdown.add('temporal client', close);
     if (values['with-worker']) await startFleetpatchWorker({ services, fleetFile: config.fleetFile, dataDir: config.dataDir, logger, shutdown });

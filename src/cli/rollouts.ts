@@ -65,14 +65,16 @@ type Resolved = { ok: true; meta: PayloadMeta } | { ok: false; error: Fleetpatch
  */
 export async function resolvePlanPayloads(plan: Plan, dir: string, opts: ResolveOptions): Promise<ResolvedPlan> {
   const payloads = opts.pool ? new PayloadStore(new EventStore(opts.pool)) : undefined;
-  const trustedKeys = opts.trustedKeys ?? (await loadTrustedKeys(loadConfig()));
   const source = opts.planFile ?? `the plan in ${dir}`;
-  const verify = { trustedKeys, allowUnsigned: plan.allowUnsigned, actor: opts.actor, record: opts.store };
+  // Read only when a signature is to be checked, so a plan with missing files says so first.
+  let keys: Promise<readonly PublicKey[]> | undefined;
+  const trustedKeys = () => (keys ??= opts.trustedKeys ? Promise.resolve(opts.trustedKeys) : loadTrustedKeys(loadConfig()));
+  const verifyOptions = async () => ({ trustedKeys: await trustedKeys(), allowUnsigned: plan.allowUnsigned, actor: opts.actor, record: opts.store });
 
   const resolveOne = async (ref: Plan['payloads'][number]): Promise<PayloadMeta> => {
     if ('buildId' in ref) {
       if (!payloads) throw new FleetpatchError('PAYLOAD_NOT_FOUND', `build-id ${ref.buildId}: a stored payload needs the database`);
-      const stored = (await payloads.verify(ref.buildId, verify)).payload;
+      const stored = (await payloads.verify(ref.buildId, await verifyOptions())).payload;
       if (!stored.depends) throw new FleetpatchError('PAYLOAD_NOT_FOUND', `stored payload ${ref.buildId} has no recorded depends`);
       return { name: stored.name, buildId: stored.buildId, depends: stored.depends, xenDepends: stored.xenDepends };
     }
@@ -89,9 +91,9 @@ export async function resolvePlanPayloads(plan: Plan, dir: string, opts: Resolve
         { name, buildId: meta.buildId, bytes, depends: meta.depends, xenDepends: meta.xenDepends, signature: signature ? { algorithm: signature.algorithm, keyId: signature.keyId, signature: signature.signature, sha256: signature.sha256 } : null },
         { actor: opts.actor },
       );
-      await payloads.verify(meta.buildId, verify);
+      await payloads.verify(meta.buildId, await verifyOptions());
     } else {
-      checkFileSignature(name, meta.buildId, bytes, signature, verify);
+      checkFileSignature(name, meta.buildId, bytes, signature, await verifyOptions());
     }
     return meta;
   };

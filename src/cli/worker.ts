@@ -3,7 +3,7 @@
  * or SIGTERM (it then finishes or hands back its in-flight tasks and exits). Run as many as you
  * like against the same task queue.
  */
-import { parseCommandArgs } from './args.ts';
+import { boundedInteger, boundedText, parseCommandArgs } from './args.ts';
 import { withServices } from './context.ts';
 import type { Command } from './io.ts';
 import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
@@ -18,6 +18,8 @@ export const workerCommand: Command = async (args, io) => {
     },
     'worker',
   );
+  const maxActivities = boundedInteger(values['max-activities'], '--max-activities', 1, 10_000, 'worker');
+  boundedText(values.identity, '--identity', 200, 'worker');
   if (values.help) {
     io.out('Usage: fleetpatch worker [--max-activities N] [--identity NAME]');
     io.out('Polls the task queue (TEMPORAL_TASK_QUEUE) for rollout workflows and their activities until Ctrl-C.');
@@ -31,7 +33,7 @@ export const workerCommand: Command = async (args, io) => {
       logger,
       shutdown,
       tuning: {
-        ...(values['max-activities'] ? { maxConcurrentActivityTaskExecutions: Number(values['max-activities']) } : {}),
+        ...(maxActivities !== undefined ? { maxConcurrentActivityTaskExecutions: maxActivities } : {}),
         ...(values.identity ? { identity: values.identity } : {}),
       },
     });

@@ -10,8 +10,19 @@ import { PayloadStore } from '../events/payload-store.ts';
 import { FleetClient } from '../hypervisor/agent-client.ts';
 import type { Pool } from './database.ts';
 import type { Logger } from './logger.ts';
+import { loadConfig, type Config } from './config.ts';
+import type { PublicKey } from '../payload/signing.ts';
+import { loadTrustedKeys } from './trusted-keys.ts';
 
-export function createActivityDeps(opts: { pool: Pool; fleetFile: string; logger: Logger; actionDeadlineMs?: number }): ActivityDeps {
+export function createActivityDeps(opts: {
+  pool: Pool;
+  fleetFile: string;
+  logger: Logger;
+  actionDeadlineMs?: number;
+  /** Where the trusted keys are (default: FLEETPATCH_TRUSTED_KEYS), or the keys themselves. */
+  trustedKeys?: Config['trustedKeys'] | readonly PublicKey[];
+}): ActivityDeps {
+  const keys = opts.trustedKeys ?? loadConfig().trustedKeys;
   const events = new EventStore(opts.pool);
   let cached: { client: FleetClient; mtimeMs: number; checkedAt: number } | undefined;
   const fleet = async (): Promise<FleetClient> => {
@@ -30,5 +41,6 @@ export function createActivityDeps(opts: { pool: Pool; fleetFile: string; logger
     fleet,
     logger: opts.logger.child({ component: 'activities' }),
     ...(opts.actionDeadlineMs !== undefined ? { actionDeadlineMs: opts.actionDeadlineMs } : {}),
+    trustedKeys: Array.isArray(keys) ? async () => keys as readonly PublicKey[] : () => loadTrustedKeys({ trustedKeys: keys as Config['trustedKeys'] }),
   };
 }

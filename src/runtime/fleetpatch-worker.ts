@@ -9,6 +9,7 @@ import { workflowBundle } from './workflow-bundle.ts';
 import { createActivities } from '../../activities/index.ts';
 import { createActivityDeps } from './activity-deps.ts';
 import type { Logger } from './logger.ts';
+import type { PublicKey } from '../payload/signing.ts';
 import type { Services } from './services.ts';
 import type { Shutdown } from './shutdown.ts';
 import { startWorker, type RunningWorker } from './worker.ts';
@@ -21,6 +22,8 @@ export async function startFleetpatchWorker(opts: {
   logger: Logger;
   shutdown: Shutdown;
   tuning?: Pick<WorkerOptions, 'maxConcurrentActivityTaskExecutions' | 'identity'>;
+  /** Keys payload signatures must verify against; default FLEETPATCH_TRUSTED_KEYS. */
+  trustedKeys?: readonly PublicKey[];
 }): Promise<RunningWorker> {
   const { services, logger } = opts;
   const worker = await startWorker({
@@ -29,7 +32,7 @@ export async function startFleetpatchWorker(opts: {
     namespace: services.namespace,
     taskQueue: services.taskQueue,
     logger,
-    activities: createActivities(createActivityDeps({ pool: services.pool, fleetFile: opts.fleetFile, logger })),
+    activities: createActivities(createActivityDeps({ pool: services.pool, fleetFile: opts.fleetFile, logger, ...(opts.trustedKeys ? { trustedKeys: opts.trustedKeys } : {}) })),
     ...(opts.tuning ? { tuning: opts.tuning } : {}),
   });
   opts.shutdown.add('worker', worker.shutdown);

@@ -18,6 +18,7 @@ import type { Pool } from '../../src/runtime/database.ts';
 import type { Client } from '@temporalio/client';
 import { readPlanFile, resolvePlanPayloads, startRollout, type Started } from '../../src/cli/rollouts.ts';
 import type { Actor } from '../../src/rollout/types.ts';
+import { signFile } from './signing.ts';
 
 export const IMAGE_A = DEFAULT_IMAGE;
 export const IMAGE_B = XEN_4_21_IMAGE;
@@ -29,11 +30,15 @@ export interface BuiltPayload {
   depends: string;
 }
 
-/** Builds a payload into `dir/<name>.livepatch` (the name Xen tools would derive from the file). */
-export async function writePayload(dir: string, name: string, spec: Omit<PayloadSpec, 'name'>, image: HypervisorImage): Promise<BuiltPayload> {
+/**
+ * Builds a payload into `dir/<name>.livepatch` (the name Xen tools would derive from the file),
+ * signed by the test key (`<file>.sig`) unless `signed: false`: rollouts refuse unsigned payloads.
+ */
+export async function writePayload(dir: string, name: string, spec: Omit<PayloadSpec, 'name'>, image: HypervisorImage, opts: { signed?: boolean } = {}): Promise<BuiltPayload> {
   const bytes = buildPayload({ name: name.replace(/[^A-Za-z0-9_]/g, '_'), ...spec }, { image });
   const file = path.join(dir, `${name}.livepatch`);
   await writeFile(file, bytes);
+  if (opts.signed !== false) await signFile(file, bytes);
   const p = parsePayload(bytes);
   return { file, name, buildId: p.buildIdHex, depends: p.dependsHex };
 }
@@ -51,8 +56,8 @@ export async function startPlan(
   plan: PlanInput,
   rolloutId: string,
 ): Promise<Started> {
-  const { plan: p, dir } = await readPlanFile(await writePlan(ctx.dir, plan));
-  const resolved = await resolvePlanPayloads(p, dir, { pool: ctx.pool, actor: ctx.actor, store: true });
+  const { plan: p, dir, file } = await readPlanFile(await writePlan(ctx.dir, plan));
+  const resolved = await resolvePlanPayloads(p, dir, { pool: ctx.pool, actor: ctx.actor, store: true, planFile: file });
   return startRollout(ctx.client, ctx.taskQueue, resolved, { requestedBy: ctx.actor, rolloutId });
 }
 
