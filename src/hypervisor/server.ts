@@ -38,6 +38,10 @@ import { callView, errorView, listView, payloadView, statusView, toJson, type Wi
 /** Xen refuses bigger payloads with EINVAL; we stop buffering a little above that. */
 const MAX_UPLOAD_BYTES = 2 * 1024 * 1024;
 const MAX_JSON_BYTES = 256 * 1024;
+/** The longest a reboot may keep a host down (a day); every number the API takes is finite and bounded. */
+export const MAX_DOWN_MS = 86_400_000;
+/** LIST's idx and nr are uint32 in Xen's sysctl. */
+const U32_MAX = 0xffff_ffff;
 
 export interface FleetServerOptions {
   hosts: number;
@@ -226,6 +230,7 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
     members.map((m) => [m.id, { member: m, target: { id: m.id, labels: m.labels, image: { name: m.image.name, buildId: m.image.buildId } }, state: bootHost(m) }]),
   );
   const adminToken = newToken();
+  const unknownHostToken = newToken();
   const started = clock();
   let requests = 0;
   /** Requests a 'hang' fault holds open; destroyed on close. */
@@ -244,12 +249,14 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
 
   async function handleHost(req: http.IncomingMessage, res: http.ServerResponse, id: string, rest: readonly string[]): Promise<number | null> {
     const served = hosts.get(id);
-    if (!served) throw new HttpError(404, 'HOST_NOT_FOUND', `no host ${id} in this fleet`);
-    // A crashed or rebooting host answers nothing, whoever asks.
+    // Authenticate first: a host that does not exist is refused exactly like a wrong token (the
+    // comparison still runs, against a token nobody has), so host ids cannot be enumerated.
+    const denied = authFailure(req, served?.member.token ?? unknownHostToken);
+    if (denied) throw denied;
+    if (!served) throw new HttpError(403, 'HOST_UNAUTHORIZED', 'the bearer token is not this host\'s');
+    // A crashed or rebooting host answers nothing.
     served.state = sm.settle(served.state, clock());
     if (sm.isDown(served.state, clock())) return drop(req);
-    const denied = authFailure(req, served.member.token);
-    if (denied) throw denied;
     const route = matchRoute(req.method ?? 'GET', rest);
 
     const upload = route.kind === 'upload' ? await readBody(req, MAX_UPLOAD_BYTES) : null;
@@ -302,7 +309,7 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
         const body = json!;
         const cmd = body.cmd;
         if (typeof cmd !== 'string') throw new HttpError(400, 'REQUEST_INVALID', 'the body needs "cmd": "apply" | "revert" | "replace" | "unload"');
-        if (body.timeoutNs !== undefined && typeof body.timeoutNs !== 'number') throw new HttpError(400, 'REQUEST_INVALID', '"timeoutNs" must be a number of nanoseconds');
+        if (body.timeoutNs !== undefined && (typeof body.timeoutNs !== 'number' || !Number.isFinite(body.timeoutNs))) throw new HttpError(400, 'REQUEST_INVALID', '"timeoutNs" must be a finite number of nanoseconds');
         if (body.nodeps !== undefined && typeof body.nodeps !== 'boolean') throw new HttpError(400, 'REQUEST_INVALID', '"nodeps" must be true or false');
         const outcome = sm.action(
           host,
@@ -329,7 +336,9 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
         return 200;
       case 'reboot': {
         const downMs = json!.downMs ?? 0;
-        if (typeof downMs !== 'number' || !(downMs >= 0)) throw new HttpError(400, 'REQUEST_INVALID', '"downMs" must be a non-negative number');
+        if (typeof downMs !== 'number' || !Number.isFinite(downMs) || downMs < 0 || downMs > MAX_DOWN_MS) {
+          throw new HttpError(400, 'REQUEST_INVALID', `"downMs" must be a number of milliseconds from 0 to ${MAX_DOWN_MS} (a day)`);
+        }
         served.state = sm.reboot(host, { now, downMs });
         const body: WireReboot = { rebooted: true, boots: served.state.boots };
         send(res, 200, body);
@@ -364,7 +373,7 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
   function intParam(req: http.IncomingMessage, key: string, dflt: number): number {
     const raw = new URL(req.url ?? '/', 'http://fleet').searchParams.get(key);
     if (raw === null || raw === '') return dflt;
-    if (!/^\d+$/.test(raw)) throw new XenError('EINVAL', `LIST ${key} must be an unsigned integer (got "${raw}")`);
+    if (!/^\d{1,10}$/.test(raw) || Number(raw) > U32_MAX) throw new XenError('EINVAL', `LIST ${key} must be an unsigned 32-bit integer (got "${raw.slice(0, 40)}")`);
     return Number(raw);
   }
 
@@ -438,7 +447,18 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
     tempDir = await mkdtemp(path.join(os.tmpdir(), 'fleetpatch-fleet-'));
     fleetFile = path.join(tempDir, 'fleet.json');
   }
-  await writeFleetFile(fleetFile, fleet);
+  try {
+    await writeFleetFile(fleetFile, fleet);
+  } catch (e) {
+    // A fleet nobody can find is no use: stop listening and say why, in one line.
+    await new Promise<void>((resolve) => {
+      server.close(() => resolve());
+      server.closeAllConnections();
+    });
+    if (tempDir) await rm(tempDir, { recursive: true, force: true });
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new FleetpatchError('FLEET_FILE_INVALID', `cannot write the fleet file ${fleetFile}: ${code ? `${code} (${(e as Error).message.replace(/^[A-Z]+: /, '').split(',')[0]})` : (e as Error).message}`, { file: fleetFile, ...(code ? { errno: code } : {}) });
+  }
   log?.info({ url, hosts: hosts.size, images: fleet.images.map((i) => i.name), fleetFile }, 'fleet server listening');
 
   let closed: Promise<void> | undefined;

@@ -99,8 +99,8 @@ describe('transport failures', () => {
     }
   });
 
-  it('HOST_NOT_FOUND for a host the fleet does not have, HOST_PROTOCOL for answers we do not understand', async () => {
-    expect((await caught(new HostAgent({ url: t.fleet.url, hostId: 'host-9999', token: 'x'.repeat(20) }).list())).code).toBe('HOST_NOT_FOUND');
+  it('HOST_UNAUTHORIZED for a host the fleet does not have (the server does not tell ids apart without their token), HOST_PROTOCOL for answers we do not understand', async () => {
+    expect((await caught(new HostAgent({ url: t.fleet.url, hostId: 'host-9999', token: 'x'.repeat(20) }).list())).code).toBe('HOST_UNAUTHORIZED');
     const odd = http.createServer((req, res) => {
       if (req.url?.includes('text')) res.writeHead(200, { 'content-type': 'text/html' }).end('<html>hello</html>');
       else res.writeHead(500).end('oops');

@@ -134,9 +134,15 @@ describe('authentication of /admin/*', () => {
     expect(await res.json()).toEqual({ ok: true, hosts: 2 });
   });
 
-  it('an unknown host is 404 HOST_NOT_FOUND', async () => {
-    const r = await raw('GET', '/hosts/host-9999/livepatch', `Bearer ${host.token}`);
-    expect(r.status).toBe(404);
-    expect(r.body.error).toBe('HOST_NOT_FOUND');
+  it('an unknown host is refused exactly like a wrong token: host ids cannot be enumerated without one', async () => {
+    for (const path of ['/hosts/host-9999/livepatch', '/hosts/no-such-host/dump', '/hosts/host-9999/no-such-route']) {
+      const none = await raw('GET', path, undefined);
+      expect(none).toMatchObject({ status: 401, auth: 'Bearer', body: { error: 'HOST_UNAUTHORIZED' } });
+      const wrong = await raw('GET', path, 'Bearer not-the-token-of-this-host');
+      const known = await raw('GET', `/hosts/${host.id}/livepatch`, 'Bearer not-the-token-of-this-host');
+      expect(wrong).toEqual(known);
+      // Even a real host's token does not tell that the id is unknown.
+      expect(await raw('GET', path, `Bearer ${host.token}`)).toMatchObject({ status: 403, body: { error: 'HOST_UNAUTHORIZED' } });
+    }
   });
 });
