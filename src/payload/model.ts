@@ -31,6 +31,9 @@ import {
 } from './elf.ts';
 import { parseBuildIdNote } from './note.ts';
 
+/** Xen's LIVEPATCH_MAX_SIZE (2 MiB): the largest payload, and the largest writable NOBITS section. */
+const LIVEPATCH_MAX_SIZE = 2 * 1024 * 1024;
+
 export const SECTION = {
   funcs: '.livepatch.funcs',
   depends: '.livepatch.depends',
@@ -375,6 +378,10 @@ class Pipeline {
       if (s.addralign !== 0n && !isPowerOfTwo(s.addralign)) {
         this.fail('EOPNOTSUPP', 4, 'section-align', `section ${i}'s alignment ${s.addralign} is not a power of two`, { section: i });
       }
+      // Xen allocates .bss like the rest of the payload: no bigger than LIVEPATCH_MAX_SIZE.
+      if (s.type === SHT_NOBITS && (s.flags & SHF_WRITE) !== 0n && s.size > BigInt(LIVEPATCH_MAX_SIZE)) {
+        this.fail('EINVAL', 4, 'bss-size', `section ${i} is a writable NOBITS section (.bss) of ${s.size} bytes; Xen refuses more than 2 MiB (${LIVEPATCH_MAX_SIZE})`, { section: i });
+      }
       if (s.type === SHT_SYMTAB) {
         if (symtab !== -1) this.fail('EOPNOTSUPP', 4, 'symtab-multiple', `more than one symbol table (sections ${symtab} and ${i})`);
         symtab = i;
@@ -524,6 +531,9 @@ class Pipeline {
       if (r.type === SHT_REL) this.fail('EOPNOTSUPP', 4, 'reloc-rel', `relocation section ${r.name} is SHT_REL; Xen on x86 supports only SHT_RELA`, { section: r.name });
       const entsize = toIndex(r.entsize);
       if (entsize < ELF_RELA_SIZE) this.fail('EINVAL', 4, 'reloc-entsize', `relocation section ${r.name} has entry size ${r.entsize}, smaller than a RELA entry (24)`, { section: r.name });
+      if (r.size % r.entsize !== 0n) {
+        this.fail('EINVAL', 4, 'reloc-entsize', `relocation section ${r.name} is ${r.size} bytes, not a multiple of its entry size ${r.entsize} (Xen: "Section relative header is corrupted"); its last relocation would be lost`, { section: r.name });
+      }
       const count = Math.floor(r.data.length / entsize);
       const list: PayloadRelocation[] = this.relocations.get(base.index) ?? [];
       for (let i = 0; i < count; i++) {

@@ -6,7 +6,7 @@ import { describe, expect, it } from 'vitest';
 import {
   SHF_ALLOC, SHF_EXECINSTR, SHF_WRITE, SHT_PROGBITS, SHT_REL, SHT_SYMTAB, R_X86_64_PC32,
 } from '../../src/payload/elf.ts';
-import { MAX_PAYLOAD_SIZE, parsePayload, checkDepends, defineImage, checkUpload } from '../../src/payload/index.ts';
+import { MAX_PAYLOAD_SIZE, parsePayload, checkDepends, defineImage, checkUpload, readElf } from '../../src/payload/index.ts';
 import {
   IMAGE, asLoaded, build, hideSection, object, patchHeader, patchRela, patchSection, patchSectionData, patchSymbol,
   putSectionData, refusal, upload, write,
@@ -189,6 +189,22 @@ describe('4. sections, string tables, symbols, relocations', () => {
     expectRefused(patchRela(valid, '.rela.text', 0, 'info', (3n << 32n) | 10n), 'EOPNOTSUPP', 'reloc-type');
     expectRefused(patchRela(valid, '.rela.livepatch.funcs', 0, 'offset', 100), 'EINVAL', 'reloc-offset');
     expectRefused(patchRela(valid, '.rela.text', 0, 'offset', 5), 'EINVAL', 'reloc-offset');
+  });
+
+  it('a RELA section whose size is not a multiple of its entry size: EINVAL, no relocation silently dropped', () => {
+    const rela = readElf(valid).sectionByName('.rela.livepatch.funcs')!;
+    expect(rela.size).toBeGreaterThanOrEqual(48n);
+    // entsize 32, size 48: one whole entry and half of another (the case).
+    const e = expectRefused(patchSection(patchSection(valid, '.rela.livepatch.funcs', 'entsize', 32), '.rela.livepatch.funcs', 'size', 48), 'EINVAL', 'reloc-entsize');
+    expect(e.message).toMatch(/48 bytes, not a multiple of its entry size 32/);
+    // A whole number of larger entries is still read (Xen steps by sh_entsize).
+    expect(() => parsePayload(patchSection(valid, '.rela.livepatch.funcs', 'size', rela.size - 24n))).not.toThrow();
+  });
+
+  it('a writable NOBITS section (.bss) over 2 MiB: EINVAL, like the payload itself; 2 MiB is fine', () => {
+    const withBss = build({ writableData: 16 });
+    expectRefused(patchSection(withBss, '.bss', 'size', MAX_PAYLOAD_SIZE + 1), 'EINVAL', 'bss-size');
+    expect(upload(patchSection(withBss, '.bss', 'size', MAX_PAYLOAD_SIZE)).payload.hasWritableData).toBe(true);
   });
 
   it('relocations of sections Xen does not load are not looked at', () => {
