@@ -2,7 +2,7 @@ import { readFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
-import { parsePlan } from '../../src/rollout/plan.ts';
+import { parsePlan, PLAN_LIMITS } from '../../src/rollout/plan.ts';
 import { FleetpatchError } from '../../src/errors.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
@@ -59,7 +59,6 @@ budget: { perWave: "lots" }
     expect(message).toContain('waves[1].hosts');
     expect(message).toContain('bake: "soon" is not a duration');
     expect(message).toContain('budget.perWave: "lots" is not a failure budget');
-    // Cross-field rules run once every field is valid on its own.
     expect(planError(`${minimal}gates: [{ after: nowhere, approval: true }]`)).toContain('gates[0].after: no wave is named "nowhere"');
   });
 
@@ -77,5 +76,51 @@ waves: [{ name: a, hosts: "50%" }, { name: a, hosts: "10%" }]
   it('refuses text that is not a plan', () => {
     expect(planError('name: [unclosed')).toMatch(/not valid YAML or JSON/);
     expect(planError('- a\n- b')).toMatch(/a plan is a mapping/);
+  });
+
+  it('reports duplicate wave names and shrinking sizes together with every other problem', () => {
+    const m = planError(`
+name: fix
+payloads: [{ file: a }]
+waves: [{ name: a, hosts: "50%" }, { name: a, hosts: "10%" }, { name: b, hosts: 3 }, { name: c, hosts: 2 }]
+bake: soon
+concurrency: 0
+gates: [{ after: nowhere, approval: true }]
+`);
+    expect(m).toContain('bake: "soon" is not a duration');
+    expect(m).toContain('concurrency');
+    expect(m).toContain('waves[1].name: wave name "a" is used twice');
+    expect(m).toContain('waves[1].hosts: wave sizes are cumulative; 10% is smaller than an earlier wave\'s 50%');
+    expect(m).toContain("waves[3].hosts: wave sizes are cumulative; 2 is smaller than an earlier wave's 3");
+    expect(m).toContain('gates[0].after: no wave is named "nowhere"');
+  });
+
+  it.each([
+    ['bake: 99999999999d', 'bake'],
+    ['bake: 31d', 'bake'],
+    ['bake: 1e400', 'bake'],
+    ['concurrency: 1001', 'concurrency'],
+    ['budget: { perWave: 99999999999999999999 }', 'budget.perWave'],
+    ['budget: { total: "1000001" }', 'budget.total'],
+    ['verify: { call: xen_extra_version, expect: "' + 'x'.repeat(201) + '" }', 'verify.expect'],
+    ['verify: { call: "' + 'f'.repeat(128) + '", expect: x }', 'verify.call'],
+    ['hosts: { ids: ["' + 'h'.repeat(129) + '"] }', 'hosts.ids[0]'],
+    ['description: "' + 'd'.repeat(2001) + '"', 'description'],
+  ])('refuses %s, beyond what a rollout can honour', (line, where) => {
+    expect(planError(`${minimal}${line}`)).toContain(`${where}`);
+  });
+
+  it('refuses a wave count beyond the bound and a payload name Xen would refuse', () => {
+    expect(planError(minimal.replace('hosts: "100%"', 'hosts: 1000001'))).toContain('waves[0].hosts');
+    expect(planError(minimal.replace('{ file: a.livepatch }', `{ file: a.livepatch, name: "${'n'.repeat(128)}" }`))).toContain('payloads[0]');
+  });
+
+  it('accepts the extremes it allows, and they are what a Temporal timer and a Date take', () => {
+    const plan = parsePlan(`${minimal}bake: 30d\nconcurrency: ${PLAN_LIMITS.maxConcurrency}\nbudget: { perWave: ${PLAN_LIMITS.maxBudgetCount}, total: "100%" }\n`);
+    expect(plan.bake).toBe(PLAN_LIMITS.maxBakeMs);
+    expect(new Date(Date.now() + plan.bake).toISOString()).toMatch(/^\d{4}-/);
+    expect(plan.allowUnsigned).toBe(false);
+    expect(parsePlan(`${minimal}allowUnsigned: true\n`).allowUnsigned).toBe(true);
+    expect(planError(`${minimal}allowUnsigned: "yes"\n`)).toContain('allowUnsigned');
   });
 });

@@ -1,0 +1,195 @@
+/**
+ * Every subcommand, run as a user would (`node bin/fleetpatch.js ...`, its own process), with
+ * hostile arguments: missing and unknown options, numbers beyond every bound, files that are
+ * missing, directories, symlink loops, FIFOs, /dev/zero, unreadable or huge, and services that are
+ * not there. Each must answer with exactly one line on stderr from the error catalogue, a
+ * documented exit code (docs/runtime.md), no stack trace, no password, and must not hang.
+ *
+ * Services: DATABASE_URL and TEMPORAL_ADDRESS point at a closed port, so a case that gets as far
+ * as connecting fails fast with DATABASE_UNAVAILABLE / TEMPORAL_UNAVAILABLE.
+ */
+import { execFile, execFileSync } from 'node:child_process';
+import { mkdtempSync } from 'node:fs';
+import { mkdir, open, rm, symlink, writeFile } from 'node:fs/promises';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { buildPayload, DEFAULT_IMAGE } from '../../src/payload/index.ts';
+
+const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'fleetpatch.js');
+
+const dir = mkdtempSync(path.join(os.tmpdir(), 'fleetpatch-hostile-'));
+const f = (name: string) => path.join(dir, name);
+
+function fleetpatch(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      [BIN, ...args],
+      {
+        timeout: 30_000,
+        env: {
+          PATH: process.env.PATH,
+          HOME: process.env.HOME,
+          DATABASE_URL: 'postgres://fp:hunter2@127.0.0.1:1/fleetpatch',
+          TEMPORAL_ADDRESS: '127.0.0.1:1',
+          FLEETPATCH_DATA_DIR: path.join(dir, 'data'),
+          FLEETPATCH_TRUSTED_KEYS: path.join(dir, 'keys'),
+          NO_COLOR: '1',
+        },
+      },
+      (error, stdout, stderr) => {
+        const code = error ? (typeof error.code === 'number' ? error.code : error.killed ? -1 : 1) : 0;
+        resolve({ code, stdout, stderr });
+      },
+    );
+  });
+}
+
+beforeAll(async () => {
+  execFileSync('mkfifo', [f('fifo')]);
+  await mkdir(f('keys'));
+  await symlink(f('loop-b'), f('loop-a'));
+  await symlink(f('loop-a'), f('loop-b'));
+  await writeFile(f('hello.livepatch'), buildPayload({ name: 'hello', funcs: [{ target: 'xen_extra_version', returns: 'Hello' }] }, { image: DEFAULT_IMAGE }));
+  await writeFile(f('garbage.livepatch'), 'not an ELF file at all, but long enough to be looked at '.repeat(4));
+  await writeFile(f('garbage.key'), '{"type":"fleetpatch-signing-key"}');
+  for (const [name, size] of [['huge.livepatch', 200 * 1024 * 1024], ['huge.yaml', 50 * 1024 * 1024]] as const) {
+    const h = await open(f(name), 'w');
+    await h.truncate(size);
+    await h.close();
+  }
+  await writeFile(f('bad.yaml'), 'name: [unclosed');
+  await writeFile(f('two-missing.yaml'), 'name: fix\npayloads: [{ file: a.livepatch }, { file: b.livepatch }]\nwaves: [{ name: all, hosts: "100%" }]\n');
+  await writeFile(f('forever.yaml'), 'name: fix\npayloads: [{ file: hello.livepatch }]\nwaves: [{ name: a, hosts: 1 }, { name: b, hosts: "100%" }]\nbake: 99999999999d\n');
+});
+afterAll(() => rm(dir, { recursive: true, force: true }));
+
+type Case = [args: () => string[], exit: number, stderr?: RegExp];
+
+const CASES: Case[] = [
+  // fleetpatch itself
+  [() => [], 2],
+  [() => ['frobnicate'], 2, /unknown command "frobnicate"/],
+  [() => ['--json'], 2],
+  // payload
+  [() => ['payload'], 2],
+  [() => ['payload', 'frobnicate'], 2],
+  [() => ['payload', 'inspect'], 2, /missing payload file/],
+  [() => ['payload', 'inspect', '--bogus', f('hello.livepatch')], 2],
+  [() => ['payload', 'inspect', f('missing.livepatch')], 2, /no such file/],
+  [() => ['payload', 'inspect', dir], 2, /is a directory/],
+  [() => ['payload', 'inspect', f('loop-a')], 2, /symlink loop/],
+  [() => ['payload', 'inspect', '/dev/zero'], 2, /character device/],
+  [() => ['payload', 'inspect', f('fifo')], 2, /FIFO/],
+  [() => ['payload', 'inspect', f('huge.livepatch')], 1, /EINVAL: .*over 2 MiB/],
+  [() => ['payload', 'inspect', '/proc/self/mem'], 1, /FILE_ERROR: .*EIO/],
+  [() => ['payload', 'inspect', f('garbage.livepatch')], 1, /^EINVAL \(22\): /],
+  [() => ['payload', 'check', f('hello.livepatch')], 2, /--image/],
+  [() => ['payload', 'check', f('hello.livepatch'), '--image', '/dev/zero'], 2],
+  [() => ['payload', 'check', f('hello.livepatch'), '--image', 'default', '--loaded', f('fifo')], 2],
+  [() => ['payload', 'build'], 2],
+  [() => ['payload', 'build', '--spec', dir, '--out', f('out.livepatch')], 2],
+  [() => ['payload', 'build', '--spec', f('huge.yaml'), '--out', f('out.livepatch')], 1, /FILE_TOO_LARGE/],
+  [() => ['payload', 'keygen'], 2],
+  [() => ['payload', 'keygen', '--out', '/proc/no-such-dir/key'], 2],
+  [() => ['payload', 'sign', f('hello.livepatch')], 2, /--key/],
+  [() => ['payload', 'sign', f('hello.livepatch'), '--key', '/dev/zero'], 2],
+  [() => ['payload', 'sign', f('hello.livepatch'), '--key', f('garbage.key')], 1, /KEY_INVALID/],
+  [() => ['payload', 'verify', f('hello.livepatch')], 2, /--trust/],
+  [() => ['payload', 'verify', f('hello.livepatch'), '--trust', f('fifo')], 2],
+  [() => ['payload', 'verify', f('hello.livepatch'), '--trust', f('garbage.key'), '--sig', f('loop-a')], 1, /KEY_INVALID/],
+  // rollout
+  [() => ['rollout'], 2],
+  [() => ['rollout', 'frobnicate'], 2],
+  [() => ['rollout', 'plan'], 2],
+  [() => ['rollout', 'plan', f('missing.yaml')], 2, /no such file/],
+  [() => ['rollout', 'plan', dir], 2],
+  [() => ['rollout', 'plan', '/dev/zero'], 2],
+  [() => ['rollout', 'plan', f('fifo')], 2],
+  [() => ['rollout', 'plan', f('huge.yaml')], 1, /FILE_TOO_LARGE/],
+  [() => ['rollout', 'plan', f('bad.yaml')], 1, /PLAN_INVALID: .*not valid YAML/],
+  [() => ['rollout', 'plan', f('forever.yaml')], 1, /PLAN_INVALID: .*bake: "99999999999d" is longer than the longest bake/],
+  [() => ['rollout', 'plan', f('two-missing.yaml')], 1, /PLAN_INVALID: .*two-missing\.yaml: payloads\[0\]\.file a\.livepatch: .*no such file.*payloads\[1\]\.file b\.livepatch: .*no such file/],
+  [() => ['rollout', 'start'], 2],
+  [() => ['rollout', 'start', f('missing.yaml')], 2],
+  [() => ['rollout', 'start', f('hello.livepatch'), '--id', '../../etc'], 2, /not a rollout id/],
+  [() => ['rollout', 'start', f('forever.yaml'), '--interval-ms', 'abc'], 2],
+  [() => ['rollout', 'status'], 2],
+  [() => ['rollout', 'status', 'x', '--bogus'], 2],
+  [() => ['rollout', 'status', 'a/b'], 2],
+  [() => ['rollout', 'watch', 'x', '--interval-ms', '0'], 2],
+  [() => ['rollout', 'pause', 'x'], 2, /--reason/],
+  [() => ['rollout', 'abort', 'x', '--reason', 'r'.repeat(2001)], 2, /--reason is 2001 characters/],
+  [() => ['rollout', 'approve', 'x', '--reason', 'ok', '--by', 'b'.repeat(201)], 2, /--by/],
+  [() => ['rollout', 'resume', 'x', '--reason', 'ok'], 1, /TEMPORAL_UNAVAILABLE|DATABASE_UNAVAILABLE/],
+  // audit
+  [() => ['audit'], 2],
+  [() => ['audit', 'frobnicate'], 2],
+  [() => ['audit', 'constructor'], 2],
+  [() => ['audit', 'timeline'], 2, /--host is required/],
+  [() => ['audit', 'timeline', '--host', 'h', '--limit', '99999999999999999999'], 2, /--limit must be a whole number/],
+  [() => ['audit', 'timeline', '--host', 'h', '--limit', '1e3'], 2],
+  [() => ['audit', 'checks', '--limit', '-1'], 2],
+  [() => ['audit', 'checks', '--limit', '99999999999999999999'], 2],
+  [() => ['audit', 'checks', '--outcome', 'perhaps'], 2],
+  [() => ['audit', 'checks', '--payload', "x' OR 1=1"], 2],
+  [() => ['audit', 'stack', '--host', 'h', '--position', '99999999999999999999'], 2],
+  [() => ['audit', 'stack', '--host', 'h', '--at', 'yesterday'], 2],
+  [() => ['audit', 'where'], 2],
+  [() => ['audit', 'where', '--payload', 'XYZ'], 2],
+  [() => ['audit', 'where', '--payload', 'ab', '--at', '+999999-01-01'], 2],
+  [() => ['audit', 'verify', '--stream', 'bogus'], 2],
+  [() => ['audit', 'rollout'], 2],
+  [() => ['audit', 'replay'], 2],
+  [() => ['audit', 'verify'], 1, /DATABASE_UNAVAILABLE: cannot reach PostgreSQL at postgres:\/\/fp:\*\*\*@127\.0\.0\.1:1/],
+  [() => ['audit', 'verify', '--json'], 1, /DATABASE_UNAVAILABLE/],
+  // emulate
+  [() => ['emulate'], 2, /--hosts N is required/],
+  [() => ['emulate', '--hosts', '0'], 2],
+  [() => ['emulate', '--hosts', '99999999999999999999'], 2],
+  [() => ['emulate', '--hosts', '1', '--port', '99999'], 2],
+  [() => ['emulate', '--hosts', '1', '--public-url', 'not a url'], 2],
+  [() => ['emulate', '--hosts', '1', '--images', '/dev/zero'], 2],
+  [() => ['emulate', '--hosts', '1', '--images', f('fifo')], 2],
+  [() => ['emulate', '--hosts', '1', '--faults', f('fifo')], 2],
+  [() => ['emulate', '--hosts', '1', '--port', '0', '--fleet-file', '/etc/passwd/x.json'], 1, /FLEET_FILE_INVALID: cannot write the fleet file \/etc\/passwd\/x\.json/],
+  // hv (its Xen-compatible help and refusals aside)
+  [() => ['hv', '--host', 'h', '--fleet-file', f('missing.json'), 'list'], 1, /FLEET_FILE_INVALID/],
+  [() => ['hv', '--host', 'h', '--fleet-file', f('fifo'), 'list'], 1, /FLEET_FILE_INVALID/],
+  [() => ['hv', '--host', 'h', '--timeout', 'abc', 'list'], 2],
+  // worker, services, demo
+  [() => ['worker', '--bogus'], 2],
+  [() => ['worker', '--max-activities', 'abc'], 2],
+  [() => ['worker', '--max-activities', '0'], 2],
+  [() => ['services', '--bogus'], 2],
+  [() => ['demo', '--hosts', 'abc'], 2],
+  [() => ['demo', '--hosts', '99999999999999999999'], 2],
+  // --json: a usage error prints nothing on stdout; other errors print one JSON error object
+  [() => ['payload', 'inspect', f('missing.livepatch'), '--json'], 2],
+  [() => ['payload', 'inspect', '/proc/self/mem', '--json'], 1, /FILE_ERROR/],
+  [() => ['rollout', 'plan', f('two-missing.yaml'), '--json'], 1, /PLAN_INVALID/],
+];
+
+describe('every subcommand with hostile arguments', () => {
+  it.concurrent.each(CASES.map(([args, exit, stderr]) => [args().join(' ').slice(0, 120), args, exit, stderr] as const))(
+    'fleetpatch %s',
+    { timeout: 60_000 },
+    async (_label, args, exit, stderr) => {
+      const argv = args();
+      const r = await fleetpatch(argv);
+      const lines = r.stderr.split('\n').filter((l) => l.trim() !== '');
+      expect(lines, r.stderr).toHaveLength(1);
+      expect(lines[0]).toMatch(/^(fleetpatch: [A-Z][A-Z0-9_]+: |E[A-Z0-9]+ \(\d+\): )/);
+      if (stderr) expect(lines[0]).toMatch(stderr);
+      expect(r.code, r.stderr).toBe(exit);
+      expect(r.stderr + r.stdout).not.toMatch(/\n\s+at .+:\d+:\d+/);
+      expect(r.stderr + r.stdout).not.toContain('hunter2');
+      if (argv.includes('--json')) {
+        if (exit === 2) expect(r.stdout).toBe('');
+        else expect(JSON.parse(r.stdout.trim().split('\n').at(-1)!)).toMatchObject({ ok: false, error: { code: expect.any(String), message: expect.any(String) } });
+      }
+    },
+  );
+});
