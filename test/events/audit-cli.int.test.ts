@@ -169,6 +169,12 @@ describe('fleetpatch audit', () => {
     expect(JSON.parse(asJson.out).breaks[0]).toMatchObject({ streamId: 'rollout-r1', position: 6, kind: 'altered' });
   });
 
+  it('verify --stream: a stream that does not exist is an error, not "OK: 0 events"', async () => {
+    const r = await audit('verify', '--stream', 'host-nobody');
+    expect(r).toMatchObject({ code: 1, out: '', err: 'fleetpatch: STREAM_NOT_FOUND: no stream host-nobody: no event and no stream head has that name' });
+    expect(await audit('verify', '--stream', 'nobody')).toMatchObject({ code: 2, err: expect.stringMatching(/--stream must be a stream name/) });
+  });
+
   it('explains its usage', async () => {
     expect((await audit()).code).toBe(2);
     expect((await audit('--help')).out).toMatch(/fleetpatch audit <subcommand>/);

@@ -85,7 +85,11 @@ describe('audit verify', () => {
     await tamper(`DELETE FROM events WHERE stream_id = 'rollout-t1' AND stream_position = 16`);
     await tamper(`UPDATE streams SET stream_position = 15, last_hash = $1 WHERE stream_id = 'rollout-t1'`, [prev.rows[0]!.hash]);
     const after = await verifyChains(store, { streamId: 'rollout-t1' });
-    expect(after.ok).toBe(true);
+    // Every remaining link holds and the head matches the chain...
+    expect(after.breaks).toEqual([]);
     expect(after.headsDigest).not.toBe(before.headsDigest);
+    // ... but the head row was written by another transaction than the stream's last event.
+    expect(after.ok).toBe(false);
+    expect(after.orderBreaks).toEqual([expect.objectContaining({ kind: 'head-rewritten', streamId: 'rollout-t1', position: 15 })]);
   });
 });
