@@ -61,8 +61,12 @@ function actor(by: string | undefined): Actor {
 
 function requireReason(reason: string | undefined, what: string): string {
   if (!reason || !reason.trim()) throw new FleetpatchError('USAGE', `rollout ${what}: say why with --reason "..." (it is recorded)`);
-  return boundedText(reason, '--reason', 2000, `rollout ${what}`)!;
+  // Recorded as is, and inside longer sentences ("aborted by <who>: <why>"): at most 1000 characters.
+  return boundedText(reason, '--reason', MAX_REASON, `rollout ${what}`)!;
 }
+
+/** A reason is recorded as is and inside other sentences, which the catalogue caps at 2000 characters. */
+const MAX_REASON = 1000;
 
 /** What the workflow ids and the event store accept as a rollout id. */
 const ROLLOUT_ID = /^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$/;
@@ -94,7 +98,7 @@ export const rolloutCommand: Command = async (args, io) => {
     case 'start': {
       const file = requirePositional(positionals, 0, 'the plan file', 'rollout start');
       if (values.id !== undefined) rolloutIdArg(values.id, sub);
-      boundedText(values.reason, '--reason', 2000, 'rollout start');
+      boundedText(values.reason, '--reason', MAX_REASON, 'rollout start');
       actor(values.by);
       intervalMs(values, sub);
       return startCommand(file, values, io);

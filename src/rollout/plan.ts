@@ -27,8 +27,8 @@ export const PLAN_LIMITS = {
   maxWaves: 100,
   maxPayloads: 64,
   maxGates: 100,
-  /** hosts.ids: the plan travels in the workflow's input, which Temporal caps at 2 MiB. */
-  maxHostIds: 10_000,
+  /** hosts.ids: the plan travels in the workflow's input, which Temporal caps at 2 MiB (and in a 1 MiB plan file). */
+  maxHostIds: 5_000,
   hostIdLength: 128,
   maxLabels: 32,
   labelLength: 128,

@@ -121,7 +121,7 @@ const CASES: Case[] = [
   [() => ['rollout', 'status', 'a/b'], 2],
   [() => ['rollout', 'watch', 'x', '--interval-ms', '0'], 2],
   [() => ['rollout', 'pause', 'x'], 2, /--reason/],
-  [() => ['rollout', 'abort', 'x', '--reason', 'r'.repeat(2001)], 2, /--reason is 2001 characters/],
+  [() => ['rollout', 'abort', 'x', '--reason', 'r'.repeat(1001)], 2, /--reason is 1001 characters/],
   [() => ['rollout', 'approve', 'x', '--reason', 'ok', '--by', 'b'.repeat(201)], 2, /--by/],
   [() => ['rollout', 'resume', 'x', '--reason', 'ok'], 1, /TEMPORAL_UNAVAILABLE|DATABASE_UNAVAILABLE/],
   // audit
