@@ -271,6 +271,8 @@ interface Space {
   callee(insn: X86Instruction): string | null;
   /** The code a direct jump goes to (a tail call, a shared epilogue), or null if it cannot be followed. */
   jumpTarget(insn: X86Instruction): Segment | null;
+  /** Names the place code at `ip` starts, to notice a jump back to code already run. */
+  place(ip: bigint): string;
 }
 
 /** Code to run: its bytes, the address (or section offset) of the first, and a label for reasons. */
@@ -326,6 +328,10 @@ class ObjectSpace implements Space {
 
   ripTarget(target: bigint): Known {
     return { t: 'sec', s: this.section, o: target };
+  }
+
+  place(ip: bigint): string {
+    return `section ${this.section}+${ip}`;
   }
 
   private describe(s: number, o: bigint): string {
@@ -434,6 +440,9 @@ class LinkedSpace implements Space {
   }
   ripTarget(target: bigint): Known {
     return num(target);
+  }
+  place(ip: bigint): string {
+    return `address ${ip}`;
   }
   load(addr: Known, size: number, at: string): Val {
     if (addr.t !== 'num') return unknown(`it reads memory it cannot follow at ${at}`);
@@ -587,6 +596,7 @@ function evaluate(code: Uint8Array, ip: bigint, space: Space): FunctionResult {
   const m = new Machine();
   let segment: Segment = { code, ip, space, label: '' };
   let budget = MAX_INSTRUCTIONS;
+  const seen = new Set<string>([space.place(ip)]);
   for (let jumps = 0; ; jumps++) {
     const insns = decodeX86(segment.code, { ip: segment.ip, maxInstructions: budget });
     budget -= insns.length;
@@ -594,11 +604,13 @@ function evaluate(code: Uint8Array, ip: bigint, space: Space): FunctionResult {
     for (const insn of insns) {
       const at = `${segment.label}+${hex(insn.offset)}`;
       if (insn.flow === 'jump' && jumps < MAX_JUMPS) next = segment.space.jumpTarget(insn);
+      if (next && seen.has(next.space.place(next.ip))) return { kind: 'undefined', why: `it loops forever at ${at} (${insn.text})` };
       if (next) break;
       const stop = step(m, insn, at, segment.space);
       if (stop) return stop;
     }
     if (next) {
+      seen.add(next.space.place(next.ip));
       segment = next;
       continue;
     }

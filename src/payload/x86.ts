@@ -141,6 +141,7 @@ function tools() {
     formatter.showZeroDisplacements = true;
     formatter.uppercaseHex = false;
     formatter.branchLeadingZeros = false;
+    formatter.smallHexNumbersInDecimal = false;
     shared = { formatter, info: new InstructionInfoFactory(), instruction: new Instruction() };
   }
   return shared;
