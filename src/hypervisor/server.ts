@@ -456,8 +456,14 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
       server.closeAllConnections();
     });
     if (tempDir) await rm(tempDir, { recursive: true, force: true });
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new FleetpatchError('FLEET_FILE_INVALID', `cannot write the fleet file ${fleetFile}: ${code ? `${code} (${(e as Error).message.replace(/^[A-Z]+: /, '').split(',')[0]})` : (e as Error).message}`, { file: fleetFile, ...(code ? { errno: code } : {}) });
+    const err = e as NodeJS.ErrnoException;
+    const why =
+      err.code === 'EEXIST' || err.code === 'ENOTDIR'
+        ? `${err.code}: ${path.dirname(fleetFile)} is not a directory`
+        : err.code
+          ? `${err.code} (${err.message.replace(/^[A-Z]+: /, '').split(',')[0]})`
+          : err.message;
+    throw new FleetpatchError('FLEET_FILE_INVALID', `cannot write the fleet file ${fleetFile}: ${why}`, { file: fleetFile, ...(err.code ? { errno: err.code } : {}) });
   }
   log?.info({ url, hosts: hosts.size, images: fleet.images.map((i) => i.name), fleetFile }, 'fleet server listening');
 
