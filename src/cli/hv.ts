@@ -7,7 +7,7 @@
  *
  * The flow of each command follows tools/misc/xen-livepatch.c (Xen 4.14+).
  */
-import { readFile } from 'node:fs/promises';
+import { readInputFile } from '../runtime/files.ts';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -142,10 +142,16 @@ class Tool {
     if (!getName(io, name)) return EINVAL;
     let bytes: Uint8Array;
     try {
-      bytes = await readFile(file);
+      // A regular file of at most 2 MiB (runtime/files.ts): a FIFO or /dev/zero is refused, not read.
+      bytes = await readInputFile(file, 'payload');
     } catch (e) {
-      const code = (e as NodeJS.ErrnoException).code ?? '';
-      const [n, text] = FILE_ERRNO[code] ?? [(os.constants.errno as Record<string, number>)[code] ?? 5, (e as Error).message];
+      if (e instanceof XenError) {
+        io.out(`Uploading ${file}... failed`);
+        printError(io, e.errno, e.message);
+        return e.errno;
+      }
+      const code = String((e as FleetpatchError).details?.errno ?? (e as NodeJS.ErrnoException).code ?? '');
+      const [n, text] = FILE_ERRNO[code] ?? [(os.constants.errno as Record<string, number>)[code] ?? EINVAL, (e as Error).message];
       io.err(`Could not open ${file}.`);
       io.err(`Error ${n}: ${text}`);
       return n;

@@ -159,6 +159,7 @@ const CASES: Case[] = [
   [() => ['hv', '--host', 'h', '--fleet-file', f('missing.json'), 'list'], 1, /FLEET_FILE_INVALID/],
   [() => ['hv', '--host', 'h', '--fleet-file', f('fifo'), 'list'], 1, /FLEET_FILE_INVALID/],
   [() => ['hv', '--host', 'h', '--timeout', 'abc', 'list'], 2],
+  [() => ['hv', '--host', 'h', '--fleet-file', f('missing.json'), 'upload', 'x', '/dev/zero'], 1, /FLEET_FILE_INVALID/],
   // worker, services, demo
   [() => ['worker', '--bogus'], 2],
   [() => ['worker', '--max-activities', 'abc'], 2],
