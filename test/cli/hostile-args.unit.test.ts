@@ -16,6 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildPayload, DEFAULT_IMAGE } from '../../src/payload/index.ts';
+import { startFleetServer } from '../../src/hypervisor/server.ts';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'fleetpatch.js');
 
@@ -159,7 +160,6 @@ const CASES: Case[] = [
   [() => ['hv', '--host', 'h', '--fleet-file', f('missing.json'), 'list'], 1, /FLEET_FILE_INVALID/],
   [() => ['hv', '--host', 'h', '--fleet-file', f('fifo'), 'list'], 1, /FLEET_FILE_INVALID/],
   [() => ['hv', '--host', 'h', '--timeout', 'abc', 'list'], 2],
-  [() => ['hv', '--host', 'h', '--fleet-file', f('missing.json'), 'upload', 'x', '/dev/zero'], 1, /FLEET_FILE_INVALID/],
   // worker, services, demo
   [() => ['worker', '--bogus'], 2],
   [() => ['worker', '--max-activities', 'abc'], 2],
@@ -193,4 +193,20 @@ describe('every subcommand with hostile arguments', () => {
       }
     },
   );
+});
+
+describe('hv upload of a file that is not a payload file', () => {
+  it('refuses /dev/zero and a FIFO at once, in xen-livepatch\'s words', { timeout: 60_000 }, async () => {
+    const fleet = await startFleetServer({ hosts: 1, fleetFile: f('fleet.json') });
+    try {
+      for (const file of ['/dev/zero', f('fifo')]) {
+        const r = await fleetpatch(['hv', '--fleet-file', fleet.fleetFile, '--host', 'host-0000', 'upload', 'x', file]);
+        expect(r.code).toBe(1);
+        expect(r.stderr).toMatch(new RegExp(`^Could not open ${file}\\.\\nError 22: payload ${file}: is a (character device|FIFO \\(named pipe\\)), not a regular file\\n$`));
+      }
+      expect(fleet.host('host-0000')!.payloads).toHaveLength(0);
+    } finally {
+      await fleet.close();
+    }
+  });
 });
