@@ -10,7 +10,6 @@ import type { CliIO, Command } from './io.ts';
 import { renderTable } from './table.ts';
 import { FleetpatchError } from '../errors.ts';
 import { FleetClient } from '../hypervisor/agent-client.ts';
-import { defaultFleetFilePath } from '../hypervisor/fleet-file.ts';
 import { hostStateFromList } from '../hypervisor/live-state.ts';
 import {
   CHECK_OUTCOMES,
@@ -69,11 +68,11 @@ export const auditCommand: Command = async (args, io) => {
   }
   const run = RUNNERS[sub as keyof typeof SUBCOMMANDS];
   const prepared = run(rest);
-  return withServices({ database: true, temporal: false }, async ({ services, config }) => prepared(new EventStore(services.pool), io, config.dataDir));
+  return withServices({ database: true, temporal: false }, async ({ services, config }) => prepared(new EventStore(services.pool), io, config.fleetFile));
 };
 
 /** Each runner parses its options first (so a usage error needs no database), then runs. */
-type Runner = (args: string[]) => (store: EventStore, io: CliIO, dataDir: string) => Promise<number>;
+type Runner = (args: string[]) => (store: EventStore, io: CliIO, fleetFile: string) => Promise<number>;
 
 const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
   timeline: (args) => {
@@ -272,8 +271,8 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
   replay: (args) => {
     const { values } = parseCommandArgs(args, { ...common, host: { type: 'string' }, 'fleet-file': { type: 'string' }, 'no-record': { type: 'boolean' } }, 'audit replay');
     const host = required(values.host, '--host', 'replay');
-    return async (store, io, dataDir) => {
-      const fleet = await FleetClient.open(values['fleet-file'] ?? defaultFleetFilePath(dataDir));
+    return async (store, io, fleetFile) => {
+      const fleet = await FleetClient.open(values['fleet-file'] ?? fleetFile);
       const result = await replayHost(store, host, liveStateOf(fleet), {
         actor: { kind: 'user', id: os.userInfo().username },
         record: !values['no-record'],

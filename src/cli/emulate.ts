@@ -7,7 +7,6 @@ import { readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { FleetpatchError } from '../errors.ts';
 import { MAX_FLEET_HOSTS } from '../hypervisor/fleet.ts';
-import { defaultFleetFilePath } from '../hypervisor/fleet-file.ts';
 import { startFleetServer } from '../hypervisor/server.ts';
 import { loadConfig } from '../runtime/config.ts';
 import { createLogger } from '../runtime/logger.ts';
@@ -31,7 +30,7 @@ function usage(io: CliIO): void {
   io.out('  --public-url URL  URL written into the fleet file (default http://127.0.0.1:<port>)');
   io.out('  --seed S          seed of the fault injection (default 1)');
   io.out('  --faults FILE     fault-injection rules, YAML or JSON (see docs/hypervisor.md)');
-  io.out('  --fleet-file F    where to write the fleet file (default <FLEETPATCH_DATA_DIR>/fleet.json)');
+  io.out('  --fleet-file F    where to write the fleet file (default FLEETPATCH_FLEET_FILE, else <FLEETPATCH_DATA_DIR>/fleet.json)');
 }
 
 function integer(value: string | undefined, what: string, min: number, max: number): number | undefined {
@@ -87,7 +86,7 @@ export const emulateCommand: Command = async (args, io) => {
   const logger = createLogger(config.logLevel);
   const shutdown = new Shutdown(logger);
   shutdown.installSignalHandlers();
-  const fleetFile = path.resolve(values['fleet-file'] ?? defaultFleetFilePath(config.dataDir));
+  const fleetFile = path.resolve(values['fleet-file'] ?? config.fleetFile);
 
   const fleet = await startFleetServer({
     hosts,
