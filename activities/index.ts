@@ -4,14 +4,13 @@
  */
 import type { ActivityDeps } from './deps.ts';
 import { classified } from './failure.ts';
-import { hostActivities } from './host.ts';
-import { restoreActivities } from './restore.ts';
+import { batchActivities } from './batch.ts';
 import { rolloutActivities } from './rollout.ts';
 
 export type { ActivityDeps };
 
 export function createActivities(deps: ActivityDeps) {
-  return classified({ ...hostActivities(deps), ...restoreActivities(deps), ...rolloutActivities(deps) });
+  return classified({ ...batchActivities(deps), ...rolloutActivities(deps) });
 }
 
 export type Activities = ReturnType<typeof createActivities>;

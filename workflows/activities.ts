@@ -1,37 +1,33 @@
 /**
- * Activity proxies, with timeouts and retry policies chosen per kind of work. Refusals (EINVAL,
- * EEXIST, ...) are raised non-retryable by the activities themselves; transient faults (EAGAIN,
- * EBUSY, network) are retried here with backoff, a bounded number of times, so an unreachable host
- * ends as a failure that counts against the budget instead of stalling the wave.
+ * Activity proxies, with timeouts and retry policies chosen per kind of work.
+ *
+ * - Batches (patchBatch, rollbackBatch) run for as long as their wave step has hosts, heartbeating
+ *   every second; a batch whose worker died is retried (on any worker) after the heartbeat
+ *   timeout, and its retry takes back the hosts the dead attempt held. Host faults never fail a
+ *   batch (a host that stays away fails alone, with the reason); PostgreSQL outages are waited out
+ *   inside it.
+ * - Bookkeeping (work-list counts, holds, the rollout's own events) is short and local: it runs in
+ *   the worker that runs the workflow, retried until PostgreSQL answers.
  */
 import { proxyActivities, proxyLocalActivities } from '@temporalio/workflow';
 import type { Activities } from '../activities/index.ts';
 
-const hostRetry = { initialInterval: '500ms', backoffCoefficient: 2, maximumInterval: '5s', maximumAttempts: 4 } as const;
-
-/**
- * Short host operations: read state, upload, dependency check, verify. They run as LOCAL
- * activities: in the worker that runs the workflow, their results recorded as markers, without a
- * server round trip to schedule and complete each one, which is what bounds throughput on a
- * single-shard server. A worker that dies mid-call simply runs them again (they are idempotent).
- */
-export const hostOps = proxyLocalActivities<Activities>({
-  // Each host request times out after 10 s.
-  startToCloseTimeout: '15s',
-  retry: hostRetry,
+export const batchOps = proxyActivities<Activities>({
+  startToCloseTimeout: '24h',
+  heartbeatTimeout: '20s',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 50 },
 });
 
-/** Asynchronous hypervisor actions: they poll until rc leaves -EAGAIN, heartbeating meanwhile. */
-export const hostActions = proxyActivities<Activities>({
-  startToCloseTimeout: '5m',
-  heartbeatTimeout: '10s',
-  retry: hostRetry,
-});
-
-/** Event store and rollout bookkeeping: PostgreSQL only, retried until it answers; local too. */
+/** Event store and rollout bookkeeping: PostgreSQL only, retried until it answers; local. */
 export const bookkeeping = proxyLocalActivities<Activities>({
   startToCloseTimeout: '1m',
   retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 20 },
+});
+
+/** The live view: one try; a failure (PostgreSQL away) is shown as waiting, not retried here. */
+export const liveView = proxyLocalActivities<Activities>({
+  startToCloseTimeout: '10s',
+  retry: { maximumAttempts: 1 },
 });
 
 /** The preflight reads every selected host: long, heartbeating. */

@@ -3,5 +3,4 @@
  * activity TYPES; it runs in Temporal's deterministic sandbox.
  */
 export { rolloutWorkflow } from './rollout.ts';
-export { hostPatchWorkflow } from './host-patch.ts';
-export { rollbackWorkflow, hostRollbackWorkflow } from './rollback.ts';
+export { rollbackWorkflow } from './rollback.ts';

@@ -8,39 +8,28 @@
  * hosts (or when Temporal suggests it) the workflow continues as new, carrying only the compact
  * RolloutProgress, so a 10,000-host rollout stays far from the history limits.
  */
-import {
-  condition,
-  continueAsNew,
-  executeChild,
-  allHandlersFinished,
-  setHandler,
-  workflowInfo,
-  ParentClosePolicy,
-} from '@temporalio/workflow';
+import { condition, continueAsNew, executeChild, allHandlersFinished, setHandler, workflowInfo, ParentClosePolicy } from '@temporalio/workflow';
 import {
   acceptFailures,
+  applyCounts,
   applyPreflight,
+  FAILURE_SAMPLE,
   budgetVerdict,
   FINAL_STATUSES,
   initialProgress,
-  recordHostResult,
   rollbackProgress,
   totals,
   type FinalRolloutStatus,
   type RolloutProgress,
   type RolloutStatus,
 } from '../src/rollout/progress.ts';
-import type { Actor, HostPatchResult, RolloutInput } from '../src/rollout/types.ts';
+import { batchLanes } from '../src/rollout/batches.ts';
+import type { Actor, RolloutInput } from '../src/rollout/types.ts';
 import type { EventBody } from '../activities/recording.ts';
-import { bookkeeping, preflightOps } from './activities.ts';
+import { batchOps, bookkeeping, liveView, preflightOps } from './activities.ts';
 import { hostFailure } from './failures.ts';
-import { hostPatchWorkflow } from './host-patch.ts';
 import { abortUpdate, approveUpdate, pauseUpdate, progressQuery, resumeUpdate, type AbortRequest } from './messages.ts';
-import { runBounded } from './pool.ts';
 import { rollbackWorkflow } from './rollback.ts';
-
-/** Hosts handled per workflow run before continuing as new. */
-export const HOSTS_PER_RUN = 500;
 
 export interface RolloutCarry {
   progress: RolloutProgress;
@@ -60,7 +49,6 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
   let abort: AbortRequest | undefined = carry?.abort;
   const approvedAfter = new Set(carry?.approvedAfter ?? []);
   let pausedBeforeStatus: RolloutStatus | undefined = p.status === 'paused' ? 'running' : undefined;
-  let hostsThisRun = 0;
 
   const record = (key: string, body: EventBody, actor: Actor = SYSTEM) =>
     bookkeeping.recordRolloutEvent({ rolloutId, key, body, actor, ...(plan.notifyWebhook ? { webhook: plan.notifyWebhook } : {}) });
@@ -81,45 +69,85 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
   const isFinal = () => FINAL_STATUSES.includes(p.status);
 
   setHandler(progressQuery, () => p);
+  // Each handler records first and changes the rollout's state last, so the main loop never moves
+  // on while a handler's own activity is in flight (their commands would interleave differently on
+  // replay). `steering` refuses a second request while one is being handled.
+  let steering: string | undefined;
+  const steer = <T,>(what: string, fn: () => Promise<T>) => async (): Promise<T> => {
+    steering = what;
+    try {
+      return await fn();
+    } finally {
+      steering = undefined;
+    }
+  };
+  const notSteering = () => {
+    if (steering) throw new Error(`another request (${steering}) is being handled; try again in a moment`);
+  };
   setHandler(
     pauseUpdate,
-    async (req) => {
-      pausedBeforeStatus = p.status;
-      p.status = 'paused';
-      await decide('paused', req.by, req.reason, currentWave());
-      return p;
+    (req) =>
+      steer('pause', async () => {
+        // Every batch, on every worker, stops claiming hosts; hosts in flight finish.
+        await bookkeeping.setRolloutHold({ rolloutId, hold: 'paused', reason: req.reason });
+        await refresh();
+        await decide('paused', req.by, req.reason, currentWave());
+        pausedBeforeStatus = p.status;
+        p.status = 'paused';
+        return p;
+      })(),
+    {
+      validator: (req) => {
+        notSteering();
+        refuseUnless(!isFinal() && p.status !== 'paused' && p.status !== 'rolling-back', `cannot pause a rollout that is ${p.status}`, req.reason);
+      },
     },
-    { validator: (req) => refuseUnless(!isFinal() && p.status !== 'paused' && p.status !== 'rolling-back', `cannot pause a rollout that is ${p.status}`, req.reason) },
   );
   setHandler(
     resumeUpdate,
-    async (req) => {
-      p.status = pausedBeforeStatus ?? 'running';
-      pausedBeforeStatus = undefined;
-      await decide('resumed', req.by, req.reason);
-      return p;
+    (req) =>
+      steer('resume', async () => {
+        await bookkeeping.clearRolloutHold({ rolloutId });
+        await decide('resumed', req.by, req.reason);
+        p.status = pausedBeforeStatus ?? 'running';
+        pausedBeforeStatus = undefined;
+        return p;
+      })(),
+    {
+      validator: (req) => {
+        notSteering();
+        refuseUnless(p.status === 'paused', `cannot resume a rollout that is ${p.status}, not paused`, req.reason);
+      },
     },
-    { validator: (req) => refuseUnless(p.status === 'paused', `cannot resume a rollout that is ${p.status}, not paused`, req.reason) },
   );
   setHandler(
     abortUpdate,
-    async (req) => {
-      abort = req;
-      await decide('aborted', req.by, req.rollback ? `${req.reason} (and roll back)` : req.reason);
-      return p;
+    (req) =>
+      steer('abort', async () => {
+        await bookkeeping.setRolloutHold({ rolloutId, hold: 'aborted', reason: req.reason });
+        await decide('aborted', req.by, req.rollback ? `${req.reason} (and roll back)` : req.reason);
+        abort = req;
+        return p;
+      })(),
+    {
+      validator: (req) => {
+        notSteering();
+        refuseUnless(!isFinal() && !abort, isFinal() ? `the rollout already ended (${p.status})` : 'the rollout is already being aborted', req.reason);
+      },
     },
-    { validator: (req) => refuseUnless(!isFinal() && !abort, isFinal() ? `the rollout already ended (${p.status})` : 'the rollout is already being aborted', req.reason) },
   );
   setHandler(
     approveUpdate,
-    async (req) => {
-      const wave = p.awaitingApprovalAfter!;
-      approvedAfter.add(wave);
-      await decide('approved', req.by, req.reason, wave);
-      return p;
-    },
+    (req) =>
+      steer('approve', async () => {
+        const wave = p.awaitingApprovalAfter!;
+        await decide('approved', req.by, req.reason, wave);
+        approvedAfter.add(wave);
+        return p;
+      })(),
     {
       validator: (req) => {
+        notSteering();
         refuseUnless(p.status === 'awaiting-approval' && p.awaitingApprovalAfter !== undefined, `no approval is pending: the rollout is ${p.status}`, req.reason);
         if (req.wave && req.wave !== p.awaitingApprovalAfter) throw new Error(`the pending gate is after wave "${p.awaitingApprovalAfter}", not "${req.wave}"`);
       },
@@ -128,9 +156,9 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
 
   const carryNow = (): RolloutCarry => ({ progress: p, ...(abort ? { abort } : {}), approvedAfter: [...approvedAfter] });
 
-  /** Waits out a pause; false when the rollout must stop scheduling (abort). */
+  /** Waits out a pause (and a request being handled); false when the rollout must stop scheduling (abort). */
   const mayContinue = async (): Promise<boolean> => {
-    if (p.status === 'paused') await condition(() => p.status !== 'paused' || abort !== undefined);
+    await condition(() => (p.status !== 'paused' && steering === undefined) || abort !== undefined);
     return abort === undefined;
   };
 
@@ -182,40 +210,25 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
 
     while (p.cursor.step < wave.steps.length) {
       const s = p.cursor.step;
-      const stepSize = wave.steps[s]!.size;
-      while (p.cursor.offset < stepSize) {
-        // A page holds a few rounds of the wave's concurrency: small activity results, and a
-        // continue-as-new check often enough to keep each run's history short.
-        const limit = Math.min(Math.max(20, wave.concurrency * 4), 500, HOSTS_PER_RUN - hostsThisRun);
-        const hostIds = await bookkeeping.listStepHosts({ rolloutId, wave: w, step: s, offset: p.cursor.offset, limit });
-        if (hostIds.length === 0) break; // the stored plan has fewer hosts than the summary: nothing left
-        let exceeded: string | undefined;
-        const started = await runBounded(
-          hostIds,
-          wave.concurrency,
-          async () => (await mayContinue()) && exceeded === undefined,
-          async (hostId) => {
-            const result = await runHost(input, hostId, w, wave.name);
-            recordHostResult(p, w, result);
-            const verdict = budgetVerdict(p, plan, w);
-            if (verdict.exceeded && exceeded === undefined) exceeded = verdict.reason;
-          },
-        );
-        p.cursor.offset += started;
-        hostsThisRun += started;
-        if (exceeded !== undefined) {
-          // Hosts in flight when the budget tripped have finished since: say it with the final counts.
-          const now = budgetVerdict(p, plan, w);
-          const outcome = await onBudgetExceeded(w, now.exceeded ? now.reason : exceeded);
+      for (;;) {
+        if (!(await mayContinue())) return stopForAbort();
+        const stopped = await runStep(w, s, wave.name, wave.concurrency);
+        if (stopped.kind === 'budget') {
+          const outcome = await onBudgetExceeded(w, stopped.reason);
           if (outcome) return outcome;
+          continue; // resumed past the budget: the step goes on
         }
-        if (abort) return stopForAbort();
-        if (hostsThisRun >= HOSTS_PER_RUN || workflowInfo().continueAsNewSuggested) {
-          await condition(allHandlersFinished);
-          return continueAsNew<typeof rolloutWorkflow>(input, carryNow());
-        }
+        if (stopped.kind === 'aborted' || abort) return stopForAbort();
+        if (stopped.kind === 'paused') continue; // mayContinue waits for the resume
+        if ((await bookkeeping.unfinishedHosts({ rolloutId, wave: w, step: s })) === 0) break;
+        // Hosts still held by a batch whose worker vanished: their lease lapses, then a batch takes them.
+        await condition(() => abort !== undefined, '10s');
       }
       p.cursor = { wave: w, step: s + 1, offset: 0 };
+      if (workflowInfo().continueAsNewSuggested) {
+        await condition(allHandlersFinished);
+        return continueAsNew<typeof rolloutWorkflow>(input, carryNow());
+      }
     }
 
     const verdict = budgetVerdict(p, plan, w);
@@ -253,6 +266,65 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
 
   // ---- helpers (closures over this run's state) ----------------------------------------------
 
+  /**
+   * Runs one wave step as batches (activities) sharing the work list, and keeps the live view
+   * fresh meanwhile. Returns why the batches stopped: the step is done, or the rollout is held.
+   */
+  async function runStep(w: number, s: number, waveName: string, concurrency: number): Promise<{ kind: 'done' | 'paused' | 'aborted' } | { kind: 'budget'; reason: string }> {
+    const started = Date.now();
+    const batchInput = {
+      rolloutId,
+      wave: w,
+      waveName,
+      step: s,
+      mode: plan.mode,
+      payloads: plan.payloads,
+      ...(plan.verify ? { verify: plan.verify } : {}),
+      budget: plan.budget,
+      waves: p.waves.map((x) => ({ name: x.name, planned: x.planned })),
+      ...(p.accepted ? { accepted: p.accepted } : {}),
+    };
+    let finished = false;
+    const batches = Promise.allSettled(batchLanes(concurrency).map((lanes) => batchOps.patchBatch({ ...batchInput, lanes }))).finally(() => (finished = true));
+    while (!finished) {
+      // Twice a second at first, then less often on long steps, to keep the history short.
+      const every = Math.min(10_000, Math.max(500, Math.floor((Date.now() - started) / 60)));
+      if (!(await condition(() => finished, every))) await refresh();
+    }
+    const results = await batches;
+    await refresh();
+    const failedBatch = results.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (failedBatch) {
+      // A batch gave up (after its retries): its hosts stay claimable; say so and try again shortly.
+      p.waiting = `a batch of wave "${waveName}" failed and is started again: ${hostFailure('apply', failedBatch.reason).reason}`;
+      await condition(() => abort !== undefined, '30s');
+      return { kind: 'done' };
+    }
+    const done = results.map((r) => (r as PromiseFulfilledResult<Awaited<ReturnType<typeof batchOps.patchBatch>>>).value);
+    const budget = done.find((r) => r.stopped === 'budget');
+    if (budget) return { kind: 'budget', reason: budgetVerdict(p, plan, w).exceeded ? (budgetVerdict(p, plan, w) as { reason: string }).reason : (budget.budgetReason ?? 'the failure budget is exceeded') };
+    if (done.some((r) => r.stopped === 'aborted')) return { kind: 'aborted' };
+    if (done.some((r) => r.stopped === 'paused')) return { kind: 'paused' };
+    return { kind: 'done' };
+  }
+
+  /** The live view from the work list: counts per wave, failures with their reasons. */
+  async function refresh(): Promise<void> {
+    let c;
+    try {
+      c = await liveView.rolloutCounts({ rolloutId, failures: FAILURE_SAMPLE });
+    } catch (e) {
+      p.waiting = `the work list cannot be read: ${hostFailure('read', e).reason}`;
+      return;
+    }
+    if (c.unavailable) {
+      p.waiting ??= c.unavailable;
+      return;
+    }
+    p.waiting = undefined;
+    applyCounts(p, c.waves, c.failures);
+  }
+
   async function onBudgetExceeded(w: number, reason: string): Promise<RolloutProgress | undefined> {
     p.stopReason = reason;
     if (plan.onFailure === 'pause') {
@@ -263,6 +335,7 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
       // Resumed: the person accepted these failures; only a further one pauses again.
       acceptFailures(p, w);
       p.stopReason = undefined;
+      await bookkeeping.clearRolloutHold({ rolloutId });
       return undefined;
     }
     p.waves[w]!.status = 'failed';
@@ -272,6 +345,8 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
   }
 
   async function stopForAbort(): Promise<RolloutProgress> {
+    // Batches may see the abort's hold before its handler is done recording it.
+    await condition(() => abort !== undefined);
     const req = abort!;
     const reason = `aborted by ${req.by.id}: ${req.reason}`;
     if (req.rollback && !(await rollback(reason, req.by))) return finish('rollback-incomplete', `${reason}; ${incompleteReason()}`);
@@ -325,18 +400,3 @@ function refuseUnless(ok: boolean, message: string, reason: string): void {
   if (!ok) throw new Error(message);
   if (!reason || !reason.trim()) throw new Error('say why: a reason is required and is recorded');
 }
-
-async function runHost(input: RolloutInput, hostId: string, wave: number, waveName: string): Promise<HostPatchResult> {
-  try {
-    return await executeChild(hostPatchWorkflow, {
-      workflowId: `${workflowInfo().workflowId}/host/${hostId}`,
-      args: [{ rolloutId: input.rolloutId, hostId, mode: input.plan.mode, payloads: input.plan.payloads, wave, waveName, ...(input.plan.verify ? { verify: input.plan.verify } : {}) }],
-      parentClosePolicy: ParentClosePolicy.TERMINATE,
-    });
-  } catch (e) {
-    // The child itself failed (not a host refusal, which it returns as a result): count it as a
-    // failed host with the reason, never lose it.
-    return { hostId, outcome: 'failed', failure: hostFailure('apply', e), applied: [] };
-  }
-}
-

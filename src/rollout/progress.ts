@@ -57,6 +57,8 @@ export interface RolloutProgress {
   decisions: Decision[];
   /** Why the rollout stopped, in words, when it did not succeed. */
   stopReason?: string;
+  /** Set while the rollout waits on its infrastructure (e.g. "PostgreSQL unreachable since ..."). */
+  waiting?: string;
   awaitingApprovalAfter?: string;
   bakingUntil?: string;
   rollback?: RollbackProgress;
@@ -133,6 +135,30 @@ export function applyPreflight(p: RolloutProgress, preflight: PreflightSummary):
   };
 }
 
+/**
+ * Takes the work list's counts (the truth, shared by every batch) into the live view: per wave,
+ * hosts finished by outcome, and the first failures with their reasons and restores (mutates).
+ */
+export function applyCounts(
+  p: RolloutProgress,
+  waves: readonly { wave: number; done: number; patched: number; already: number; failed: number; unreachable: number }[],
+  failures: readonly { hostId: string; wave: number; failure: { stage: string; code: string; reason: string }; restore: { outcome: string; stackNow: StackEntry[]; formerStack: StackEntry[]; reason?: string } | null }[],
+): void {
+  for (const c of waves) {
+    const w = p.waves[c.wave];
+    if (!w) continue;
+    Object.assign(w, { done: c.done, patched: c.patched, already: c.already, failed: c.failed, unreachable: c.unreachable });
+  }
+  p.failures = failures.slice(0, FAILURE_SAMPLE).map((f) => ({
+    hostId: f.hostId,
+    wave: p.waves[f.wave]?.name ?? String(f.wave),
+    stage: f.failure.stage,
+    code: f.failure.code,
+    reason: f.failure.reason,
+    ...(f.restore ? { restore: describeRestore(f.restore) } : {}),
+  }));
+}
+
 /** Folds one host's result into its wave's counters (mutates: called on the workflow's own copy). */
 export function recordHostResult(p: RolloutProgress, waveIndex: number, r: HostPatchResult): void {
   const w = p.waves[waveIndex]!;
@@ -177,15 +203,29 @@ export function totals(p: RolloutProgress): { planned: number; done: number; pat
  * A person who resumes a rollout that paused on its budget accepts the failures so far
  * (`p.accepted`): it pauses again at the next failure beyond them, not at the next host.
  */
-export function budgetVerdict(p: RolloutProgress, plan: ResolvedPlan, waveIndex: number): { exceeded: false } | { exceeded: true; reason: string } {
-  const w = p.waves[waveIndex]!;
-  const acceptedInWave = p.accepted?.wave === waveIndex ? p.accepted.waveFailures : 0;
-  if (budgetExceeded(plan.budget.perWave, w.planned, w.failed) && w.failed > acceptedInWave) {
-    return { exceeded: true, reason: `wave "${w.name}" failed on ${w.failed} of ${w.planned} hosts, over its budget (${describeBudget(plan.budget.perWave, w.planned)})` };
+export function budgetVerdict(p: RolloutProgress, plan: Pick<ResolvedPlan, 'budget'>, waveIndex: number): { exceeded: false } | { exceeded: true; reason: string } {
+  return budgetVerdictOf(plan.budget, p.waves, waveIndex, p.accepted);
+}
+
+/**
+ * The same verdict from plain counts: what a batch computes after every failed host (with the
+ * counts of the work list, shared by every batch of the rollout) to stop claiming hosts at once.
+ */
+export function budgetVerdictOf(
+  budget: ResolvedPlan['budget'],
+  waves: readonly { name: string; planned: number; failed: number }[],
+  waveIndex: number,
+  accepted: RolloutProgress['accepted'],
+): { exceeded: false } | { exceeded: true; reason: string } {
+  const w = waves[waveIndex]!;
+  const acceptedInWave = accepted?.wave === waveIndex ? accepted.waveFailures : 0;
+  if (budgetExceeded(budget.perWave, w.planned, w.failed) && w.failed > acceptedInWave) {
+    return { exceeded: true, reason: `wave "${w.name}" failed on ${w.failed} of ${w.planned} hosts, over its budget (${describeBudget(budget.perWave, w.planned)})` };
   }
-  const t = totals(p);
-  if (budgetExceeded(plan.budget.total, t.planned, t.failed) && t.failed > (p.accepted?.totalFailures ?? 0)) {
-    return { exceeded: true, reason: `the rollout failed on ${t.failed} hosts in all, over its total budget (${describeBudget(plan.budget.total, t.planned)})` };
+  const planned = waves.reduce((n, x) => n + x.planned, 0);
+  const failed = waves.reduce((n, x) => n + x.failed, 0);
+  if (budgetExceeded(budget.total, planned, failed) && failed > (accepted?.totalFailures ?? 0)) {
+    return { exceeded: true, reason: `the rollout failed on ${failed} hosts in all, over its total budget (${describeBudget(budget.total, planned)})` };
   }
   return { exceeded: false };
 }

@@ -73,6 +73,8 @@ export interface HostPatchResult {
   applied: StackEntry[];
   /** A failed host is restored to its former stack at once; this says how that went. */
   restore?: RestoreOutcome;
+  /** The batch lost its claim on the host (another batch finishes it): not an outcome to count. */
+  lostClaim?: boolean;
 }
 
 /** What calling a hypervisor function returned, as the host reported it. */

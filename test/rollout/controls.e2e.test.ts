@@ -44,8 +44,9 @@ describe('steering a rollout: approval gates, pause, resume, abort', () => {
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    // Every action stays pending for 150 ms: slow enough to steer the rollout mid-wave.
-    fleet = await startFleetServer({ hosts: 12, images: [hostImage(IMAGE_A)], seed: 3, actionDurationMs: 150 });
+    // Every action stays pending for 600 ms: slow enough to steer the rollout mid-wave (the live
+    // view refreshes twice a second).
+    fleet = await startFleetServer({ hosts: 12, images: [hostImage(IMAGE_A)], seed: 3, actionDurationMs: 600 });
     temporal = await startTestWorker({ pool: db.pool, fleetFile: fleet.fleetFile });
     dir = await tempDir('controls');
     fix = await writePayload(dir, 'fix', { funcs: [{ target: 'xen_extra_version', returns: '-fix' }] }, IMAGE_A);

@@ -55,7 +55,7 @@ describe('rollouts meeting failures: REPLACE, unreachable hosts, transient fault
       'replace-1',
     );
     const result = await replaced.handle.result();
-    expect(result.status).toBe('succeeded');
+    expect(result.status, JSON.stringify(result.failures)).toBe('succeeded');
     const client = await FleetClient.open(fleet.fleetFile);
     for (const id of ids) {
       const list = await client.host(id).listAll();

@@ -6,6 +6,7 @@ import type { RolloutProgress } from '../../src/rollout/progress.ts';
 import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/cli/rollouts.ts';
 import { FleetClient } from '../../src/hypervisor/agent-client.ts';
 import { readLiveStates } from '../../src/hypervisor/live-state.ts';
+import { rolloutReport } from '../../src/events/audit/rollout-report.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { rolloutStream } from '../../src/events/streams.ts';
 import { main } from '../../src/cli/main.ts';
@@ -96,7 +97,6 @@ describe('a 3-wave rollout over 50 hosts with two hypervisor images and two payl
     if (inject('lowContinueAsNewThreshold')) expect(result.generation).toBeGreaterThanOrEqual(1);
     await saveHistory(temporal.client, 'rollout-fix-1', 'rollout-two-images-first-run', { firstRun: true });
     await saveHistory(temporal.client, 'rollout-fix-1', 'rollout-two-images-last-run');
-    await saveHistory(temporal.client, 'rollout-fix-1/host/host-0001', 'host-patch-patched');
     expect(result.preflight).toMatchObject({ selected: 50, targets: 46, incompatible: 4, alreadyPatched: 0 });
     expect(result.preflight!.incompatibleSamples.map((s) => s.hostId).sort()).toEqual(prePatched);
     expect(result.waves.map((w) => [w.name, w.status, w.planned, w.patched, w.failed])).toEqual([
@@ -193,11 +193,18 @@ describe('a failure budget exceeded in wave 2', () => {
     expect(result.status).toBe('rolled-back');
     await saveHistory(temporal.client, `rollout-${rolloutId}`, 'rollout-budget-exceeded-rollback');
     await saveHistory(temporal.client, `rollout-${rolloutId}/rollback`, 'rollback');
-    await saveHistory(temporal.client, `rollout-${rolloutId}/rollback/host/${planned.waves[0]!.steps[0]!.hostIds[0]!}`, 'host-rollback');
-    await saveHistory(temporal.client, `rollout-${rolloutId}/host/${result.failures[0]!.hostId}`, 'host-patch-failed-reverted');
     expect(result.stopReason).toMatch(/wave "half" failed on [23] of 9 hosts, over its budget \(1 = 1 failure allowed\)/);
     expect(result.waves[1]!.status).toBe('failed');
+    // The reason counts the failures the same way the table does (hosts in flight included).
+    expect(result.stopReason).toContain(`failed on ${result.waves[1]!.failed} of 9 hosts`);
     expect(result.waves[2]!.done).toBe(0);
+    // The report knows the size the preflight planned for the wave that never ran.
+    const report = await rolloutReport(new EventStore(db.pool), rolloutId);
+    expect(report.summary.waves.map((w) => [w.name, w.planned])).toEqual(result.waves.map((w) => [w.name, w.planned]));
+    expect(report.summary.waves[2]!.planned).toBeGreaterThan(0);
+    const finished = (await new EventStore(db.pool).readStream(rolloutStream(rolloutId))).map((e) => e.event).find((e) => e.type === 'WaveFinished' && e.wave === 'half');
+    expect(finished).toMatchObject({ failed: result.waves[1]!.failed });
+    expect((finished as { reason: string }).reason).toContain(`failed on ${result.waves[1]!.failed} of 9 hosts`);
     expect(result.failures[0]).toMatchObject({ stage: 'apply', code: 'EINVAL' });
     expect(result.failures[0]!.reason).toContain('injected: the new code does not fit');
     const patched = result.waves[0]!.patched + result.waves[1]!.patched;

@@ -20,7 +20,7 @@ declare module 'vitest' {
     temporalAddress: string;
     temporalNamespace: string;
     workflowBundlePath: string;
-    /** True when our own dev server runs with a low continue-as-new threshold (200 events). */
+    /** True when our own dev server runs with a low continue-as-new threshold (60 events). */
     lowContinueAsNewThreshold: boolean;
   }
 }
@@ -62,7 +62,7 @@ async function startShared(): Promise<Shared> {
           logger,
           port: 0,
           // Small continue-as-new threshold so tests exercise it without thousands of events.
-          dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 200 },
+          dynamicConfig: { 'limit.historyCount.suggestContinueAsNew': 60 },
         });
         stops.push(server.stop);
         return server.address;

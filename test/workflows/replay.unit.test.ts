@@ -9,6 +9,7 @@ import { HISTORIES_DIR } from '../support/histories.ts';
 // Saved histories of representative runs (recorded by the e2e tests with
 // FLEETPATCH_RECORD_HISTORIES=1) replayed against today's workflow code: a change that would
 // break running rollouts fails here with a DeterminismViolationError. No server is needed.
+// Every workflow type is covered: rolloutWorkflow (every path) and rollbackWorkflow.
 describe('replaying saved workflow histories', async () => {
   const files = (await readdir(HISTORIES_DIR)).filter((f) => f.endsWith('.json')).sort();
 
@@ -20,10 +21,10 @@ describe('replaying saved workflow histories', async () => {
         'rollout-approval-gate.json',
         'rollout-pause-resume.json',
         'rollout-worker-killed.json',
-        'host-patch-patched.json',
-        'host-patch-failed-reverted.json',
+        'rollout-replace.json',
+        'rollout-replace-restore.json',
+        'rollout-abort-rollback.json',
         'rollback.json',
-        'host-rollback.json',
       ]),
     );
   });

@@ -1,0 +1,296 @@
+/**
+ * Batch activities: the rollout's hot path. One `patchBatch` runs `lanes` hosts at a time from one
+ * wave step, claiming each host from the work list (PostgreSQL) as a lane frees up, until the step
+ * has no host left or the rollout is held (pause, abort, exceeded budget). Several batches, on one
+ * worker or several, share a step the same way. Temporal sees one activity per batch, not a child
+ * workflow per host.
+ *
+ * The work list is the truth, never heartbeat details: a retried batch (worker killed, heartbeat
+ * lost) first takes back the hosts its earlier attempt held, with a new fence, and the engine
+ * reconciles each from the live host before it decides anything. A host whose holder vanished
+ * without a retry becomes claimable again when its lease lapses.
+ *
+ * The budget verdict is taken after every failed host from the shared counts, so every batch stops
+ * claiming as soon as one of them sees the budget exceeded.
+ */
+import { Context } from '@temporalio/activity';
+import { GroupCommitter, isConnectionError } from '../src/events/group-commit.ts';
+import {
+  claimNext,
+  claimRollbackHost,
+  clearHold,
+  countUnfinished,
+  finishRollbackWrites,
+  prepareRollback,
+  reclaimOwn,
+  renewLeases,
+  renewRollbackLeases,
+  selectFailures,
+  selectHold,
+  selectRollbackTally,
+  selectWaveCounts,
+  setHold,
+  type ClaimedHost,
+  type FailureRow,
+  type RollbackTally,
+  type WaveCounts,
+} from '../src/events/sql/claims.ts';
+import type { PayloadMeta } from '../src/rollout/matching.ts';
+import { budgetVerdictOf, type RolloutProgress } from '../src/rollout/progress.ts';
+import type { HostPatchResult, HostRollbackResult, ResolvedPlan, RolloutMode, VerifySpec } from '../src/rollout/types.ts';
+import type { ActivityDeps } from './deps.ts';
+import { HostEngine, type EngineIdentity } from './host-engine.ts';
+
+/** A claim lapses this long after its batch last renewed it (renewed every LEASE_MS / 4). */
+const LEASE_MS = 60_000;
+const HEARTBEAT_MS = 1_000;
+
+export interface PatchBatchInput {
+  rolloutId: string;
+  wave: number;
+  waveName: string;
+  step: number;
+  lanes: number;
+  mode: RolloutMode;
+  payloads: PayloadMeta[];
+  verify?: VerifySpec;
+  budget: ResolvedPlan['budget'];
+  /** Every wave's name and planned size, for the budget verdict. */
+  waves: { name: string; planned: number }[];
+  accepted?: RolloutProgress['accepted'];
+}
+
+export interface PatchBatchResult {
+  /** Hosts this batch finished, by outcome. */
+  patched: number;
+  already: number;
+  failed: number;
+  /** Why the batch stopped: the step has no host left, the rollout is held, or a budget is exceeded. */
+  stopped: 'done' | 'paused' | 'aborted' | 'budget';
+  budgetReason?: string;
+}
+
+export interface RollbackBatchInput {
+  rollbackId: string;
+  rolloutId: string;
+  lanes: number;
+  ours: string[];
+  verifyCall?: string;
+}
+
+export interface RolloutCounts {
+  waves: WaveCounts[];
+  failures: FailureRow[];
+  hold: { hold: string; reason: string | null } | null;
+  /** Set when PostgreSQL could not be read: the rollout waits, it does not fail. */
+  unavailable?: string;
+}
+
+export function batchActivities(deps: ActivityDeps) {
+  const { pool, logger } = deps;
+  const committer = new GroupCommitter(deps.events, {
+    onOutage: (s) =>
+      s.down
+        ? logger.warn({ err: s.error.message }, `PostgreSQL unreachable since ${s.since.toISOString()}: recording waits, no host is failed for it`)
+        : logger.warn({ downForMs: s.downForMs }, 'PostgreSQL is back: recording goes on'),
+  });
+
+  /** A work-list query that waits out a PostgreSQL outage (heartbeating) instead of failing. */
+  async function db<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    let since: number | undefined;
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const r = await fn();
+        if (since !== undefined) logger.warn({ what, downForMs: Date.now() - since }, 'PostgreSQL is back');
+        return r;
+      } catch (e) {
+        if (!isConnectionError(e)) throw e;
+        if (since === undefined) {
+          since = Date.now();
+          logger.warn({ what, err: (e as Error).message }, `PostgreSQL unreachable since ${new Date(since).toISOString()}; waiting`);
+        }
+        Context.current().heartbeat({ waiting: `PostgreSQL unreachable since ${new Date(since).toISOString()}` });
+        await new Promise((r) => setTimeout(r, Math.min(5_000, 200 * 2 ** Math.min(attempt, 5))));
+      }
+    }
+  }
+
+  function identity(rolloutId: string): { id: EngineIdentity; claimant: string; prefix: string } {
+    const info = Context.current().info;
+    if (!info.workflowExecution) throw new Error('batch activities run only inside workflows');
+    const { workflowId, runId } = info.workflowExecution;
+    const prefix = `${workflowId}/${runId}/${info.activityId}#`;
+    return {
+      id: { actor: { kind: 'workflow', id: workflowId }, correlation: { rolloutId, workflowId, runId, activityId: info.activityId, attempt: info.attempt } },
+      claimant: `${prefix}${info.attempt}`,
+      prefix,
+    };
+  }
+
+  /** Heartbeats every second and renews leases; stops when `stop` is called. */
+  function keepAlive(details: () => unknown, renew: () => Promise<unknown>): () => void {
+    const ctx = Context.current();
+    let beats = 0;
+    const timer = setInterval(() => {
+      ctx.heartbeat(details());
+      if (++beats % Math.round(LEASE_MS / 4 / HEARTBEAT_MS) === 0) renew().catch((e) => logger.warn({ err: (e as Error).message }, 'could not renew host leases'));
+    }, HEARTBEAT_MS);
+    return () => clearInterval(timer);
+  }
+
+  return {
+    async patchBatch(input: PatchBatchInput): Promise<PatchBatchResult> {
+      const ctx = Context.current();
+      const { id, claimant, prefix } = identity(input.rolloutId);
+      const tally = { patched: 0, already: 0, failed: 0 };
+      let stopped: PatchBatchResult['stopped'] | undefined;
+      let budgetReason: string | undefined;
+      const engine = new HostEngine(deps, committer, id, () => undefined);
+      const job = { rolloutId: input.rolloutId, mode: input.mode, payloads: input.payloads, waveName: input.waveName, ...(input.verify ? { verify: input.verify } : {}) };
+      const stopBeating = keepAlive(
+        () => ({ ...tally, ...(committer.outageSince ? { waiting: `PostgreSQL unreachable since ${committer.outageSince.toISOString()}` } : {}) }),
+        () => renewLeases(pool, input.rolloutId, claimant, LEASE_MS),
+      );
+      try {
+        // The hosts an earlier attempt of this batch held come first: they are ours to finish.
+        const queue: ClaimedHost[] = await db('reclaim', () => reclaimOwn(pool, input.rolloutId, prefix, claimant, LEASE_MS));
+        if (queue.length > 0) logger.info({ rolloutId: input.rolloutId, hosts: queue.length }, 'batch took back the hosts its earlier attempt held');
+
+        const afterFailure = async () => {
+          const counts = await db('budget', () => selectWaveCounts(pool, input.rolloutId));
+          const waves = input.waves.map((w, i) => ({ name: w.name, planned: w.planned, failed: counts.find((c) => c.wave === i)?.failed ?? 0 }));
+          const verdict = budgetVerdictOf(input.budget, waves, input.wave, input.accepted);
+          if (verdict.exceeded) {
+            budgetReason = verdict.reason;
+            await db('hold', () => setHold(pool, input.rolloutId, 'budget', verdict.reason));
+          }
+        };
+
+        const lane = async () => {
+          while (!stopped && !ctx.cancellationSignal.aborted) {
+            let host = queue.shift();
+            if (!host) {
+              const next = await db('claim', () => claimNext(pool, { rolloutId: input.rolloutId, wave: input.wave, step: input.step, claimant, leaseMs: LEASE_MS }));
+              if (next.kind === 'done') return;
+              if (next.kind === 'held') {
+                stopped ??= next.hold === 'budget' ? 'budget' : (next.hold as 'paused' | 'aborted');
+                return;
+              }
+              host = next.host;
+            }
+            const r: HostPatchResult = await engine.patch(host, job);
+            if (r.lostClaim) continue;
+            tally[r.outcome]++;
+            if (r.outcome === 'failed') await afterFailure();
+          }
+        };
+        await Promise.all(Array.from({ length: Math.max(1, input.lanes) }, lane));
+        await committer.drain();
+        if (!stopped) {
+          // A hold set while the last hosts ran still counts: say why the batch ended.
+          const hold = await db('hold', () => selectHold(pool, input.rolloutId));
+          if (hold) stopped = hold.hold === 'budget' ? 'budget' : (hold.hold as 'paused' | 'aborted');
+        }
+        return { ...tally, stopped: stopped ?? 'done', ...(budgetReason ? { budgetReason } : {}) };
+      } finally {
+        stopBeating();
+      }
+    },
+
+    /** The work list's counts per wave, the failures so far, and any hold: the workflow's live view. */
+    async rolloutCounts(input: { rolloutId: string; failures: number }): Promise<RolloutCounts> {
+      try {
+        const [waves, failures, hold] = await Promise.all([selectWaveCounts(pool, input.rolloutId), selectFailures(pool, input.rolloutId, input.failures), selectHold(pool, input.rolloutId)]);
+        return { waves, failures, hold };
+      } catch (e) {
+        if (!isConnectionError(e)) throw e;
+        return { waves: [], failures: [], hold: null, unavailable: `PostgreSQL unreachable since ${new Date().toISOString()}` };
+      }
+    },
+
+    async unfinishedHosts(input: { rolloutId: string; wave: number; step: number }): Promise<number> {
+      return countUnfinished(pool, input.rolloutId, input.wave, input.step);
+    },
+
+    async setRolloutHold(input: { rolloutId: string; hold: 'paused' | 'aborted' | 'budget'; reason: string }): Promise<void> {
+      await setHold(pool, input.rolloutId, input.hold, input.reason);
+    },
+
+    async clearRolloutHold(input: { rolloutId: string }): Promise<void> {
+      await clearHold(pool, input.rolloutId);
+    },
+
+    async prepareRollback(input: { rollbackId: string; rolloutId: string }): Promise<number> {
+      return prepareRollback(pool, input.rollbackId, input.rolloutId);
+    },
+
+    async rollbackTally(input: { rollbackId: string; problems: number }): Promise<RollbackTally> {
+      return selectRollbackTally(pool, input.rollbackId, input.problems);
+    },
+
+    /** Restores claimed hosts of a rollback, `lanes` at a time, until none is left. */
+    async rollbackBatch(input: RollbackBatchInput): Promise<{ restored: number }> {
+      const ctx = Context.current();
+      const { id, claimant, prefix } = identity(input.rolloutId);
+      const engine = new HostEngine(deps, committer, id, () => undefined);
+      let restored = 0;
+      const stopBeating = keepAlive(
+        () => ({ restored }),
+        () => renewRollbackLeases(pool, input.rollbackId, claimant, LEASE_MS),
+      );
+      try {
+        const lane = async () => {
+          while (!ctx.cancellationSignal.aborted) {
+            const host = await db('claim', () => claimRollbackHost(pool, { rollbackId: input.rollbackId, rolloutId: input.rolloutId, claimantPrefix: prefix, claimant, leaseMs: LEASE_MS }));
+            if (!host) return;
+            const r = await engine.restore({
+              rolloutId: input.rolloutId,
+              hostId: host.hostId,
+              former: { formerStack: host.formerStack, formerLoaded: host.formerLoaded, formerResult: host.formerResult },
+              ours: input.ours,
+              ...(input.verifyCall ? { verifyCall: input.verifyCall } : {}),
+            });
+            const result: HostRollbackResult = {
+              hostId: host.hostId,
+              outcome: r.outcome === 'restored' ? 'rolled-back' : r.outcome,
+              reverted: r.steps.filter((s) => s.kind === 'revert').map((s) => s.payload),
+              reapplied: r.steps.filter((s) => s.kind === 'apply').map((s) => s.payload),
+              stackNow: r.stackNow,
+              formerStack: r.formerStack,
+              ...(r.reason ? { reason: r.reason } : {}),
+            };
+            await committer.submit(
+              [
+                {
+                  key: `host-rollback/${input.rollbackId}/${host.hostId}`,
+                  event: {
+                    type: 'HostRollbackFinished',
+                    schemaVersion: 1,
+                    occurredAt: new Date().toISOString(),
+                    actor: id.actor,
+                    correlation: id.correlation,
+                    rolloutId: input.rolloutId,
+                    hostId: host.hostId,
+                    outcome: result.outcome,
+                    reverted: result.reverted,
+                    reapplied: result.reapplied,
+                    stackNow: result.stackNow,
+                    formerStack: result.formerStack,
+                    ...(result.reason ? { reason: result.reason } : {}),
+                  },
+                },
+              ],
+              finishRollbackWrites(input.rollbackId, input.rolloutId, host.hostId, host.fence, { outcome: result.outcome, stackNow: result.stackNow, formerStack: result.formerStack, ...(result.reason ? { reason: result.reason } : {}) }),
+            );
+            restored++;
+          }
+        };
+        await Promise.all(Array.from({ length: Math.max(1, input.lanes) }, lane));
+        await committer.drain();
+        return { restored };
+      } finally {
+        stopBeating();
+      }
+    },
+  };
+}

@@ -1,0 +1,699 @@
+/**
+ * The batch engine's work on one host: patch it, or restore it to its former stack, as a loop of
+ * "read the live host once, ask a pure planner for the next step, record the intent, take the
+ * step, record the facts". The planners (src/rollout/patch-plan.ts, restore.ts) decide; this file
+ * only talks to the host and the store.
+ *
+ * Recording:
+ * - Facts go through the group committer, keyed on (rollout, host, build-id, step, ordinal), so a
+ *   re-claimed host never records a fact twice: the ordinal of a step continues from what the
+ *   host's stream already holds for this rollout.
+ * - Durable before the next hypervisor call: the host's former state and target (before the first
+ *   change), the intent (before every call), and fleetpatch's own dependency check (before APPLY).
+ *   Everything else is committed with the next durable write or at the end of the batch.
+ * - A re-claimed host (its holder died), and every host before a restore, is reconciled first: the
+ *   facts the record lacks are restated from the live host (src/rollout/restate.ts), and what
+ *   remains different is recorded as drift.
+ *
+ * Hosts are retried on transient faults (unreachable, timeout, EBUSY from a rendezvous) a bounded
+ * number of times and then fail with the reason; PostgreSQL being away is waited out by the
+ * committer and never fails a host.
+ */
+import { FleetpatchError, XenError, errnoName } from '../src/errors.ts';
+import type { Actor, Correlation, DomainEventInput } from '../src/events/catalogue.ts';
+import type { Fact, GroupCommitter, RowWrite } from '../src/events/group-commit.ts';
+import { replayHost } from '../src/events/audit/replay.ts';
+import { foldHostStack } from '../src/events/projections/host-stack.ts';
+import { finishWrite, intentWrite, touchWrite, type ClaimedHost } from '../src/events/sql/claims.ts';
+import { selectStoredBuildIds } from '../src/events/sql/payloads.ts';
+import type { RecordedEvent } from '../src/events/store.ts';
+import { hostStream } from '../src/events/streams.ts';
+import type { HostAgent } from '../src/hypervisor/agent-client.ts';
+import type { DependencyCheck as HostDependencyCheck } from '../src/hypervisor/state-machine.ts';
+import type { WireCall, WireList, WireStatus } from '../src/hypervisor/wire.ts';
+import { hostStateFromList } from '../src/hypervisor/live-state.ts';
+import { assignPayload, short, type DependencyCheck, type PayloadMeta, type StackEntry } from '../src/rollout/matching.ts';
+import { nextPatchStep, patchGoal, type PatchGoal } from '../src/rollout/patch-plan.ts';
+import { lostFacts } from '../src/rollout/restate.ts';
+import { describeStack, looseOurs, nextRestoreStep, type LiveHost, type RestoreGoal } from '../src/rollout/restore.ts';
+import type { CallOutcome, FormerState, HostFailure, HostPatchResult, RestoreOutcome, RestoreStepDone, RolloutMode, VerifySpec } from '../src/rollout/types.ts';
+import type { ActivityDeps } from './deps.ts';
+
+const EAGAIN = -11;
+/** Attempts of one step on a host before a transient fault fails the host (as the old per-host retry policy). */
+const HOST_ATTEMPTS = 4;
+const RETRY_DELAYS_MS = [500, 1_000, 2_000, 4_000];
+/** More steps than any stack needs; beyond it the host is not converging. */
+const MAX_STEPS = 200;
+
+export interface EngineIdentity {
+  actor: Actor;
+  correlation: Correlation;
+}
+
+export interface PatchJob {
+  rolloutId: string;
+  mode: RolloutMode;
+  payloads: PayloadMeta[];
+  verify?: VerifySpec;
+  waveName: string;
+}
+
+export interface RestoreJob {
+  rolloutId: string;
+  hostId: string;
+  former: FormerState;
+  ours: string[];
+  verifyCall?: string;
+}
+
+const ref = (p: StackEntry): StackEntry => ({ name: p.name, buildId: p.buildId });
+
+export function liveHostOf(list: WireList): LiveHost {
+  return {
+    hypervisorBuildId: list.hypervisor.buildId,
+    applied: list.appliedStack.map(ref),
+    loaded: list.entries.map((e) => ({ name: e.name, buildId: e.buildId, state: e.state, rc: e.rc, reverted: e.reverted, safeToReapply: e.safeToReapply, depends: e.depends })),
+  };
+}
+
+export function callOutcome(call: WireCall): CallOutcome {
+  return { kind: call.kind, value: call.result === null ? null : String(call.result), ...(call.why ? { why: call.why } : {}) };
+}
+
+const sameResult = (a: CallOutcome, b: CallOutcome): boolean => a.kind === b.kind && a.value === b.value;
+const describeResult = (r: CallOutcome): string => (r.value === null ? `no known value (${r.why ?? 'undecidable'})` : `"${r.value}"`);
+
+class StepFailed extends Error {
+  constructor(readonly failure: HostFailure) {
+    super(failure.reason);
+  }
+}
+
+/** A host refusal or fault as the failure the report shows. */
+function failureOf(stage: HostFailure['stage'], e: unknown): HostFailure {
+  if (e instanceof StepFailed) return e.failure;
+  if (e instanceof FleetpatchError) return { stage, code: e.code, reason: e.message, unreachable: e.code === 'HOST_UNREACHABLE' || e.code === 'HOST_TIMEOUT' };
+  return { stage, code: 'UNKNOWN', reason: e instanceof Error ? e.message : String(e), unreachable: false };
+}
+
+const transient = (e: unknown): boolean => e instanceof FleetpatchError && e.retryable && !(e instanceof StepFailed);
+
+/**
+ * Facts of one host, with their idempotency keys. Ordinals count each kind of step per build-id
+ * within the rollout, starting from what the host's stream already holds for it.
+ */
+class HostRecorder {
+  private readonly ordinals = new Map<string, number>();
+  private pending: Fact[] = [];
+
+  constructor(
+    private readonly committer: GroupCommitter,
+    private readonly id: EngineIdentity,
+    readonly rolloutId: string,
+    readonly hostId: string,
+  ) {}
+
+  /** Continues the ordinals from the facts this rollout already recorded for the host. */
+  learn(events: readonly RecordedEvent[]): void {
+    for (const { event } of events) {
+      if (event.correlation?.rolloutId !== this.rolloutId) continue;
+      const kind = KIND_OF[event.type];
+      const payload = (event as { payload?: StackEntry }).payload;
+      if (kind && payload) this.next(kind, payload.buildId);
+    }
+  }
+
+  /** The ordinal the next step of this kind on this payload takes. */
+  next(kind: string, buildId: string): number {
+    const k = `${kind}/${buildId}`;
+    const n = this.ordinals.get(k) ?? 0;
+    this.ordinals.set(k, n + 1);
+    return n;
+  }
+
+  key(...parts: (string | number)[]): string {
+    return [this.rolloutId, this.hostId, ...parts].join('/');
+  }
+
+  event(body: Record<string, unknown>): DomainEventInput {
+    return { ...body, schemaVersion: 1, occurredAt: new Date().toISOString(), actor: this.id.actor, correlation: this.id.correlation } as DomainEventInput;
+  }
+
+  /** Queues a fact; it is committed with the next durable write (or the batch's drain). */
+  add(key: string, body: Record<string, unknown>): void {
+    this.pending.push({ key, event: this.event(body) });
+  }
+
+  /** Commits the queued facts with `writes` and waits for it; false when a fenced write missed. */
+  async durable(writes: RowWrite[] = []): Promise<boolean> {
+    const facts = this.pending;
+    this.pending = [];
+    const counts = await this.committer.submit(facts, writes);
+    return counts.every((n) => n > 0);
+  }
+
+  /** Hands the queued facts to the committer without waiting. */
+  flushLater(writes: RowWrite[] = []): Promise<number[]> {
+    const facts = this.pending;
+    this.pending = [];
+    return this.committer.submit(facts, writes);
+  }
+}
+
+const KIND_OF: Partial<Record<string, string>> = {
+  PayloadUploaded: 'uploaded',
+  PayloadApplied: 'applied',
+  PayloadReplaced: 'replaced',
+  PayloadReverted: 'reverted',
+  PayloadUnloaded: 'unloaded',
+};
+
+export class HostEngine {
+  private readonly bytesCache = new Map<string, Buffer>();
+
+  constructor(
+    private readonly deps: ActivityDeps,
+    private readonly committer: GroupCommitter,
+    private readonly id: EngineIdentity,
+    private readonly heartbeat: () => void,
+  ) {}
+
+  private async agentFor(hostId: string): Promise<HostAgent> {
+    return (await this.deps.fleet()).host(hostId);
+  }
+
+  private async payloadBytes(buildId: string): Promise<Buffer> {
+    let bytes = this.bytesCache.get(buildId);
+    if (!bytes) {
+      bytes = (await this.deps.payloads.get(buildId)).bytes;
+      this.bytesCache.set(buildId, bytes);
+    }
+    return bytes;
+  }
+
+  private wait(agent: HostAgent, name: string): Promise<WireStatus> {
+    return agent.waitForAction(name, { pollMs: this.deps.actionPollMs ?? 20, deadlineMs: this.deps.actionDeadlineMs ?? 120_000 });
+  }
+
+  /** LIST with the host retries; a host that stays unreachable fails with `stage`. */
+  private async list(agent: HostAgent, stage: HostFailure['stage']): Promise<WireList> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await agent.listAll();
+      } catch (e) {
+        if (!transient(e) || attempt >= HOST_ATTEMPTS) throw new StepFailed(failureOf(stage, e));
+        await sleep(RETRY_DELAYS_MS[attempt - 1]!);
+      }
+    }
+  }
+
+  private readStream(hostId: string): Promise<RecordedEvent[]> {
+    return this.deps.events.readStream(hostStream(hostId));
+  }
+
+  /** One host request with the host retries (verify, the former result): a lasting fault fails `stage`. */
+  private async retrying<T>(stage: HostFailure['stage'], fn: () => Promise<T>): Promise<T> {
+    for (let attempt = 1; ; attempt++) {
+      try {
+        return await fn();
+      } catch (e) {
+        if (!transient(e) || attempt >= HOST_ATTEMPTS) throw new StepFailed(failureOf(stage, e));
+        await sleep(RETRY_DELAYS_MS[attempt - 1]!);
+      }
+    }
+  }
+
+  /**
+   * Restates what an earlier holder did on the host but could not record, then records the rest
+   * of any difference as drift, so the record matches the live host before anything is decided.
+   */
+  private async reconcile(rec: HostRecorder, list: WireList, moved: ReadonlySet<string>): Promise<void> {
+    await this.committer.drain();
+    const events = await this.readStream(rec.hostId);
+    rec.learn(events);
+    const recorded = foldHostStack(rec.hostId, events);
+    const live = liveHostOf(list);
+    const lost = lostFacts(recorded, live, moved);
+    for (const f of lost) {
+      const n = rec.next(f.kind, f.payload.buildId);
+      const type = { reverted: 'PayloadReverted', unloaded: 'PayloadUnloaded', uploaded: 'PayloadUploaded', applied: 'PayloadApplied', replaced: 'PayloadReplaced' }[f.kind];
+      rec.add(rec.key(f.payload.buildId, f.kind, n), { type, hostId: rec.hostId, payload: f.payload, ...(f.kind === 'replaced' ? { replaced: f.replaced } : {}) });
+      if (f.kind === 'applied' || f.kind === 'replaced') this.restateHostCheck(rec, list, f.payload, f.kind === 'replaced' ? 'replace' : 'apply', n);
+      if (f.kind === 'uploaded') this.restateHostCheck(rec, list, f.payload, 'upload', n);
+    }
+    if (lost.length > 0) await rec.durable();
+    await replayHost(this.deps.events, rec.hostId, async () => ({ hypervisorBuildId: live.hypervisorBuildId, appliedStack: live.applied, loaded: live.loaded.map((p) => ({ name: p.name, buildId: p.buildId, state: p.state })) }), {
+      actor: this.id.actor,
+      correlation: this.id.correlation,
+    });
+  }
+
+  /** The check a hypervisor made for a step whose report was lost: restated from the live stack. */
+  private restateHostCheck(rec: HostRecorder, list: WireList, payload: StackEntry, operation: 'upload' | 'apply' | 'replace', n: number): void {
+    const entry = list.entries.find((e) => e.buildId === payload.buildId);
+    if (!entry) return;
+    let against: DependencyCheck['against'] = { kind: 'hypervisor' };
+    let found = list.hypervisor.buildId;
+    let expected = operation === 'upload' ? (entry.xenDepends ?? '') : entry.depends;
+    if (operation === 'apply') {
+      const at = list.appliedStack.findIndex((e) => e.buildId === payload.buildId);
+      const below = at > 0 ? list.appliedStack[at - 1] : undefined;
+      if (below) {
+        against = { kind: 'payload', name: below.name, buildId: below.buildId };
+        found = below.buildId;
+      }
+    }
+    if (!expected) expected = found;
+    rec.add(rec.key(payload.buildId, `${operation}-check`, n), {
+      type: 'DependencyChecked',
+      hostId: rec.hostId,
+      payload,
+      phase: operation === 'upload' ? 'upload' : 'apply',
+      on: operation === 'upload' ? 'xen_depends' : 'depends',
+      expected,
+      found,
+      against,
+      outcome: 'match',
+      reason: `checked by the hypervisor at ${operation.toUpperCase()}; the holder that sent it lost the host before recording the report, so it is restated from the live stack`,
+    });
+  }
+
+  private recordHostCheck(rec: HostRecorder, payload: StackEntry, check: HostDependencyCheck, key: string, errno?: string, reason?: string): void {
+    rec.add(key, {
+      type: 'DependencyChecked',
+      hostId: rec.hostId,
+      payload,
+      phase: check.operation === 'upload' ? 'upload' : 'apply',
+      on: check.kind,
+      expected: check.expected,
+      found: check.found,
+      against: check.against === 'hypervisor' ? { kind: 'hypervisor' } : { kind: 'payload', name: check.againstName ?? '?', buildId: check.found },
+      outcome: check.outcome === 'mismatch' ? 'mismatch' : 'match',
+      ...(errno ? { errno } : {}),
+      reason: reason ?? `checked by the hypervisor at ${check.operation.toUpperCase()}${check.outcome === 'skipped' ? ' (APPLY_NODEPS: not enforced)' : ''}`,
+    });
+  }
+
+  private recordRefusal(rec: HostRecorder, fence: number, action: 'upload' | 'apply' | 'revert' | 'replace' | 'unload', payload: StackEntry, e: unknown, n: number, attempt: number): void {
+    if (!(e instanceof FleetpatchError)) return;
+    const base = rec.key(payload.buildId, `${action}-failed`, n, fence, attempt);
+    rec.add(base, { type: 'PayloadActionFailed', hostId: rec.hostId, action, payload, code: e.code, ...(e instanceof XenError ? { errno: e.errnoName } : {}), reason: e.message });
+    const check = e.details.dependencyCheck as HostDependencyCheck | undefined;
+    if (check) this.recordHostCheck(rec, payload, check, `${base}/check`, e instanceof XenError ? e.errnoName : undefined, e.message);
+  }
+
+  /** One asynchronous action to its end; a final rc other than 0 (or the wrong state) is a XenError. */
+  private async act(agent: HostAgent, rec: HostRecorder, payload: StackEntry, cmd: 'apply' | 'replace' | 'revert', checkKey: string): Promise<void> {
+    const r = await agent.action(payload.name, cmd);
+    if (r.dependencyCheck) this.recordHostCheck(rec, payload, r.dependencyCheck, checkKey);
+    const status = await this.wait(agent, payload.name);
+    const want = cmd === 'revert' ? 'CHECKED' : 'APPLIED';
+    if (!(status.state === want && status.rc === 0)) {
+      const verb = { apply: 'applying', replace: 'replacing all live patches with', revert: 'reverting' }[cmd];
+      throw new XenError(errnoName(status.rc) ?? 'EINVAL', `${agent.hostId}: ${verb} ${payload.name} failed: ${status.reason ?? `rc ${status.rc}`}`, { hostId: agent.hostId, payload: payload.name, rc: status.rc });
+    }
+  }
+
+  // ---- patching --------------------------------------------------------------------------------
+
+  /** Patches one claimed host to the end: patched, already, or failed (and then restored). */
+  async patch(claim: ClaimedHost, job: PatchJob): Promise<HostPatchResult> {
+    const { hostId, fence } = claim;
+    const rec = new HostRecorder(this.committer, this.id, job.rolloutId, hostId);
+    const agent = await this.agentFor(hostId);
+    const ours = new Set(job.payloads.map((p) => p.buildId));
+    let former: FormerState | null = claim.formerStack ? { formerStack: claim.formerStack, formerLoaded: claim.formerLoaded ?? [], formerResult: claim.formerResult } : null;
+    let applied: StackEntry[] = [];
+    try {
+      let list = await this.list(agent, 'read');
+      let goal: PatchGoal;
+      if (former && claim.targetStack) {
+        // A host an earlier holder had started: the record catches up with the host first.
+        await this.reconcile(rec, list, new Set([...ours, ...former.formerStack.map((p) => p.buildId)]));
+        goal = { mode: job.mode, target: claim.targetStack, payloads: job.payloads };
+      } else {
+        if (claim.intent !== null || claim.fence > 1) await this.reconcile(rec, list, ours);
+        const state = hostStateFromList(hostId, list);
+        const assignment = assignPayload(job.mode, job.payloads, state);
+        if (assignment.kind === 'already') return await this.finish(rec, claim, job, { hostId, outcome: 'already', applied: [] });
+        if (assignment.kind === 'incompatible') {
+          // Compatible at the preflight, not any more: nothing was changed; the checks say why.
+          assignment.checks.forEach((c, i) => rec.add(rec.key('check', fence, i), checkEvent(hostId, c, 'apply')));
+          throw new StepFailed({ stage: 'check', code: 'EINVAL', reason: assignment.reason, unreachable: false });
+        }
+        goal = patchGoal(job.mode, assignment, state.applied);
+        const verifyCall = job.verify?.call;
+        const formerResult = verifyCall ? callOutcome(await this.retrying('read', () => agent.call(verifyCall))) : null;
+        former = { formerStack: state.applied.map(ref), formerLoaded: state.loaded.map(ref), formerResult };
+        rec.add(rec.key('started'), {
+          type: 'HostPatchStarted',
+          hostId,
+          rollout: job.rolloutId,
+          formerStack: former.formerStack,
+          formerLoaded: former.formerLoaded,
+          ...(formerResult && job.verify ? { formerResult: { call: job.verify.call, kind: formerResult.kind, value: formerResult.value } } : {}),
+        });
+        if (!(await rec.durable([touchWrite(job.rolloutId, hostId, fence, { ...former, targetStack: goal.target, intent: 'start' })]))) return lost(hostId);
+      }
+
+      let attempt = 1;
+      for (let n = 0; ; n++) {
+        if (n >= MAX_STEPS) throw new StepFailed({ stage: 'apply', code: 'EINVAL', reason: `the host did not reach its target stack after ${MAX_STEPS} steps`, unreachable: false });
+        const step = nextPatchStep(liveHostOf(list), goal);
+        if (step.kind === 'applied') break;
+        if (step.kind === 'changed') throw new StepFailed({ stage: 'check', code: 'EINVAL', reason: step.reason, unreachable: false });
+        const stage: HostFailure['stage'] = step.kind === 'upload' || step.kind === 'unload' ? 'upload' : step.kind === 'replace' ? 'replace' : step.kind === 'wait' ? 'apply' : 'apply';
+        try {
+          list = await this.patchStep(agent, rec, fence, step, list, attempt);
+          attempt = 1;
+        } catch (e) {
+          if (e instanceof FencedOut) return lost(hostId);
+          if (e instanceof StepFailed || !transient(e) || attempt >= HOST_ATTEMPTS) throw new StepFailed(failureOf(stage, e));
+          await sleep(RETRY_DELAYS_MS[attempt - 1]!);
+          attempt++;
+          list = await this.list(agent, stage);
+        }
+        this.heartbeat();
+      }
+      applied = list.appliedStack.filter((p) => ours.has(p.buildId)).map(ref);
+
+      if (job.verify) {
+        const verifyCall = job.verify.call;
+        const call = await this.retrying('verify', () => agent.call(verifyCall));
+        const observed = call.result === null ? null : String(call.result);
+        const ok = observed === job.verify.expect;
+        const reason = ok
+          ? `${job.verify.call} returns "${observed}"${call.providedBy ? ` (from ${call.providedBy.name})` : ''}`
+          : observed === null
+            ? `${job.verify.call} gave no result to compare (${call.why ?? 'unknown'}); expected "${job.verify.expect}"`
+            : `${job.verify.call} returns "${observed}", expected "${job.verify.expect}"`;
+        rec.add(rec.key('health', fence), { type: 'HealthChecked', hostId, outcome: ok ? 'healthy' : 'unhealthy', check: { call: job.verify.call, expect: job.verify.expect }, ...(observed !== null ? { observed } : {}), reason });
+        if (!ok) throw new StepFailed({ stage: 'verify', code: 'VERIFY_FAILED', reason, unreachable: false });
+      }
+      return await this.finish(rec, claim, job, { hostId, outcome: 'patched', applied });
+    } catch (e) {
+      const failure = failureOf('read', e);
+      if (!former) return await this.finish(rec, claim, job, { hostId, outcome: 'failed', failure, applied: [] });
+      const restore = await this.restoreHost(rec, agent, { rolloutId: job.rolloutId, hostId, former, ours: [...ours], ...(job.verify ? { verifyCall: job.verify.call } : {}) }, fence);
+      return await this.finish(rec, claim, job, { hostId, outcome: 'failed', failure, applied: restore.stackNow.filter((p) => ours.has(p.buildId)), restore });
+    }
+  }
+
+  /** Takes one patch step; returns the host's state after it (updated in memory where the answer says it all). */
+  private async patchStep(agent: HostAgent, rec: HostRecorder, fence: number, step: Exclude<ReturnType<typeof nextPatchStep>, { kind: 'applied' | 'changed' }>, list: WireList, attempt: number): Promise<WireList> {
+    const hostId = agent.hostId;
+    const { rolloutId } = rec;
+    if (step.kind === 'wait') {
+      await this.wait(agent, step.payload.name);
+      return agent.listAll();
+    }
+    const payload = ref(step.payload);
+    const intent = (what: string) => intentWrite(rolloutId, hostId, fence, `${what} ${payload.buildId}`);
+    switch (step.kind) {
+      case 'upload': {
+        const n = rec.next('uploaded', payload.buildId);
+        if (!(await rec.durable([intent('upload')]))) throw new FencedOut();
+        const bytes = await this.payloadBytes(payload.buildId);
+        let entry;
+        try {
+          entry = await agent.upload(payload.name, bytes);
+        } catch (e) {
+          this.recordRefusal(rec, fence, 'upload', payload, e, n, attempt);
+          throw e;
+        }
+        if (entry.dependencyCheck) this.recordHostCheck(rec, payload, entry.dependencyCheck, rec.key(payload.buildId, 'upload-check', n));
+        rec.add(rec.key(payload.buildId, 'uploaded', n), { type: 'PayloadUploaded', hostId, payload });
+        const { dependencyCheck: _check, ...wire } = entry;
+        return { ...list, entries: [...list.entries, wire] };
+      }
+      case 'unload': {
+        const n = rec.next('unloaded', payload.buildId);
+        if (!(await rec.durable([intent('unload')]))) throw new FencedOut();
+        try {
+          await agent.action(payload.name, 'unload');
+        } catch (e) {
+          this.recordRefusal(rec, fence, 'unload', payload, e, n, attempt);
+          throw e;
+        }
+        rec.add(rec.key(payload.buildId, 'unloaded', n), { type: 'PayloadUnloaded', hostId, payload });
+        return { ...list, entries: list.entries.filter((e) => e.buildId !== payload.buildId) };
+      }
+      case 'apply':
+      case 'replace': {
+        const kind = step.kind === 'apply' ? 'applied' : 'replaced';
+        const n = rec.next(kind, payload.buildId);
+        // fleetpatch's own check against the live host, durable before the APPLY it guards.
+        const top = step.kind === 'apply' ? step.against : null;
+        const found = top ? top.buildId : list.hypervisor.buildId;
+        const outcome = step.payload.depends === found ? 'match' : 'mismatch';
+        rec.add(rec.key(payload.buildId, 'check', n, fence, attempt), {
+          type: 'DependencyChecked',
+          hostId,
+          payload,
+          phase: 'apply',
+          on: 'depends',
+          expected: step.payload.depends,
+          found,
+          against: top ? { kind: 'payload', name: top.name, buildId: top.buildId } : { kind: 'hypervisor' },
+          outcome,
+          ...(outcome === 'mismatch' ? { errno: 'EINVAL' } : {}),
+          reason: `checked by fleetpatch before ${step.kind === 'apply' ? 'APPLY' : 'REPLACE'}: ${payload.name} depends on ${short(step.payload.depends)}, ${top ? `the top of the stack is ${top.name} (${short(found)})` : `the hypervisor is ${short(found)}`}`,
+        });
+        if (!(await rec.durable([intent(step.kind)]))) throw new FencedOut();
+        if (outcome === 'mismatch') {
+          throw new StepFailed({
+            stage: 'check',
+            code: 'EINVAL',
+            reason: `${payload.name} depends on build-id ${step.payload.depends}, but ${top ? `the top of the stack, ${top.name},` : 'the hypervisor'} is ${found}`,
+            unreachable: false,
+          });
+        }
+        const before = list.appliedStack.map(ref);
+        try {
+          await this.act(agent, rec, payload, step.kind, rec.key(payload.buildId, `${step.kind}-check`, n));
+        } catch (e) {
+          this.recordRefusal(rec, fence, step.kind, payload, e, n, attempt);
+          throw e;
+        }
+        rec.add(rec.key(payload.buildId, kind, n), step.kind === 'apply' ? { type: 'PayloadApplied', hostId, payload } : { type: 'PayloadReplaced', hostId, payload, replaced: before });
+        const entries = list.entries.map((e) =>
+          e.buildId === payload.buildId ? { ...e, state: 'APPLIED' as const, rc: 0, reason: null } : step.kind === 'replace' && e.state === 'APPLIED' ? { ...e, state: 'CHECKED' as const, reverted: true } : e,
+        );
+        return { ...list, entries, appliedStack: step.kind === 'apply' ? [...list.appliedStack, payload] : [payload] };
+      }
+    }
+  }
+
+  private async finish(rec: HostRecorder, claim: ClaimedHost, job: PatchJob, result: HostPatchResult): Promise<HostPatchResult> {
+    rec.add(`host-finished/${job.rolloutId}/${result.hostId}`, {
+      type: 'HostPatchFinished',
+      rolloutId: job.rolloutId,
+      hostId: result.hostId,
+      wave: job.waveName,
+      outcome: result.outcome,
+      applied: result.applied,
+      ...(result.failure ? { failure: result.failure } : {}),
+      ...(result.restore
+        ? { restore: { outcome: result.restore.outcome, stackNow: result.restore.stackNow, formerStack: result.restore.formerStack, ...(result.restore.reason ? { reason: result.restore.reason } : {}) } }
+        : {}),
+    });
+    const write = finishWrite(job.rolloutId, result.hostId, claim.fence, { status: result.outcome, applied: result.applied, failure: result.failure, restore: result.restore });
+    // The outcome is durable before the lane takes the next host: budgets count it.
+    if (!(await rec.durable([write]))) return lost(result.hostId);
+    return result;
+  }
+
+  // ---- restoring -------------------------------------------------------------------------------
+
+  /** Restores a host for a rollback (the rollback's own claim and recording). */
+  async restore(job: RestoreJob): Promise<RestoreOutcome> {
+    const rec = new HostRecorder(this.committer, this.id, job.rolloutId, job.hostId);
+    const agent = await this.agentFor(job.hostId);
+    const outcome = await this.restoreHost(rec, agent, job, 0);
+    await rec.durable();
+    return outcome;
+  }
+
+  /**
+   * Back to the former stack: revert ours top first, reload what Xen will not re-apply, re-apply
+   * bottom up, unload what is ours; then the verify function must return what it did before.
+   * Transient host faults are retried a bounded number of times; a host that stays away ends the
+   * restore as failed with the reason (the rollback reports it; a later one can try again).
+   */
+  private async restoreHost(rec: HostRecorder, agent: HostAgent, job: RestoreJob, fence: number): Promise<RestoreOutcome> {
+    const { former } = job;
+    const done: RestoreStepDone[] = [];
+    let list: WireList;
+    try {
+      list = await this.list(agent, 'revert');
+    } catch (e) {
+      return { outcome: 'failed', steps: [], stackNow: [], formerStack: former.formerStack.map(ref), reason: `the host could not be read: ${failureOf('revert', e).reason}` };
+    }
+    const goal: RestoreGoal = {
+      formerStack: former.formerStack,
+      formerLoaded: former.formerLoaded,
+      ours: new Set(job.ours),
+      storedBytes: await selectStoredBuildIds(this.deps.pool, former.formerStack.map((p) => p.buildId)),
+    };
+    await this.reconcile(rec, list, new Set([...job.ours, ...former.formerStack.map((p) => p.buildId)]));
+
+    let end: { outcome: RestoreOutcome['outcome']; reason?: string } | undefined;
+    let attempt = 1;
+    for (let n = 0; !end; n++) {
+      if (n >= MAX_STEPS) {
+        end = { outcome: 'failed', reason: `the host did not reach its former stack after ${MAX_STEPS} steps; it runs ${describeStack(list.appliedStack)}` };
+        break;
+      }
+      const step = nextRestoreStep(liveHostOf(list), goal);
+      if (step.kind === 'done') {
+        end = { outcome: done.length === 0 ? 'nothing-to-do' : 'restored' };
+        break;
+      }
+      if (step.kind === 'blocked') {
+        end = { outcome: step.cause === 'name-taken' ? 'failed' : step.cause, reason: step.reason };
+        break;
+      }
+      try {
+        await this.restoreStep(agent, rec, fence, step, list, attempt);
+        if (step.kind !== 'wait') done.push({ kind: step.kind, payload: ref(step.payload) });
+        attempt = 1;
+      } catch (e) {
+        if (transient(e) && attempt < HOST_ATTEMPTS) {
+          await sleep(RETRY_DELAYS_MS[attempt - 1]!);
+          attempt++;
+        } else {
+          end = { outcome: 'failed', reason: `${step.kind} ${step.payload.name} did not succeed: ${e instanceof Error ? e.message : String(e)}` };
+        }
+      }
+      this.heartbeat();
+      try {
+        list = await this.list(agent, 'revert');
+      } catch (e) {
+        end ??= { outcome: 'failed', reason: `the host could not be read: ${failureOf('revert', e).reason}` };
+        break;
+      }
+    }
+
+    if (end.outcome !== 'restored' && end.outcome !== 'nothing-to-do') {
+      // Not back: at least leave nothing of ours loaded and idle on it.
+      for (const loose of looseOurs(liveHostOf(list), goal)) {
+        try {
+          await this.restoreStep(agent, rec, fence, { kind: 'unload', payload: loose, why: 'cleanup' }, list, 1);
+          done.push({ kind: 'unload', payload: loose });
+        } catch {
+          // The outcome already says the host is not back; the stack it reports says the rest.
+        }
+      }
+      list = await agent.listAll().catch(() => list);
+    } else if (job.verifyCall && former.formerResult) {
+      const now = callOutcome(await agent.call(job.verifyCall));
+      const ok = sameResult(now, former.formerResult);
+      const reason = ok
+        ? `${job.verifyCall} returns ${describeResult(now)} again, as before the rollout`
+        : `${job.verifyCall} returns ${describeResult(now)}; before the rollout it returned ${describeResult(former.formerResult)}`;
+      rec.add(rec.key('restore-health', rec.next('restore-health', 'host')), {
+        type: 'HealthChecked',
+        hostId: rec.hostId,
+        outcome: ok ? 'healthy' : 'unhealthy',
+        check: { call: job.verifyCall, expect: former.formerResult.value ?? '' },
+        ...(now.value !== null ? { observed: now.value } : {}),
+        reason,
+      });
+      if (!ok) end = { outcome: 'failed', reason };
+    }
+    await rec.flushLater();
+    return { outcome: end.outcome, steps: done, stackNow: list.appliedStack.map(ref), formerStack: former.formerStack.map(ref), ...(end.reason ? { reason: end.reason } : {}) };
+  }
+
+  private async restoreStep(agent: HostAgent, rec: HostRecorder, fence: number, step: Exclude<ReturnType<typeof nextRestoreStep>, { kind: 'done' | 'blocked' }>, list: WireList, attempt: number): Promise<void> {
+    const hostId = agent.hostId;
+    if (step.kind === 'wait') {
+      await this.wait(agent, step.payload.name);
+      return;
+    }
+    const payload = ref(step.payload);
+    const kind = { revert: 'reverted', unload: 'unloaded', upload: 'uploaded', apply: 'applied' }[step.kind];
+    const n = rec.next(kind, payload.buildId);
+    const key = (what: string) => rec.key(payload.buildId, what, n);
+    // Intent first: a restore that dies here is reconciled from it by the next one.
+    if (step.kind === 'apply') {
+      const top = list.appliedStack[list.appliedStack.length - 1];
+      const found = top ? top.buildId : list.hypervisor.buildId;
+      const outcome = step.depends === found ? 'match' : 'mismatch';
+      rec.add(rec.key(payload.buildId, 'restore-check', n, attempt), {
+        type: 'DependencyChecked',
+        hostId,
+        payload,
+        phase: 'apply',
+        on: 'depends',
+        expected: step.depends,
+        found,
+        against: top ? { kind: 'payload', name: top.name, buildId: top.buildId } : { kind: 'hypervisor' },
+        outcome,
+        ...(outcome === 'mismatch' ? { errno: 'EINVAL' } : {}),
+        reason: `checked by fleetpatch before re-applying ${payload.name} to restore the former stack: it depends on ${short(step.depends)}, ${top ? `the top of the stack is ${top.name} (${short(found)})` : `the hypervisor is ${short(found)}`}`,
+      });
+      await rec.durable(fence > 0 ? [intentWrite(rec.rolloutId, hostId, fence, `restore-apply ${payload.buildId}`)] : []);
+      if (outcome === 'mismatch') throw new XenError('EINVAL', `${hostId}: ${payload.name} depends on build-id ${short(step.depends)}, but ${top ? `the top of the stack is ${top.name}` : 'the hypervisor is'} ${short(found)}`, { hostId });
+    } else {
+      await rec.durable(fence > 0 ? [intentWrite(rec.rolloutId, hostId, fence, `restore-${step.kind} ${payload.buildId}`)] : []);
+    }
+    try {
+      switch (step.kind) {
+        case 'revert':
+          await this.act(agent, rec, payload, 'revert', key('revert-check'));
+          rec.add(key('reverted'), { type: 'PayloadReverted', hostId, payload });
+          return;
+        case 'unload':
+          await agent.action(payload.name, 'unload');
+          rec.add(key('unloaded'), { type: 'PayloadUnloaded', hostId, payload });
+          return;
+        case 'upload': {
+          const r = await agent.upload(payload.name, await this.payloadBytes(payload.buildId));
+          if (r.dependencyCheck) this.recordHostCheck(rec, payload, r.dependencyCheck, key('upload-check'));
+          rec.add(key('uploaded'), { type: 'PayloadUploaded', hostId, payload });
+          return;
+        }
+        case 'apply':
+          await this.act(agent, rec, payload, 'apply', key('apply-check'));
+          rec.add(key('applied'), { type: 'PayloadApplied', hostId, payload });
+          return;
+      }
+    } catch (e) {
+      this.recordRefusal(rec, fence, step.kind, payload, e, n, attempt);
+      throw e;
+    }
+  }
+}
+
+/** A fenced write missed: another batch holds the host now and finishes it. */
+class FencedOut extends Error {
+  constructor() {
+    super('another batch holds this host now');
+  }
+}
+
+function lost(hostId: string): HostPatchResult {
+  return { hostId, outcome: 'failed', applied: [], failure: { stage: 'read', code: 'CLAIM_LOST', reason: 'another batch took this host over; it finishes it', unreachable: false }, lostClaim: true };
+}
+
+function checkEvent(hostId: string, check: DependencyCheck, phase: 'preflight' | 'apply'): Record<string, unknown> {
+  return {
+    type: 'DependencyChecked',
+    hostId,
+    payload: check.payload,
+    phase,
+    on: check.on,
+    expected: check.expected,
+    found: check.found,
+    against: check.against,
+    outcome: check.outcome,
+    ...(check.outcome === 'mismatch' ? { errno: 'EINVAL' as const } : {}),
+    reason: `checked by fleetpatch at ${phase}: ${check.payload.name} ${check.on === 'xen_depends' ? 'was built for' : 'depends on'} ${check.expected.slice(0, 12)}…, the host has ${check.found.slice(0, 12)}…`,
+  };
+}
+
+function sleep(ms: number): Promise<void> {
+  return new Promise((r) => setTimeout(r, ms));
+}

@@ -1,0 +1,168 @@
+/**
+ * Group commit: many hosts' events (and the work-list rows that go with them) in one transaction.
+ *
+ * A rollout's batch runs dozens of hosts at once, each producing a handful of facts. Committing
+ * each fact alone costs a WAL flush per fact and serialises every host on the rollout's stream;
+ * here every lane submits its facts, and one flush at a time takes everything queued so far into a
+ * single `appendMany` (plus the SQL rows submitted with them, in the same transaction). Under load
+ * the queue fills while the previous flush runs, so the transactions grow with the fleet, not
+ * their number.
+ *
+ * A submitter that needs its facts durable before its next step (fleetpatch's dependency check
+ * before APPLY, the intent before a hypervisor call) awaits `submit`; the others `submit` without
+ * waiting and `drain()` before they report. Order is kept per stream: a lane submits its host's
+ * facts in the order they happened, and flushes run one at a time.
+ *
+ * PostgreSQL being unreachable is not an error for the submitter: the flush is retried (with
+ * backoff, for as long as it takes) and `onOutage` is told when the outage starts and ends. Any
+ * other error (a bug: an event the catalogue refuses) fails the items of that flush.
+ */
+import type pg from 'pg';
+import type { DomainEventInput } from './catalogue.ts';
+import { eventIdFromKey } from './event-id.ts';
+import type { EventStore, StreamAppend } from './store.ts';
+import { streamFor } from './streams.ts';
+import { parseEvent } from './catalogue.ts';
+
+export interface Fact {
+  /** The idempotency key: the event id is derived from it, so a retry records the fact once. */
+  key: string;
+  event: DomainEventInput;
+}
+
+/** A statement run in the flush's transaction, after the events are written. */
+export interface RowWrite {
+  text: string;
+  values: unknown[];
+}
+
+interface Item {
+  facts: { eventId: string; streamId: string; event: DomainEventInput }[];
+  writes: RowWrite[];
+  resolve: (rowCounts: number[]) => void;
+  reject: (e: unknown) => void;
+}
+
+export interface GroupCommitOptions {
+  /** How long the first item waits for company when nothing is being flushed (ms). */
+  lingerMs?: number;
+  /** Told once when PostgreSQL becomes unreachable (with the error) and once when it is back. */
+  onOutage?: (state: { down: true; since: Date; error: Error } | { down: false; since: Date; downForMs: number }) => void;
+}
+
+/** Errors that mean "PostgreSQL is not there right now", as opposed to a bad statement. */
+export function isConnectionError(e: unknown): boolean {
+  const err = e as { code?: string; message?: string } | undefined;
+  if (!err) return false;
+  const code = err.code ?? '';
+  if (['ECONNREFUSED', 'ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ENOTFOUND', 'EHOSTUNREACH', 'DATABASE_UNAVAILABLE'].includes(code)) return true;
+  // 08xxx connection exceptions, 57P01-03 admin shutdown / crash shutdown / cannot connect now.
+  if (/^08/.test(code) || /^57P0[123]$/.test(code) || code === '53300') return true;
+  return /Connection terminated|connection timeout|Client has encountered a connection error|timeout exceeded when trying to connect/i.test(err.message ?? '');
+}
+
+export class GroupCommitter {
+  private queue: Item[] = [];
+  private flushing: Promise<void> | null = null;
+  private downSince: Date | null = null;
+  private readonly lingerMs: number;
+
+  constructor(
+    private readonly store: EventStore,
+    private readonly opts: GroupCommitOptions = {},
+  ) {
+    this.lingerMs = opts.lingerMs ?? 2;
+  }
+
+  /** Whether PostgreSQL was unreachable at the last flush, and since when. */
+  get outageSince(): Date | null {
+    return this.downSince;
+  }
+
+  /**
+   * Queues facts (validated now, so a bad one fails its submitter, not the flush) and rows;
+   * resolves with each row write's row count once they are committed.
+   */
+  submit(facts: Fact[], writes: RowWrite[] = []): Promise<number[]> {
+    let prepared: Item['facts'];
+    try {
+      prepared = facts.map((f) => ({ eventId: eventIdFromKey(f.key), streamId: streamFor(parseEvent(f.event)), event: f.event }));
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    return new Promise<number[]>((resolve, reject) => {
+      this.queue.push({ facts: prepared, writes, resolve, reject });
+      this.kick();
+    });
+  }
+
+  /** Resolves when everything submitted so far is committed (or failed). */
+  async drain(): Promise<void> {
+    while (this.flushing || this.queue.length > 0) {
+      this.kick();
+      await this.flushing;
+    }
+  }
+
+  private kick(): void {
+    if (this.flushing) return;
+    this.flushing = (async () => {
+      if (this.lingerMs > 0) await new Promise((r) => setTimeout(r, this.lingerMs));
+      while (this.queue.length > 0) {
+        const items = this.queue;
+        this.queue = [];
+        await this.flush(items);
+      }
+    })().finally(() => {
+      this.flushing = null;
+      if (this.queue.length > 0) this.kick();
+    });
+  }
+
+  private async flush(items: Item[]): Promise<void> {
+    // One entry per stream, facts in submission order; an id submitted twice is written once.
+    const byStream = new Map<string, StreamAppend>();
+    const seen = new Set<string>();
+    for (const item of items) {
+      for (const f of item.facts) {
+        if (seen.has(f.eventId)) continue;
+        seen.add(f.eventId);
+        let s = byStream.get(f.streamId);
+        if (!s) byStream.set(f.streamId, (s = { streamId: f.streamId, events: [] }));
+        s.events.push({ eventId: f.eventId, event: f.event });
+      }
+    }
+    const writes = items.flatMap((item) => item.writes);
+    for (let attempt = 0; ; attempt++) {
+      try {
+        const counts: number[] = [];
+        await this.store.appendMany([...byStream.values()], {
+          withinTransaction: async (client: pg.PoolClient) => {
+            for (const w of writes) counts.push((await client.query(w.text, w.values)).rowCount ?? 0);
+          },
+        });
+        if (this.downSince) {
+          const since = this.downSince;
+          this.downSince = null;
+          this.opts.onOutage?.({ down: false, since, downForMs: Date.now() - since.getTime() });
+        }
+        let at = 0;
+        for (const item of items) {
+          item.resolve(counts.slice(at, at + item.writes.length));
+          at += item.writes.length;
+        }
+        return;
+      } catch (e) {
+        if (!isConnectionError(e)) {
+          for (const item of items) item.reject(e);
+          return;
+        }
+        if (!this.downSince) {
+          this.downSince = new Date();
+          this.opts.onOutage?.({ down: true, since: this.downSince, error: e as Error });
+        }
+        await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** Math.min(attempt, 6))));
+      }
+    }
+  }
+}

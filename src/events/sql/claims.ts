@@ -1,0 +1,327 @@
+/**
+ * Claims on the rollout's work list (migration 0007), each statement with its typed caller.
+ *
+ * A batch claims a host by bumping its fence and taking a lease; every later write for the host is
+ * conditioned on that fence (a row count of 0 means another holder has it now). A hold in
+ * rollout_control (pause, abort, exceeded budget) stops every claim, on every worker.
+ */
+import type pg from 'pg';
+import type { StackEntry } from '../../rollout/matching.ts';
+import type { CallOutcome } from '../../rollout/types.ts';
+import type { RowWrite } from '../group-commit.ts';
+
+type Db = pg.Pool | pg.PoolClient;
+
+export interface ClaimedHost {
+  hostId: string;
+  fence: number;
+  wave: number;
+  assignment: 'apply' | 'replace' | 'unreachable';
+  buildIds: string[];
+  /** Set once the rollout changed (or was about to change) the host: a re-claim continues from it. */
+  formerStack: StackEntry[] | null;
+  formerLoaded: StackEntry[] | null;
+  formerResult: CallOutcome | null;
+  targetStack: StackEntry[] | null;
+  /** What the previous holder was about to do when it lost the host (null: nothing yet). */
+  intent: string | null;
+}
+
+const CLAIM_COLUMNS = 't.host_id, t.fence, t.wave, t.assignment, t.build_ids, t.former_stack, t.former_loaded, t.former_result, t.target_stack, t.intent';
+
+interface ClaimRow {
+  host_id: string;
+  fence: number;
+  wave: number;
+  assignment: ClaimedHost['assignment'];
+  build_ids: string[];
+  former_stack: StackEntry[] | null;
+  former_loaded: StackEntry[] | null;
+  former_result: CallOutcome | null;
+  target_stack: StackEntry[] | null;
+  intent: string | null;
+}
+
+const toClaim = (r: ClaimRow): ClaimedHost => ({
+  hostId: r.host_id,
+  fence: r.fence,
+  wave: r.wave,
+  assignment: r.assignment,
+  buildIds: r.build_ids,
+  formerStack: r.former_stack,
+  formerLoaded: r.former_loaded,
+  formerResult: r.former_result,
+  targetStack: r.target_stack,
+  intent: r.intent,
+});
+
+/**
+ * Takes back the hosts an earlier attempt of this batch (`claimantPrefix` + any attempt) held and
+ * did not finish: they are this batch's to finish first.
+ */
+export async function reclaimOwn(db: Db, rolloutId: string, claimantPrefix: string, claimant: string, leaseMs: number): Promise<ClaimedHost[]> {
+  const r = await db.query<ClaimRow>(
+    `UPDATE rollout_targets t SET fence = t.fence + 1, claimed_by = $3, lease_until = now() + $4 * interval '1 millisecond', updated_at = now()
+      WHERE t.rollout_id = $1 AND t.status = 'running' AND t.claimed_by LIKE $2 || '%' AND t.claimed_by <> $3
+      RETURNING ${CLAIM_COLUMNS}`,
+    [rolloutId, claimantPrefix, claimant, leaseMs],
+  );
+  return r.rows.map(toClaim);
+}
+
+/**
+ * The next host of a step: a planned one, or one whose holder's lease lapsed (a worker that died
+ * without Temporal retrying its batch yet). `held` when the rollout is held; `done` when the step
+ * has no host left to claim.
+ */
+export async function claimNext(
+  db: Db,
+  q: { rolloutId: string; wave: number; step: number; claimant: string; leaseMs: number },
+): Promise<{ kind: 'claimed'; host: ClaimedHost } | { kind: 'held'; hold: string } | { kind: 'done' }> {
+  const r = await db.query<ClaimRow>(
+    `WITH pick AS (
+       SELECT host_id FROM rollout_targets
+        WHERE rollout_id = $1 AND wave = $2 AND step = $3
+          AND (status = 'planned' OR (status = 'running' AND lease_until < now()))
+          AND NOT EXISTS (SELECT 1 FROM rollout_control c WHERE c.rollout_id = $1 AND c.hold IS NOT NULL)
+        ORDER BY position
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED)
+     UPDATE rollout_targets t SET status = 'running', fence = t.fence + 1, claimed_by = $4,
+            lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
+       FROM pick WHERE t.rollout_id = $1 AND t.host_id = pick.host_id
+     RETURNING ${CLAIM_COLUMNS}`,
+    [q.rolloutId, q.wave, q.step, q.claimant, q.leaseMs],
+  );
+  if (r.rows[0]) return { kind: 'claimed', host: toClaim(r.rows[0]) };
+  const hold = await selectHold(db, q.rolloutId);
+  return hold ? { kind: 'held', hold: hold.hold } : { kind: 'done' };
+}
+
+/** Keeps this batch's claims alive; returns how many it still holds. */
+export async function renewLeases(db: Db, rolloutId: string, claimant: string, leaseMs: number): Promise<number> {
+  const r = await db.query(`UPDATE rollout_targets SET lease_until = now() + $3 * interval '1 millisecond' WHERE rollout_id = $1 AND claimed_by = $2 AND status = 'running'`, [
+    rolloutId,
+    claimant,
+    leaseMs,
+  ]);
+  return r.rowCount ?? 0;
+}
+
+/** Hosts of a step nobody finished yet (planned, or claimed and running). */
+export async function countUnfinished(db: Db, rolloutId: string, wave: number, step: number): Promise<number> {
+  const r = await db.query<{ n: string }>(`SELECT count(*) AS n FROM rollout_targets WHERE rollout_id = $1 AND wave = $2 AND step = $3 AND status IN ('planned', 'running')`, [
+    rolloutId,
+    wave,
+    step,
+  ]);
+  return Number(r.rows[0]?.n ?? 0);
+}
+
+// ---- fenced writes, committed with the host's events (group commit) -----------------------------
+
+/** The host's former state and target, kept at its first change (first write wins), with the intent. */
+export function touchWrite(rolloutId: string, hostId: string, fence: number, t: { formerStack: StackEntry[]; formerLoaded: StackEntry[]; formerResult: CallOutcome | null; targetStack: StackEntry[]; intent: string }): RowWrite {
+  return {
+    text: `UPDATE rollout_targets SET former_stack = COALESCE(former_stack, $4), former_loaded = COALESCE(former_loaded, $5), former_result = COALESCE(former_result, $6),
+             target_stack = COALESCE(target_stack, $7), touched_at = COALESCE(touched_at, now()), intent = $8, updated_at = now()
+            WHERE rollout_id = $1 AND host_id = $2 AND fence = $3`,
+    values: [rolloutId, hostId, fence, JSON.stringify(t.formerStack), JSON.stringify(t.formerLoaded), t.formerResult ? JSON.stringify(t.formerResult) : null, JSON.stringify(t.targetStack), t.intent],
+  };
+}
+
+export function intentWrite(rolloutId: string, hostId: string, fence: number, intent: string): RowWrite {
+  return { text: 'UPDATE rollout_targets SET intent = $4 WHERE rollout_id = $1 AND host_id = $2 AND fence = $3', values: [rolloutId, hostId, fence, intent] };
+}
+
+export function finishWrite(
+  rolloutId: string,
+  hostId: string,
+  fence: number,
+  o: { status: 'patched' | 'already' | 'failed'; applied: StackEntry[]; failure?: unknown; restore?: unknown },
+): RowWrite {
+  return {
+    text: `UPDATE rollout_targets SET status = $4, applied = $5, failure = $6, restore = COALESCE($7, restore), intent = NULL, claimed_by = NULL, lease_until = NULL, updated_at = now()
+            WHERE rollout_id = $1 AND host_id = $2 AND fence = $3`,
+    values: [rolloutId, hostId, fence, o.status, JSON.stringify(o.applied), o.failure ? JSON.stringify(o.failure) : null, o.restore ? JSON.stringify(o.restore) : null],
+  };
+}
+
+// ---- holds -------------------------------------------------------------------------------------
+
+export async function selectHold(db: Db, rolloutId: string): Promise<{ hold: string; reason: string | null } | null> {
+  const r = await db.query<{ hold: string; reason: string | null }>('SELECT hold, reason FROM rollout_control WHERE rollout_id = $1 AND hold IS NOT NULL', [rolloutId]);
+  return r.rows[0] ?? null;
+}
+
+/**
+ * Sets a hold. A budget hold never replaces a person's (pause, abort); an abort replaces anything.
+ */
+export async function setHold(db: Db, rolloutId: string, hold: 'paused' | 'aborted' | 'budget', reason: string): Promise<void> {
+  await db.query(
+    `INSERT INTO rollout_control (rollout_id, hold, reason) VALUES ($1, $2, $3)
+     ON CONFLICT (rollout_id) DO UPDATE SET hold = EXCLUDED.hold, reason = EXCLUDED.reason, updated_at = now()
+      WHERE rollout_control.hold IS NULL OR EXCLUDED.hold = 'aborted' OR (EXCLUDED.hold = 'paused' AND rollout_control.hold = 'budget')`,
+    [rolloutId, hold, reason],
+  );
+}
+
+export async function clearHold(db: Db, rolloutId: string): Promise<void> {
+  await db.query('UPDATE rollout_control SET hold = NULL, reason = NULL, updated_at = now() WHERE rollout_id = $1', [rolloutId]);
+}
+
+// ---- progress ----------------------------------------------------------------------------------
+
+export interface WaveCounts {
+  wave: number;
+  done: number;
+  patched: number;
+  already: number;
+  failed: number;
+  unreachable: number;
+}
+
+/** Per wave: hosts finished, by outcome (the work list is the truth; the workflow shows it). */
+export async function selectWaveCounts(db: Db, rolloutId: string): Promise<WaveCounts[]> {
+  const r = await db.query<{ wave: number; patched: string; already: string; failed: string; unreachable: string }>(
+    `SELECT wave,
+            count(*) FILTER (WHERE status = 'patched') AS patched,
+            count(*) FILTER (WHERE status = 'already') AS already,
+            count(*) FILTER (WHERE status = 'failed') AS failed,
+            count(*) FILTER (WHERE status = 'failed' AND (failure->>'unreachable')::boolean) AS unreachable
+       FROM rollout_targets WHERE rollout_id = $1 GROUP BY wave ORDER BY wave`,
+    [rolloutId],
+  );
+  return r.rows.map((row) => {
+    const patched = Number(row.patched);
+    const already = Number(row.already);
+    const failed = Number(row.failed);
+    return { wave: row.wave, done: patched + already + failed, patched, already, failed, unreachable: Number(row.unreachable) };
+  });
+}
+
+export interface FailureRow {
+  hostId: string;
+  wave: number;
+  failure: { stage: string; code: string; reason: string; unreachable: boolean };
+  restore: { outcome: string; stackNow: StackEntry[]; formerStack: StackEntry[]; reason?: string } | null;
+}
+
+export async function selectFailures(db: Db, rolloutId: string, limit: number): Promise<FailureRow[]> {
+  const r = await db.query<{ host_id: string; wave: number; failure: FailureRow['failure']; restore: FailureRow['restore'] }>(
+    "SELECT host_id, wave, failure, restore FROM rollout_targets WHERE rollout_id = $1 AND status = 'failed' ORDER BY updated_at, host_id LIMIT $2",
+    [rolloutId, limit],
+  );
+  return r.rows.map((row) => ({ hostId: row.host_id, wave: row.wave, failure: row.failure, restore: row.restore }));
+}
+
+// ---- rollbacks -----------------------------------------------------------------------------------
+
+/** The rollback's work list: every host the rollout touched. Idempotent; returns its size. */
+export async function prepareRollback(db: Db, rollbackId: string, rolloutId: string): Promise<number> {
+  await db.query(
+    `INSERT INTO rollback_targets (rollback_id, rollout_id, host_id)
+     SELECT $1, rollout_id, host_id FROM rollout_targets WHERE rollout_id = $2 AND touched_at IS NOT NULL
+     ON CONFLICT DO NOTHING`,
+    [rollbackId, rolloutId],
+  );
+  const r = await db.query<{ n: string }>('SELECT count(*) AS n FROM rollback_targets WHERE rollback_id = $1', [rollbackId]);
+  return Number(r.rows[0]?.n ?? 0);
+}
+
+export interface ClaimedRollbackHost {
+  hostId: string;
+  fence: number;
+  formerStack: StackEntry[];
+  formerLoaded: StackEntry[];
+  formerResult: CallOutcome | null;
+}
+
+interface RollbackClaimRow {
+  host_id: string;
+  fence: number;
+  former_stack: StackEntry[] | null;
+  former_loaded: StackEntry[] | null;
+  former_result: CallOutcome | null;
+}
+
+const toRollbackClaim = (r: RollbackClaimRow): ClaimedRollbackHost => ({
+  hostId: r.host_id,
+  fence: r.fence,
+  formerStack: r.former_stack ?? [],
+  formerLoaded: r.former_loaded ?? [],
+  formerResult: r.former_result,
+});
+
+/** Hosts an earlier attempt of this rollback batch held and did not finish, and then the next one. */
+export async function claimRollbackHost(
+  db: Db,
+  q: { rollbackId: string; rolloutId: string; claimantPrefix: string; claimant: string; leaseMs: number },
+): Promise<ClaimedRollbackHost | null> {
+  const r = await db.query<RollbackClaimRow>(
+    `WITH pick AS (
+       SELECT host_id FROM rollback_targets
+        WHERE rollback_id = $1
+          AND (status = 'planned' OR (status = 'running' AND (lease_until < now() OR (claimed_by LIKE $3 || '%' AND claimed_by <> $4))))
+        ORDER BY (status = 'running') DESC, host_id
+        LIMIT 1
+        FOR UPDATE SKIP LOCKED),
+     claimed AS (
+       UPDATE rollback_targets b SET status = 'running', fence = b.fence + 1, claimed_by = $4, lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
+         FROM pick WHERE b.rollback_id = $1 AND b.host_id = pick.host_id
+       RETURNING b.host_id, b.fence)
+     SELECT c.host_id, c.fence, t.former_stack, t.former_loaded, t.former_result
+       FROM claimed c JOIN rollout_targets t ON t.rollout_id = $2 AND t.host_id = c.host_id`,
+    [q.rollbackId, q.rolloutId, q.claimantPrefix, q.claimant, q.leaseMs],
+  );
+  return r.rows[0] ? toRollbackClaim(r.rows[0]) : null;
+}
+
+export async function renewRollbackLeases(db: Db, rollbackId: string, claimant: string, leaseMs: number): Promise<void> {
+  await db.query(`UPDATE rollback_targets SET lease_until = now() + $3 * interval '1 millisecond' WHERE rollback_id = $1 AND claimed_by = $2 AND status = 'running'`, [rollbackId, claimant, leaseMs]);
+}
+
+/** The host's rollback outcome, fenced; and its last restore on the rollout's work list. */
+export function finishRollbackWrites(rollbackId: string, rolloutId: string, hostId: string, fence: number, result: { outcome: string; stackNow: StackEntry[]; formerStack: StackEntry[]; reason?: string }): RowWrite[] {
+  return [
+    {
+      text: `UPDATE rollback_targets SET status = 'done', result = $4, claimed_by = NULL, lease_until = NULL, updated_at = now() WHERE rollback_id = $1 AND host_id = $2 AND fence = $3`,
+      values: [rollbackId, hostId, fence, JSON.stringify(result)],
+    },
+    { text: 'UPDATE rollout_targets SET restore = $3, updated_at = now() WHERE rollout_id = $1 AND host_id = $2', values: [rolloutId, hostId, JSON.stringify(result)] },
+  ];
+}
+
+export interface RollbackTally {
+  hosts: number;
+  unfinished: number;
+  byOutcome: Record<string, number>;
+  problems: { hostId: string; outcome: string; reason: string; stackNow: StackEntry[]; formerStack: StackEntry[] }[];
+}
+
+/** Counts by outcome, and the hosts that are not back (up to `limit`), from the rollback's work list. */
+export async function selectRollbackTally(db: Db, rollbackId: string, limit: number): Promise<RollbackTally> {
+  const counts = await db.query<{ outcome: string | null; status: string; n: string }>(
+    `SELECT status, result->>'outcome' AS outcome, count(*) AS n FROM rollback_targets WHERE rollback_id = $1 GROUP BY status, result->>'outcome'`,
+    [rollbackId],
+  );
+  const byOutcome: Record<string, number> = {};
+  let hosts = 0;
+  let unfinished = 0;
+  for (const row of counts.rows) {
+    const n = Number(row.n);
+    hosts += n;
+    if (row.status !== 'done') unfinished += n;
+    else byOutcome[row.outcome ?? 'failed'] = (byOutcome[row.outcome ?? 'failed'] ?? 0) + n;
+  }
+  const problems = await db.query<{ host_id: string; result: { outcome: string; reason?: string; stackNow: StackEntry[]; formerStack: StackEntry[] } }>(
+    `SELECT host_id, result FROM rollback_targets WHERE rollback_id = $1 AND status = 'done' AND result->>'outcome' NOT IN ('rolled-back', 'nothing-to-do') ORDER BY host_id LIMIT $2`,
+    [rollbackId, limit],
+  );
+  return {
+    hosts,
+    unfinished,
+    byOutcome,
+    problems: problems.rows.map((r) => ({ hostId: r.host_id, outcome: r.result.outcome, reason: r.result.reason ?? '', stackNow: r.result.stackNow ?? [], formerStack: r.result.formerStack ?? [] })),
+  };
+}
