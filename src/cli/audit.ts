@@ -327,7 +327,7 @@ export function describeRolloutReport(report: Awaited<ReturnType<typeof rolloutR
         report.hosts.map((h) => [
           h.hostId,
           h.wave,
-          h.outcome + (h.revertedAfterFailure ? ' (reverted)' : ''),
+          h.outcome + (h.revertedAfterFailure ? ' (reverted)' : '') + (h.restore ? ` (restore: ${h.restore.outcome})` : ''),
           h.applied.map((p) => p.name).join(', ') || '-',
           h.failure ? `${h.failure.stage} ${h.failure.code}${h.failure.unreachable ? ' (unreachable)' : ''}: ${h.failure.reason}` : '-',
         ]),
@@ -337,12 +337,27 @@ export function describeRolloutReport(report: Awaited<ReturnType<typeof rolloutR
   if (s.rollback) {
     lines.push('');
     const r = s.rollback;
-    lines.push(`Rollback ${r.status}, started ${when(r.startedAt)}: ${r.reason}; ${r.rolledBack} rolled back, ${r.stackGrew} stack grew, ${r.failed} failed, ${r.nothingToDo} nothing to do (of ${r.hosts})`);
+    const notBack = r.stackGrew + r.unrecoverable + r.failed;
+    lines.push(
+      `Rollback ${r.status}${r.outcome ? ` (${r.outcome.toUpperCase()})` : ''}, asked by ${r.requestedBy ? describeActor(r.requestedBy) : '?'} ${when(r.startedAt)}: ${r.reason}; ` +
+        `${r.rolledBack} rolled back, ${r.nothingToDo} nothing to do, ${notBack} not back (${r.stackGrew} stack grew, ${r.unrecoverable} unrecoverable, ${r.failed} failed) of ${r.hosts}`,
+    );
     if (report.rollbacks.length > 0) {
       lines.push(
         ...renderTable(
-          ['HOST', 'OUTCOME', 'REVERTED', 'RE-APPLIED', 'WHY'],
-          report.rollbacks.map((b) => [b.hostId, b.outcome, b.reverted.map((p) => p.name).join(', ') || '-', b.reapplied.map((p) => p.name).join(', ') || '-', b.reason ?? '-']),
+          ['HOST', 'OUTCOME', 'REVERTED', 'RE-APPLIED', 'STACK NOW', 'SHOULD BE', 'WHY'],
+          report.rollbacks.map((b) => {
+            const back = b.outcome === 'rolled-back' || b.outcome === 'nothing-to-do';
+            return [
+              b.hostId,
+              b.outcome,
+              b.reverted.map((p) => p.name).join(', ') || '-',
+              b.reapplied.map((p) => p.name).join(', ') || '-',
+              b.stackNow ? b.stackNow.map((p) => p.name).join(', ') || '(empty)' : '?',
+              back ? '(as now)' : b.formerStack ? b.formerStack.map((p) => p.name).join(', ') || '(empty)' : '?',
+              b.reason ?? '-',
+            ];
+          }),
         ),
       );
     }

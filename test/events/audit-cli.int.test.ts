@@ -102,10 +102,11 @@ describe('fleetpatch audit', () => {
   it('reports a rollout with its decisions', async () => {
     const r = await audit('rollout', 'r1');
     expect(r.code).toBe(0);
-    expect(r.out).toMatch(/Rollout r1: "hello-everywhere" \(apply\), ROLLED-BACK/);
+    expect(r.out).toMatch(/Rollout r1: "hello-everywhere" \(apply\), ROLLBACK-INCOMPLETE/);
     expect(r.out).toMatch(/approved\s+alice\s+canary\s+canary healthy for 10 minutes/);
     expect(r.out).toMatch(/h3\s+rest\s+failed\s+-\s+check EINVAL: /);
-    expect(r.out).toMatch(/Rollback finished.*1 rolled back, 1 stack grew/);
+    expect(r.out).toMatch(/Rollback finished \(ROLLBACK-INCOMPLETE\).*1 rolled back, 0 nothing to do, 1 not back \(1 stack grew, 0 unrecoverable, 0 failed\) of 2/);
+    expect(r.out).toMatch(/h2\s+stack-grew\s+-\s+-\s+\?\s+\?\s+xen_bye_world was applied above it since/);
     expect(JSON.parse((await audit('rollout', 'r1', '--json')).out).summary.status).toBe('rollback-incomplete');
     expect(await audit('rollout', 'r404')).toMatchObject({ code: 1, err: expect.stringMatching(/ROLLOUT_NOT_FOUND/) });
   });
@@ -114,7 +115,7 @@ describe('fleetpatch audit', () => {
     const r = await audit('rollouts');
     expect(r.code).toBe(0);
     expect(r.out).toMatch(/ROLLOUT\s+PLAN\s+STATUS/);
-    expect(r.out).toMatch(/r1\s+hello-everywhere\s+rolled-back\s+2025-03-01 10:00:01.000Z\s+alice\s+2025-03-01 10:00:16.000Z\s+2\s+0\s+1\s+wave rest exceeded its failure budget/);
+    expect(r.out).toMatch(/r1\s+hello-everywhere\s+rollback-incomplete\s+2025-03-01 10:00:01.000Z\s+alice\s+2025-03-01 10:00:16.000Z\s+2\s+0\s+1\s+wave rest exceeded its failure budget/);
     expect(JSON.parse((await audit('rollouts', '--json')).out)).toEqual([expect.objectContaining({ rolloutId: 'r1', status: 'rollback-incomplete' })]);
   });
 

@@ -18,6 +18,8 @@ export interface HostOutcome {
   applied: { name: string; buildId: string }[];
   failure: EventOfType<'HostPatchFinished'>['failure'] | null;
   revertedAfterFailure: boolean;
+  /** A failed host's restore to its former stack. */
+  restore: EventOfType<'HostPatchFinished'>['restore'] | null;
   at: string;
 }
 
@@ -26,6 +28,9 @@ export interface HostRollbackOutcome {
   outcome: EventOfType<'HostRollbackFinished'>['outcome'];
   reverted: { name: string; buildId: string }[];
   reapplied: { name: string; buildId: string }[];
+  /** Where the host stands after the rollback, and where it should (absent in early records). */
+  stackNow: { name: string; buildId: string }[] | null;
+  formerStack: { name: string; buildId: string }[] | null;
   reason: string | null;
   at: string;
 }
@@ -55,10 +60,20 @@ export async function rolloutReport(store: EventStore, rolloutId: string): Promi
         applied: e.applied,
         failure: e.failure ?? null,
         revertedAfterFailure: e.revertedAfterFailure ?? false,
+        restore: e.restore ?? null,
         at: e.occurredAt,
       });
     } else if (e.type === 'HostRollbackFinished') {
-      rollbacks.push({ hostId: e.hostId, outcome: e.outcome, reverted: e.reverted, reapplied: e.reapplied, reason: e.reason ?? null, at: e.occurredAt });
+      rollbacks.push({
+        hostId: e.hostId,
+        outcome: e.outcome,
+        reverted: e.reverted,
+        reapplied: e.reapplied,
+        stackNow: e.stackNow ?? null,
+        formerStack: e.formerStack ?? null,
+        reason: e.reason ?? null,
+        at: e.occurredAt,
+      });
     }
   }
   const checks = await dependencyChecks(store, { rolloutId });
