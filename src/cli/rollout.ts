@@ -3,7 +3,7 @@
  * `plan` is the dry run: it reads the live hosts and changes nothing (no host, no record).
  */
 import os from 'node:os';
-import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import { FleetpatchError } from '../errors.ts';
 import { FleetClient } from '../hypervisor/agent-client.ts';
 import { readLiveStates } from '../hypervisor/live-state.ts';
@@ -11,13 +11,11 @@ import { preflight } from '../rollout/preflight.ts';
 import { rolloutIdFor } from '../rollout/resolve.ts';
 import type { Actor } from '../rollout/types.ts';
 import { loadConfig } from '../runtime/config.ts';
-import { abortUpdate, approveUpdate, pauseUpdate, resumeUpdate } from '../../workflows/messages.ts';
-import type { rolloutWorkflow } from '../../workflows/rollout.ts';
-import { rollbackWorkflow } from '../../workflows/rollback.ts';
+import { liveProgress, startRollback, steeringError, steerRollout } from '../control/steer.ts';
 import { boundedInteger, boundedText, parseCommandArgs, requirePositional } from './args.ts';
 import { withServices } from './context.ts';
 import type { CliIO, Command } from './io.ts';
-import { connectClient, describeProgress, describeRollback, isFinal, readPlanFile, readProgress, resolvePlanPayloads, rolloutIdOf, startRollout, workflowIdOf } from './rollouts.ts';
+import { connectClient, describeProgress, describeRollback, isFinal, readPlanFile, readProgress, resolvePlanPayloads, rolloutIdOf, startRollout } from './rollouts.ts';
 import { renderTable } from './table.ts';
 import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
 import { EventStore } from '../events/store.ts';
@@ -218,85 +216,37 @@ async function controlCommand(sub: string, id: string, values: Values, io: CliIO
   return withServices({ database: sub === 'rollback' || sub === 'status', temporal: true }, async ({ services, shutdown }) => {
     const { client, close } = await connectClient(services.temporalAddress, services.namespace);
     shutdown.add('temporal client', close);
-    const handle = client.workflow.getHandle<typeof rolloutWorkflow>(workflowIdOf(id));
     const by = actor(values.by);
-    try {
-      switch (sub) {
-        case 'status':
-          return statusCommand(client, id, values, io, services.pool);
-        case 'watch':
-          return watch(client, id, io, intervalMs(values, sub), shutdown.signal);
-        case 'pause':
-        case 'resume':
-        case 'abort':
-        case 'approve': {
-          // A rollout that does not exist or has ended cannot take an update; one that no worker
-          // runs would leave the update waiting: say which, without waiting.
-          await requireSteerable(client, id, sub);
-          const reason = requireReason(values.reason, sub);
-          const p =
-            sub === 'pause'
-              ? await handle.executeUpdate(pauseUpdate, { args: [{ by, reason }] })
-              : sub === 'resume'
-                ? await handle.executeUpdate(resumeUpdate, { args: [{ by, reason }] })
-                : sub === 'abort'
-                  ? await handle.executeUpdate(abortUpdate, { args: [{ by, reason, rollback: Boolean(values.rollback) }] })
-                  : await handle.executeUpdate(approveUpdate, { args: [{ by, reason, ...(values.wave ? { wave: values.wave } : {}) }] });
-          io.out(describeProgress(p)[0]!);
-          return 0;
-        }
-        case 'rollback': {
-          const reason = requireReason(values.reason, sub);
-          const p = await readProgress(client, id);
-          if (!isFinal(p)) throw new FleetpatchError('ROLLOUT_STATE', `rollout ${p.rolloutId} is still ${p.status}; use \`fleetpatch rollout abort ${p.rolloutId} --rollback --reason ...\``);
-          const input = await rolloutInput(handle);
-          const rb = await client.workflow.start(rollbackWorkflow, {
-            taskQueue: services.taskQueue,
-            workflowId: `${workflowIdOf(id)}/rollback-by-${by.id}-${Date.now()}`,
-            args: [
-              {
-                rolloutId: rolloutIdOf(id),
-                requestedBy: by,
-                reason,
-                ours: input.plan.payloads.map((x) => x.buildId),
-                ...(input.plan.verify ? { verifyCall: input.plan.verify.call } : {}),
-                concurrency: input.plan.concurrency,
-              },
-            ],
-          });
-          io.out(`rolling back ${rolloutIdOf(id)} (workflow ${rb.workflowId})...`);
-          const summary = await rb.result();
-          describeRollback({ ...summary, status: 'finished', requestedBy: by, reason }).forEach((l) => io.out(l));
-          return summary.outcome === 'rolled-back' ? 0 : 1;
-        }
+    switch (sub) {
+      case 'status':
+        return statusCommand(client, id, values, io, services.pool);
+      case 'watch':
+        return watch(client, id, io, intervalMs(values, sub), shutdown.signal);
+      case 'pause':
+      case 'resume':
+      case 'abort':
+      case 'approve': {
+        // A rollout that does not exist or has ended cannot take an update; one that no worker
+        // runs would leave the update waiting: steerRollout says which, without waiting.
+        const reason = requireReason(values.reason, sub);
+        const p = await steerRollout(client, id, sub, { by, reason, ...(values.wave ? { wave: values.wave } : {}), rollback: Boolean(values.rollback) });
+        io.out(describeProgress(p)[0]!);
+        return 0;
       }
-    } catch (e) {
-      if (e instanceof WorkflowUpdateFailedError) {
-        throw new FleetpatchError('ROLLOUT_STATE', `rollout ${rolloutIdOf(id)} refused to ${sub}: ${(e.cause as Error | undefined)?.message ?? e.message}`);
+      case 'rollback': {
+        const reason = requireReason(values.reason, sub);
+        const rb = await startRollback(client, services.taskQueue, id, by, reason);
+        io.out(`rolling back ${rolloutIdOf(id)} (workflow ${rb.workflowId})...`);
+        const summary = await rb.result().catch((e: unknown) => {
+          throw steeringError(e, id, sub);
+        });
+        describeRollback({ ...summary, status: 'finished', requestedBy: by, reason }).forEach((l) => io.out(l));
+        return summary.outcome === 'rolled-back' ? 0 : 1;
       }
-      if (e instanceof WorkflowNotFoundError) {
-        // It was there a moment ago: it ended meanwhile.
-        throw new FleetpatchError('ROLLOUT_STATE', `rollout ${rolloutIdOf(id)} ended before it could ${sub}; see fleetpatch rollout status ${rolloutIdOf(id)}`);
-      }
-      throw e;
     }
     return 0;
   });
 }
-
-/** The rollout's input, from the first event of its history (Temporal keeps it there). */
-async function rolloutInput(handle: import('@temporalio/client').WorkflowHandle<typeof rolloutWorkflow>) {
-  const history = await handle.fetchHistory();
-  const attrs = history.events?.[0]?.workflowExecutionStartedEventAttributes;
-  const { defaultPayloadConverter } = await import('@temporalio/common');
-  const payload = attrs?.input?.payloads?.[0];
-  if (!payload) throw new FleetpatchError('ROLLOUT_NOT_FOUND', 'the rollout workflow has no recorded input');
-  return defaultPayloadConverter.fromPayload<import('../rollout/types.ts').RolloutInput>(payload);
-}
-
-
-/** How long `status` waits for a running rollout to answer its progress query. */
-const QUERY_DEADLINE_MS = 10_000;
 
 /**
  * The live progress of a rollout. A running rollout answers through its worker: with no worker
@@ -304,24 +254,9 @@ const QUERY_DEADLINE_MS = 10_000;
  * store recorded instead, and exits 1 rather than waiting for Temporal's own timeout.
  */
 async function statusCommand(client: Client, id: string, values: Values, io: CliIO, pool: import('../runtime/database.ts').Pool): Promise<number> {
-  const state = await describeRollout(client, id);
-  let progress: import('../rollout/progress.ts').RolloutProgress | undefined;
-  let unavailable: string | undefined;
-  if (state.status === 'RUNNING') {
-    const pollers = await workflowPollers(client, state.taskQueue);
-    if (pollers === 0) {
-      unavailable = `no worker polls task queue "${state.taskQueue}", so the running rollout cannot answer; start one with \`fleetpatch worker\``;
-    } else {
-      try {
-        progress = await client.connection.withDeadline(Date.now() + QUERY_DEADLINE_MS, () => readProgress(client, id));
-      } catch (e) {
-        if (e instanceof FleetpatchError) throw e;
-        unavailable = `the rollout did not answer within ${QUERY_DEADLINE_MS / 1000} s (${(e as Error).message.split('\n')[0]}); is its worker overloaded or stuck?`;
-      }
-    }
-  } else {
-    progress = await readProgress(client, id);
-  }
+  const live = await liveProgress(client, id);
+  const progress = 'progress' in live ? live.progress : undefined;
+  const unavailable = 'unavailable' in live ? live.unavailable : undefined;
   if (progress) {
     if (values.json) io.out(JSON.stringify(progress, null, 2));
     else describeProgress(progress).forEach((l) => io.out(l));
@@ -333,40 +268,11 @@ async function statusCommand(client: Client, id: string, values: Values, io: Cli
   });
   const message = `${unavailable}; ${recorded ? 'what the event store recorded is shown instead' : 'the event store has recorded nothing for it yet'}`;
   if (values.json) {
-    io.out(JSON.stringify({ ok: false, error: { code: 'NO_WORKER', message, details: { taskQueue: state.taskQueue } }, recorded: recorded?.summary ?? null }, null, 2));
+    io.out(JSON.stringify({ ok: false, error: { code: 'NO_WORKER', message, details: { taskQueue: 'taskQueue' in live ? live.taskQueue : undefined } }, recorded: recorded?.summary ?? null }, null, 2));
   } else if (recorded) {
     io.out(`(from the event store; the live rollout did not answer)`);
     describeRolloutReport(recorded).forEach((l) => io.out(l));
   }
   io.err(`fleetpatch: NO_WORKER: ${message}`);
   return 1;
-}
-
-/** The rollout's workflow: whether it runs, and on which task queue; ROLLOUT_NOT_FOUND when there is none. */
-async function describeRollout(client: Client, id: string): Promise<{ status: string; taskQueue: string }> {
-  try {
-    const d = await client.workflow.getHandle(workflowIdOf(id)).describe();
-    return { status: d.status.name, taskQueue: d.taskQueue };
-  } catch (e) {
-    if (e instanceof WorkflowNotFoundError) throw new FleetpatchError('ROLLOUT_NOT_FOUND', `no rollout ${rolloutIdOf(id)} (workflow ${workflowIdOf(id)})`, { rolloutId: rolloutIdOf(id) });
-    throw e;
-  }
-}
-
-/** Workers polling a task queue for workflow tasks (0 when Temporal cannot say). */
-async function workflowPollers(client: Client, taskQueue: string): Promise<number> {
-  return client.workflowService
-    .describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: taskQueue }, taskQueueType: 1 })
-    .then((r) => r.pollers?.length ?? 0, () => 0);
-}
-
-/** Refuses, in words, to steer a rollout that does not exist, has ended, or that no worker runs. */
-async function requireSteerable(client: Client, id: string, sub: string): Promise<void> {
-  const state = await describeRollout(client, id);
-  if (state.status !== 'RUNNING') {
-    throw new FleetpatchError('ROLLOUT_STATE', `rollout ${rolloutIdOf(id)} has already ended (${state.status.toLowerCase()}); there is nothing to ${sub}`, { rolloutId: rolloutIdOf(id), status: state.status });
-  }
-  if ((await workflowPollers(client, state.taskQueue)) === 0) {
-    throw new FleetpatchError('NO_WORKER', `no worker polls task queue "${state.taskQueue}", so rollout ${rolloutIdOf(id)} cannot take the ${sub} now; start one with \`fleetpatch worker\` (nothing was changed)`, { taskQueue: state.taskQueue });
-  }
 }

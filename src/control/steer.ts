@@ -1,0 +1,149 @@
+/**
+ * Steering a running rollout, for every front end (the CLI and the HTTP API): pause, resume, abort
+ * and approve as Temporal updates, a rollback of a finished rollout, and its live progress, each
+ * refused in words (not left waiting) when the rollout does not exist, has ended, or no worker
+ * runs it.
+ */
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
+import { FleetpatchError } from '../errors.ts';
+import type { RolloutProgress } from '../rollout/progress.ts';
+import type { Actor, RolloutInput } from '../rollout/types.ts';
+import { abortUpdate, approveUpdate, pauseUpdate, resumeUpdate } from '../../workflows/messages.ts';
+import type { rolloutWorkflow } from '../../workflows/rollout.ts';
+import { rollbackWorkflow, type RollbackSummary } from '../../workflows/rollback.ts';
+import { isFinal, readProgress, rolloutIdOf, workflowIdOf } from './rollouts.ts';
+
+export type SteerAction = 'pause' | 'resume' | 'abort' | 'approve';
+
+export interface SteerRequest {
+  by: Actor;
+  reason: string;
+  /** approve: the wave whose gate is approved. */
+  wave?: string;
+  /** abort: revert what the rollout applied. */
+  rollback?: boolean;
+}
+
+/** The rollout's workflow: whether it runs, and on which task queue; ROLLOUT_NOT_FOUND when there is none. */
+export async function describeRollout(client: Client, id: string): Promise<{ status: string; taskQueue: string }> {
+  try {
+    const d = await client.workflow.getHandle(workflowIdOf(id)).describe();
+    return { status: d.status.name, taskQueue: d.taskQueue };
+  } catch (e) {
+    if (e instanceof WorkflowNotFoundError) throw new FleetpatchError('ROLLOUT_NOT_FOUND', `no rollout ${rolloutIdOf(id)} (workflow ${workflowIdOf(id)})`, { rolloutId: rolloutIdOf(id) });
+    throw e;
+  }
+}
+
+/** Workers polling a task queue for workflow tasks (0 when Temporal cannot say). */
+export async function workflowPollers(client: Client, taskQueue: string): Promise<number> {
+  return client.workflowService
+    .describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: taskQueue }, taskQueueType: 1 })
+    .then((r) => r.pollers?.length ?? 0, () => 0);
+}
+
+/** Refuses, in words, to steer a rollout that does not exist, has ended, or that no worker runs. */
+export async function requireSteerable(client: Client, id: string, sub: string): Promise<void> {
+  const state = await describeRollout(client, id);
+  if (state.status !== 'RUNNING') {
+    throw new FleetpatchError('ROLLOUT_STATE', `rollout ${rolloutIdOf(id)} has already ended (${state.status.toLowerCase()}); there is nothing to ${sub}`, { rolloutId: rolloutIdOf(id), status: state.status });
+  }
+  if ((await workflowPollers(client, state.taskQueue)) === 0) {
+    throw new FleetpatchError('NO_WORKER', `no worker polls task queue "${state.taskQueue}", so rollout ${rolloutIdOf(id)} cannot take the ${sub} now; start one with \`fleetpatch worker\` (nothing was changed)`, { taskQueue: state.taskQueue });
+  }
+}
+
+/** Update failures and a rollout that vanished meanwhile, as catalogue errors in words. */
+export function steeringError(e: unknown, id: string, sub: string): unknown {
+  if (e instanceof WorkflowUpdateFailedError) {
+    return new FleetpatchError('ROLLOUT_STATE', `rollout ${rolloutIdOf(id)} refused to ${sub}: ${(e.cause as Error | undefined)?.message ?? e.message}`);
+  }
+  if (e instanceof WorkflowNotFoundError) {
+    // It was there a moment ago: it ended meanwhile.
+    return new FleetpatchError('ROLLOUT_STATE', `rollout ${rolloutIdOf(id)} ended before it could ${sub}; see fleetpatch rollout status ${rolloutIdOf(id)}`);
+  }
+  return e;
+}
+
+/** Pause, resume, abort or approve a running rollout; the workflow records who and why. */
+export async function steerRollout(client: Client, id: string, action: SteerAction, req: SteerRequest): Promise<RolloutProgress> {
+  try {
+    await requireSteerable(client, id, action);
+    const handle = client.workflow.getHandle<typeof rolloutWorkflow>(workflowIdOf(id));
+    const base = { by: req.by, reason: req.reason };
+    switch (action) {
+      case 'pause':
+        return await handle.executeUpdate(pauseUpdate, { args: [base] });
+      case 'resume':
+        return await handle.executeUpdate(resumeUpdate, { args: [base] });
+      case 'abort':
+        return await handle.executeUpdate(abortUpdate, { args: [{ ...base, rollback: Boolean(req.rollback) }] });
+      case 'approve':
+        return await handle.executeUpdate(approveUpdate, { args: [{ ...base, ...(req.wave ? { wave: req.wave } : {}) }] });
+    }
+  } catch (e) {
+    throw steeringError(e, id, action);
+  }
+}
+
+/** The rollout's input, from the first event of its history (Temporal keeps it there). */
+export async function rolloutInput(handle: WorkflowHandle<typeof rolloutWorkflow>): Promise<RolloutInput> {
+  const history = await handle.fetchHistory();
+  const attrs = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+  const { defaultPayloadConverter } = await import('@temporalio/common');
+  const payload = attrs?.input?.payloads?.[0];
+  if (!payload) throw new FleetpatchError('ROLLOUT_NOT_FOUND', 'the rollout workflow has no recorded input');
+  return defaultPayloadConverter.fromPayload<RolloutInput>(payload);
+}
+
+/**
+ * Starts the rollback of a finished rollout: every host it patched back to its former stack. A
+ * rollout still running is refused (abort it with rollback instead).
+ */
+export async function startRollback(client: Client, taskQueue: string, id: string, by: Actor, reason: string): Promise<WorkflowHandle<typeof rollbackWorkflow>> {
+  try {
+    const p = await readProgress(client, id);
+    if (!isFinal(p)) throw new FleetpatchError('ROLLOUT_STATE', `rollout ${p.rolloutId} is still ${p.status}; use \`fleetpatch rollout abort ${p.rolloutId} --rollback --reason ...\``);
+    const input = await rolloutInput(client.workflow.getHandle<typeof rolloutWorkflow>(workflowIdOf(id)));
+    return await client.workflow.start(rollbackWorkflow, {
+      taskQueue,
+      workflowId: `${workflowIdOf(id)}/rollback-by-${by.id}-${Date.now()}`,
+      args: [
+        {
+          rolloutId: rolloutIdOf(id),
+          requestedBy: by,
+          reason,
+          ours: input.plan.payloads.map((x) => x.buildId),
+          ...(input.plan.verify ? { verifyCall: input.plan.verify.call } : {}),
+          concurrency: input.plan.concurrency,
+        },
+      ],
+    });
+  } catch (e) {
+    throw steeringError(e, id, 'rollback');
+  }
+}
+
+export type { RollbackSummary };
+
+/** How long a status read waits for a running rollout to answer its progress query. */
+export const QUERY_DEADLINE_MS = 10_000;
+
+/**
+ * The live progress of a rollout, or why it cannot be had now: a running rollout answers through
+ * its worker; with no worker polling its task queue (or none answering in time) it says so at
+ * once rather than waiting for Temporal's own timeout.
+ */
+export async function liveProgress(client: Client, id: string, deadlineMs = QUERY_DEADLINE_MS): Promise<{ progress: RolloutProgress } | { unavailable: string; taskQueue: string }> {
+  const state = await describeRollout(client, id);
+  if (state.status !== 'RUNNING') return { progress: await readProgress(client, id) };
+  if ((await workflowPollers(client, state.taskQueue)) === 0) {
+    return { unavailable: `no worker polls task queue "${state.taskQueue}", so the running rollout cannot answer; start one with \`fleetpatch worker\``, taskQueue: state.taskQueue };
+  }
+  try {
+    return { progress: await client.connection.withDeadline(Date.now() + deadlineMs, () => readProgress(client, id)) };
+  } catch (e) {
+    if (e instanceof FleetpatchError) throw e;
+    return { unavailable: `the rollout did not answer within ${deadlineMs / 1000} s (${(e as Error).message.split('\n')[0]}); is its worker overloaded or stuck?`, taskQueue: state.taskQueue };
+  }
+}
