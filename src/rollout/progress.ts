@@ -5,84 +5,24 @@
  */
 import { budgetExceeded, describeBudget } from './budget.ts';
 import { describeStack } from './restore.ts';
+import type { z } from 'zod';
+import type { DecisionSchema, RollbackProgressSchema, RolloutProgressSchema, RolloutStatusSchema, WaveProgressSchema } from './progress-schema.ts';
 import type { Actor, HostPatchResult, PreflightSummary, ResolvedPlan, StackEntry } from './types.ts';
 
-export type RolloutStatus =
-  | 'preflight'
-  | 'running'
-  | 'baking'
-  | 'awaiting-approval'
-  | 'paused'
-  | 'rolling-back'
-  | 'succeeded'
-  | 'failed'
-  | 'rolled-back'
-  /** A rollback ran and some hosts it touched are not back to their former stack. */
-  | 'rollback-incomplete'
-  | 'aborted';
+export type RolloutStatus = z.infer<typeof RolloutStatusSchema>;
 
 export type FinalRolloutStatus = 'succeeded' | 'failed' | 'rolled-back' | 'rollback-incomplete' | 'aborted';
 export const FINAL_STATUSES: readonly RolloutStatus[] = ['succeeded', 'failed', 'rolled-back', 'rollback-incomplete', 'aborted'];
 
-export interface WaveProgress {
-  name: string;
-  status: 'pending' | 'running' | 'succeeded' | 'failed' | 'skipped';
-  planned: number;
-  done: number;
-  patched: number;
-  already: number;
-  failed: number;
-  unreachable: number;
-}
+export type WaveProgress = z.infer<typeof WaveProgressSchema>;
 
-export interface Decision {
-  action: 'paused' | 'resumed' | 'aborted' | 'approved';
-  by: Actor;
-  reason: string;
-  at: string;
-  wave?: string;
-}
+export type Decision = z.infer<typeof DecisionSchema>;
 
-export interface RolloutProgress {
-  rolloutId: string;
-  planName: string;
-  status: RolloutStatus;
-  startedAt: string;
-  finishedAt?: string;
-  preflight?: PreflightSummary;
-  waves: WaveProgress[];
-  /** Where the next host comes from: wave, step within the wave, offset within the step. */
-  cursor: { wave: number; step: number; offset: number };
-  failures: { hostId: string; wave: string; stage: string; code: string; reason: string; restore?: string }[];
-  decisions: Decision[];
-  /** Why the rollout stopped, in words, when it did not succeed. */
-  stopReason?: string;
-  /** Set while the rollout waits on its infrastructure (e.g. "PostgreSQL unreachable since ..."). */
-  waiting?: string;
-  awaitingApprovalAfter?: string;
-  bakingUntil?: string;
-  rollback?: RollbackProgress;
-  /** Continue-as-new generations so far (for diagnostics). */
-  generation: number;
-  /** Failures a person accepted by resuming after the budget paused the rollout. */
-  accepted?: { wave: number; waveFailures: number; totalFailures: number };
-}
+/** The rollout's live view (the progress query's answer, and the workflow's result). */
+export type RolloutProgress = z.infer<typeof RolloutProgressSchema>;
 
 /** The rollback's counts and the hosts it could not bring back (a bounded sample). */
-export interface RollbackProgress {
-  status: 'running' | 'finished';
-  requestedBy: Actor;
-  reason: string;
-  /** Hosts the rollout touched. */
-  hosts: number;
-  rolledBack: number;
-  nothingToDo: number;
-  stackGrew: number;
-  unrecoverable: number;
-  failed: number;
-  /** Hosts not back to their former stack: where each stands, where it should, and why. */
-  problems: { hostId: string; outcome: string; reason: string; stackNow: StackEntry[]; formerStack: StackEntry[] }[];
-}
+export type RollbackProgress = z.infer<typeof RollbackProgressSchema>;
 
 /** At most this many hosts a rollback could not restore are kept in the progress. */
 export const ROLLBACK_PROBLEM_SAMPLE = 50;

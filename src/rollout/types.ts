@@ -3,7 +3,9 @@
  * Pure types (plus tiny pure helpers), so workflow code can import them. Only build-ids and names
  * travel through Temporal histories, never payload bytes.
  */
+import type { z } from 'zod';
 import type { Budget } from './budget.ts';
+import type { PreflightSummarySchema } from './progress-schema.ts';
 import type { DependencyCheck, HostState, PayloadMeta, RolloutMode, StackEntry } from './matching.ts';
 import type { HostSelector, WaveSpec } from './waves.ts';
 
@@ -150,38 +152,9 @@ export interface HostRollbackResult {
   reason?: string;
 }
 
-export interface PreflightStep {
-  group: string | null;
-  size: number;
-}
-
-export interface PreflightWave {
-  name: string;
-  concurrency: number;
-  steps: PreflightStep[];
-}
-
-/** What the preflight found; the per-host detail is stored in PostgreSQL, not in history. */
-export interface PreflightSummary {
-  selected: number;
-  /** Hosts that need the patch and are planned into waves (unreachable ones included). */
-  targets: number;
-  alreadyPatched: number;
-  incompatible: number;
-  unreachable: number;
-  unknownHostIds: string[];
-  waves: PreflightWave[];
-  /** A few incompatible hosts with the reason in words, for the report. */
-  incompatibleSamples: { hostId: string; reason: string }[];
-  /**
-   * REPLACE reverts a host's whole stack; a payload with writable data comes back only through a
-   * fresh upload, which needs bytes fleetpatch never had for payloads loaded outside it. Hosts
-   * carrying such payloads (count, and a few with the payloads named), so an operator can store
-   * their files first (`fleetpatch payload store`).
-   */
-  unrestorable?: number;
-  unrestorableSamples?: { hostId: string; payloads: string[] }[];
-}
+export type PreflightSummary = z.infer<typeof PreflightSummarySchema>;
+export type PreflightWave = PreflightSummary['waves'][number];
+export type PreflightStep = PreflightWave['steps'][number];
 
 export interface ListedHost {
   hostId: string;

@@ -1,0 +1,108 @@
+/**
+ * The rollout's live view as zod schemas: the shapes of progress.ts (RolloutProgress and what it
+ * holds) and of the preflight's summary (types.ts), which are inferred from these. The HTTP API
+ * answers with exactly these schemas and documents them in its OpenAPI document.
+ *
+ * A module of its own so that workflow code, which imports progress.ts, does not bundle zod:
+ * progress.ts and types.ts import these schemas as types only.
+ */
+import { z } from 'zod';
+
+export const ActorSchema = z.object({ kind: z.enum(['user', 'workflow', 'system']), id: z.string() });
+
+export const StackEntrySchema = z.object({ name: z.string(), buildId: z.string() });
+
+export const RolloutStatusSchema = z.enum([
+  'preflight',
+  'running',
+  'baking',
+  'awaiting-approval',
+  'paused',
+  'rolling-back',
+  'succeeded',
+  'failed',
+  'rolled-back',
+  /** A rollback ran and some hosts it touched are not back to their former stack. */
+  'rollback-incomplete',
+  'aborted',
+]);
+
+export const WaveProgressSchema = z.object({
+  name: z.string(),
+  status: z.enum(['pending', 'running', 'succeeded', 'failed', 'skipped']),
+  planned: z.number(),
+  done: z.number(),
+  patched: z.number(),
+  already: z.number(),
+  failed: z.number(),
+  unreachable: z.number(),
+});
+
+export const DecisionSchema = z.object({
+  action: z.enum(['paused', 'resumed', 'aborted', 'approved']),
+  by: ActorSchema,
+  reason: z.string(),
+  at: z.string(),
+  wave: z.string().optional(),
+});
+
+export const PreflightSummarySchema = z.object({
+    selected: z.number(),
+    /** Hosts that need the patch and are planned into waves (unreachable ones included). */
+    targets: z.number(),
+    alreadyPatched: z.number(),
+    incompatible: z.number(),
+    unreachable: z.number(),
+    unknownHostIds: z.array(z.string()),
+    waves: z.array(z.object({ name: z.string(), concurrency: z.number(), steps: z.array(z.object({ group: z.string().nullable(), size: z.number() })) })),
+    /** A few incompatible hosts with the reason in words, for the report. */
+    incompatibleSamples: z.array(z.object({ hostId: z.string(), reason: z.string() })),
+    /**
+     * REPLACE reverts a host's whole stack; a payload with writable data comes back only through a
+     * fresh upload, which needs bytes fleetpatch never had for payloads loaded outside it. Hosts
+     * carrying such payloads (count, and a few with the payloads named), so an operator can store
+     * their files first (`fleetpatch payload store`).
+     */
+    unrestorable: z.number().optional(),
+    unrestorableSamples: z.array(z.object({ hostId: z.string(), payloads: z.array(z.string()) })).optional(),
+  });
+
+export const RollbackProgressSchema = z.object({
+    status: z.enum(['running', 'finished']),
+    requestedBy: ActorSchema,
+    reason: z.string(),
+    /** Hosts the rollout touched. */
+    hosts: z.number(),
+    rolledBack: z.number(),
+    nothingToDo: z.number(),
+    stackGrew: z.number(),
+    unrecoverable: z.number(),
+    failed: z.number(),
+    /** Hosts not back to their former stack: where each stands, where it should, and why. */
+    problems: z.array(z.object({ hostId: z.string(), outcome: z.string(), reason: z.string(), stackNow: z.array(StackEntrySchema), formerStack: z.array(StackEntrySchema) })),
+  });
+
+export const RolloutProgressSchema = z.object({
+    rolloutId: z.string(),
+    planName: z.string(),
+    status: RolloutStatusSchema,
+    startedAt: z.string(),
+    finishedAt: z.string().optional(),
+    preflight: PreflightSummarySchema.optional(),
+    waves: z.array(WaveProgressSchema),
+    /** Where the next host comes from: wave, step within the wave, offset within the step. */
+    cursor: z.object({ wave: z.number(), step: z.number(), offset: z.number() }),
+    failures: z.array(z.object({ hostId: z.string(), wave: z.string(), stage: z.string(), code: z.string(), reason: z.string(), restore: z.string().optional() })),
+    decisions: z.array(DecisionSchema),
+    /** Why the rollout stopped, in words, when it did not succeed. */
+    stopReason: z.string().optional(),
+    /** Set while the rollout waits on its infrastructure (e.g. "PostgreSQL unreachable since ..."). */
+    waiting: z.string().optional(),
+    awaitingApprovalAfter: z.string().optional(),
+    bakingUntil: z.string().optional(),
+    rollback: RollbackProgressSchema.optional(),
+    /** Continue-as-new generations so far (for diagnostics). */
+    generation: z.number(),
+    /** Failures a person accepted by resuming after the budget paused the rollout. */
+    accepted: z.object({ wave: z.number(), waveFailures: z.number(), totalFailures: z.number() }).optional(),
+  });
