@@ -15,8 +15,13 @@ export function createPool(url: string, opts: { max?: number; applicationName?: 
     application_name: opts.applicationName ?? 'fleetpatch',
     connectionTimeoutMillis: 10_000,
   });
-  // An idle client losing its connection must not crash the process; the next query reconnects.
+  // A client losing its connection must not crash the process: an idle one reports to the pool,
+  // a checked-out one to itself (pg emits 'error' on it, and an unheard 'error' event is fatal in
+  // Node). Its query fails with the error; the next checkout reconnects.
   pool.on('error', () => undefined);
+  pool.on('connect', (client) => {
+    client.on('error', () => undefined);
+  });
   return pool;
 }
 
