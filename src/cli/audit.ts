@@ -223,8 +223,8 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
 
   verify: (args) => {
     const { values } = parseCommandArgs(args, { ...common, stream: { type: 'string' } }, 'audit verify');
-    if (values.stream !== undefined && !/^(host|rollout|payload)-.{1,200}$/s.test(values.stream)) {
-      throw new FleetpatchError('USAGE', `audit verify: --stream must be a stream name (host-<id>, rollout-<id> or payload-<build-id>), not "${values.stream.slice(0, 40)}"`);
+    if (values.stream !== undefined && !/^(host|rollout|payload|access)-.{1,200}$/s.test(values.stream)) {
+      throw new FleetpatchError('USAGE', `audit verify: --stream must be a stream name (host-<id>, rollout-<id>, payload-<build-id> or access-<token name>), not "${values.stream.slice(0, 40)}"`);
     }
     return async (store, io) => {
       const report = await verifyChains(store, values.stream !== undefined ? { streamId: values.stream } : {});

@@ -293,6 +293,18 @@ export const RolloutFinished = event('RolloutFinished', 1, {
   reason: Reason.optional(),
 });
 
+/** The rollout waits at its gate after `wave` until a person approves going on. */
+export const ApprovalRequested = event('ApprovalRequested', 1, { ...rolloutFacts, wave: Name, requireDifferentApprover: z.boolean().optional() });
+
+/**
+ * Who may act through the HTTP API is itself audited, in the stream `access-<token name>`: a token
+ * made (its name, role, and the first 12 hex digits of its sha256, never the token) and revoked.
+ */
+export const TokenRoleSchema = z.enum(['viewer', 'operator', 'admin']);
+const TokenName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/, 'must be 1 to 63 letters, digits, ".", "_", "@" or "-"');
+export const TokenCreated = event('TokenCreated', 1, { tokenName: TokenName, role: TokenRoleSchema, fingerprint: z.string().regex(/^[0-9a-f]{12}$/) });
+export const TokenRevoked = event('TokenRevoked', 1, { tokenName: TokenName, reason: Reason.optional() });
+
 export const EventSchema = z.discriminatedUnion('type', [
   PayloadStored,
   PayloadRefused,
@@ -320,6 +332,9 @@ export const EventSchema = z.discriminatedUnion('type', [
   HostRollbackFinished,
   RollbackFinished,
   RolloutFinished,
+  ApprovalRequested,
+  TokenCreated,
+  TokenRevoked,
 ]);
 
 /** An event as stored and read back (defaults applied, instants normalised). */

@@ -66,6 +66,12 @@ export function describeEvent(e: DomainEvent): string {
       return `rollback finished${e.outcome ? ` (${e.outcome})` : ''}: ${e.rolledBack} rolled back, ${e.nothingToDo} nothing to do, ${e.stackGrew} stack grew, ${e.unrecoverable ?? 0} unrecoverable, ${e.failed} failed`;
     case 'RolloutFinished':
       return `rollout ${e.status}${because(e.reason)}`;
+    case 'ApprovalRequested':
+      return `waiting for approval to go on after wave ${e.wave}${e.requireDifferentApprover ? ' (by someone other than who started it)' : ''}`;
+    case 'TokenCreated':
+      return `API token "${e.tokenName}" created with role ${e.role} (fingerprint ${e.fingerprint})`;
+    case 'TokenRevoked':
+      return `API token "${e.tokenName}" revoked${because(e.reason)}`;
     default:
       // A type added to the catalogue before it got its own sentence: its type and reason.
       return `${(e as { type: string }).type}${because((e as { reason?: string }).reason)}`;
