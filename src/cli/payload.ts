@@ -15,6 +15,9 @@ import {
 import { parseCommandArgs, requirePositional } from './args.ts';
 import type { CliIO, Command } from './io.ts';
 import { readInputFile, type FileKind } from '../runtime/files.ts';
+import { describeAddress, hex, payloadToJson } from '../payload/inspect-json.ts';
+
+export { payloadToJson };
 
 const USAGE = `Usage: fleetpatch payload <command>
 
@@ -51,68 +54,6 @@ function payloadName(file: string): string {
 async function loadImage(spec: string): Promise<HypervisorImage> {
   if (spec === 'default') return DEFAULT_IMAGE;
   return readImage(await readBytes(spec, 'hypervisor image'), path.basename(spec));
-}
-
-function hex(n: bigint): string {
-  return `0x${n.toString(16)}`;
-}
-
-function describeAddress(a: PayloadAddress | null): string | null {
-  if (!a) return null;
-  switch (a.kind) {
-    case 'payload':
-      return a.symbol ?? `${a.section}+${hex(a.offset)}`;
-    case 'external':
-      return a.addend === 0n ? a.symbol : `${a.symbol}${a.addend < 0n ? '-' : '+'}${hex(a.addend < 0n ? -a.addend : a.addend)}`;
-    case 'absolute':
-      return hex(a.value);
-  }
-}
-
-function toHex(bytes: Uint8Array): string {
-  return Array.from(bytes, (b) => b.toString(16).padStart(2, '0')).join('');
-}
-
-/** The --json shape of `payload inspect`. */
-export function payloadToJson(payload: LivepatchPayload, file?: string) {
-  return {
-    ...(file ? { file, name: payloadName(file) } : {}),
-    size: payload.size,
-    format: payload.format,
-    buildId: payload.buildIdHex,
-    depends: payload.dependsHex,
-    xenDepends: payload.xenDependsHex,
-    funcs: payload.funcs.map((f) => ({
-      name: f.name,
-      version: f.version,
-      newSize: f.newSize,
-      oldSize: f.oldSize,
-      nop: f.nop,
-      newSymbol: f.newSymbol,
-      oldSymbol: f.oldSymbol,
-      newAddress: describeAddress(f.newAddress),
-      // null: old_addr is 0 and Xen looks `name` up.
-      oldAddress: describeAddress(f.oldAddress),
-      expect: f.expect ? { enabled: f.expect.enabled, len: f.expect.len, data: toHex(f.expect.data.subarray(0, f.expect.len)) } : null,
-      returns: f.nop ? null : constantReturnOf(payload, f.newAddress),
-    })),
-    hooks: {
-      load: payload.hooks.load.length,
-      unload: payload.hooks.unload.length,
-      preApply: payload.hooks.preApply !== null,
-      apply: payload.hooks.apply !== null,
-      postApply: payload.hooks.postApply !== null,
-      preRevert: payload.hooks.preRevert !== null,
-      revert: payload.hooks.revert !== null,
-      postRevert: payload.hooks.postRevert !== null,
-    },
-    modinfo: Object.fromEntries(payload.modinfo.map((m) => [m.key, m.value])),
-    modinfoStrings: payload.modinfo.map((m) => m.raw),
-    writableSections: payload.writableSections,
-    hasWritableData: payload.hasWritableData,
-    canReapply: payload.canReapply,
-    undefinedSymbols: payload.undefinedSymbols,
-  };
 }
 
 function printPayload(io: CliIO, file: string, p: LivepatchPayload): void {
