@@ -15,8 +15,9 @@ export interface CommandContext {
   shutdown: Shutdown;
 }
 
-export async function withServices<T>(needs: ServiceNeeds, fn: (ctx: CommandContext) => Promise<T>): Promise<T> {
-  const config = loadConfig();
+/** `env` overrides: settings a command line option stands for (validated like the environment). */
+export async function withServices<T>(needs: ServiceNeeds, fn: (ctx: CommandContext) => Promise<T>, env: Record<string, string> = {}): Promise<T> {
+  const config = loadConfig({ ...process.env, ...env });
   const logger = createLogger(config.logLevel);
   const shutdown = new Shutdown(logger);
   shutdown.installSignalHandlers();

@@ -43,6 +43,18 @@ export const ConfigSchema = z.object({
   TEMPORAL_UI_PORT: port.optional(),
   /** An existing `temporal` binary; otherwise PATH, then .tools/bin, then a build from source. */
   TEMPORAL_CLI: z.string().min(1).optional(),
+  /**
+   * Which local Temporal fleetpatch starts when TEMPORAL_ADDRESS is unset: `dev` (the CLI's dev
+   * server on SQLite) or `cluster` (the Temporal server on PostgreSQL, several history shards).
+   */
+  FLEETPATCH_TEMPORAL: z.enum(['dev', 'cluster']).default('dev'),
+  /** Frontend gRPC port of the local cluster; its other ports follow it (0 = any free ports). */
+  FLEETPATCH_CLUSTER_PORT: port.optional(),
+  /** The cluster's database on the PostgreSQL server (and `<name>_visibility`). */
+  FLEETPATCH_CLUSTER_DB: z
+    .string()
+    .regex(/^[a-z_][a-z0-9_]{0,40}$/, 'must be a PostgreSQL database name of lower-case letters, digits and _ (at most 41 characters)')
+    .default('temporal'),
   DATABASE_URL: postgresUrl.optional(),
   /** Port of the embedded PostgreSQL when fleetpatch starts one (0 = any free port). */
   FLEETPATCH_PG_PORT: port.optional(),
@@ -57,7 +69,17 @@ export const ConfigSchema = z.object({
 export type RawConfig = z.infer<typeof ConfigSchema>;
 
 export interface Config {
-  temporal: { address?: string; namespace: string; taskQueue: string; port: number; uiPort: number; cli?: string };
+  temporal: {
+    address?: string;
+    namespace: string;
+    taskQueue: string;
+    port: number;
+    uiPort: number;
+    cli?: string;
+    /** The local server fleetpatch starts when `address` is unset. */
+    mode: 'dev' | 'cluster';
+    cluster: { port: number; database: string };
+  };
   database: { url?: string; embeddedPort: number };
   /** Absolute path; holds the dev server's database, embedded PostgreSQL and fleet files. */
   dataDir: string;
@@ -91,6 +113,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       port: c.TEMPORAL_PORT ?? 7233,
       uiPort: c.TEMPORAL_UI_PORT ?? 8233,
       ...(c.TEMPORAL_CLI ? { cli: c.TEMPORAL_CLI } : {}),
+      mode: c.FLEETPATCH_TEMPORAL,
+      cluster: { port: c.FLEETPATCH_CLUSTER_PORT ?? 7333, database: c.FLEETPATCH_CLUSTER_DB },
     },
     database: { ...(c.DATABASE_URL ? { url: c.DATABASE_URL } : {}), embeddedPort: c.FLEETPATCH_PG_PORT ?? 54329 },
     dataDir: path.resolve(c.FLEETPATCH_DATA_DIR),

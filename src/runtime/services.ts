@@ -9,6 +9,7 @@ import type { Logger } from './logger.ts';
 import type { Shutdown } from './shutdown.ts';
 import { startEmbeddedPostgres } from './embedded-postgres.ts';
 import { resolveTemporalCli, startTemporalDevServer, isServing } from './temporal-server.ts';
+import { CLUSTER_HISTORY_SHARDS, clusterDatabaseFromUrl, startTemporalCluster } from './temporal-cluster.ts';
 import { assertReachable, createPool, redactUrl, type Pool } from './database.ts';
 import { migrate } from '../events/migrate.ts';
 import { FleetpatchError } from '../errors.ts';
@@ -22,6 +23,8 @@ export interface Services {
   taskQueue: string;
   /** The Web UI of the local dev server, when fleetpatch started one. */
   temporalUiUrl?: string;
+  /** Set when the Temporal server is the local cluster (cluster mode). */
+  temporalCluster?: { shards: number; database: string; log: string };
 }
 
 export interface ServiceNeeds {
@@ -31,9 +34,13 @@ export interface ServiceNeeds {
 
 export async function startServices(config: Config, logger: Logger, shutdown: Shutdown, needs: ServiceNeeds = { database: true, temporal: true }): Promise<Services> {
   await mkdir(config.dataDir, { recursive: true });
+  // The PostgreSQL server (DATABASE_URL's, or the embedded one, started once): fleetpatch's
+  // database lives on it, and so do the Temporal cluster's in cluster mode.
+  let server: Promise<string> | undefined;
+  const postgresServer = () => (server ??= postgresServerUrl(config, logger, shutdown));
   const [database, temporal] = await Promise.all([
-    needs.database === false ? undefined : startDatabase(config, logger, shutdown),
-    needs.temporal === false ? undefined : startTemporal(config, logger, shutdown),
+    needs.database === false ? undefined : startDatabase(postgresServer, logger, shutdown),
+    needs.temporal === false ? undefined : startTemporal(config, logger, shutdown, postgresServer),
   ]);
   // A command that did not ask for a service gets a clear error if it reaches for it anyway,
   // instead of an empty address or an undefined pool.
@@ -53,16 +60,19 @@ export async function startServices(config: Config, logger: Logger, shutdown: Sh
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     ...(temporal?.uiUrl ? { temporalUiUrl: temporal.uiUrl } : {}),
+    ...(temporal?.cluster ? { temporalCluster: temporal.cluster } : {}),
   };
 }
 
-async function startDatabase(config: Config, logger: Logger, shutdown: Shutdown): Promise<{ url: string; pool: Pool }> {
-  let url = config.database.url;
-  if (!url) {
-    const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.database.embeddedPort, logger });
-    if (embedded.startedHere) shutdown.add('embedded PostgreSQL', embedded.stop);
-    url = embedded.url;
-  }
+async function postgresServerUrl(config: Config, logger: Logger, shutdown: Shutdown): Promise<string> {
+  if (config.database.url) return config.database.url;
+  const embedded = await startEmbeddedPostgres({ dataDir: config.dataDir, port: config.database.embeddedPort, logger });
+  if (embedded.startedHere) shutdown.add('embedded PostgreSQL', embedded.stop);
+  return embedded.url;
+}
+
+async function startDatabase(postgresServer: () => Promise<string>, logger: Logger, shutdown: Shutdown): Promise<{ url: string; pool: Pool }> {
+  const url = await postgresServer();
   const pool = createPool(url);
   shutdown.add('database pool', () => pool.end());
   await assertReachable(pool, url);
@@ -71,13 +81,26 @@ async function startDatabase(config: Config, logger: Logger, shutdown: Shutdown)
   return { url, pool };
 }
 
-async function startTemporal(config: Config, logger: Logger, shutdown: Shutdown): Promise<{ address: string; uiUrl?: string }> {
+async function startTemporal(
+  config: Config,
+  logger: Logger,
+  shutdown: Shutdown,
+  postgresServer: () => Promise<string>,
+): Promise<{ address: string; uiUrl?: string; cluster?: Services['temporalCluster'] }> {
   const { address, namespace } = config.temporal;
   if (address) {
     if (!(await isServing(address, namespace))) {
       throw new FleetpatchError('TEMPORAL_UNAVAILABLE', `TEMPORAL_ADDRESS=${address}: no Temporal server answers there with namespace "${namespace}"`);
     }
     return { address };
+  }
+  if (config.temporal.mode === 'cluster') {
+    // The Temporal server itself on PostgreSQL (the server fleetpatch's own database is on).
+    const database = clusterDatabaseFromUrl(await postgresServer(), config.temporal.cluster.database);
+    const stateDir = path.join(config.dataDir, 'temporal-cluster');
+    const cluster = await startTemporalCluster({ namespace, logger, stateDir, port: config.temporal.cluster.port, database });
+    if (cluster.startedHere) shutdown.add('Temporal cluster', cluster.stop);
+    return { address: cluster.address, cluster: { shards: CLUSTER_HISTORY_SHARDS, database: `${database.host}:${database.port}/${database.name}`, log: path.join(stateDir, 'server.log') } };
   }
   const cli = await resolveTemporalCli(logger, config.temporal.cli);
   const server = await startTemporalDevServer({

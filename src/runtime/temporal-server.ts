@@ -144,7 +144,7 @@ function handle(address: string, uiPort: number | undefined, pid: number, starte
   };
 }
 
-function killGroup(pid: number | undefined, signal: NodeJS.Signals): void {
+export function killGroup(pid: number | undefined, signal: NodeJS.Signals): void {
   if (!pid) return;
   try {
     process.kill(-pid, signal);

@@ -92,6 +92,23 @@ describe('configuration from the environment', () => {
     }
   });
 
+  it('starts the dev server by default, the Temporal cluster with FLEETPATCH_TEMPORAL=cluster', () => {
+    expect(loadConfig({}).temporal).toMatchObject({ mode: 'dev', cluster: { port: 7333, database: 'temporal' } });
+    const c = loadConfig({ FLEETPATCH_TEMPORAL: 'cluster', FLEETPATCH_CLUSTER_PORT: '0', FLEETPATCH_CLUSTER_DB: 'fp_temporal' });
+    expect(c.temporal).toMatchObject({ mode: 'cluster', cluster: { port: 0, database: 'fp_temporal' } });
+  });
+
+  it.each([
+    ['FLEETPATCH_TEMPORAL', 'production'],
+    ['FLEETPATCH_CLUSTER_PORT', '7e3'],
+    ['FLEETPATCH_CLUSTER_DB', 'Temporal'],
+    ['FLEETPATCH_CLUSTER_DB', 'temporal; DROP DATABASE x'],
+  ])('refuses %s=%j', (key, value) => {
+    const e = configError({ [key]: value });
+    expect(e.code).toBe('CONFIG_INVALID');
+    expect(e.message).toContain(key);
+  });
+
   it('names where trusted keys are: FLEETPATCH_TRUSTED_KEYS, else <data dir>/trusted-keys', () => {
     expect(loadConfig({}).trustedKeys).toEqual({ path: path.resolve('.fleetpatch', 'trusted-keys'), explicit: false });
     expect(loadConfig({ FLEETPATCH_TRUSTED_KEYS: '/etc/fleetpatch/keys' }).trustedKeys).toEqual({ path: '/etc/fleetpatch/keys', explicit: true });
