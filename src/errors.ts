@@ -107,6 +107,15 @@ export const FLEETPATCH_CATALOGUE = {
   PAYLOAD_TAMPERED: { summary: 'stored payload bytes do not match the digest recorded, hash-chained, when they were stored', httpStatus: 409, retryable: false },
   STREAM_NOT_FOUND: { summary: 'no event stream with that name', httpStatus: 404, retryable: false },
   NO_WORKER: { summary: 'no fleetpatch worker polls the task queue, so a running rollout cannot answer', httpStatus: 503, retryable: true },
+  AUTH_REQUIRED: { summary: 'the HTTP API needs a valid bearer token (Authorization: Bearer <token>); none was given, or it is unknown or revoked', httpStatus: 401, retryable: false },
+  FORBIDDEN: { summary: "the API token's role does not allow this (viewer: read and audit; operator: rollouts and approvals; admin: payloads and tokens)", httpStatus: 403, retryable: false },
+  ROUTE_NOT_FOUND: { summary: 'the HTTP API has no such route (see /openapi.json)', httpStatus: 404, retryable: false },
+  METHOD_NOT_ALLOWED: { summary: 'the route does not take that HTTP method', httpStatus: 405, retryable: false },
+  BODY_INVALID: { summary: 'the request body, query or path does not match the schema; `field` names the first problem', httpStatus: 400, retryable: false },
+  BODY_TOO_LARGE: { summary: 'the request body is larger than the API takes for that route', httpStatus: 413, retryable: false },
+  MEDIA_TYPE_UNSUPPORTED: { summary: 'the request body has a content type the route does not take (JSON: application/json)', httpStatus: 415, retryable: false },
+  TOKEN_NOT_FOUND: { summary: 'no API token with that name', httpStatus: 404, retryable: false },
+  TOKEN_EXISTS: { summary: 'an API token with that name exists; revoke it first or choose another name', httpStatus: 409, retryable: false },
   INTERNAL: { summary: 'an error fleetpatch did not expect: a bug (LOG_LEVEL=debug shows its stack)', httpStatus: 500, retryable: false },
 } as const satisfies Record<string, CatalogueEntry>;
 

@@ -14,6 +14,8 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   hv: { summary: 'xen-livepatch against one emulated host', load: async () => (await import('./hv.ts')).hvCommand },
   audit: { summary: 'ask the event store what ran where, when, and why', load: async () => (await import('./audit.ts')).auditCommand },
   rollout: { summary: 'plan, start and steer fleet rollouts', load: async () => (await import('./rollout.ts')).rolloutCommand },
+  api: { summary: 'serve the HTTP API, the live dashboard and /metrics', load: async () => (await import('./api.ts')).apiCommand },
+  tokens: { summary: 'create, list and revoke the bearer tokens of the HTTP API', load: async () => (await import('./tokens.ts')).tokensCommand },
 };
 
 function usage(io: CliIO): void {

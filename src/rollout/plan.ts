@@ -147,7 +147,19 @@ export const PlanSchema = z
       .default({}),
     /** Waiting time between waves (a durable timer), at most 30 days. */
     bake: DurationSchema.default(0),
-    gates: z.array(z.object({ after: z.string().max(64), approval: z.literal(true) }).strict()).max(L.maxGates).default([]),
+    gates: z
+      .array(
+        z
+          .object({
+            after: z.string().max(64),
+            approval: z.literal(true),
+            /** The approval must come from someone other than who started the rollout (enforced by the workflow). */
+            requireDifferentApprover: z.boolean().optional(),
+          })
+          .strict(),
+      )
+      .max(L.maxGates)
+      .default([]),
     verify: z
       .object({
         call: z.string().min(1).max(L.verifyCallLength),

@@ -52,6 +52,8 @@ export async function resolvePlan(plan: Plan, lookup: (ref: PayloadRef) => Promi
     budget: { perWave: plan.budget.perWave ?? NO_FAILURES, total: plan.budget.total ?? NO_FAILURES },
     bakeMs: plan.bake,
     approvalAfter: plan.gates.map((g) => g.after),
+    // Only when a gate says so, so the ids of plans that do not stay what they were.
+    ...(plan.gates.some((g) => g.requireDifferentApprover) ? { distinctApproverAfter: plan.gates.filter((g) => g.requireDifferentApprover).map((g) => g.after) } : {}),
     // Only when true, so the ids of plans that do not say it stay what they were.
     ...(plan.allowUnsigned ? { allowUnsigned: true } : {}),
     ...(plan.verify ? { verify: plan.verify } : {}),

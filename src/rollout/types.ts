@@ -35,6 +35,8 @@ export interface ResolvedPlan {
   bakeMs: number;
   /** Names of the waves after which a person must approve before the next wave starts. */
   approvalAfter: string[];
+  /** Of those, the gates whose approval must come from someone other than who started the rollout. */
+  distinctApproverAfter?: string[];
   /** The plan says `allowUnsigned: true`: payloads need no signature by a trusted key. */
   allowUnsigned?: boolean;
   verify?: VerifySpec;

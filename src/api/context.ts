@@ -1,0 +1,93 @@
+/**
+ * What the HTTP API needs, built in one place from the configuration and the services (so it can
+ * move into a composition root as it is): the event store and its readers, the token store, the
+ * Temporal client that starts and steers rollouts, the fleet file for live host reads, and the
+ * trusted keys payloads must be signed with.
+ */
+import { stat } from 'node:fs/promises';
+import type { Client } from '@temporalio/client';
+import type { Registry } from 'prom-client';
+import { TokenStore } from '../access/tokens.ts';
+import { connectClient } from '../control/rollouts.ts';
+import { EventStore } from '../events/store.ts';
+import { PayloadStore } from '../events/payload-store.ts';
+import { FleetClient } from '../hypervisor/agent-client.ts';
+import type { PublicKey } from '../payload/signing.ts';
+import type { Config } from '../runtime/config.ts';
+import type { Pool } from '../runtime/database.ts';
+import type { Logger } from '../runtime/logger.ts';
+import type { Services } from '../runtime/services.ts';
+import type { Shutdown } from '../runtime/shutdown.ts';
+import { loadTrustedKeys } from '../runtime/trusted-keys.ts';
+
+export interface ApiContext {
+  logger: Logger;
+  pool: Pool;
+  events: EventStore;
+  payloads: PayloadStore;
+  tokens: TokenStore;
+  temporal: { client: Client; taskQueue: string; namespace: string; uiUrl?: string };
+  /** The fleet (hosts, labels, how to reach each), re-read when the file changes; null when there is none. */
+  fleet: () => Promise<FleetClient | null>;
+  trustedKeys: () => Promise<readonly PublicKey[]>;
+  /** A worker's registry when one runs in this process (the demo): /metrics serves it too. */
+  workerMetrics?: Registry;
+}
+
+/** The fleet file, read again when it changes on disk (a restarted emulator writes new tokens). */
+export function fleetReader(fleetFile: string, logger?: Logger): () => Promise<FleetClient | null> {
+  let cached: { client: FleetClient | null; mtimeMs: number; checkedAt: number } | undefined;
+  return async () => {
+    if (cached && Date.now() - cached.checkedAt < 1000) return cached.client;
+    const mtimeMs = await stat(fleetFile).then((s) => s.mtimeMs, () => -1);
+    if (!cached || cached.mtimeMs !== mtimeMs) {
+      const client = mtimeMs < 0 ? null : await FleetClient.open(fleetFile, logger ? { logger } : {}).catch(() => null);
+      cached = { client, mtimeMs, checkedAt: Date.now() };
+    } else cached.checkedAt = Date.now();
+    return cached.client;
+  };
+}
+
+/** The API's context from running services; the Temporal client is closed through `shutdown`. */
+export async function createApiContext(opts: { config: Config; logger: Logger; services: Services; shutdown: Shutdown; workerMetrics?: Registry }): Promise<ApiContext> {
+  const { config, services, logger } = opts;
+  const { client, close } = await connectClient(services.temporalAddress, services.namespace);
+  opts.shutdown.add('API temporal client', close);
+  return apiContextFrom({
+    pool: services.pool,
+    logger,
+    client,
+    taskQueue: services.taskQueue,
+    namespace: services.namespace,
+    fleetFile: config.fleetFile,
+    trustedKeys: () => loadTrustedKeys(config),
+    ...(services.temporalUiUrl ? { temporalUiUrl: services.temporalUiUrl } : {}),
+    ...(opts.workerMetrics ? { workerMetrics: opts.workerMetrics } : {}),
+  });
+}
+
+/** The context from its parts (tests build it this way). */
+export function apiContextFrom(parts: {
+  pool: Pool;
+  logger: Logger;
+  client: Client;
+  taskQueue: string;
+  namespace: string;
+  fleetFile: string;
+  trustedKeys: () => Promise<readonly PublicKey[]>;
+  temporalUiUrl?: string;
+  workerMetrics?: Registry;
+}): ApiContext {
+  const events = new EventStore(parts.pool);
+  return {
+    logger: parts.logger,
+    pool: parts.pool,
+    events,
+    payloads: new PayloadStore(events),
+    tokens: new TokenStore(events),
+    temporal: { client: parts.client, taskQueue: parts.taskQueue, namespace: parts.namespace, ...(parts.temporalUiUrl ? { uiUrl: parts.temporalUiUrl } : {}) },
+    fleet: fleetReader(parts.fleetFile, parts.logger),
+    trustedKeys: parts.trustedKeys,
+    ...(parts.workerMetrics ? { workerMetrics: parts.workerMetrics } : {}),
+  };
+}
