@@ -14,7 +14,7 @@
  * claiming as soon as one of them sees the budget exceeded.
  */
 import { Context } from '@temporalio/activity';
-import { GroupCommitter, isConnectionError } from '../src/events/group-commit.ts';
+import { GroupCommitter, isConnectionError, waitForDatabase } from '../src/events/group-commit.ts';
 import {
   claimNext,
   claimRollbackHost,
@@ -30,12 +30,16 @@ import {
   selectRollbackTally,
   selectWaveCounts,
   setHold,
+  planRepair,
+  selectPatchedHostIds,
   type ClaimedHost,
   type FailureRow,
   type RollbackTally,
   type WaveCounts,
 } from '../src/events/sql/claims.ts';
-import type { PayloadMeta } from '../src/rollout/matching.ts';
+import { noticeBoots } from '../src/events/host-boots.ts';
+import { readLiveStates } from '../src/hypervisor/live-state.ts';
+import { assignPayload, type PayloadMeta } from '../src/rollout/matching.ts';
 import { budgetVerdictOf, type RolloutProgress } from '../src/rollout/progress.ts';
 import type { HostPatchResult, HostRollbackResult, ResolvedPlan, RolloutMode, VerifySpec } from '../src/rollout/types.ts';
 import type { ActivityDeps } from './deps.ts';
@@ -95,24 +99,9 @@ export function batchActivities(deps: ActivityDeps) {
         : logger.warn({ downForMs: s.downForMs }, 'PostgreSQL is back: recording goes on'),
   });
 
-  /** A work-list query that waits out a PostgreSQL outage (heartbeating) instead of failing. */
-  async function db<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    let since: number | undefined;
-    for (let attempt = 0; ; attempt++) {
-      try {
-        const r = await fn();
-        if (since !== undefined) logger.warn({ what, downForMs: Date.now() - since }, 'PostgreSQL is back');
-        return r;
-      } catch (e) {
-        if (!isConnectionError(e)) throw e;
-        if (since === undefined) {
-          since = Date.now();
-          logger.warn({ what, err: (e as Error).message }, `PostgreSQL unreachable since ${new Date(since).toISOString()}; waiting`);
-        }
-        Context.current().heartbeat({ waiting: `PostgreSQL unreachable since ${new Date(since).toISOString()}` });
-        await new Promise((r) => setTimeout(r, Math.min(5_000, 200 * 2 ** Math.min(attempt, 5))));
-      }
-    }
+  /** A work-list query that waits out a PostgreSQL outage (the batch keeps heartbeating) instead of failing. */
+  function db<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    return waitForDatabase(fn, (since) => logger.warn({ what }, `PostgreSQL unreachable since ${since.toISOString()}; waiting`));
   }
 
   function identity(rolloutId: string): { id: EngineIdentity; claimant: string; prefix: string } {
@@ -228,6 +217,28 @@ export function batchActivities(deps: ActivityDeps) {
       return selectRollbackTally(pool, input.rollbackId, input.problems);
     },
 
+    /**
+     * A repair's work list: reads every host the rollout patched (recording any reboot first), and
+     * puts back the ones that no longer run the payload, in the repair's wave. Nothing is changed
+     * on any host here.
+     */
+    async prepareRepair(input: { rolloutId: string; wave: number; mode: RolloutMode; payloads: PayloadMeta[] }): Promise<{ checked: number; lost: number }> {
+      const ctx = Context.current();
+      const { id } = identity(input.rolloutId);
+      const hostIds = await db('repair', () => selectPatchedHostIds(pool, input.rolloutId));
+      const fleet = await deps.fleet();
+      const live = await readLiveStates(fleet, hostIds, { concurrency: 64, onProgress: (n) => n % 100 === 0 && ctx.heartbeat({ read: n }) });
+      const boots = [...live].flatMap(([hostId, st]) => (st.ok && st.state.boot ? [{ hostId, bootId: st.state.boot.id, bootedAt: st.state.boot.at, hypervisorBuildId: st.state.hypervisorBuildId }] : []));
+      for (let i = 0; i < boots.length; i += 1000) await db('boots', () => noticeBoots(deps.events, boots.slice(i, i + 1000), { actor: id.actor, correlation: id.correlation }));
+      const lost = hostIds.filter((h) => {
+        const st = live.get(h);
+        return st?.ok === true && assignPayload(input.mode, input.payloads, st.state).kind !== 'already';
+      });
+      const planned = await db('repair', () => planRepair(pool, input.rolloutId, input.wave, lost));
+      await db('hold', () => clearHold(pool, input.rolloutId));
+      return { checked: hostIds.length, lost: planned };
+    },
+
     /** Restores claimed hosts of a rollback, `lanes` at a time, until none is left. */
     async rollbackBatch(input: RollbackBatchInput): Promise<{ restored: number }> {
       const ctx = Context.current();
@@ -247,6 +258,8 @@ export function batchActivities(deps: ActivityDeps) {
               rolloutId: input.rolloutId,
               hostId: host.hostId,
               former: { formerStack: host.formerStack, formerLoaded: host.formerLoaded, formerResult: host.formerResult },
+              touchedBootId: host.touchedBootId,
+              lastBootId: host.lastBootId,
               ours: input.ours,
               ...(input.verifyCall ? { verifyCall: input.verifyCall } : {}),
             });

@@ -21,10 +21,11 @@
  */
 import { FleetpatchError, XenError, errnoName } from '../src/errors.ts';
 import type { Actor, Correlation, DomainEventInput } from '../src/events/catalogue.ts';
-import type { Fact, GroupCommitter, RowWrite } from '../src/events/group-commit.ts';
+import { waitForDatabase, type Fact, type GroupCommitter, type RowWrite } from '../src/events/group-commit.ts';
 import { replayHost } from '../src/events/audit/replay.ts';
 import { foldHostStack } from '../src/events/projections/host-stack.ts';
-import { finishWrite, intentWrite, touchWrite, type ClaimedHost } from '../src/events/sql/claims.ts';
+import { finishWrite, intentWrite, retouchWrite, touchWrite, type ClaimedHost } from '../src/events/sql/claims.ts';
+import { noticeBoots } from '../src/events/host-boots.ts';
 import { selectStoredBuildIds } from '../src/events/sql/payloads.ts';
 import type { RecordedEvent } from '../src/events/store.ts';
 import { hostStream } from '../src/events/streams.ts';
@@ -38,6 +39,7 @@ import { lostFacts } from '../src/rollout/restate.ts';
 import { describeStack, looseOurs, nextRestoreStep, type LiveHost, type RestoreGoal } from '../src/rollout/restore.ts';
 import type { CallOutcome, FormerState, HostFailure, HostPatchResult, RestoreOutcome, RestoreStepDone, RolloutMode, VerifySpec } from '../src/rollout/types.ts';
 import type { ActivityDeps } from './deps.ts';
+import { observe } from '../src/runtime/observers.ts';
 
 const EAGAIN = -11;
 /** Attempts of one step on a host before a transient fault fails the host (as the old per-host retry policy). */
@@ -45,6 +47,8 @@ const HOST_ATTEMPTS = 4;
 const RETRY_DELAYS_MS = [500, 1_000, 2_000, 4_000];
 /** More steps than any stack needs; beyond it the host is not converging. */
 const MAX_STEPS = 200;
+/** Reboots of one host during its patch before it is left for a later run. */
+const MAX_REBOOTS = 2;
 
 export interface EngineIdentity {
   actor: Actor;
@@ -65,6 +69,10 @@ export interface RestoreJob {
   former: FormerState;
   ours: string[];
   verifyCall?: string;
+  /** The boot the rollout first changed the host in; a host in another boot lost that former stack. */
+  touchedBootId?: string | null;
+  /** The boot fleetpatch last saw the host in. */
+  lastBootId?: string | null;
 }
 
 const ref = (p: StackEntry): StackEntry => ({ name: p.name, buildId: p.buildId });
@@ -186,7 +194,7 @@ export class HostEngine {
   private async payloadBytes(buildId: string): Promise<Buffer> {
     let bytes = this.bytesCache.get(buildId);
     if (!bytes) {
-      bytes = (await this.deps.payloads.get(buildId)).bytes;
+      bytes = (await this.db(() => this.deps.payloads.get(buildId))).bytes;
       this.bytesCache.set(buildId, bytes);
     }
     return bytes;
@@ -230,7 +238,7 @@ export class HostEngine {
    */
   private async reconcile(rec: HostRecorder, list: WireList, moved: ReadonlySet<string>): Promise<void> {
     await this.committer.drain();
-    const events = await this.readStream(rec.hostId);
+    const events = await this.db(() => this.readStream(rec.hostId));
     rec.learn(events);
     const recorded = foldHostStack(rec.hostId, events);
     const live = liveHostOf(list);
@@ -243,10 +251,10 @@ export class HostEngine {
       if (f.kind === 'uploaded') this.restateHostCheck(rec, list, f.payload, 'upload', n);
     }
     if (lost.length > 0) await rec.durable();
-    await replayHost(this.deps.events, rec.hostId, async () => ({ hypervisorBuildId: live.hypervisorBuildId, appliedStack: live.applied, loaded: live.loaded.map((p) => ({ name: p.name, buildId: p.buildId, state: p.state })) }), {
+    await this.db(() => replayHost(this.deps.events, rec.hostId, async () => ({ hypervisorBuildId: live.hypervisorBuildId, appliedStack: live.applied, loaded: live.loaded.map((p) => ({ name: p.name, buildId: p.buildId, state: p.state })) }), {
       actor: this.id.actor,
       correlation: this.id.correlation,
-    });
+    }));
   }
 
   /** The check a hypervisor made for a step whose report was lost: restated from the live stack. */
@@ -305,9 +313,11 @@ export class HostEngine {
 
   /** One asynchronous action to its end; a final rc other than 0 (or the wrong state) is a XenError. */
   private async act(agent: HostAgent, rec: HostRecorder, payload: StackEntry, cmd: 'apply' | 'replace' | 'revert', checkKey: string): Promise<void> {
+    const started = performance.now();
     const r = await agent.action(payload.name, cmd);
     if (r.dependencyCheck) this.recordHostCheck(rec, payload, r.dependencyCheck, checkKey);
     const status = await this.wait(agent, payload.name);
+    observe('hypervisorAction', cmd, (performance.now() - started) / 1000, status.rc === 0 ? 'ok' : (errnoName(status.rc) ?? `rc ${status.rc}`));
     const want = cmd === 'revert' ? 'CHECKED' : 'APPLIED';
     if (!(status.state === want && status.rc === 0)) {
       const verb = { apply: 'applying', replace: 'replacing all live patches with', revert: 'reverting' }[cmd];
@@ -324,73 +334,68 @@ export class HostEngine {
     const agent = await this.agentFor(hostId);
     const ours = new Set(job.payloads.map((p) => p.buildId));
     let former: FormerState | null = claim.formerStack ? { formerStack: claim.formerStack, formerLoaded: claim.formerLoaded ?? [], formerResult: claim.formerResult } : null;
-    let applied: StackEntry[] = [];
+    let list: WireList | undefined;
+    let reboots = 0;
     try {
-      let list = await this.list(agent, 'read');
-      let goal: PatchGoal;
-      if (former && claim.targetStack) {
+      list = await this.list(agent, 'read');
+      let boot = await this.noticeBoot(rec, list, claim.lastBootId);
+      let goal: PatchGoal | null = null;
+      if (former && claim.targetStack && !(claim.touchedBootId && boot !== claim.touchedBootId)) {
         // A host an earlier holder had started: the record catches up with the host first.
         await this.reconcile(rec, list, new Set([...ours, ...former.formerStack.map((p) => p.buildId)]));
         goal = { mode: job.mode, target: claim.targetStack, payloads: job.payloads };
-      } else {
-        if (claim.intent !== null || claim.fence > 1) await this.reconcile(rec, list, ours);
-        const state = hostStateFromList(hostId, list);
-        const assignment = assignPayload(job.mode, job.payloads, state);
-        if (assignment.kind === 'already') return await this.finish(rec, claim, job, { hostId, outcome: 'already', applied: [] });
-        if (assignment.kind === 'incompatible') {
-          // Compatible at the preflight, not any more: nothing was changed; the checks say why.
-          assignment.checks.forEach((c, i) => rec.add(rec.key('check', fence, i), checkEvent(hostId, c, 'apply')));
-          throw new StepFailed({ stage: 'check', code: 'EINVAL', reason: assignment.reason, unreachable: false });
-        }
-        goal = patchGoal(job.mode, assignment, state.applied);
-        const verifyCall = job.verify?.call;
-        const formerResult = verifyCall ? callOutcome(await this.retrying('read', () => agent.call(verifyCall))) : null;
-        former = { formerStack: state.applied.map(ref), formerLoaded: state.loaded.map(ref), formerResult };
-        rec.add(rec.key('started'), {
-          type: 'HostPatchStarted',
-          hostId,
-          rollout: job.rolloutId,
-          formerStack: former.formerStack,
-          formerLoaded: former.formerLoaded,
-          ...(formerResult && job.verify ? { formerResult: { call: job.verify.call, kind: formerResult.kind, value: formerResult.value } } : {}),
-        });
-        if (!(await rec.durable([touchWrite(job.rolloutId, hostId, fence, { ...former, targetStack: goal.target, intent: 'start' })]))) return lost(hostId);
+      } else if (claim.intent !== null || claim.fence > 1) {
+        await this.reconcile(rec, list, ours);
+      }
+      if (!goal) {
+        // A fresh host, or one that rebooted since the rollout touched it: start from what it runs now.
+        const start = await this.start(rec, agent, claim, job, list, boot, former !== null);
+        if ('result' in start) return start.result;
+        ({ goal, former } = start);
       }
 
       let attempt = 1;
       for (let n = 0; ; n++) {
         if (n >= MAX_STEPS) throw new StepFailed({ stage: 'apply', code: 'EINVAL', reason: `the host did not reach its target stack after ${MAX_STEPS} steps`, unreachable: false });
         const step = nextPatchStep(liveHostOf(list), goal);
-        if (step.kind === 'applied') break;
-        if (step.kind === 'changed') throw new StepFailed({ stage: 'check', code: 'EINVAL', reason: step.reason, unreachable: false });
-        const stage: HostFailure['stage'] = step.kind === 'upload' || step.kind === 'unload' ? 'upload' : step.kind === 'replace' ? 'replace' : step.kind === 'wait' ? 'apply' : 'apply';
-        try {
-          list = await this.patchStep(agent, rec, fence, step, list, attempt);
-          attempt = 1;
-        } catch (e) {
-          if (e instanceof FencedOut) return lost(hostId);
-          if (e instanceof StepFailed || !transient(e) || attempt >= HOST_ATTEMPTS) throw new StepFailed(failureOf(stage, e));
-          await sleep(RETRY_DELAYS_MS[attempt - 1]!);
-          attempt++;
-          list = await this.list(agent, stage);
+        let failed: unknown;
+        if (step.kind === 'applied') {
+          const verified = job.verify ? await this.verify(rec, agent, job.verify, fence, n) : null;
+          if (!verified || verified.ok) break;
+          failed = new StepFailed({ stage: 'verify', code: 'VERIFY_FAILED', reason: verified.reason, unreachable: false });
+        } else if (step.kind === 'changed') {
+          failed = new StepFailed({ stage: 'check', code: 'EINVAL', reason: step.reason, unreachable: false });
+        } else {
+          const stage: HostFailure['stage'] = step.kind === 'upload' || step.kind === 'unload' ? 'upload' : step.kind === 'replace' ? 'replace' : 'apply';
+          try {
+            list = await this.patchStep(agent, rec, fence, step, list, attempt);
+            attempt = 1;
+            this.heartbeat();
+            continue;
+          } catch (e) {
+            if (e instanceof FencedOut) return lost(hostId);
+            if (!(e instanceof StepFailed) && transient(e) && attempt < HOST_ATTEMPTS) {
+              await sleep(RETRY_DELAYS_MS[attempt - 1]!);
+              attempt++;
+              list = await this.list(agent, stage);
+              boot = await this.noticeBoot(rec, list, boot);
+              continue;
+            }
+            failed = e instanceof StepFailed ? e : new StepFailed(failureOf(stage, e));
+          }
         }
-        this.heartbeat();
+        // Before a failure is taken for what it seems: did the host reboot (its patch is gone)?
+        const now = await this.list(agent, 'read');
+        const bootNow = await this.noticeBoot(rec, now, boot);
+        if (bootNow === boot) throw failed;
+        if (++reboots > MAX_REBOOTS) throw new StepFailed({ stage: 'apply', code: 'HOST_REBOOTED', reason: `the host rebooted ${reboots} times while it was being patched; left for a later run`, unreachable: false });
+        list = now;
+        boot = bootNow;
+        const again = await this.start(rec, agent, claim, job, list, boot, true);
+        if ('result' in again) return again.result;
+        ({ goal, former } = again);
       }
-      applied = list.appliedStack.filter((p) => ours.has(p.buildId)).map(ref);
-
-      if (job.verify) {
-        const verifyCall = job.verify.call;
-        const call = await this.retrying('verify', () => agent.call(verifyCall));
-        const observed = call.result === null ? null : String(call.result);
-        const ok = observed === job.verify.expect;
-        const reason = ok
-          ? `${job.verify.call} returns "${observed}"${call.providedBy ? ` (from ${call.providedBy.name})` : ''}`
-          : observed === null
-            ? `${job.verify.call} gave no result to compare (${call.why ?? 'unknown'}); expected "${job.verify.expect}"`
-            : `${job.verify.call} returns "${observed}", expected "${job.verify.expect}"`;
-        rec.add(rec.key('health', fence), { type: 'HealthChecked', hostId, outcome: ok ? 'healthy' : 'unhealthy', check: { call: job.verify.call, expect: job.verify.expect }, ...(observed !== null ? { observed } : {}), reason });
-        if (!ok) throw new StepFailed({ stage: 'verify', code: 'VERIFY_FAILED', reason, unreachable: false });
-      }
+      const applied = list.appliedStack.filter((p) => ours.has(p.buildId)).map(ref);
       return await this.finish(rec, claim, job, { hostId, outcome: 'patched', applied });
     } catch (e) {
       const failure = failureOf('read', e);
@@ -398,6 +403,80 @@ export class HostEngine {
       const restore = await this.restoreHost(rec, agent, { rolloutId: job.rolloutId, hostId, former, ours: [...ours], ...(job.verify ? { verifyCall: job.verify.call } : {}) }, fence);
       return await this.finish(rec, claim, job, { hostId, outcome: 'failed', failure, applied: restore.stackNow.filter((p) => ours.has(p.buildId)), restore });
     }
+  }
+
+  /**
+   * Decides a host from what it runs now: already patched, incompatible, or the goal to patch it
+   * to, with its former state kept (durably, before the first change). `again`: the rollout
+   * touched it before and it rebooted since; the former state becomes what it runs now.
+   */
+  private async start(
+    rec: HostRecorder,
+    agent: HostAgent,
+    claim: ClaimedHost,
+    job: PatchJob,
+    list: WireList,
+    boot: string | null,
+    again: boolean,
+  ): Promise<{ result: HostPatchResult } | { goal: PatchGoal; former: FormerState }> {
+    const { hostId, fence } = claim;
+    const state = hostStateFromList(hostId, list);
+    const assignment = assignPayload(job.mode, job.payloads, state);
+    if (assignment.kind === 'already') return { result: await this.finish(rec, claim, job, { hostId, outcome: again ? 'patched' : 'already', applied: again ? state.applied.filter((p) => job.payloads.some((x) => x.buildId === p.buildId)) : [] }) };
+    if (assignment.kind === 'incompatible') {
+      // Compatible at the preflight, not any more: nothing was changed; the checks say why.
+      assignment.checks.forEach((c, i) => rec.add(rec.key('check', fence, i), checkEvent(hostId, c, 'apply')));
+      throw new StepFailed({ stage: 'check', code: 'EINVAL', reason: assignment.reason, unreachable: false });
+    }
+    const goal = patchGoal(job.mode, assignment, state.applied);
+    const verifyCall = job.verify?.call;
+    const formerResult = verifyCall ? callOutcome(await this.retrying('read', () => agent.call(verifyCall))) : null;
+    const former: FormerState = { formerStack: state.applied.map(ref), formerLoaded: state.loaded.map(ref), formerResult };
+    rec.add(rec.key('started', ...(again ? [boot ?? 'boot'] : [])), {
+      type: 'HostPatchStarted',
+      hostId,
+      rollout: job.rolloutId,
+      formerStack: former.formerStack,
+      formerLoaded: former.formerLoaded,
+      ...(formerResult && job.verify ? { formerResult: { call: job.verify.call, kind: formerResult.kind, value: formerResult.value } } : {}),
+      ...(boot ? { bootId: boot } : {}),
+    });
+    const t = { ...former, targetStack: goal.target, intent: 'start', bootId: boot };
+    if (!(await rec.durable([again ? retouchWrite(job.rolloutId, hostId, fence, t) : touchWrite(job.rolloutId, hostId, fence, t)]))) throw new FencedOut();
+    return { goal, former };
+  }
+
+  /** Calls the plan's function and compares; recorded either way. */
+  private async verify(rec: HostRecorder, agent: HostAgent, verify: VerifySpec, fence: number, n: number): Promise<{ ok: boolean; reason: string }> {
+    const call = await this.retrying('verify', () => agent.call(verify.call));
+    const observed = call.result === null ? null : String(call.result);
+    const ok = observed === verify.expect;
+    const reason = ok
+      ? `${verify.call} returns "${observed}"${call.providedBy ? ` (from ${call.providedBy.name})` : ''}`
+      : observed === null
+        ? `${verify.call} gave no result to compare (${call.why ?? 'unknown'}); expected "${verify.expect}"`
+        : `${verify.call} returns "${clip(observed)}", expected "${clip(verify.expect)}"`;
+    rec.add(rec.key('health', fence, n), { type: 'HealthChecked', hostId: rec.hostId, outcome: ok ? 'healthy' : 'unhealthy', check: { call: verify.call, expect: verify.expect }, ...(observed !== null ? { observed } : {}), reason });
+    return { ok, reason };
+  }
+
+  /**
+   * The boot the host is in now; when it differs from `known`, the reboot (and the stack it lost)
+   * is recorded before anything else is decided for the host.
+   */
+  private async noticeBoot(rec: HostRecorder, list: WireList, known: string | null): Promise<string | null> {
+    const boot = list.boot?.id ?? null;
+    if (boot === null || boot === known) return boot;
+    await this.committer.drain();
+    await this.db(() =>
+      noticeBoots(this.deps.events, [{ hostId: rec.hostId, bootId: boot, bootedAt: list.boot!.at, hypervisorBuildId: list.hypervisor.buildId }], { actor: this.id.actor, correlation: this.id.correlation }),
+    );
+    return boot;
+  }
+
+  /** A database read or write that waits out a PostgreSQL outage (an infrastructure fault never fails a host). */
+  private db<T>(fn: () => Promise<T>): Promise<T> {
+    return waitForDatabase(fn, (since) => this.deps.logger.warn(`PostgreSQL unreachable since ${since.toISOString()}; the host waits`));
   }
 
   /** Takes one patch step; returns the host's state after it (updated in memory where the answer says it all). */
@@ -522,7 +601,7 @@ export class HostEngine {
    * restore as failed with the reason (the rollback reports it; a later one can try again).
    */
   private async restoreHost(rec: HostRecorder, agent: HostAgent, job: RestoreJob, fence: number): Promise<RestoreOutcome> {
-    const { former } = job;
+    let { former } = job;
     const done: RestoreStepDone[] = [];
     let list: WireList;
     try {
@@ -530,11 +609,24 @@ export class HostEngine {
     } catch (e) {
       return { outcome: 'failed', steps: [], stackNow: [], formerStack: former.formerStack.map(ref), reason: `the host could not be read: ${failureOf('revert', e).reason}` };
     }
+    const boot = await this.noticeBoot(rec, list, job.lastBootId === undefined ? (list.boot?.id ?? null) : job.lastBootId);
+    let rebootNote: string | undefined;
+    if (job.touchedBootId && boot && boot !== job.touchedBootId) {
+      // The host rebooted since the rollout changed it: the stack it had then is gone with the
+      // rollout's; what is left to undo is whatever of ours is on it now (a later run's).
+      const firstOurs = list.appliedStack.findIndex((p) => job.ours.includes(p.buildId));
+      former = {
+        formerStack: (firstOurs === -1 ? list.appliedStack : list.appliedStack.slice(0, firstOurs)).map(ref),
+        formerLoaded: list.entries.filter((e) => !job.ours.includes(e.buildId)).map(ref),
+        formerResult: null,
+      };
+      rebootNote = `the host rebooted since the rollout changed it (boot ${job.touchedBootId} then, ${boot} now): the stack it had then was lost with the rollout's own payloads`;
+    }
     const goal: RestoreGoal = {
       formerStack: former.formerStack,
       formerLoaded: former.formerLoaded,
       ours: new Set(job.ours),
-      storedBytes: await selectStoredBuildIds(this.deps.pool, former.formerStack.map((p) => p.buildId)),
+      storedBytes: await this.db(() => selectStoredBuildIds(this.deps.pool, former.formerStack.map((p) => p.buildId))),
     };
     await this.reconcile(rec, list, new Set([...job.ours, ...former.formerStack.map((p) => p.buildId)]));
 
@@ -547,7 +639,7 @@ export class HostEngine {
       }
       const step = nextRestoreStep(liveHostOf(list), goal);
       if (step.kind === 'done') {
-        end = { outcome: done.length === 0 ? 'nothing-to-do' : 'restored' };
+        end = done.length === 0 ? { outcome: 'nothing-to-do', reason: rebootNote ?? 'the host already runs its former stack, and nothing of the rollout is loaded' } : { outcome: 'restored', ...(rebootNote ? { reason: rebootNote } : {}) };
         break;
       }
       if (step.kind === 'blocked') {
@@ -692,6 +784,11 @@ function checkEvent(hostId: string, check: DependencyCheck, phase: 'preflight' |
     ...(check.outcome === 'mismatch' ? { errno: 'EINVAL' as const } : {}),
     reason: `checked by fleetpatch at ${phase}: ${check.payload.name} ${check.on === 'xen_depends' ? 'was built for' : 'depends on'} ${check.expected.slice(0, 12)}…, the host has ${check.found.slice(0, 12)}…`,
   };
+}
+
+/** Text a host returned, cut to a length the record keeps. */
+function clip(s: string, max = 300): string {
+  return s.length > max ? `${s.slice(0, max)}… (${s.length} characters)` : s;
 }
 
 function sleep(ms: number): Promise<void> {

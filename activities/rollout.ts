@@ -8,11 +8,13 @@ import type { DomainEventInput } from '../src/events/catalogue.ts';
 import { insertPreflight, selectPreflight, selectStepHosts, updateHostOutcome, updateRestore } from '../src/events/sql/rollout-targets.ts';
 import { selectStoredBuildIds } from '../src/events/sql/payloads.ts';
 import { readLiveStates } from '../src/hypervisor/live-state.ts';
+import { noticeBoots } from '../src/events/host-boots.ts';
 import type { DependencyCheck } from '../src/rollout/matching.ts';
 import { preflight as planPreflight, type FleetHost } from '../src/rollout/preflight.ts';
 import type { Actor, HostPatchResult, HostRollbackResult, PreflightSummary, ResolvedPlan } from '../src/rollout/types.ts';
 import { selectHosts } from '../src/rollout/waves.ts';
 import type { ActivityDeps } from './deps.ts';
+import { recordWithOutbox } from './webhooks.ts';
 import { activityIdentity, envelope, recordWithKeys, type EventBody } from './recording.ts';
 
 /** Hosts read at once by the preflight. */
@@ -64,6 +66,10 @@ export function rolloutActivities(deps: ActivityDeps) {
         selected.map((h) => h.id),
         { concurrency: PREFLIGHT_CONCURRENCY, onProgress: (read) => read % 100 === 0 && ctx.heartbeat({ read, of: selected.length }) },
       );
+
+      // A host that rebooted since fleetpatch last read it lost its stack: recorded before anything else.
+      const boots = [...live].flatMap(([hostId, st]) => (st.ok && st.state.boot ? [{ hostId, bootId: st.state.boot.id, bootedAt: st.state.boot.at, hypervisorBuildId: st.state.hypervisorBuildId }] : []));
+      for (let i = 0; i < boots.length; i += 1000) await noticeBoots(events, boots.slice(i, i + 1000), { actor: id.actor, correlation: id.correlation });
 
       // A REPLACE reverts whole stacks: which payloads could fleetpatch upload again if it had to?
       let storedBytes: Set<string> | undefined;
@@ -140,23 +146,14 @@ export function rolloutActivities(deps: ActivityDeps) {
 
     /**
      * One of the rollout's own events. `key` is unique within the rollout workflow (e.g.
-     * "wave-1-started"), so retries and replays record it once. A webhook, when the plan has one,
-     * gets the event as JSON; a webhook that fails is logged, it does not stop the rollout.
+     * "wave-1-started"), so retries and replays record it once. When the plan has a webhook, its
+     * notification is queued in the same transaction and delivered durably, in order
+     * (activities/webhooks.ts); a receiver that is away never stops the rollout.
      */
     async recordRolloutEvent(input: { rolloutId: string; key: string; actor: Actor; body: EventBody; webhook?: string }): Promise<void> {
       const id = activityIdentity(input.rolloutId);
       const event = envelope({ actor: input.actor, correlation: { rolloutId: input.rolloutId, workflowId: id.workflowId, runId: id.runId } }, input.body);
-      await recordWithKeys(events, [{ key: `rollout/${input.rolloutId}/${input.key}`, event }]);
-      if (input.webhook) await notify(input.webhook, event);
+      await recordWithOutbox(events, `rollout/${input.rolloutId}/${input.key}`, event, input.rolloutId, input.webhook);
     },
   };
-
-  async function notify(url: string, event: DomainEventInput): Promise<void> {
-    try {
-      const r = await fetch(url, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(event), signal: AbortSignal.timeout(5_000) });
-      if (!r.ok) logger.warn({ url, status: r.status, type: event.type }, 'rollout webhook answered with an error');
-    } catch (e) {
-      logger.warn({ url, err: (e as Error).message, type: event.type }, 'rollout webhook failed');
-    }
-  }
 }

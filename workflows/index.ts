@@ -4,3 +4,5 @@
  */
 export { rolloutWorkflow } from './rollout.ts';
 export { rollbackWorkflow } from './rollback.ts';
+export { webhookDeliveryWorkflow } from './webhooks.ts';
+export { repairWorkflow } from './repair.ts';

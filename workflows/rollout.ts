@@ -8,7 +8,7 @@
  * hosts (or when Temporal suggests it) the workflow continues as new, carrying only the compact
  * RolloutProgress, so a 10,000-host rollout stays far from the history limits.
  */
-import { condition, continueAsNew, executeChild, allHandlersFinished, setHandler, workflowInfo, ParentClosePolicy } from '@temporalio/workflow';
+import { condition, continueAsNew, executeChild, allHandlersFinished, patched, setHandler, workflowInfo, ParentClosePolicy } from '@temporalio/workflow';
 import {
   acceptFailures,
   applyCounts,
@@ -150,6 +150,9 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
         notSteering();
         refuseUnless(p.status === 'awaiting-approval' && p.awaitingApprovalAfter !== undefined, `no approval is pending: the rollout is ${p.status}`, req.reason);
         if (req.wave && req.wave !== p.awaitingApprovalAfter) throw new Error(`the pending gate is after wave "${p.awaitingApprovalAfter}", not "${req.wave}"`);
+        if (plan.distinctApproverAfter?.includes(p.awaitingApprovalAfter!) && req.by.id === input.requestedBy.id) {
+          throw new Error(`the gate after wave "${p.awaitingApprovalAfter}" needs approval by someone other than ${req.by.id}, who started the rollout`);
+        }
       },
     },
   );
@@ -241,6 +244,9 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
     if (plan.approvalAfter.includes(wave.name) && !approvedAfter.has(wave.name)) {
       p.status = 'awaiting-approval';
       p.awaitingApprovalAfter = wave.name;
+      if (patched('approval-requested-event')) {
+        await record(`wave-${w}-awaiting-approval`, { type: 'ApprovalRequested', rolloutId, wave: wave.name, ...(plan.distinctApproverAfter?.includes(wave.name) ? { requireDifferentApprover: true } : {}) });
+      }
       await condition(() => approvedAfter.has(wave.name) || abort !== undefined);
       p.awaitingApprovalAfter = undefined;
       if (abort) return stopForAbort();

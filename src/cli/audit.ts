@@ -372,7 +372,7 @@ export function describeRolloutReport(report: Awaited<ReturnType<typeof rolloutR
 function liveStateOf(fleet: FleetClient): ReadLiveState {
   return async (hostId) => {
     const state = hostStateFromList(hostId, await fleet.host(hostId).listAll());
-    return { hypervisorBuildId: state.hypervisorBuildId, appliedStack: state.applied, loaded: state.loaded };
+    return { hypervisorBuildId: state.hypervisorBuildId, appliedStack: state.applied, loaded: state.loaded, ...(state.boot ? { boot: state.boot } : {}) };
   };
 }
 

@@ -23,7 +23,6 @@ import { FleetClient } from '../hypervisor/agent-client.ts';
 import { readLiveStates } from '../hypervisor/live-state.ts';
 import { preflight } from '../rollout/preflight.ts';
 import { EventStore } from '../events/store.ts';
-import { randomEventId } from '../events/event-id.ts';
 import { hostStream } from '../events/streams.ts';
 import { foldHostStack } from '../events/projections/host-stack.ts';
 import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
@@ -72,21 +71,9 @@ export const demoCommand: Command = async (args, io) => {
     shutdown.add('emulated fleet', () => fleet.close());
     say(`Emulated fleet: ${hostCount} hosts at ${fleet.url} (fleet file ${fleet.fleetFile})`);
     say(`  hypervisor builds: 4.19 ${DEFAULT_IMAGE.buildIdHex} (even hosts), 4.21 ${XEN_4_21_IMAGE.buildIdHex} (odd hosts)`);
-    // Every demo boots a fresh fleet whose host ids an earlier demo may have used: record that
-    // these hosts (re)booted with nothing loaded, so their recorded history stays true.
+    // Every demo boots a fresh fleet whose host ids an earlier demo may have used: the preflight
+    // sees their new boot ids and records that they rebooted and lost what they ran.
     const events = new EventStore(services.pool);
-    const bootedAt = new Date().toISOString();
-    await events.appendMany(
-      fleet.fleet.hosts.map((h) => ({
-        streamId: hostStream(h.id),
-        events: [
-          {
-            eventId: randomEventId(),
-            event: { type: 'HostRebooted', schemaVersion: 1, occurredAt: bootedAt, actor: { kind: 'system', id: 'fleetpatch demo' }, hostId: h.id, hypervisorBuildId: h.buildId, reason: 'the demo started a fresh emulated fleet' },
-          },
-        ],
-      })),
-    );
 
     // 2. The payloads, written where an operator would keep them, and the plan that names them.
     // Signed, as every rollout requires: by a demo key kept in the data dir, trusted by this demo only.

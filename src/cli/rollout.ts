@@ -11,7 +11,7 @@ import { preflight } from '../rollout/preflight.ts';
 import { rolloutIdFor } from '../rollout/resolve.ts';
 import type { Actor } from '../rollout/types.ts';
 import { loadConfig } from '../runtime/config.ts';
-import { liveProgress, startRollback, steeringError, steerRollout } from '../control/steer.ts';
+import { liveProgress, startRepair, startRollback, steeringError, steerRollout } from '../control/steer.ts';
 import { boundedInteger, boundedText, parseCommandArgs, requirePositional } from './args.ts';
 import { withServices } from './context.ts';
 import type { CliIO, Command } from './io.ts';
@@ -34,6 +34,7 @@ const USAGE = [
   '  abort <id> --reason WHY [--by WHO] [--rollback]',
   '  approve <id> --reason WHY [--by WHO] [--wave NAME]',
   '  rollback <id> --reason WHY [--by WHO]         revert a finished rollout on every host it patched',
+  '  repair <id> --reason WHY [--by WHO]           patch again the hosts of a finished rollout that lost its payload (rebooted)',
   '',
   'The fleet comes from FLEETPATCH_FLEET_FILE (default <FLEETPATCH_DATA_DIR>/fleet.json).',
 ];
@@ -107,7 +108,8 @@ export const rolloutCommand: Command = async (args, io) => {
     case 'resume':
     case 'abort':
     case 'approve':
-    case 'rollback': {
+    case 'rollback':
+    case 'repair': {
       const id = rolloutIdArg(requirePositional(positionals, 0, 'the rollout id', `rollout ${sub}`), sub);
       // Everything the command line says is checked before any service is started.
       actor(values.by);
@@ -117,7 +119,7 @@ export const rolloutCommand: Command = async (args, io) => {
       return controlCommand(sub, id, values, io);
     }
     default:
-      throw new FleetpatchError('USAGE', `rollout: unknown command "${sub}" (plan, start, status, watch, pause, resume, abort, approve, rollback)`);
+      throw new FleetpatchError('USAGE', `rollout: unknown command "${sub}" (plan, start, status, watch, pause, resume, abort, approve, rollback, repair)`);
   }
 };
 
@@ -213,7 +215,7 @@ async function watch(client: import('@temporalio/client').Client, id: string, io
 }
 
 async function controlCommand(sub: string, id: string, values: Values, io: CliIO): Promise<number> {
-  return withServices({ database: sub === 'rollback' || sub === 'status', temporal: true }, async ({ services, shutdown }) => {
+  return withServices({ database: sub === 'rollback' || sub === 'repair' || sub === 'status', temporal: true }, async ({ services, shutdown }) => {
     const { client, close } = await connectClient(services.temporalAddress, services.namespace);
     shutdown.add('temporal client', close);
     const by = actor(values.by);
@@ -232,6 +234,16 @@ async function controlCommand(sub: string, id: string, values: Values, io: CliIO
         const p = await steerRollout(client, id, sub, { by, reason, ...(values.wave ? { wave: values.wave } : {}), rollback: Boolean(values.rollback) });
         io.out(describeProgress(p)[0]!);
         return 0;
+      }
+      case 'repair': {
+        const reason = requireReason(values.reason, sub);
+        const handle = await startRepair(client, services.taskQueue, new EventStore(services.pool), id, by, reason);
+        io.out(`repairing ${rolloutIdOf(id)} (workflow ${handle.workflowId}): reading every host it patched...`);
+        const r = await handle.result().catch((e: unknown) => {
+          throw steeringError(e, id, sub);
+        });
+        io.out(`${r.repair}: ${r.checked} host(s) read, ${r.lost} had lost the payload; ${r.patched} patched again, ${r.failed} failed${r.budgetReason ? `; stopped: ${r.budgetReason}` : ''}`);
+        return r.failed > 0 || r.stopped !== 'done' ? 1 : 0;
       }
       case 'rollback': {
         const reason = requireReason(values.reason, sub);

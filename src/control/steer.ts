@@ -11,6 +11,10 @@ import type { Actor, RolloutInput } from '../rollout/types.ts';
 import { abortUpdate, approveUpdate, pauseUpdate, resumeUpdate } from '../../workflows/messages.ts';
 import type { rolloutWorkflow } from '../../workflows/rollout.ts';
 import { rollbackWorkflow, type RollbackSummary } from '../../workflows/rollback.ts';
+import { repairWorkflow } from '../../workflows/repair.ts';
+import { WorkflowIdReusePolicy } from '@temporalio/common';
+import type { EventStore } from '../events/store.ts';
+import { rolloutStream } from '../events/streams.ts';
 import { isFinal, readProgress, rolloutIdOf, workflowIdOf } from './rollouts.ts';
 
 export type SteerAction = 'pause' | 'resume' | 'abort' | 'approve';
@@ -116,11 +120,34 @@ export async function startRollback(client: Client, taskQueue: string, id: strin
           ours: input.plan.payloads.map((x) => x.buildId),
           ...(input.plan.verify ? { verifyCall: input.plan.verify.call } : {}),
           concurrency: input.plan.concurrency,
+          ...(input.plan.notifyWebhook ? { webhook: input.plan.notifyWebhook } : {}),
         },
       ],
     });
   } catch (e) {
     throw steeringError(e, id, 'rollback');
+  }
+}
+
+/**
+ * Starts a repair of a finished rollout: the hosts it patched that lost the payload since (a
+ * reboot) are patched again under the same rollout id. Repairs are numbered per rollout.
+ */
+export async function startRepair(client: Client, taskQueue: string, store: EventStore, id: string, by: Actor, reason: string): Promise<WorkflowHandle<typeof repairWorkflow>> {
+  try {
+    const p = await readProgress(client, id);
+    if (!isFinal(p)) throw new FleetpatchError('ROLLOUT_STATE', `rollout ${p.rolloutId} is still ${p.status}; a repair is for a rollout that ended`);
+    const input = await rolloutInput(client.workflow.getHandle<typeof rolloutWorkflow>(workflowIdOf(id)));
+    const earlier = (await store.readStream(rolloutStream(rolloutIdOf(id)))).filter((e) => e.event.type === 'RepairStarted').length;
+    const repair = earlier + 1;
+    return await client.workflow.start(repairWorkflow, {
+      taskQueue,
+      workflowId: `${workflowIdOf(id)}/repair-${repair}`,
+      workflowIdReusePolicy: WorkflowIdReusePolicy.REJECT_DUPLICATE,
+      args: [{ rolloutId: rolloutIdOf(id), plan: input.plan, requestedBy: by, reason, repair }],
+    });
+  } catch (e) {
+    throw steeringError(e, id, 'repair');
   }
 }
 

@@ -185,12 +185,20 @@ export const HostPatchStarted = event('HostPatchStarted', 1, {
   formerLoaded: z.array(PayloadRefSchema),
   /** What the plan's verify function returned before (absent: the plan verifies nothing). */
   formerResult: z.object({ call: Name, kind: z.enum(['string', 'integer', 'undefined']), value: z.string().nullable() }).optional(),
+  /** The boot the host was in: a later reboot makes this former state moot. */
+  bootId: Id.optional(),
 });
 
 export const HostRebooted = event('HostRebooted', 1, {
   ...hostFacts,
   /** The hypervisor build the host came back with. */
   hypervisorBuildId: BuildIdSchema.optional(),
+  /** The boot identity the host came back with, and when it came up. */
+  bootId: Id.optional(),
+  bootedAt: InstantSchema.optional(),
+  /** What the record says the host ran before: a reboot loses every live patch. */
+  lostStack: z.array(PayloadRefSchema).optional(),
+  lostLoaded: z.array(LoadedPayloadSchema).optional(),
   reason: Reason.optional(),
 });
 
@@ -284,6 +292,22 @@ export const RollbackFinished = event('RollbackFinished', 1, {
   outcome: z.enum(['rolled-back', 'rollback-incomplete']).optional(),
 });
 
+/**
+ * A person asked to repair a finished rollout: every host it patched was read again, and the ones
+ * that lost the payload since (a reboot) are patched again under the same rollout.
+ */
+export const RepairStarted = event('RepairStarted', 1, {
+  ...rolloutFacts,
+  /** The repair's name in the rollout (repair-1, repair-2, ...), also the wave its hosts run in. */
+  repair: Name,
+  reason: Reason,
+  /** Hosts read, and those found without the rollout's payload. */
+  checked: Count,
+  lost: Count,
+});
+
+export const RepairFinished = event('RepairFinished', 1, { ...rolloutFacts, repair: Name, patched: Count, failed: Count, reason: Reason.optional() });
+
 /** Final statuses; `rollback-incomplete`: a rollback ran and some hosts are not back (see its report). */
 export const FinalRolloutStatusSchema = z.enum(['succeeded', 'failed', 'rolled-back', 'rollback-incomplete', 'aborted']);
 
@@ -331,6 +355,8 @@ export const EventSchema = z.discriminatedUnion('type', [
   RollbackStarted,
   HostRollbackFinished,
   RollbackFinished,
+  RepairStarted,
+  RepairFinished,
   RolloutFinished,
   ApprovalRequested,
   TokenCreated,

@@ -23,6 +23,7 @@ import { eventIdFromKey } from './event-id.ts';
 import type { EventStore, StreamAppend } from './store.ts';
 import { streamFor } from './streams.ts';
 import { parseEvent } from './catalogue.ts';
+import { observe } from '../runtime/observers.ts';
 
 export interface Fact {
   /** The idempotency key: the event id is derived from it, so a retry records the fact once. */
@@ -59,6 +60,26 @@ export function isConnectionError(e: unknown): boolean {
   // 08xxx connection exceptions, 57P01-03 admin shutdown / crash shutdown / cannot connect now.
   if (/^08/.test(code) || /^57P0[123]$/.test(code) || code === '53300') return true;
   return /Connection terminated|connection timeout|Client has encountered a connection error|timeout exceeded when trying to connect/i.test(err.message ?? '');
+}
+
+/**
+ * Runs `fn` until PostgreSQL answers: connection errors are waited out with backoff (`onDown` is
+ * told once, when the outage starts), any other error is the caller's.
+ */
+export async function waitForDatabase<T>(fn: () => Promise<T>, onDown?: (since: Date) => void): Promise<T> {
+  let since: Date | undefined;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!isConnectionError(e)) throw e;
+      if (!since) {
+        since = new Date();
+        onDown?.(since);
+      }
+      await new Promise((r) => setTimeout(r, Math.min(5_000, 100 * 2 ** Math.min(attempt, 6))));
+    }
+  }
 }
 
 export class GroupCommitter {
@@ -134,6 +155,7 @@ export class GroupCommitter {
     }
     const writes = items.flatMap((item) => item.writes);
     for (let attempt = 0; ; attempt++) {
+      const started = performance.now();
       try {
         const counts: number[] = [];
         await this.store.appendMany([...byStream.values()], {
@@ -141,6 +163,7 @@ export class GroupCommitter {
             for (const w of writes) counts.push((await client.query(w.text, w.values)).rowCount ?? 0);
           },
         });
+        observe('eventAppend', (performance.now() - started) / 1000, seen.size, 'ok');
         if (this.downSince) {
           const since = this.downSince;
           this.downSince = null;

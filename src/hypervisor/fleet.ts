@@ -46,6 +46,7 @@ export function createFleet(opts: { hosts: number; images: readonly HostImage[];
   return Array.from({ length: hosts }, (_, i) => ({ id: hostId(i), token: token(), labels: hostLabels(i), image: images[i % images.length]! }));
 }
 
-export function bootHost(member: FleetMember): Host {
-  return createHost(member.id, member.image);
+/** A host as the emulator starts it: a fresh boot, with a boot identity no earlier run had. */
+export function bootHost(member: FleetMember, boot: { seed: string; now: number }): Host {
+  return createHost(member.id, member.image, boot);
 }

@@ -14,6 +14,7 @@ export function hostStateFromList(hostId: string, list: WireList): HostState {
     hypervisorBuildId: list.hypervisor.buildId,
     applied: list.appliedStack.map((e) => ({ name: e.name, buildId: e.buildId })),
     loaded: list.entries.map((e) => ({ name: e.name, buildId: e.buildId, state: e.state, safeToReapply: e.safeToReapply })),
+    ...(list.boot ? { boot: list.boot } : {}),
   };
 }
 

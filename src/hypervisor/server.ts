@@ -17,7 +17,7 @@
  *   POST /hosts/:id/reboot                      {"downMs"?}
  *   GET|POST /admin/faults, GET /admin/stats    with the admin token
  */
-import { timingSafeEqual } from 'node:crypto';
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { mkdtemp, rm } from 'node:fs/promises';
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
@@ -226,9 +226,13 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
   let injector = new FaultInjector(mergeShortcuts(baseFaults, opts), seed);
   const check = opts.checker ?? cachingChecker(payloadLibraryChecker);
   const members = createFleet({ hosts: opts.hosts, images });
+  // Every emulator run boots its hosts afresh: a boot identity no earlier run had, so a reader
+  // that knew the hosts before sees that their stacks were lost.
+  const bootNonce = randomBytes(6).toString('hex');
   const hosts = new Map<string, ServedHost>(
-    members.map((m) => [m.id, { member: m, target: { id: m.id, labels: m.labels, image: { name: m.image.name, buildId: m.image.buildId } }, state: bootHost(m) }]),
+    members.map((m) => [m.id, { member: m, target: { id: m.id, labels: m.labels, image: { name: m.image.name, buildId: m.image.buildId } }, state: bootHost(m, { seed: `${bootNonce}-${m.id}`, now: clock() }) }]),
   );
+  const wallOffsetMs = Date.now() - clock();
   const adminToken = newToken();
   const unknownHostToken = newToken();
   const started = clock();
@@ -292,7 +296,7 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
       case 'list': {
         const idx = intParam(req, 'idx', 0);
         const nr = intParam(req, 'nr', sm.LIVEPATCH_LIST_MAX);
-        return answer(sm.list(host, { idx, nr }, now), 200, (page) => listView(served.state, page, idx));
+        return answer(sm.list(host, { idx, nr }, now), 200, (page) => listView(served.state, page, idx, wallOffsetMs));
       }
       case 'get':
         return answer(sm.getStatus(host, route.name, now), 200, statusView);

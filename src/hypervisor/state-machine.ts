@@ -209,6 +209,13 @@ export interface Host {
   readonly pending: PendingAction | null;
   /** Boots since the host was created (0 for the first). */
   readonly boots: number;
+  /**
+   * Makes the boot identity unique to this host's life: the boot id is `<bootSeed>-<boots>`, as a
+   * real host agent would read /proc/sys/kernel/random/boot_id (a new one on every boot).
+   */
+  readonly bootSeed: string;
+  /** When the host last came up (ms; for a reboot: when it answers again). */
+  readonly bootedAt: number;
   /** Until then the host is rebooting and answers nothing. */
   readonly downUntil: number;
   /** The last crash, for the fault layer and for operators. */
@@ -217,8 +224,13 @@ export interface Host {
 
 export type Outcome<T> = { readonly ok: true; readonly host: Host; readonly value: T } | { readonly ok: false; readonly host: Host; readonly error: XenError };
 
-export function createHost(id: string, image: HostImage): Host {
-  return { id, image, payloads: [], stack: [], version: INITIAL_LIST_VERSION, pending: null, boots: 0, downUntil: 0, lastCrash: null };
+export function createHost(id: string, image: HostImage, boot: { seed?: string; now?: number } = {}): Host {
+  return { id, image, payloads: [], stack: [], version: INITIAL_LIST_VERSION, pending: null, boots: 0, bootSeed: boot.seed ?? id, bootedAt: boot.now ?? 0, downUntil: 0, lastCrash: null };
+}
+
+/** The host's boot identity: changes on every boot, so a reader knows its stack was lost. */
+export function bootId(host: Host): string {
+  return `${host.bootSeed}-${host.boots}`;
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -644,6 +656,7 @@ export function reboot(host: Host, opts: { now: number; downMs?: number }): Host
     version: INITIAL_LIST_VERSION,
     pending: null,
     boots: host.boots + 1,
+    bootedAt: Math.max(host.downUntil, opts.now + Math.max(0, opts.downMs ?? 0)),
     downUntil: Math.max(host.downUntil, opts.now + Math.max(0, opts.downMs ?? 0)),
   };
 }

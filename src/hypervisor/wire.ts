@@ -4,7 +4,7 @@
  */
 import { XenError, isFleetpatchError } from '../errors.ts';
 import { resultValue, type FunctionView } from './functions.ts';
-import type { ActionCmd, DependencyCheck, Host, ListPage, LoadedPayload, PayloadState, PayloadStatus } from './state-machine.ts';
+import { bootId, type ActionCmd, type DependencyCheck, type Host, type ListPage, type LoadedPayload, type PayloadState, type PayloadStatus } from './state-machine.ts';
 
 export interface WirePayload {
   name: string;
@@ -42,6 +42,8 @@ export interface WireList {
   pending: { name: string; cmd: Exclude<ActionCmd, 'unload'> } | null;
   /** Reboots since the fleet started; a change means every payload vanished. */
   boots: number;
+  /** The boot identity (a new id on every boot, also when the emulator restarts) and when it came up. */
+  boot: { id: string; at: string };
 }
 
 export interface WireStatus {
@@ -104,7 +106,8 @@ export function payloadView(p: LoadedPayload): WirePayload {
   };
 }
 
-export function listView(host: Host, page: ListPage, idx: number): WireList {
+/** `wallOffsetMs`: add to the host's clock to get wall time (the emulator's clock starts at 0). */
+export function listView(host: Host, page: ListPage, idx: number, wallOffsetMs = 0): WireList {
   return {
     host: host.id,
     hypervisor: { image: host.image.name, buildId: host.image.buildId },
@@ -116,6 +119,7 @@ export function listView(host: Host, page: ListPage, idx: number): WireList {
     appliedStack: host.stack.map((n) => ({ name: n, buildId: host.payloads.find((p) => p.name === n)!.facts.buildId })),
     pending: host.pending ? { name: host.pending.name, cmd: host.pending.cmd } : null,
     boots: host.boots,
+    boot: { id: bootId(host), at: new Date(host.bootedAt + wallOffsetMs).toISOString() },
   };
 }
 

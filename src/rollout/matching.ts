@@ -28,6 +28,8 @@ export interface HostState {
   applied: StackEntry[];
   /** Every loaded payload (CHECKED or APPLIED), in upload order. */
   loaded: (StackEntry & { state: 'CHECKED' | 'APPLIED'; /** Xen's safe_to_reapply, when the reader knows it. */ safeToReapply?: boolean })[];
+  /** The host's boot identity, when the reader knows it: a new id means the stack was lost. */
+  boot?: { id: string; at: string };
 }
 
 export type RolloutMode = 'apply' | 'replace' | 'stack';

@@ -248,7 +248,10 @@ export function parsePlan(text: string, source = 'plan'): Plan {
   try {
     value = parseYaml(text);
   } catch (e) {
-    throw new FleetpatchError('PLAN_INVALID', `${source}: not valid YAML or JSON: ${(e as Error).message.split('\n')[0]}`);
+    // Nesting deeper than the parser's stack ends where the stack does, and that depends on the
+    // caller: say so without the position, so the same text always gets the same refusal.
+    const why = /Maximum call stack size exceeded/.test((e as Error).message) ? 'it nests too deeply' : (e as Error).message.split('\n')[0];
+    throw new FleetpatchError('PLAN_INVALID', `${source}: not valid YAML or JSON: ${why}`);
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     throw new FleetpatchError('PLAN_INVALID', `${source}: a plan is a mapping with name, payloads and waves`);

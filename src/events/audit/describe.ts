@@ -37,7 +37,7 @@ export function describeEvent(e: DomainEvent): string {
     case 'HostPatchStarted':
       return `rollout ${e.rollout} starts changing the host; its stack was [${e.formerStack.map(p).join(', ')}]${e.formerResult ? `, ${e.formerResult.call} returned ${JSON.stringify(e.formerResult.value)}` : ''}`;
     case 'HostRebooted':
-      return `rebooted${e.hypervisorBuildId ? ` into hypervisor ${shortId(e.hypervisorBuildId)}` : ''}${because(e.reason)}`;
+      return `rebooted${e.hypervisorBuildId ? ` into hypervisor ${shortId(e.hypervisorBuildId)}` : ''}${e.bootId ? ` (boot ${e.bootId})` : ''}${e.lostStack ? `; lost its stack [${e.lostStack.map(p).join(', ')}]` : ''}${because(e.reason)}`;
     case 'DriftDetected':
       return `DRIFT: ${e.differences.length} difference(s) between events and host; ${e.differences[0]!.description}`;
     case 'RolloutStarted':
@@ -64,6 +64,10 @@ export function describeEvent(e: DomainEvent): string {
       return `${e.hostId} rollback ${e.outcome}${e.reverted.length ? `, reverted ${e.reverted.map(p).join(', ')}` : ''}${e.reapplied.length ? `, re-applied ${e.reapplied.map(p).join(', ')}` : ''}${e.stackNow && e.outcome !== 'rolled-back' && e.outcome !== 'nothing-to-do' ? `; stack now [${e.stackNow.map(p).join(', ')}], should be [${(e.formerStack ?? []).map(p).join(', ')}]` : ''}${because(e.reason)}`;
     case 'RollbackFinished':
       return `rollback finished${e.outcome ? ` (${e.outcome})` : ''}: ${e.rolledBack} rolled back, ${e.nothingToDo} nothing to do, ${e.stackGrew} stack grew, ${e.unrecoverable ?? 0} unrecoverable, ${e.failed} failed`;
+    case 'RepairStarted':
+      return `${e.repair}: ${e.lost} of ${e.checked} patched host(s) lost the payload since (rebooted); patching them again${because(e.reason)}`;
+    case 'RepairFinished':
+      return `${e.repair} finished: ${e.patched} patched again, ${e.failed} failed${because(e.reason)}`;
     case 'RolloutFinished':
       return `rollout ${e.status}${because(e.reason)}`;
     case 'ApprovalRequested':

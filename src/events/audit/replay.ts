@@ -13,9 +13,13 @@ import { canonicalJson, sha256Hex } from '../hash-chain.ts';
 import { foldHostStack, hostSnapshot, type HostStackState } from '../projections/host-stack.ts';
 import type { EventStore } from '../store.ts';
 import { hostStream } from '../streams.ts';
+import { noticeBoots } from '../host-boots.ts';
 
-/** What a live host reports: hypervisor build-id, applied stack (bottom first), loaded payloads. */
-export type LiveHostState = HostSnapshot;
+/**
+ * What a live host reports: hypervisor build-id, applied stack (bottom first), loaded payloads,
+ * and its boot identity when the reader knows it (a new boot lost the stack: see host-boots.ts).
+ */
+export type LiveHostState = HostSnapshot & { boot?: { id: string; at: string } };
 export type ReadLiveState = (hostId: string) => Promise<LiveHostState>;
 
 const fmt = (p: PayloadRef | undefined): string | null => (p ? `${p.name} (${p.buildId})` : null);
@@ -81,8 +85,13 @@ export async function replayHost(store: EventStore, hostId: string, readLiveStat
   // If the host's stream moves on between the replay and the record, the comparison may be stale:
   // compare again with the new events.
   for (let attempt = 1; ; attempt++) {
+    const liveRead = await readLiveState(hostId);
+    // A reboot since fleetpatch last looked is recorded first: the record then says the stack is gone.
+    if (liveRead.boot && options.record !== false) {
+      await noticeBoots(store, [{ hostId, bootId: liveRead.boot.id, bootedAt: liveRead.boot.at, ...(liveRead.hypervisorBuildId ? { hypervisorBuildId: liveRead.hypervisorBuildId } : {}) }], options);
+    }
+    const { boot: _boot, ...live } = liveRead;
     const replayed = foldHostStack(hostId, await store.readStream(hostStream(hostId)));
-    const live = await readLiveState(hostId);
     const differences = compareStacks(hostSnapshot(replayed), live);
     if (differences.length === 0 || options.record === false) return { hostId, replayed, live, differences, drift: null };
     try {

@@ -25,9 +25,13 @@ export interface ClaimedHost {
   targetStack: StackEntry[] | null;
   /** What the previous holder was about to do when it lost the host (null: nothing yet). */
   intent: string | null;
+  /** The boot fleetpatch last saw the host in (null: never seen), and the boot the rollout first changed it in. */
+  lastBootId: string | null;
+  touchedBootId: string | null;
 }
 
-const CLAIM_COLUMNS = 't.host_id, t.fence, t.wave, t.assignment, t.build_ids, t.former_stack, t.former_loaded, t.former_result, t.target_stack, t.intent';
+const CLAIM_COLUMNS =
+  't.host_id, t.fence, t.wave, t.assignment, t.build_ids, t.former_stack, t.former_loaded, t.former_result, t.target_stack, t.intent, t.touched_boot_id, (SELECT hb.boot_id FROM host_boots hb WHERE hb.host_id = t.host_id) AS last_boot_id';
 
 interface ClaimRow {
   host_id: string;
@@ -40,6 +44,8 @@ interface ClaimRow {
   former_result: CallOutcome | null;
   target_stack: StackEntry[] | null;
   intent: string | null;
+  touched_boot_id: string | null;
+  last_boot_id: string | null;
 }
 
 const toClaim = (r: ClaimRow): ClaimedHost => ({
@@ -53,6 +59,8 @@ const toClaim = (r: ClaimRow): ClaimedHost => ({
   formerResult: r.former_result,
   targetStack: r.target_stack,
   intent: r.intent,
+  lastBootId: r.last_boot_id,
+  touchedBootId: r.touched_boot_id,
 });
 
 /**
@@ -121,12 +129,31 @@ export async function countUnfinished(db: Db, rolloutId: string, wave: number, s
 // ---- fenced writes, committed with the host's events (group commit) -----------------------------
 
 /** The host's former state and target, kept at its first change (first write wins), with the intent. */
-export function touchWrite(rolloutId: string, hostId: string, fence: number, t: { formerStack: StackEntry[]; formerLoaded: StackEntry[]; formerResult: CallOutcome | null; targetStack: StackEntry[]; intent: string }): RowWrite {
+export function touchWrite(
+  rolloutId: string,
+  hostId: string,
+  fence: number,
+  t: { formerStack: StackEntry[]; formerLoaded: StackEntry[]; formerResult: CallOutcome | null; targetStack: StackEntry[]; intent: string; bootId: string | null },
+): RowWrite {
   return {
     text: `UPDATE rollout_targets SET former_stack = COALESCE(former_stack, $4), former_loaded = COALESCE(former_loaded, $5), former_result = COALESCE(former_result, $6),
-             target_stack = COALESCE(target_stack, $7), touched_at = COALESCE(touched_at, now()), intent = $8, updated_at = now()
+             target_stack = COALESCE(target_stack, $7), touched_at = COALESCE(touched_at, now()), touched_boot_id = COALESCE(touched_boot_id, $9), intent = $8, updated_at = now()
             WHERE rollout_id = $1 AND host_id = $2 AND fence = $3`,
-    values: [rolloutId, hostId, fence, JSON.stringify(t.formerStack), JSON.stringify(t.formerLoaded), t.formerResult ? JSON.stringify(t.formerResult) : null, JSON.stringify(t.targetStack), t.intent],
+    values: [rolloutId, hostId, fence, JSON.stringify(t.formerStack), JSON.stringify(t.formerLoaded), t.formerResult ? JSON.stringify(t.formerResult) : null, JSON.stringify(t.targetStack), t.intent, t.bootId],
+  };
+}
+
+/** After a reboot lost what the rollout did: the former state and target start again from now. */
+export function retouchWrite(
+  rolloutId: string,
+  hostId: string,
+  fence: number,
+  t: { formerStack: StackEntry[]; formerLoaded: StackEntry[]; formerResult: CallOutcome | null; targetStack: StackEntry[]; intent: string; bootId: string | null },
+): RowWrite {
+  return {
+    text: `UPDATE rollout_targets SET former_stack = $4, former_loaded = $5, former_result = $6, target_stack = $7, touched_at = COALESCE(touched_at, now()), touched_boot_id = $9, intent = $8, updated_at = now()
+            WHERE rollout_id = $1 AND host_id = $2 AND fence = $3`,
+    values: [rolloutId, hostId, fence, JSON.stringify(t.formerStack), JSON.stringify(t.formerLoaded), t.formerResult ? JSON.stringify(t.formerResult) : null, JSON.stringify(t.targetStack), t.intent, t.bootId],
   };
 }
 
@@ -235,6 +262,8 @@ export interface ClaimedRollbackHost {
   formerStack: StackEntry[];
   formerLoaded: StackEntry[];
   formerResult: CallOutcome | null;
+  touchedBootId: string | null;
+  lastBootId: string | null;
 }
 
 interface RollbackClaimRow {
@@ -243,6 +272,8 @@ interface RollbackClaimRow {
   former_stack: StackEntry[] | null;
   former_loaded: StackEntry[] | null;
   former_result: CallOutcome | null;
+  touched_boot_id: string | null;
+  last_boot_id: string | null;
 }
 
 const toRollbackClaim = (r: RollbackClaimRow): ClaimedRollbackHost => ({
@@ -251,6 +282,8 @@ const toRollbackClaim = (r: RollbackClaimRow): ClaimedRollbackHost => ({
   formerStack: r.former_stack ?? [],
   formerLoaded: r.former_loaded ?? [],
   formerResult: r.former_result,
+  touchedBootId: r.touched_boot_id,
+  lastBootId: r.last_boot_id,
 });
 
 /** Hosts an earlier attempt of this rollback batch held and did not finish, and then the next one. */
@@ -270,8 +303,9 @@ export async function claimRollbackHost(
        UPDATE rollback_targets b SET status = 'running', fence = b.fence + 1, claimed_by = $4, lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
          FROM pick WHERE b.rollback_id = $1 AND b.host_id = pick.host_id
        RETURNING b.host_id, b.fence)
-     SELECT c.host_id, c.fence, t.former_stack, t.former_loaded, t.former_result
-       FROM claimed c JOIN rollout_targets t ON t.rollout_id = $2 AND t.host_id = c.host_id`,
+     SELECT c.host_id, c.fence, t.former_stack, t.former_loaded, t.former_result, t.touched_boot_id, hb.boot_id AS last_boot_id
+       FROM claimed c JOIN rollout_targets t ON t.rollout_id = $2 AND t.host_id = c.host_id
+       LEFT JOIN host_boots hb ON hb.host_id = c.host_id`,
     [q.rollbackId, q.rolloutId, q.claimantPrefix, q.claimant, q.leaseMs],
   );
   return r.rows[0] ? toRollbackClaim(r.rows[0]) : null;
@@ -324,4 +358,29 @@ export async function selectRollbackTally(db: Db, rollbackId: string, limit: num
     byOutcome,
     problems: problems.rows.map((r) => ({ hostId: r.host_id, outcome: r.result.outcome, reason: r.result.reason ?? '', stackNow: r.result.stackNow ?? [], formerStack: r.result.formerStack ?? [] })),
   };
+}
+
+// ---- repairs -------------------------------------------------------------------------------------
+
+/** The hosts a rollout patched (they may have lost the payload since), in host-id order. */
+export async function selectPatchedHostIds(db: Db, rolloutId: string): Promise<string[]> {
+  const r = await db.query<{ host_id: string }>(`SELECT host_id FROM rollout_targets WHERE rollout_id = $1 AND status = 'patched' ORDER BY host_id`, [rolloutId]);
+  return r.rows.map((row) => row.host_id);
+}
+
+/**
+ * Puts hosts back on the work list, in the repair's own wave (after the plan's waves), to be
+ * patched again. Idempotent: hosts already moved there keep their place.
+ */
+export async function planRepair(db: Db, rolloutId: string, wave: number, hostIds: readonly string[]): Promise<number> {
+  if (hostIds.length > 0) {
+    await db.query(
+      `UPDATE rollout_targets t SET status = 'planned', wave = $2, step = 0, position = s.position - 1, failure = NULL, intent = NULL, claimed_by = NULL, lease_until = NULL, updated_at = now()
+         FROM unnest($3::text[]) WITH ORDINALITY AS s(host_id, position)
+        WHERE t.rollout_id = $1 AND t.host_id = s.host_id AND t.wave <> $2`,
+      [rolloutId, wave, hostIds],
+    );
+  }
+  const r = await db.query<{ n: string }>('SELECT count(*) AS n FROM rollout_targets WHERE rollout_id = $1 AND wave = $2', [rolloutId, wave]);
+  return Number(r.rows[0]?.n ?? 0);
 }
