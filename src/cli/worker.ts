@@ -7,6 +7,7 @@ import { boundedInteger, boundedText, parseCommandArgs } from './args.ts';
 import { withServices } from './context.ts';
 import type { Command } from './io.ts';
 import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
+import { serveMetrics, workerMetrics } from '../runtime/worker-metrics.ts';
 
 export const workerCommand: Command = async (args, io) => {
   const { values } = parseCommandArgs(
@@ -15,17 +16,27 @@ export const workerCommand: Command = async (args, io) => {
       help: { type: 'boolean', short: 'h' },
       'max-activities': { type: 'string' },
       identity: { type: 'string' },
+      'metrics-port': { type: 'string' },
+      'metrics-listen': { type: 'string' },
     },
     'worker',
   );
   const maxActivities = boundedInteger(values['max-activities'], '--max-activities', 1, 10_000, 'worker');
   boundedText(values.identity, '--identity', 200, 'worker');
+  const metricsPort = boundedInteger(values['metrics-port'], '--metrics-port', 0, 65535, 'worker');
+  const metricsListen = boundedText(values['metrics-listen'], '--metrics-listen', 255, 'worker') ?? '127.0.0.1';
   if (values.help) {
-    io.out('Usage: fleetpatch worker [--max-activities N] [--identity NAME]');
+    io.out('Usage: fleetpatch worker [--max-activities N] [--identity NAME] [--metrics-port N [--metrics-listen ADDRESS]]');
     io.out('Polls the task queue (TEMPORAL_TASK_QUEUE) for rollout workflows and their activities until Ctrl-C.');
+    io.out('--metrics-port: serve this worker\'s Prometheus metrics (hypervisor action and event-store append latencies, webhook deliveries) at /metrics.');
     return 0;
   }
   return withServices({ database: true, temporal: true }, async ({ config, logger, services, shutdown }) => {
+    if (metricsPort !== undefined) {
+      const metrics = await serveMetrics(workerMetrics(), metricsPort, metricsListen);
+      shutdown.add('worker metrics', metrics.close);
+      io.out(`worker metrics at ${metrics.url}`);
+    }
     const worker = await startFleetpatchWorker({
       services,
       fleetFile: config.fleetFile,
