@@ -31,7 +31,12 @@ export const servicesCommand: Command = async (args, io) => {
         io.out(`# Temporal cluster: ${c.shards} history shards, persistence ${c.database} (and ${c.database}_visibility), log ${c.log}`);
       }
       io.out(`# database: ${redactUrl(services.databaseUrl)}; press Ctrl-C to stop both`);
+      // Nothing else keeps the event loop alive (the servers are detached, the pool's idle
+      // connections close after 10 s): without this timer the process exits (code 13) and leaves
+      // its servers running with nobody to stop them.
+      const keepAlive = setInterval(() => undefined, 60_000);
       await new Promise<void>((resolve) => shutdown.signal.addEventListener('abort', () => resolve(), { once: true }));
+      clearInterval(keepAlive);
       return 0;
     },
     values.cluster ? { FLEETPATCH_TEMPORAL: 'cluster' } : {},

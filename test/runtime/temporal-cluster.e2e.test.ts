@@ -115,7 +115,8 @@ describe('cluster mode: the Temporal server on PostgreSQL, two workers', () => {
     if (services) {
       // Ctrl-C stops the cluster (and nothing else runs in that data dir).
       services.child.kill('SIGINT');
-      await services.exited;
+      expect(await services.exited).toBe(130);
+      expect(services.out()).toContain('Temporal cluster stopped');
     }
     await fleet?.close();
     if (db) {
