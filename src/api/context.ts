@@ -49,7 +49,7 @@ export function fleetReader(fleetFile: string, logger?: Logger): () => Promise<F
 }
 
 /** The API's context from running services; the Temporal client is closed through `shutdown`. */
-export async function createApiContext(opts: { config: Config; logger: Logger; services: Services; shutdown: Shutdown; workerMetrics?: Registry }): Promise<ApiContext> {
+export async function createApiContext(opts: { config: Config; logger: Logger; services: Services; shutdown: Shutdown; workerMetrics?: Registry; fleetFile?: string; trustedKeys?: readonly PublicKey[] }): Promise<ApiContext> {
   const { config, services, logger } = opts;
   const { client, close } = await connectClient(services.temporalAddress, services.namespace);
   opts.shutdown.add('API temporal client', close);
@@ -59,8 +59,8 @@ export async function createApiContext(opts: { config: Config; logger: Logger; s
     client,
     taskQueue: services.taskQueue,
     namespace: services.namespace,
-    fleetFile: config.fleetFile,
-    trustedKeys: () => loadTrustedKeys(config),
+    fleetFile: opts.fleetFile ?? config.fleetFile,
+    trustedKeys: opts.trustedKeys ? async () => opts.trustedKeys! : () => loadTrustedKeys(config),
     ...(services.temporalUiUrl ? { temporalUiUrl: services.temporalUiUrl } : {}),
     ...(opts.workerMetrics ? { workerMetrics: opts.workerMetrics } : {}),
   });

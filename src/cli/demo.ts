@@ -26,6 +26,10 @@ import { EventStore } from '../events/store.ts';
 import { hostStream } from '../events/streams.ts';
 import { foldHostStack } from '../events/projections/host-stack.ts';
 import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
+import { workerMetrics } from '../runtime/worker-metrics.ts';
+import { createApiContext } from '../api/context.ts';
+import { startApi } from '../api/server.ts';
+import { DEFAULT_API_PORT } from './api.ts';
 import { approveUpdate, progressQuery } from '../../workflows/messages.ts';
 import { connectClient, describeProgress, isFinal, readPlanFile, resolvePlanPayloads, startRollout } from './rollouts.ts';
 import { renderTable } from './table.ts';
@@ -54,13 +58,14 @@ onFailure: rollback
 `;
 
 export const demoCommand: Command = async (args, io) => {
-  const { values } = parseCommandArgs(args, { help: { type: 'boolean', short: 'h' }, hosts: { type: 'string' } }, 'demo');
+  const { values } = parseCommandArgs(args, { help: { type: 'boolean', short: 'h' }, hosts: { type: 'string' }, keep: { type: 'boolean' }, 'api-port': { type: 'string' } }, 'demo');
   if (values.help) {
-    io.out('Usage: fleetpatch demo [--hosts N]');
+    io.out('Usage: fleetpatch demo [--hosts N] [--keep] [--api-port N]');
     io.out('Runs a staged rollout over an emulated fleet (default 24 hosts) on the embedded defaults and prints what happened.');
     return 0;
   }
   const hostCount = boundedInteger(values.hosts, '--hosts', 1, MAX_FLEET_HOSTS, 'demo') ?? 24;
+  const apiPort = boundedInteger(values['api-port'], '--api-port', 0, 65535, 'demo') ?? DEFAULT_API_PORT;
   return withServices({ database: true, temporal: true }, async ({ config, services, logger, shutdown }) => {
     const dir = path.join(config.dataDir, 'demo');
     await mkdir(dir, { recursive: true });
@@ -99,7 +104,16 @@ export const demoCommand: Command = async (args, io) => {
     say('host-0002 and host-0004 already run live patch xsa990 (applied outside this rollout)');
 
     // 4. A worker in this process, then the rollout.
+    const metrics = workerMetrics();
     await startFleetpatchWorker({ services, fleetFile: fleet.fleetFile, dataDir: config.dataDir, logger, shutdown, trustedKeys });
+    // The dashboard and the API, served by this process, with a token made for this demo.
+    const apiCtx = await createApiContext({ config, logger, services, shutdown, workerMetrics: metrics, fleetFile: fleet.fleetFile, trustedKeys });
+    const api = await startApi(apiCtx, { host: '127.0.0.1', port: apiPort }).catch((e: NodeJS.ErrnoException) => {
+      if (e.code === 'EADDRINUSE') return startApi(apiCtx, { host: '127.0.0.1', port: 0 });
+      throw e;
+    });
+    shutdown.add('HTTP API', api.close);
+    const demoToken = await demoApiToken(apiCtx);
     const { plan, dir: planDir } = await readPlanFile(planFile);
     const by = { kind: 'user' as const, id: 'demo-operator' };
     const resolved = await resolvePlanPayloads(plan, planDir, { pool: services.pool, actor: by, store: true, planFile, trustedKeys });
@@ -121,6 +135,8 @@ export const demoCommand: Command = async (args, io) => {
     say('');
     say(`Started rollout ${started.rolloutId} (workflow ${started.workflowId})`);
     if (services.temporalUiUrl) say(`  watch it in the Temporal Web UI: ${services.temporalUiUrl}/namespaces/${services.namespace}/workflows/${encodeURIComponent(started.workflowId)}`);
+    say(`  watch the fleet in the dashboard:   ${api.url}/#token=${demoToken}&rollout=${encodeURIComponent(started.rolloutId)}`);
+    say(`  (API ${api.url}/openapi.json, metrics ${api.url}/metrics; the link carries an admin token made for this demo, "demo-admin")`);
 
     // 5. Follow it: one line per change, approve the canary gate when it is reached.
     let last = '';
@@ -181,9 +197,29 @@ export const demoCommand: Command = async (args, io) => {
     say(`  npx fleetpatch audit timeline --host ${faulty ?? 'host-0000'}`);
     say(`  npx fleetpatch audit checks --rollout ${started.rolloutId} --outcome mismatch`);
     say('  npx fleetpatch audit verify');
-    return result.status === 'succeeded' ? 0 : 1;
+    const code = result.status === 'succeeded' ? 0 : 1;
+    if (values.keep) {
+      if (io.isTTY && !process.env.CI) {
+        say('');
+        say('Keeping everything up until Ctrl-C:');
+        say(`  dashboard    ${api.url}/#token=${demoToken}&rollout=${encodeURIComponent(started.rolloutId)}`);
+        if (services.temporalUiUrl) say(`  Temporal UI  ${services.temporalUiUrl}/namespaces/${services.namespace}/workflows`);
+        say(`  fleet        ${fleet.url} (FLEETPATCH_FLEET_FILE=${fleet.fleetFile})`);
+        await new Promise<void>((resolve) => shutdown.signal.addEventListener('abort', () => resolve(), { once: true }));
+      } else {
+        say('--keep keeps the demo up only on a terminal (and not under CI); stopping now.');
+      }
+    }
+    return code;
   });
 };
+
+/** A fresh admin token named demo-admin for this demo's dashboard link (an earlier demo's is revoked). */
+async function demoApiToken(ctx: import('../api/context.ts').ApiContext): Promise<string> {
+  const by = { kind: 'user' as const, id: 'fleetpatch demo' };
+  if ((await ctx.tokens.list()).some((t) => t.name === 'demo-admin' && t.revokedAt === null)) await ctx.tokens.revoke('demo-admin', by, 'a new demo started');
+  return (await ctx.tokens.create('demo-admin', 'admin', by)).token;
+}
 
 /** The demo's own signing key, made once and kept (0600) in the demo directory. */
 async function demoSigningKey(dir: string): Promise<SigningKey> {
