@@ -16,6 +16,7 @@ import { FleetpatchError, XEN_ERRNO, XenError, type XenErrnoName } from '../erro
 import type { Logger } from '../runtime/logger.ts';
 import type { FaultsInput, Faults } from './faults.ts';
 import { findFleetHost, readFleetFile, type FleetFile } from './fleet-file.ts';
+import type { JournalEntry } from './journal.ts';
 import type { FleetStats } from './server.ts';
 import type { ActionCmd } from './state-machine.ts';
 import type { WireAction, WireCall, WireError, WireList, WireReboot, WireStatus, WireUpload } from './wire.ts';
@@ -347,5 +348,11 @@ export class FleetClient {
 
   stats(): Promise<FleetStats> {
     return this.#admin.json<FleetStats>('GET', '/admin/stats');
+  }
+
+  /** The emulated hypervisors' own journal (journal.ts): what really happened on each host. */
+  async journal(hostId?: string): Promise<Record<string, JournalEntry[]>> {
+    const q = hostId ? `?host=${encodeURIComponent(hostId)}` : '';
+    return (await this.#admin.json<{ hosts: Record<string, JournalEntry[]> }>('GET', `/admin/journal${q}`)).hosts;
   }
 }

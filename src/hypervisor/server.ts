@@ -30,6 +30,7 @@ import { FaultInjector, loadFaultsFile, parseFaults, type Faults, type FaultsInp
 import { writeFleetFile, type FleetFile } from './fleet-file.ts';
 import { bootHost, createFleet, newToken, type FleetMember } from './fleet.ts';
 import { callFunction, functionTable } from './functions.ts';
+import { transitions, type JournalEntry } from './journal.ts';
 import type { HypervisorImage } from '../payload/image.ts';
 import { DEFAULT_HOST_IMAGE, cachingChecker, hostImage, loadImageFile, payloadLibraryChecker } from './payload-adapter.ts';
 import * as sm from './state-machine.ts';
@@ -37,6 +38,8 @@ import { callView, errorView, listView, payloadView, statusView, toJson, type Wi
 
 /** Xen refuses bigger payloads with EINVAL; we stop buffering a little above that. */
 const MAX_UPLOAD_BYTES = 2 * 1024 * 1024;
+/** Journal entries kept per host (the oldest go first). */
+const JOURNAL_PER_HOST = 512;
 const MAX_JSON_BYTES = 256 * 1024;
 /** The longest a reboot may keep a host down (a day); every number the API takes is finite and bounded. */
 export const MAX_DOWN_MS = 86_400_000;
@@ -233,6 +236,21 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
     members.map((m) => [m.id, { member: m, target: { id: m.id, labels: m.labels, image: { name: m.image.name, buildId: m.image.buildId } }, state: bootHost(m, { seed: `${bootNonce}-${m.id}`, now: clock() }) }]),
   );
   const wallOffsetMs = Date.now() - clock();
+  // The hypervisors' own account of what happened on each host (journal.ts), bounded per host.
+  const journal = new Map<string, JournalEntry[]>();
+  const note = (served: ServedHost, entry: Omit<JournalEntry, 'at' | 'boot'> & { boot?: string }) => {
+    let list = journal.get(served.member.id);
+    if (!list) journal.set(served.member.id, (list = []));
+    list.push({ at: new Date().toISOString(), boot: sm.bootId(served.state), ...entry });
+    if (list.length > JOURNAL_PER_HOST) list.splice(0, list.length - JOURNAL_PER_HOST);
+  };
+  const setState = (served: ServedHost, next: sm.Host) => {
+    if (next !== served.state) {
+      const changes = transitions(served.state, next);
+      served.state = next;
+      for (const c of changes) note(served, c);
+    }
+  };
   const adminToken = newToken();
   const unknownHostToken = newToken();
   const started = clock();
@@ -259,7 +277,7 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
     if (denied) throw denied;
     if (!served) throw new HttpError(403, 'HOST_UNAUTHORIZED', 'the bearer token is not this host\'s');
     // A crashed or rebooting host answers nothing.
-    served.state = sm.settle(served.state, clock());
+    setState(served, sm.settle(served.state, clock()));
     if (sm.isDown(served.state, clock())) return drop(req);
     const route = matchRoute(req.method ?? 'GET', rest);
 
@@ -274,19 +292,21 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
       return null;
     }
     if (decision.reboot) {
-      served.state = sm.reboot(served.state, { now: clock(), downMs: decision.reboot.downMs });
+      setState(served, sm.reboot(served.state, { now: clock(), downMs: decision.reboot.downMs }));
       log?.info({ host: id, downMs: decision.reboot.downMs }, 'injected reboot');
       return drop(req);
     }
     if (decision.latencyMs > 0) await sleep(decision.latencyMs);
 
     const now = clock();
-    served.state = sm.settle(served.state, now);
+    setState(served, sm.settle(served.state, now));
     if (sm.isDown(served.state, now)) return drop(req);
     const host = served.state;
 
     const answer = <T>(o: sm.Outcome<T>, status: number, view: (v: T) => unknown): number => {
-      served.state = o.host;
+      setState(served, o.host);
+      const check = o.ok ? (o.value as { dependencyCheck?: sm.DependencyCheck | null }).dependencyCheck : (o.error.details.dependencyCheck as sm.DependencyCheck | undefined);
+      if (check) note(served, { kind: 'checked', name: check.payload, buildId: check.payloadBuildId, check });
       if (!o.ok) throw o.error;
       send(res, status, view(o.value));
       return status;
@@ -343,7 +363,7 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
         if (typeof downMs !== 'number' || !Number.isFinite(downMs) || downMs < 0 || downMs > MAX_DOWN_MS) {
           throw new HttpError(400, 'REQUEST_INVALID', `"downMs" must be a number of milliseconds from 0 to ${MAX_DOWN_MS} (a day)`);
         }
-        served.state = sm.reboot(host, { now, downMs });
+        setState(served, sm.reboot(host, { now, downMs }));
         const body: WireReboot = { rebooted: true, boots: served.state.boots };
         send(res, 200, body);
         return 200;
@@ -365,6 +385,12 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
       injector = new FaultInjector(faults, seed);
       log?.info({ rules: faults.rules.length }, 'fault set replaced');
       send(res, 200, injector.faults);
+      return 200;
+    }
+    if (what === 'journal' && req.method === 'GET') {
+      const only = new URL(req.url ?? '/', 'http://fleet').searchParams.get('host');
+      const ids = only ? [only] : [...hosts.keys()];
+      send(res, 200, { hosts: Object.fromEntries(ids.map((h) => [h, journal.get(h) ?? []])) });
       return 200;
     }
     if (what === 'stats' && req.method === 'GET') {

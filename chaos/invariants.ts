@@ -1,0 +1,137 @@
+/**
+ * What a chaos run must prove, as pure checks over three accounts of the same run: the live hosts
+ * (LIST), the emulated hypervisors' own journal (what really happened on each host), and
+ * fleetpatch's event store. Each check returns a verdict with counts and the first offenders.
+ */
+import type { JournalEntry } from '../src/hypervisor/journal.ts';
+import type { DomainEvent } from '../src/events/catalogue.ts';
+
+export interface Verdict {
+  name: string;
+  ok: boolean;
+  /** What was checked, in numbers. */
+  detail: string;
+  /** The first offenders, in words. */
+  problems: string[];
+}
+
+const verdict = (name: string, problems: string[], detail: string): Verdict => ({ name, ok: problems.length === 0, detail, problems: problems.slice(0, 10) });
+
+/** Every host's live stack equals the one replayed from its events. */
+export function stacksAgree(live: Map<string, string[]>, replayed: Map<string, string[]>): Verdict {
+  const problems: string[] = [];
+  for (const [host, stack] of live) {
+    const r = replayed.get(host) ?? [];
+    if (r.join() !== stack.join()) problems.push(`${host}: live [${stack.join(', ')}], replayed [${r.join(', ')}]`);
+  }
+  return verdict('live stacks equal the replayed ones', problems, `${live.size} hosts compared`);
+}
+
+/** No payload of the rollout was applied twice on a host within one boot (from the hypervisors' journal). */
+export function nothingAppliedTwice(journal: Record<string, JournalEntry[]>, ours: ReadonlySet<string>): Verdict {
+  const problems: string[] = [];
+  let applies = 0;
+  for (const [host, entries] of Object.entries(journal)) {
+    const seen = new Map<string, number>();
+    for (const e of entries) {
+      if ((e.kind === 'applied' || e.kind === 'replaced') && e.buildId && ours.has(e.buildId)) {
+        applies++;
+        const k = `${e.boot}/${e.buildId}`;
+        seen.set(k, (seen.get(k) ?? 0) + 1);
+        if (seen.get(k) === 2) problems.push(`${host}: ${e.name} applied twice in boot ${e.boot}`);
+      }
+    }
+  }
+  return verdict('no payload applied twice on a host (per boot, from the hypervisors\' journal)', problems, `${applies} applies of the rollout's payloads journalled`);
+}
+
+type Kind = 'uploaded' | 'applied' | 'reverted' | 'unloaded' | 'replaced';
+
+/** Per host and payload, how many of each change the events record. */
+function recordedChanges(events: readonly DomainEvent[]): Map<string, number> {
+  const out = new Map<string, number>();
+  const add = (k: string) => out.set(k, (out.get(k) ?? 0) + 1);
+  const kindOf: Partial<Record<DomainEvent['type'], Kind>> = {
+    PayloadUploaded: 'uploaded',
+    PayloadApplied: 'applied',
+    PayloadReverted: 'reverted',
+    PayloadUnloaded: 'unloaded',
+    PayloadReplaced: 'replaced',
+  };
+  for (const e of events) {
+    const kind = kindOf[e.type];
+    if (!kind) continue;
+    const { hostId, payload } = e as { hostId: string; payload: { buildId: string } };
+    add(`${hostId}/${kind}/${payload.buildId}`);
+    // REPLACE reverts the whole stack: the journal sees those reverts one by one.
+    if (e.type === 'PayloadReplaced') for (const r of e.replaced) add(`${hostId}/reverted/${r.buildId}`);
+  }
+  return out;
+}
+
+/**
+ * Every change the hypervisors made to a payload's state has its event (restated ones count),
+ * and no event claims a change that never happened.
+ */
+export function everyChangeRecorded(journal: Record<string, JournalEntry[]>, events: readonly DomainEvent[]): Verdict {
+  const happened = new Map<string, number>();
+  let changes = 0;
+  for (const [host, entries] of Object.entries(journal)) {
+    for (const e of entries) {
+      if (e.kind === 'uploaded' || e.kind === 'applied' || e.kind === 'reverted' || e.kind === 'unloaded' || e.kind === 'replaced') {
+        changes++;
+        const k = `${host}/${e.kind}/${e.buildId}`;
+        happened.set(k, (happened.get(k) ?? 0) + 1);
+      }
+    }
+  }
+  const recorded = recordedChanges(events);
+  const problems: string[] = [];
+  for (const [k, n] of happened) {
+    const r = recorded.get(k) ?? 0;
+    if (r < n) problems.push(`${k}: ${n} on the host, ${r} recorded`);
+  }
+  for (const [k, r] of recorded) {
+    const n = happened.get(k) ?? 0;
+    if (r > n) problems.push(`${k}: ${r} recorded, only ${n} on the host`);
+  }
+  return verdict('every payload change on a host has its event, and no event invents one', problems, `${changes} changes journalled, ${[...recorded.values()].reduce((a, b) => a + b, 0)} recorded`);
+}
+
+/** Every dependency check a hypervisor made is recorded (with what was expected and found). */
+export function everyCheckRecorded(journal: Record<string, JournalEntry[]>, events: readonly DomainEvent[]): Verdict {
+  const made = new Map<string, number>();
+  let checks = 0;
+  for (const [host, entries] of Object.entries(journal)) {
+    for (const e of entries) {
+      if (e.kind !== 'checked' || !e.check) continue;
+      checks++;
+      const k = `${host}/${e.check.kind}/${e.check.payloadBuildId}/${e.check.expected}/${e.check.found}`;
+      made.set(k, (made.get(k) ?? 0) + 1);
+    }
+  }
+  const recorded = new Map<string, number>();
+  for (const e of events) {
+    if (e.type !== 'DependencyChecked' || !e.reason?.startsWith('checked by the hypervisor')) continue;
+    const k = `${e.hostId}/${e.on}/${e.payload.buildId}/${e.expected}/${e.found}`;
+    recorded.set(k, (recorded.get(k) ?? 0) + 1);
+  }
+  const problems: string[] = [];
+  for (const [k, n] of made) {
+    const r = recorded.get(k) ?? 0;
+    if (r < n) problems.push(`${k}: made ${n}, recorded ${r}`);
+  }
+  return verdict('every dependency check a hypervisor made is recorded', problems, `${checks} checks journalled`);
+}
+
+/** Hosts the rollout failed are hosts a host fault was injected on: infrastructure faults spend no budget. */
+export function failuresAreHostFaults(failed: ReadonlyMap<string, string>, faultyHosts: ReadonlySet<string>): Verdict {
+  const problems = [...failed].filter(([h]) => !faultyHosts.has(h)).map(([h, why]) => `${h} failed without a host fault: ${why}`);
+  return verdict('no failure budget spent on infrastructure faults', problems, `${failed.size} hosts failed, ${faultyHosts.size} had host faults injected`);
+}
+
+/** Recorded drift means fleetpatch found a host in a state it could not explain. */
+export function noUnexplainedDrift(events: readonly DomainEvent[]): Verdict {
+  const drift = events.filter((e) => e.type === 'DriftDetected') as Extract<DomainEvent, { type: 'DriftDetected' }>[];
+  return verdict('no unexplained drift (every difference was a recorded reboot or a restated step)', drift.map((d) => `${d.hostId}: ${d.differences[0]?.description}`), `${drift.length} DriftDetected events`);
+}

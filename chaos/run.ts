@@ -1,0 +1,36 @@
+/**
+ * `npm run chaos [-- --seed N --hosts 500 --minutes 10]`: one chaos run (scenario.ts), bounded in
+ * time; prints the seed, every fault as it is injected, then each invariant with its counts, and
+ * exits non-zero if any fails. Not part of `npm test` (a short run is: test/chaos/*.e2e.test.ts).
+ */
+import { parseArgs } from 'node:util';
+import { runChaos } from './scenario.ts';
+
+const { values } = parseArgs({
+  options: { seed: { type: 'string' }, hosts: { type: 'string' }, workers: { type: 'string' }, minutes: { type: 'string' }, concurrency: { type: 'string' } },
+});
+const seed = values.seed !== undefined ? Number(values.seed) : Math.floor(Math.random() * 1_000_000);
+const hosts = Number(values.hosts ?? 500);
+if (!Number.isInteger(seed) || seed < 0 || !Number.isInteger(hosts) || hosts < 10 || hosts > 10_000) {
+  process.stderr.write('chaos: --seed must be a whole number >= 0 and --hosts from 10 to 10000\n');
+  process.exit(2);
+}
+const report = await runChaos({
+  seed,
+  hosts,
+  workers: Number(values.workers ?? 2),
+  concurrency: Number(values.concurrency ?? 20),
+  actionMs: 200,
+  faults: { workerKills: 3, temporalRestarts: 1, postgresOutages: 1, reboots: 5, hungHosts: 2, applyFailures: 3, slowHosts: 10 },
+  postgresDownMs: 10_000,
+  deadlineMs: Number(values.minutes ?? 10) * 60_000,
+  say: (l) => process.stdout.write(`${l}\n`),
+});
+process.stdout.write(`\nchaos run, seed ${report.seed} (reproduce: npm run chaos -- --seed ${report.seed} --hosts ${report.hosts}): ${report.hosts} hosts, ${report.seconds} s\n`);
+process.stdout.write(`faults injected: ${Object.entries(report.injected).map(([k, n]) => `${k} ${n}`).join(', ')}\n`);
+for (const v of report.verdicts) {
+  process.stdout.write(`${v.ok ? 'PASS' : 'FAIL'}  ${v.name}: ${v.detail}\n`);
+  for (const p of v.problems) process.stdout.write(`        ${p}\n`);
+}
+process.stdout.write(report.ok ? `\nall ${report.verdicts.length} invariants hold\n` : `\n${report.verdicts.filter((v) => !v.ok).length} invariant(s) FAILED\n`);
+process.exit(report.ok ? 0 : 1);
