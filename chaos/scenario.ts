@@ -195,7 +195,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         case 'workerKills': {
           const i = Math.floor(mulberry32(hash32(`${opts.seed}/${f.at}`))() * workers.length);
           say(`+${((Date.now() - t0) / 1000).toFixed(1)}s SIGKILL worker ${i}`);
-          workers[i]?.kill('SIGKILL');
+          const victim = workers[i];
+          if (!victim || victim.exitCode !== null || victim.signalCode !== null) return;
+          victim.kill('SIGKILL');
           await new Promise((r) => setTimeout(r, 1000));
           await spawnWorker(i);
           return;
@@ -241,13 +243,13 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
           return;
       }
     };
-    const chaos = (async () => {
-      for (const f of faults) {
-        const wait = f.at - (Date.now() - t0);
-        if (wait > 0) await new Promise((r) => setTimeout(r, wait));
+    // Each fault at its own moment: an outage being waited out does not delay the next fault.
+    const chaos = Promise.all(
+      faults.map(async (f) => {
+        await new Promise((r) => setTimeout(r, Math.max(0, f.at - (Date.now() - t0))));
         await inject(f);
-      }
-    })();
+      }),
+    );
 
     const deadline = started + opts.deadlineMs;
     let status = 'timed out';
