@@ -15,7 +15,7 @@ export function apiMetrics(view: LiveView, workerRegistry?: Registry): { registr
   const registry = new Registry();
   new Gauge({
     name: 'fleetpatch_rollout_hosts',
-    help: 'Hosts of a rollout by outcome, as recorded: patched, already (patched before), failed, unreachable (of the failed), rolled_back, not_restored (by its rollback)',
+    help: 'Hosts of a rollout by outcome, as recorded: patched, already (patched before), failed, unreachable (of the failed); by its latest rollback: rolled_back (restored), rollback_nothing_to_do (already as before), not_restored',
     labelNames: ['rollout', 'outcome'],
     registers: [registry],
     collect() {
@@ -25,7 +25,8 @@ export function apiMetrics(view: LiveView, workerRegistry?: Registry): { registr
         this.set({ rollout: s.rolloutId, outcome: 'already' }, s.hosts.already);
         this.set({ rollout: s.rolloutId, outcome: 'failed' }, s.hosts.failed);
         this.set({ rollout: s.rolloutId, outcome: 'unreachable' }, s.hosts.unreachable);
-        this.set({ rollout: s.rolloutId, outcome: 'rolled_back' }, s.rollback ? s.rollback.rolledBack + s.rollback.nothingToDo : 0);
+        this.set({ rollout: s.rolloutId, outcome: 'rolled_back' }, s.rollback ? s.rollback.rolledBack : 0);
+        this.set({ rollout: s.rolloutId, outcome: 'rollback_nothing_to_do' }, s.rollback ? s.rollback.nothingToDo : 0);
         this.set({ rollout: s.rolloutId, outcome: 'not_restored' }, s.rollback ? s.rollback.stackGrew + s.rollback.unrecoverable + s.rollback.failed : 0);
       }
     },

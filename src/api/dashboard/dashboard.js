@@ -125,7 +125,7 @@ function renderGrid() {
 
 function cell(h) {
   const label = `${h.id}: ${STATES[h.state] ?? h.state}${h.reason ? ` (${h.reason})` : ''}${h.stack.length ? `; stack ${h.stack.join(' > ')}` : ''}`;
-  return el('button', { type: 'button', class: 'cell', style: colour(h.state), 'data-host': h.id, 'data-state': h.state, title: label, 'aria-label': label, onclick: () => openHost(h.id) }, h.id.replace(/^host-0*/, '') || h.id);
+  return el('button', { type: 'button', class: 'cell', style: colour(h.state), 'data-host': h.id, 'data-state': h.state, title: label, 'aria-label': label, onclick: () => openHost(h.id) }, h.id.replace(/^host-0*(?=\d)/, ''));
 }
 
 function updateHosts(list) {
@@ -286,6 +286,17 @@ function renderRollout(r) {
       el('thead', {}, el('tr', {}, ['host', 'wave', 'stage', 'code', 'reason'].map((c) => el('th', {}, c)))),
       el('tbody', {}, p.failures.map((f) => el('tr', {}, el('td', {}, el('button', { type: 'button', class: 'link', onclick: () => openHost(f.hostId) }, f.hostId)), el('td', {}, f.wave), el('td', {}, f.stage), el('td', {}, f.code), el('td', {}, `${f.reason}${f.restore ? `; ${f.restore}` : ''}`))))));
   }
+  const recorded = r.rollback;
+  if (!p.rollback && recorded) {
+    // A rollback asked for after the rollout ended runs in its own workflow: the event store has it.
+    const notBack = recorded.stackGrew + recorded.unrecoverable + recorded.failed;
+    parts.push(el('section', { 'data-testid': 'rollback', 'aria-label': 'rollback' },
+      el('h3', {}, `Rollback ${recorded.status}${recorded.status === 'finished' ? (notBack ? ' — INCOMPLETE' : ' — every host is back') : ''}`),
+      el('p', {}, `asked by ${recorded.requestedBy?.id ?? '?'}: ${recorded.reason}`),
+      el('p', {}, `${recorded.rolledBack + recorded.nothingToDo} of ${recorded.hosts} touched host(s) back (${recorded.rolledBack} restored, ${recorded.nothingToDo} had nothing to undo)${notBack ? `; NOT back: ${notBack}` : ''}`),
+      recorded.notBack.length ? el('table', {}, el('thead', {}, el('tr', {}, ['host', 'outcome', 'why'].map((c) => el('th', {}, c)))),
+        el('tbody', {}, recorded.notBack.map((x) => el('tr', {}, el('td', {}, x.hostId), el('td', {}, x.outcome), el('td', {}, x.reason ?? '-'))))) : null));
+  }
   if (p.rollback) {
     const rb = p.rollback;
     const notBack = rb.stackGrew + rb.unrecoverable + rb.failed;
@@ -296,7 +307,7 @@ function renderRollout(r) {
       rb.problems.length ? el('table', {}, el('thead', {}, el('tr', {}, ['host', 'outcome', 'stack now', 'should be', 'why'].map((c) => el('th', {}, c)))),
         el('tbody', {}, rb.problems.map((x) => el('tr', {}, el('td', {}, x.hostId), el('td', {}, x.outcome), el('td', {}, x.stackNow.map((s) => s.name).join(' > ') || 'empty'), el('td', {}, x.formerStack.map((s) => s.name).join(' > ') || 'empty'), el('td', {}, x.reason))))) : null));
   }
-  if (FINAL.includes(p.status) && may('operator') && !p.rollback && p.waves.some((w) => w.patched > 0)) {
+  if (FINAL.includes(p.status) && may('operator') && !p.rollback && !recorded && p.waves.some((w) => w.patched > 0)) {
     const reason = el('input', { id: 'rollback-reason', type: 'text', placeholder: 'why roll back (recorded)', 'aria-label': 'rollback reason' });
     const msg = el('p', { role: 'alert', class: 'error' });
     parts.push(el('form', { class: 'actions', onsubmit: async (ev) => {

@@ -66,6 +66,28 @@ export function rolloutRoutes(app: Api, ctx: ApiContext): void {
     }
     return p;
   };
+  /** The latest rollback the event store records for the rollout, and the hosts it did not bring back. */
+  const recordedRollback = async (id: string) => {
+    const report = await rolloutReport(ctx.events, id).catch(() => null);
+    const rb = report?.summary.rollback;
+    if (!report || !rb) return {};
+    const since = Date.parse(rb.startedAt);
+    const latest = new Map(report.rollbacks.filter((b) => Date.parse(b.at) >= since).map((b) => [b.hostId, b]));
+    return {
+      rollback: {
+        status: rb.status,
+        requestedBy: rb.requestedBy,
+        reason: rb.reason,
+        hosts: rb.hosts,
+        rolledBack: rb.rolledBack,
+        nothingToDo: rb.nothingToDo,
+        stackGrew: rb.stackGrew,
+        unrecoverable: rb.unrecoverable,
+        failed: rb.failed,
+        notBack: [...latest.values()].filter((b) => b.outcome !== 'rolled-back' && b.outcome !== 'nothing-to-do').slice(0, 200).map((b) => ({ hostId: b.hostId, outcome: b.outcome, reason: b.reason })),
+      },
+    };
+  };
   /** Who started it, its gates, and its failure budgets against the failures so far. */
   const planFacts = async (id: string, p: RolloutProgress) => {
     const input = await inputOf(id);
@@ -169,6 +191,21 @@ export function rolloutRoutes(app: Api, ctx: ApiContext): void {
             })
             .optional()
             .describe('failures so far against what each wave budget and the total budget allow'),
+          rollback: z
+            .object({
+              status: z.enum(['running', 'finished']),
+              requestedBy: z.object({ kind: z.string(), id: z.string() }).nullable(),
+              reason: z.string(),
+              hosts: z.number(),
+              rolledBack: z.number(),
+              nothingToDo: z.number(),
+              stackGrew: z.number(),
+              unrecoverable: z.number(),
+              failed: z.number(),
+              notBack: z.array(z.object({ hostId: z.string(), outcome: z.string(), reason: z.string().nullable() })),
+            })
+            .optional()
+            .describe("the latest rollback as the event store has it (also one asked for after the rollout ended), with the hosts it did not bring back"),
         }),
         ...errors,
       },
@@ -178,7 +215,7 @@ export function rolloutRoutes(app: Api, ctx: ApiContext): void {
       let unavailable: string | undefined;
       try {
         const live = await liveProgress(ctx.temporal.client, id, 5000);
-        if ('progress' in live) return { rolloutId: id, live: true, progress: live.progress, ...(await planFacts(id, live.progress)) };
+        if ('progress' in live) return { rolloutId: id, live: true, progress: live.progress, ...(await planFacts(id, live.progress)), ...(await recordedRollback(id)) };
         unavailable = live.unavailable;
       } catch (e) {
         if (!(e instanceof FleetpatchError && (e.code === 'ROLLOUT_NOT_FOUND' || e.code === 'ROLLOUT_STATE'))) throw e;
