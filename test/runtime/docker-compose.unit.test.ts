@@ -30,6 +30,16 @@ describe('docker-compose.yml', async () => {
     expect(services.worker!.command).toEqual(['worker']);
   });
 
+  it('serves the API and dashboard with settings fleetpatch accepts, on the port it publishes', () => {
+    const api = services.api!;
+    expect(api.command?.[0]).toBe('api');
+    const port = api.command![api.command!.indexOf('--port') + 1];
+    expect(api.command![api.command!.indexOf('--listen') + 1]).toBe('0.0.0.0');
+    expect(api.ports).toContain(`${port}:${port}`);
+    expect(loadConfig(api.environment!).database.url).toBe(loadConfig(services.worker!.environment!).database.url);
+    expect(Object.keys(api.depends_on ?? {})).toEqual(expect.arrayContaining(['postgresql', 'temporal']));
+  });
+
   it('only depends on services that exist', () => {
     for (const [name, s] of Object.entries(services)) {
       for (const dep of Object.keys(s.depends_on ?? {})) expect(names, `${name} depends on ${dep}`).toContain(dep);
