@@ -31,7 +31,7 @@ import {
 } from './elf.ts';
 import { parseBuildIdNote } from './note.ts';
 
-/** Xen's LIVEPATCH_MAX_SIZE (2 MiB): the largest payload, and the largest writable NOBITS section. */
+/** Xen's LIVEPATCH_MAX_SIZE (2 MiB): the largest payload, and the largest writable or allocated NOBITS section. */
 const LIVEPATCH_MAX_SIZE = 2 * 1024 * 1024;
 
 export const SECTION = {
@@ -378,9 +378,11 @@ class Pipeline {
       if (s.addralign !== 0n && !isPowerOfTwo(s.addralign)) {
         this.fail('EOPNOTSUPP', 4, 'section-align', `section ${i}'s alignment ${s.addralign} is not a power of two`, { section: i });
       }
-      // Xen allocates .bss like the rest of the payload: no bigger than LIVEPATCH_MAX_SIZE.
-      if (s.type === SHT_NOBITS && (s.flags & SHF_WRITE) !== 0n && s.size > BigInt(LIVEPATCH_MAX_SIZE)) {
-        this.fail('EINVAL', 4, 'bss-size', `section ${i} is a writable NOBITS section (.bss) of ${s.size} bytes; Xen refuses more than 2 MiB (${LIVEPATCH_MAX_SIZE})`, { section: i });
+      // Xen allocates .bss like the rest of the payload: no bigger than LIVEPATCH_MAX_SIZE. Its
+      // test is (sh_flags & (SHF_WRITE | SHF_ALLOC)): a read-only but allocated NOBITS section of
+      // 2^40 bytes is refused too (before, it was accepted with a layout of 2^28 pages).
+      if (s.type === SHT_NOBITS && (s.flags & (SHF_WRITE | SHF_ALLOC)) !== 0n && s.size > BigInt(LIVEPATCH_MAX_SIZE)) {
+        this.fail('EINVAL', 4, 'bss-size', `section ${i} is a NOBITS section (.bss) of ${s.size} bytes that Xen would allocate; it refuses more than 2 MiB (${LIVEPATCH_MAX_SIZE})`, { section: i });
       }
       if (s.type === SHT_SYMTAB) {
         if (symtab !== -1) this.fail('EOPNOTSUPP', 4, 'symtab-multiple', `more than one symbol table (sections ${symtab} and ${i})`);

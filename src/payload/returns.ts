@@ -96,7 +96,8 @@ export function relocatableCode(elf: ElfFile): RelocatableCode {
   for (const s of elf.sections) {
     if (s.type !== SHT_RELA || s.info === 0 || s.info >= elf.sections.length) continue;
     const list = relocations.get(s.info) ?? [];
-    list.push(...elf.relocations(s));
+    // Not push(...): a large relocation section would exceed the call stack's argument limit.
+    for (const r of elf.relocations(s)) list.push(r);
     relocations.set(s.info, list);
   }
   return { sections: elf.sections, symbols: elf.symbols, relocations };

@@ -1,0 +1,96 @@
+/**
+ * Payloads that claim hostile sizes (2^32 sections, a 2^63-byte symbol table, 4 GiB notes, a .bss
+ * of 2^64-1 bytes, ...) are refused from the header fields alone: before anything of that size is
+ * allocated, read or looped over. Each refusal is the catalogue's error, comes at once, and
+ * allocates next to nothing. And what the long fuzzing (npm run fuzz, docs/reliability.md) found
+ * in the payload library stays fixed.
+ */
+import { describe, expect, it } from 'vitest';
+import { FleetpatchError, XenError } from '../../src/errors.ts';
+import {
+  DEFAULT_IMAGE, checkUpload, objectFunctionResult, parsePayload, payloadObject, readElf, readImage, relocatableCode, writeElfObject,
+} from '../../src/payload/index.ts';
+import { build, patchHeader, patchSection, putSectionData } from './craft.ts';
+
+const U64_MAX = (1n << 64n) - 1n;
+
+/** Runs fn, which must refuse; returns its error, how long it took and the array buffers it made. */
+function measure(fn: () => unknown): { error: unknown; ms: number; allocated: number } {
+  const before = process.memoryUsage().arrayBuffers;
+  const t0 = performance.now();
+  let error: unknown = null;
+  try {
+    fn();
+  } catch (e) {
+    error = e;
+  }
+  return { error, ms: performance.now() - t0, allocated: process.memoryUsage().arrayBuffers - before };
+}
+
+const base = build({ writableData: 8 });
+
+const hostile: [string, () => Uint8Array, string][] = [
+  // ELF's extended numbering: e_shnum 0 means "the count is in section 0's sh_size".
+  ['2^32 sections (e_shnum 0, section 0 sh_size 2^32)', () => patchHeader(patchSection(base, 0, 'size', 1n << 32n), 'shnum', 0), 'EINVAL'],
+  ['65535 sections (the most e_shnum can say)', () => patchHeader(base, 'shnum', 0xffff), 'EOPNOTSUPP'],
+  ['a section table at 2^64-1', () => patchHeader(base, 'shoff', U64_MAX), 'EINVAL'],
+  ['65535-byte section headers', () => patchHeader(base, 'shentsize', 0xffff), 'EINVAL'],
+  ['a 2^63-byte symbol table', () => patchSection(base, '.symtab', 'size', 1n << 63n), 'EINVAL'],
+  ['a symbol table of 2^32 symbols', () => patchSection(base, '.symtab', 'size', (1n << 32n) * 24n), 'EINVAL'],
+  ['a string table of 2^64-1 bytes', () => patchSection(base, '.strtab', 'size', U64_MAX), 'EINVAL'],
+  ['a .bss of 2^64-1 bytes', () => patchSection(base, '.bss', 'size', U64_MAX), 'EINVAL'],
+  ['a 2^40-byte relocation section', () => patchSection(base, '.rela.livepatch.funcs', 'size', 1n << 40n), 'EINVAL'],
+  ['relocations of 2^64-1 bytes each', () => patchSection(base, '.rela.livepatch.funcs', 'entsize', U64_MAX), 'EINVAL'],
+  ['2^32 functions', () => patchSection(base, '.livepatch.funcs', 'size', (1n << 32n) * 104n), 'EINVAL'],
+  ['a build-id note claiming namesz and descsz of 4 GiB', () => putSectionData(putSectionData(base, '.note.gnu.build-id', 0, 4, 0xffffffff), '.note.gnu.build-id', 4, 4, 0xffffffff), 'EINVAL'],
+  ['a depends note claiming a 4 GiB build-id', () => putSectionData(base, '.livepatch.depends', 4, 4, 0xfffffff0), 'EINVAL'],
+  // Allocated (the note is SHF_ALLOC): Xen would allocate it, so it is refused like a .bss.
+  ['an allocated NOBITS build-id note of 2^63 bytes', () => patchSection(patchSection(base, '.note.gnu.build-id', 'type', 8), '.note.gnu.build-id', 'size', 1n << 63n), 'EINVAL'],
+  ['a read-only allocated NOBITS section of 2^40 bytes', () => patchSection(patchSection(patchSection(base, '.rodata', 'type', 8), '.rodata', 'flags', 2), '.rodata', 'size', 1n << 40n), 'EINVAL'],
+  // Not allocated: Xen never loads it, so its size is never used; the last byte read is a NUL.
+  ['a NOBITS .modinfo of 2^63 bytes, not allocated', () => patchSection(patchSection(patchSection(base, '.modinfo', 'type', 8), '.modinfo', 'flags', 0), '.modinfo', 'size', 1n << 63n), 'accepted'],
+];
+
+describe('payloads that claim hostile sizes', () => {
+  it.each(hostile)('%s: refused at once, allocating nothing of that size', (_what, make, errno) => {
+    const bytes = make();
+    for (const fn of [() => parsePayload(bytes), () => checkUpload({ name: 'hostile', bytes, image: DEFAULT_IMAGE })]) {
+      const r = measure(fn);
+      if (errno === 'accepted') expect(r.error).toBeNull();
+      else {
+        expect(r.error).toBeInstanceOf(XenError);
+        expect((r.error as XenError).errnoName).toBe(errno);
+      }
+      expect(r.ms).toBeLessThan(250);
+      expect(r.allocated).toBeLessThan(1024 * 1024);
+    }
+    // The generic reader (images, tools) refuses them too, or reads what is really there.
+    const r = measure(() => readElf(bytes));
+    if (r.error) expect(r.error).toBeInstanceOf(FleetpatchError);
+    expect(r.allocated).toBeLessThan(1024 * 1024);
+    const image = measure(() => readImage(bytes));
+    expect(image.error).toBeInstanceOf(FleetpatchError);
+    expect(image.allocated).toBeLessThan(1024 * 1024);
+  });
+});
+
+describe('found by fuzzing', () => {
+  it('an allocated read-only NOBITS section over 2 MiB is EINVAL, as in Xen (sh_flags & (SHF_WRITE | SHF_ALLOC)); 2 MiB is fine', () => {
+    const ro = (size: bigint) => patchSection(patchSection(patchSection(base, '.rodata', 'type', 8), '.rodata', 'flags', 2), '.rodata', 'size', size);
+    const refused = measure(() => checkUpload({ name: 'ro', bytes: ro(2n * 1024n * 1024n + 1n), image: DEFAULT_IMAGE })).error as XenError;
+    expect(refused.errnoName).toBe('EINVAL');
+    expect(refused.details.check).toBe('bss-size');
+    expect(parsePayload(ro(2n * 1024n * 1024n)).layout.roSize).toBeGreaterThanOrEqual(2n * 1024n * 1024n);
+  });
+
+  it('relocatableCode reads an object with 200,000 relocations (it spread them into one call: RangeError)', () => {
+    const o = payloadObject({ name: 'many', funcs: [{ target: 'xen_extra_version', returns: 'Hello' }] }, { image: DEFAULT_IMAGE });
+    const one = o.relocations!['.text']!;
+    const bytes = writeElfObject({ ...o, relocations: { ...o.relocations, '.text': Array.from({ length: 200_000 }, () => one[0]!) } });
+    expect(bytes.length).toBeGreaterThan(200_000 * 24);
+    const code = relocatableCode(readElf(bytes));
+    const text = o.sections.findIndex((s) => s.name === '.text') + 1;
+    expect(code.relocations.get(text)).toHaveLength(200_000);
+    expect(objectFunctionResult(code, 'many_xen_extra_version')).toEqual({ kind: 'string', value: 'Hello' });
+  });
+});
