@@ -89,7 +89,8 @@ class StringTable {
     const known = this.index.get(s);
     if (known !== undefined) return known;
     const at = this.bytes.length;
-    this.bytes.push(...this.encoder.encode(s), 0);
+    for (const b of this.encoder.encode(s)) this.bytes.push(b);
+    this.bytes.push(0);
     this.index.set(s, at);
     return at;
   }
@@ -388,7 +389,9 @@ export function payloadObject(input: PayloadSpec, options: BuildOptions = {}): E
   const symbols: ElfObjectSymbol[] = [];
   const addString = (s: string) => {
     const at = rodata.length;
-    rodata.push(...encoder.encode(s), 0);
+    // Byte by byte: a spec may hold a string of ~1 MiB, too many arguments for one push(...).
+    for (const b of encoder.encode(s)) rodata.push(b);
+    rodata.push(0);
     return at;
   };
   const addFunction = (code: number[]) => {

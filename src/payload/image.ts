@@ -234,7 +234,8 @@ export function defineImage(def: ImageDefinition): HypervisorImage {
       size = 6;
     } else {
       const stringAddress = rodataBase + BigInt(strings.length);
-      strings.push(...encoder.encode(fn.returns.value), 0);
+      for (const b of encoder.encode(fn.returns.value)) strings.push(b);
+      strings.push(0);
       text.set([0x48, 0x8d, 0x05], at);
       v.setInt32(at + 3, Number(stringAddress - (address + 7n)), true);
       text[at + 7] = 0xc3;

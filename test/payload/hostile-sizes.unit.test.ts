@@ -8,7 +8,7 @@
 import { describe, expect, it } from 'vitest';
 import { FleetpatchError, XenError } from '../../src/errors.ts';
 import {
-  DEFAULT_IMAGE, checkUpload, objectFunctionResult, parsePayload, payloadObject, readElf, readImage, relocatableCode, writeElfObject,
+  DEFAULT_IMAGE, buildPayload, checkUpload, objectFunctionResult, parsePayload, payloadObject, readElf, readImage, relocatableCode, writeElfObject,
 } from '../../src/payload/index.ts';
 import { build, patchHeader, patchSection, putSectionData } from './craft.ts';
 
@@ -92,5 +92,11 @@ describe('found by fuzzing', () => {
     const text = o.sections.findIndex((s) => s.name === '.text') + 1;
     expect(code.relocations.get(text)).toHaveLength(200_000);
     expect(objectFunctionResult(code, 'many_xen_extra_version')).toEqual({ kind: 'string', value: 'Hello' });
+  });
+
+  it('the builder writes a function returning a 600,000-character string (the same spread, in the builder: RangeError)', () => {
+    const bytes = buildPayload({ name: 'long', funcs: [{ target: 'xen_extra_version', returns: 'a'.repeat(600_000) }] }, { image: DEFAULT_IMAGE });
+    const checked = checkUpload({ name: 'long', bytes, image: DEFAULT_IMAGE });
+    expect(checked.payload.funcs[0]!.name).toBe('xen_extra_version');
   });
 });
