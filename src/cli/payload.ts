@@ -3,7 +3,7 @@
  *
  * Xen refusals print as `EINVAL (22): <reason>` (the sentence Xen keeps on its console) and exit 1.
  */
-import { writeFile, chmod } from 'node:fs/promises';
+import { writeFile, chmod, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { parse as parseYaml } from 'yaml';
 import { FleetpatchError, XenError } from '../errors.ts';
@@ -12,7 +12,10 @@ import {
   readImage, readPublicKey, readSignature, readSigningKey, signPayload, signingKeyToFile, verifyPayload,
   type CheckedPayload, type HypervisorImage, type LivepatchPayload, type LoadedPayload, type PayloadAddress,
 } from '../payload/index.ts';
-import { parseCommandArgs, requirePositional } from './args.ts';
+import { boundedText, parseCommandArgs, requirePositional } from './args.ts';
+import { withServices } from './context.ts';
+import { EventStore } from '../events/store.ts';
+import { PayloadStore } from '../events/payload-store.ts';
 import type { CliIO, Command } from './io.ts';
 import { readInputFile, type FileKind } from '../runtime/files.ts';
 import { describeAddress, hex, payloadToJson } from '../payload/inspect-json.ts';
@@ -31,7 +34,11 @@ Commands:
   sign <file> --key <file.key> [--out <file.sig>]
                                           detached ed25519 signature over the payload bytes
   verify <file> --trust <file.pub>... [--sig <file.sig>]
-                                          check a signature against trusted public keys`;
+                                          check a signature against trusted public keys
+  store <file> [--sig <file.sig>] [--by WHO]
+                                          keep the payload's bytes in the payload store, so a
+                                          rollback can upload it again after a REPLACE reverted it
+                                          (payloads loaded outside fleetpatch)`;
 
 const KIND = { payload: 'payload', 'hypervisor image': 'image', spec: 'spec', 'signing key': 'key', 'public key': 'key', signature: 'signature' } as const satisfies Record<string, FileKind>;
 
@@ -215,16 +222,48 @@ const verifyCommand: Command = async (args, io) => {
   return 0;
 };
 
-const SUBCOMMANDS: Record<string, Command> = { inspect, check, build, keygen, sign: signCommand, verify: verifyCommand };
+/**
+ * Stores a payload loaded outside fleetpatch (by hand, by another tool): Xen cannot hand payload
+ * bytes back, so without them a rollback could not put it back after a REPLACE reverted it.
+ */
+const store: Command = async (args, io) => {
+  const { values, positionals } = parseCommandArgs(args, { sig: { type: 'string' }, by: { type: 'string' } }, 'payload store');
+  const file = requirePositional(positionals, 0, 'payload file', 'payload store');
+  const bytes = await readBytes(file, 'payload');
+  const sigFile = values.sig ?? `${file}.sig`;
+  const signature = values.sig !== undefined || (await fileExists(sigFile)) ? readSignature(await readText(sigFile, 'signature')) : null;
+  return xenRefusals(io, false, async () => {
+    const p = parsePayload(bytes, { name: payloadName(file) });
+    return withServices({ database: true, temporal: false }, async ({ services }) => {
+      const by = { kind: 'user' as const, id: boundedText(values.by ?? (process.env.USER || 'operator'), '--by', 200, 'payload store') ?? 'operator' };
+      const r = await new PayloadStore(new EventStore(services.pool)).put(
+        { name: payloadName(file), buildId: p.buildIdHex, bytes, depends: p.dependsHex, xenDepends: p.xenDependsHex, ...(signature ? { signature } : {}) },
+        { actor: by },
+      );
+      io.out(`${r.created ? 'stored' : 'already stored'}: ${r.payload.name} (build-id ${p.buildIdHex}), ${bytes.length} bytes, sha256 ${r.payload.sha256.slice(0, 16)}…${signature ? `, signed by key ${signature.keyId}` : ', unsigned'}`);
+      io.out('fleetpatch can now upload it again wherever a restore needs it.');
+      return 0;
+    });
+  });
+};
+
+async function fileExists(file: string): Promise<boolean> {
+  return stat(file).then(
+    (s) => s.isFile(),
+    () => false,
+  );
+}
+
+const SUBCOMMANDS: Record<string, Command> = { inspect, check, build, keygen, sign: signCommand, verify: verifyCommand, store };
 
 export const payloadCommand: Command = async (args, io) => {
   const [sub, ...rest] = args;
   if (!sub || sub === '--help' || sub === '-h' || sub === 'help') {
     io.out(USAGE);
-    if (!sub) throw new FleetpatchError('USAGE', 'payload: missing command (inspect, check, build, keygen, sign, verify)');
+    if (!sub) throw new FleetpatchError('USAGE', 'payload: missing command (inspect, check, build, keygen, sign, verify, store)');
     return 0;
   }
   const command = Object.hasOwn(SUBCOMMANDS, sub) ? SUBCOMMANDS[sub] : undefined;
-  if (!command) throw new FleetpatchError('USAGE', `payload: unknown command "${sub}" (inspect, check, build, keygen, sign, verify)`);
+  if (!command) throw new FleetpatchError('USAGE', `payload: unknown command "${sub}" (inspect, check, build, keygen, sign, verify, store)`);
   return command(rest, io);
 };

@@ -7,6 +7,11 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FleetClient, loadImageFile, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
 import { describeProgress, type Started } from '../../src/cli/rollouts.ts';
+import { startRollback } from '../../src/control/steer.ts';
+import { main } from '../../src/cli/main.ts';
+import { memoryIO } from '../../src/cli/io.ts';
+import { writeFile } from 'node:fs/promises';
+import path from 'node:path';
 import { EventStore } from '../../src/events/store.ts';
 import type { PlanInput } from '../../src/rollout/plan.ts';
 import type { RolloutProgress } from '../../src/rollout/progress.ts';
@@ -235,6 +240,23 @@ describe('a rollback that restores every host it touched (gcc-built payloads wit
     const after = await views(ids);
     for (const id of ids.slice(1)) expect(after[id]).toEqual(before[id]);
     expect(after[stranger]!.loaded).toEqual(['vendor_hello:CHECKED']);
+    expect(await replayDifferences(db.pool, fleet.fleetFile)).toEqual([]);
+
+    // The operator stores the vendor's file (`fleetpatch payload store`) and rolls back again:
+    // now the stranger gets its stack back too.
+    const vendorFile = path.join(dir, 'vendor_hello.livepatch');
+    await writeFile(vendorFile, vendorBytes);
+    const io = memoryIO();
+    process.env.DATABASE_URL = db.url;
+    try {
+      expect(await main(['payload', 'store', vendorFile, '--by', 'ops'], io)).toBe(0);
+    } finally {
+      delete process.env.DATABASE_URL;
+    }
+    expect(io.stdout.join('\n')).toMatch(/^stored: vendor_hello \(build-id [0-9a-f]+\)/);
+    const rb = await (await startRollback(temporal.client, temporal.taskQueue, 'restore-unknown-1', ops, 'the vendor file is stored now')).result();
+    expect(rb).toMatchObject({ outcome: 'rolled-back', unrecoverable: 0 });
+    expect((await views([stranger]))[stranger]).toEqual(before[stranger]);
     expect(await replayDifferences(db.pool, fleet.fleetFile)).toEqual([]);
   });
 });
