@@ -19,6 +19,7 @@ import { connectClient, describeProgress, describeRollback, isFinal, readPlanFil
 import { renderTable } from './table.ts';
 import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
 import { EventStore } from '../events/store.ts';
+import { selectStoredBuildIds } from '../events/sql/payloads.ts';
 import { rolloutReport } from '../events/audit/rollout-report.ts';
 import { describeRolloutReport } from './audit.ts';
 
@@ -126,14 +127,21 @@ export const rolloutCommand: Command = async (args, io) => {
 async function planCommand(file: string, json: boolean, io: CliIO): Promise<number> {
   const config = loadConfig();
   const { plan, dir } = await readPlanFile(file);
-  const needsStore = plan.payloads.some((p) => 'buildId' in p);
+  // Payloads named by build-id come from the store; a REPLACE asks it which payloads it could put back.
+  const needsStore = plan.payloads.some((p) => 'buildId' in p) || plan.mode === 'replace';
   const run = async (pool?: import('../runtime/database.ts').Pool) => {
     const resolved = await resolvePlanPayloads(plan, dir, { ...(pool ? { pool } : {}), actor: actor(undefined), store: false, planFile: file });
     const fleet = await FleetClient.open(config.fleetFile);
     const hosts = fleet.fleet.hosts.map((h) => ({ id: h.id, labels: h.labels, buildId: h.buildId }));
     const live = await readLiveStates(fleet, hosts.map((h) => h.id));
     const rolloutId = rolloutIdFor(resolved);
-    const result = preflight(resolved, hosts, live, rolloutId);
+    let storedBytes: Set<string> | undefined;
+    if (pool && resolved.mode === 'replace') {
+      const withData = new Set<string>();
+      for (const st of live.values()) if (st.ok) for (const p of st.state.loaded) if (p.safeToReapply === false) withData.add(p.buildId);
+      storedBytes = await selectStoredBuildIds(pool, [...withData]);
+    }
+    const result = preflight(resolved, hosts, live, rolloutId, storedBytes);
     if (json) {
       io.out(JSON.stringify({ rolloutId, plan: resolved, summary: result.summary, waves: result.waves, hosts: result.hosts }, null, 2));
       return 0;
@@ -159,6 +167,12 @@ async function planCommand(file: string, json: boolean, io: CliIO): Promise<numb
       io.out('incompatible hosts (left alone):');
       for (const h of incompatible.slice(0, 20)) io.out(`  ${h.hostId}: ${h.reason}`);
       if (incompatible.length > 20) io.out(`  ... ${incompatible.length - 20} more (--json lists all)`);
+    }
+    if (s.unrestorable) {
+      io.out('');
+      io.out(`warning: ${s.unrestorable} host(s) carry payloads with writable data that fleetpatch has no bytes for; if their REPLACE fails, their former stack cannot be put back:`);
+      for (const u of s.unrestorableSamples ?? []) io.out(`  ${u.hostId}: ${u.payloads.join(', ')}`);
+      io.out('  store those payloads first: fleetpatch payload store <file>');
     }
     const unreachable = result.hosts.filter((h) => h.verdict === 'unreachable');
     if (unreachable.length) {

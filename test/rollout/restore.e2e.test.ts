@@ -21,7 +21,7 @@ import { buildFixtures, type Fixtures } from '../fixtures/toolchain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestWorker, type TestTemporal } from '../support/temporal.ts';
 import { saveHistory } from '../support/histories.ts';
-import { hostEvents, replayDifferences, startPlan, tempDir } from '../support/rollout.ts';
+import { hostEvents, replayDifferences, startPlan, tempDir, writePlan } from '../support/rollout.ts';
 
 const ops = { kind: 'user' as const, id: 'ops' };
 
@@ -217,6 +217,19 @@ describe('a rollback that restores every host it touched (gcc-built payloads wit
     }
     const stranger = ids[0]!;
     const before = await views(ids);
+    // The dry run says it before anything is touched.
+    const planFile = await writePlan(dir, { name: 'replace-unknown', mode: 'replace', payloads: [{ file: fx.payloads.replaceWorld.path }], hosts: { ids }, waves: [{ name: 'all', hosts: '100%' }], allowUnsigned: true });
+    const dry = memoryIO();
+    Object.assign(process.env, { DATABASE_URL: db.url, FLEETPATCH_FLEET_FILE: fleet.fleetFile });
+    try {
+      expect(await main(['rollout', 'plan', planFile], dry)).toBe(0);
+    } finally {
+      delete process.env.DATABASE_URL;
+      delete process.env.FLEETPATCH_FLEET_FILE;
+    }
+    expect(dry.stdout.join('\n')).toContain(`warning: 1 host(s) carry payloads with writable data that fleetpatch has no bytes for`);
+    expect(dry.stdout.join('\n')).toContain(`  ${stranger}: vendor_hello`);
+
     fleet.setFaults({ rules: [{ kind: 'applyFailure', hosts: [stranger], payload: 'xen_replace_world' }] });
     const s = await start(
       { name: 'replace-unknown', mode: 'replace', payloads: [{ file: fx.payloads.replaceWorld.path }], hosts: { ids }, waves: [{ name: 'all', hosts: '100%' }], concurrency: 1, onFailure: 'rollback', allowUnsigned: true },
