@@ -6,7 +6,7 @@
 import os from 'node:os';
 import { FleetpatchError } from '../errors.ts';
 import { EventStore } from '../events/store.ts';
-import { ROLES, TokenStore } from '../access/tokens.ts';
+import { ROLES, TOKEN_NAME, TokenStore } from '../access/tokens.ts';
 import { boundedText, parseCommandArgs } from './args.ts';
 import { withServices } from './context.ts';
 import type { CliIO, Command } from './io.ts';
@@ -93,6 +93,7 @@ export const tokensCommand: Command = async (args, io) => {
 
 function required(value: string | undefined, flag: string, sub: string): string {
   if (value === undefined || value === '') throw new FleetpatchError('USAGE', `tokens ${sub}: ${flag} is required`);
+  if (flag === '--name' && !TOKEN_NAME.test(value)) throw new FleetpatchError('USAGE', `tokens ${sub}: --name must be 1 to 63 letters, digits, ".", "_", "@" or "-", starting with a letter or digit, not "${value.slice(0, 40)}"`);
   return value;
 }
 
