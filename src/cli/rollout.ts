@@ -211,8 +211,26 @@ async function startCommand(file: string, values: Values, io: CliIO): Promise<nu
 
 async function watch(client: import('@temporalio/client').Client, id: string, io: CliIO, intervalMs: number, signal: AbortSignal): Promise<number> {
   let last = '';
+  let down: { since: Date } | undefined;
   for (;;) {
-    const p = await readProgress(client, id);
+    let p;
+    try {
+      p = await readProgress(client, id);
+      down = undefined;
+    } catch (e) {
+      // Temporal away (restarting, network): say so once, and keep watching until it is back.
+      if (!(e instanceof FleetpatchError && (e.code === 'TEMPORAL_UNAVAILABLE' || e.code === 'NO_WORKER')) && !isUnavailable(e)) throw e;
+      if (!down) {
+        down = { since: new Date() };
+        io.err(`waiting: the rollout cannot be read since ${down.since.toISOString()} (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); retrying`);
+      }
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, Math.max(intervalMs, 1000));
+        signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
+      });
+      if (signal.aborted) return 130;
+      continue;
+    }
     const text = describeProgress(p).join('\n');
     if (text !== last) {
       if (io.isTTY) io.out('\x1b[2J\x1b[H' + text);
@@ -226,6 +244,12 @@ async function watch(client: import('@temporalio/client').Client, id: string, io
     });
     if (signal.aborted) return 130;
   }
+}
+
+/** A gRPC error that means the Temporal server is not answering (UNAVAILABLE, DEADLINE_EXCEEDED). */
+function isUnavailable(e: unknown): boolean {
+  const code = (e as { code?: number; cause?: { code?: number } } | undefined)?.code ?? (e as { cause?: { code?: number } } | undefined)?.cause?.code;
+  return code === 14 || code === 4;
 }
 
 async function controlCommand(sub: string, id: string, values: Values, io: CliIO): Promise<number> {

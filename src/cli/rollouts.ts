@@ -43,6 +43,7 @@ export function describeRollback(r: Omit<RollbackProgress, 'problems'> & { probl
 export function describeProgress(p: RolloutProgress): string[] {
   const t = totals(p);
   const lines = [`rollout ${p.rolloutId} (${p.planName}): ${p.status}${p.stopReason ? ` — ${p.stopReason}` : ''}`];
+  if (p.waiting) lines.push(`waiting: ${p.waiting}`);
   if (p.preflight) {
     const pf = p.preflight;
     lines.push(`preflight: ${pf.selected} hosts selected, ${pf.targets} to patch, ${pf.alreadyPatched} already patched, ${pf.incompatible} incompatible, ${pf.unreachable} unreachable`);

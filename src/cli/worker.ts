@@ -31,7 +31,9 @@ export const workerCommand: Command = async (args, io) => {
     io.out('--metrics-port: serve this worker\'s Prometheus metrics (hypervisor action and event-store append latencies, webhook deliveries) at /metrics.');
     return 0;
   }
-  return withServices({ database: true, temporal: true }, async ({ config, logger, services, shutdown }) => {
+  // A worker outlives outages: a server that does not answer yet is waited for, said in one line.
+  const waitWhileDown = (what: string, since: Date, reason: string) => io.err(`waiting: ${what} unreachable since ${since.toISOString()} (${reason}); retrying`);
+  return withServices({ database: true, temporal: true, waitWhileDown }, async ({ config, logger, services, shutdown }) => {
     if (metricsPort !== undefined) {
       const metrics = await serveMetrics(workerMetrics(), metricsPort, metricsListen);
       shutdown.add('worker metrics', metrics.close);

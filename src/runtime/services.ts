@@ -30,6 +30,25 @@ export interface Services {
 export interface ServiceNeeds {
   database?: boolean;
   temporal?: boolean;
+  /**
+   * Wait for a named server that does not answer (a long-running process like the worker: an
+   * outage is waited out, not a reason to exit). Told once per outage, with what and since when.
+   */
+  waitWhileDown?: (what: 'PostgreSQL' | 'Temporal', since: Date, reason: string) => void;
+}
+
+/** Retries `fn` while it fails with `code` (backoff up to 5 s), telling `onDown` once. */
+async function untilUp<T>(fn: () => Promise<T>, code: string, what: 'PostgreSQL' | 'Temporal', onDown: ServiceNeeds['waitWhileDown']): Promise<T> {
+  let since: Date | undefined;
+  for (let attempt = 0; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!onDown || !(e instanceof FleetpatchError && e.code === code)) throw e;
+      if (!since) onDown(what, (since = new Date()), e.message);
+      await new Promise((r) => setTimeout(r, Math.min(5_000, 250 * 2 ** Math.min(attempt, 5))));
+    }
+  }
 }
 
 export async function startServices(config: Config, logger: Logger, shutdown: Shutdown, needs: ServiceNeeds = { database: true, temporal: true }): Promise<Services> {
@@ -39,8 +58,8 @@ export async function startServices(config: Config, logger: Logger, shutdown: Sh
   let server: Promise<string> | undefined;
   const postgresServer = () => (server ??= postgresServerUrl(config, logger, shutdown));
   const [database, temporal] = await Promise.all([
-    needs.database === false ? undefined : startDatabase(postgresServer, logger, shutdown),
-    needs.temporal === false ? undefined : startTemporal(config, logger, shutdown, postgresServer),
+    needs.database === false ? undefined : startDatabase(postgresServer, logger, shutdown, needs.waitWhileDown),
+    needs.temporal === false ? undefined : untilUp(() => startTemporal(config, logger, shutdown, postgresServer), 'TEMPORAL_UNAVAILABLE', 'Temporal', needs.waitWhileDown),
   ]);
   // A command that did not ask for a service gets a clear error if it reaches for it anyway,
   // instead of an empty address or an undefined pool.
@@ -71,11 +90,11 @@ async function postgresServerUrl(config: Config, logger: Logger, shutdown: Shutd
   return embedded.url;
 }
 
-async function startDatabase(postgresServer: () => Promise<string>, logger: Logger, shutdown: Shutdown): Promise<{ url: string; pool: Pool }> {
+async function startDatabase(postgresServer: () => Promise<string>, logger: Logger, shutdown: Shutdown, waitWhileDown: ServiceNeeds['waitWhileDown']): Promise<{ url: string; pool: Pool }> {
   const url = await postgresServer();
   const pool = createPool(url);
   shutdown.add('database pool', () => pool.end());
-  await assertReachable(pool, url);
+  await untilUp(() => assertReachable(pool, url), 'DATABASE_UNAVAILABLE', 'PostgreSQL', waitWhileDown);
   const applied = await migrate(pool);
   if (applied.length > 0) logger.info({ applied, database: redactUrl(url) }, 'database migrations applied');
   return { url, pool };
