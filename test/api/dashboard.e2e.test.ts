@@ -17,6 +17,7 @@ import { apiContextFrom } from '../../src/api/context.ts';
 import { startApi } from '../../src/api/server.ts';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
 import { createLogger } from '../../src/runtime/logger.ts';
+import { workerMetrics } from '../../src/runtime/worker-metrics.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestWorker, type TestTemporal } from '../support/temporal.ts';
 import { TEST_SIGNING_KEY } from '../support/signing.ts';
@@ -57,6 +58,8 @@ describe('the dashboard in a browser', () => {
       namespace: 'default',
       fleetFile: fleet.fleetFile,
       trustedKeys: async () => [TEST_SIGNING_KEY],
+      // The worker runs in this process, as in the demo: its metrics are served by the API too.
+      workerMetrics: workerMetrics(),
     });
     api = await startApi(ctx, { host: '127.0.0.1', port: 0 }, { pollMs: 200 });
     const by = { kind: 'user' as const, id: 'test' };
@@ -198,5 +201,9 @@ describe('the dashboard in a browser', () => {
     expect(metrics).toMatch(/fleetpatch_rollout_hosts\{rollout="browser-1",outcome="patched"\} 7/);
     expect(metrics).toMatch(/fleetpatch_rollout_hosts\{rollout="browser-1",outcome="rolled_back"\} 7/);
     expect(metrics).toMatch(/fleetpatch_dependency_checks_total\{phase="preflight",outcome="match"\} 8/);
+    // The worker's own: hypervisor action and event-store append latencies.
+    expect(Number(/fleetpatch_hypervisor_action_seconds_count\{action="apply",outcome="ok"\} (\d+)/.exec(metrics)?.[1])).toBeGreaterThanOrEqual(8);
+    expect(Number(/fleetpatch_hypervisor_action_seconds_count\{action="revert",outcome="ok"\} (\d+)/.exec(metrics)?.[1])).toBeGreaterThanOrEqual(7);
+    expect(Number(/fleetpatch_event_append_seconds_count\{outcome="ok"\} (\d+)/.exec(metrics)?.[1])).toBeGreaterThan(0);
   });
 });
