@@ -89,7 +89,10 @@ export function factsFromChecked(checked: CheckedPayload, image: HostImage): Pay
   const hv = image.source as HypervisorImage | null;
   const view = hv ? hypervisorView(hv) : undefined;
   const funcs: PatchedFunction[] = checked.funcs.map((f) => {
-    const target = f.func.name ?? image.functionAt(f.oldAddress) ?? f.func.oldSymbol ?? `0x${f.oldAddress.toString(16)}`;
+    // Xen patches the code at old_addr; `name` is only looked up when old_addr is 0 (a payload may
+    // relocate old_addr against xen_extra_version and name it anything). So the function at the
+    // address, when there is one, is what the patch replaces.
+    const target = image.functionAt(f.oldAddress) ?? f.func.name ?? f.func.oldSymbol ?? `0x${f.oldAddress.toString(16)}`;
     let result: CallResult;
     if (f.func.nop) {
       result = nopResult(hv, f, checked.name);
