@@ -237,6 +237,8 @@ export class HostEngine {
    * of any difference as drift, so the record matches the live host before anything is decided.
    */
   private async reconcile(rec: HostRecorder, list: WireList, moved: ReadonlySet<string>): Promise<void> {
+    // What this lane already knows must be in the record before the record is compared with the host.
+    await rec.durable();
     await this.committer.drain();
     const events = await this.db(() => this.readStream(rec.hostId));
     rec.learn(events);
@@ -467,6 +469,8 @@ export class HostEngine {
   private async noticeBoot(rec: HostRecorder, list: WireList, known: string | null): Promise<string | null> {
     const boot = list.boot?.id ?? null;
     if (boot === null || boot === known) return boot;
+    // Facts from before the reboot go into the record before the reboot does.
+    await rec.durable();
     await this.committer.drain();
     await this.db(() =>
       noticeBoots(this.deps.events, [{ hostId: rec.hostId, bootId: boot, bootedAt: list.boot!.at, hypervisorBuildId: list.hypervisor.buildId }], { actor: this.id.actor, correlation: this.id.correlation }),

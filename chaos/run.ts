@@ -21,7 +21,7 @@ const report = await runChaos({
   workers: Number(values.workers ?? 2),
   concurrency: Number(values.concurrency ?? 20),
   actionMs: 200,
-  faults: { workerKills: 3, temporalRestarts: 1, postgresOutages: 1, reboots: 5, hungHosts: 2, applyFailures: 3, slowHosts: 10 },
+  faults: { workerKills: 3, temporalRestarts: 1, postgresOutages: 1, reboots: 5, hungHosts: 2, applyFailures: 3, wrongAnswers: 2, slowHosts: 10 },
   postgresDownMs: 10_000,
   deadlineMs: Number(values.minutes ?? 10) * 60_000,
   say: (l) => process.stdout.write(`${l}\n`),

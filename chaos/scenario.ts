@@ -45,7 +45,7 @@ export interface ChaosOptions {
   /** Emulated duration of every asynchronous action (ms): the rollout's pace. */
   actionMs: number;
   /** How many of each fault to inject. */
-  faults: { workerKills: number; temporalRestarts: number; postgresOutages: number; reboots: number; hungHosts: number; applyFailures: number; slowHosts: number };
+  faults: { workerKills: number; temporalRestarts: number; postgresOutages: number; reboots: number; hungHosts: number; applyFailures: number; wrongAnswers: number; slowHosts: number };
   /** PostgreSQL stays down this long (ms). */
   postgresDownMs: number;
   /** The whole run gives up after this long (ms). */
@@ -87,7 +87,7 @@ export function schedule(opts: Pick<ChaosOptions, 'seed' | 'hosts' | 'faults'>, 
   };
   for (const [kind, n] of Object.entries(opts.faults) as [keyof ChaosOptions['faults'], number][]) {
     for (let i = 0; i < n; i++) {
-      const hostFault = kind === 'reboots' || kind === 'hungHosts' || kind === 'applyFailures' || kind === 'slowHosts';
+      const hostFault = kind === 'reboots' || kind === 'hungHosts' || kind === 'applyFailures' || kind === 'wrongAnswers' || kind === 'slowHosts';
       out.push({ at: Math.floor(rand() * windowMs), kind, ...(hostFault ? { host: pickHost() } : {}) });
     }
   }
@@ -156,7 +156,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const dir = path.join(tmp, 'plan');
     await mkdir(dir, { recursive: true });
     await writeFile(path.join(dir, 'fix.livepatch'), buildPayload({ name: 'fix', funcs: [{ target: 'xen_extra_version', returns: '-chaos' }], writableData: 8 }, { image: DEFAULT_IMAGE }));
-    const hostFaults = opts.faults.hungHosts + opts.faults.applyFailures;
+    const hostFaults = opts.faults.hungHosts + opts.faults.applyFailures + opts.faults.wrongAnswers;
     await writeFile(
       path.join(dir, 'plan.yaml'),
       [
@@ -234,6 +234,12 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
           say(`+${((Date.now() - t0) / 1000).toFixed(1)}s APPLY will fail on ${f.host}`);
           faultyHosts.add(f.host!);
           rules.push({ kind: 'applyFailure', hosts: [f.host!], errno: 'EINVAL', reason: 'chaos: patching failed' });
+          await pushRules();
+          return;
+        case 'wrongAnswers':
+          say(`+${((Date.now() - t0) / 1000).toFixed(1)}s ${f.host}'s patched function will answer wrongly (verification fails)`);
+          faultyHosts.add(f.host!);
+          rules.push({ kind: 'verifyFailure', hosts: [f.host!], result: '-wrong' });
           await pushRules();
           return;
         case 'slowHosts':

@@ -16,7 +16,7 @@ describe('a rollout under faults', () => {
       workers: 2,
       concurrency: 20,
       actionMs: 150,
-      faults: { workerKills: 1, temporalRestarts: 1, postgresOutages: 1, reboots: 1, hungHosts: 1, applyFailures: 1, slowHosts: 1 },
+      faults: { workerKills: 1, temporalRestarts: 1, postgresOutages: 1, reboots: 1, hungHosts: 1, applyFailures: 1, wrongAnswers: 1, slowHosts: 1 },
       postgresDownMs: 5_000,
       deadlineMs: 300_000,
       say: (l) => lines.push(l),
@@ -24,6 +24,6 @@ describe('a rollout under faults', () => {
     const failed = report.verdicts.filter((v) => !v.ok).map((v) => `${v.name}: ${v.detail}; ${v.problems.join('; ')}`);
     expect(failed, lines.join('\n')).toEqual([]);
     expect(report.status).toBe('succeeded');
-    expect(Object.values(report.injected).reduce((a, b) => a + b, 0)).toBe(7);
+    expect(Object.values(report.injected).reduce((a, b) => a + b, 0)).toBe(8);
   });
 });

@@ -199,6 +199,11 @@ describe('a rollback that restores every host it touched (gcc-built payloads wit
     fleet.setFaults({ rules: [] });
     expect(result.status).toBe('rolled-back');
     expect(result.failures[0]).toMatchObject({ hostId: ids[3], stage: 'verify', restore: 'restored to its former stack' });
+    // Every step on the failed host recorded once: applied once, reverted once (no restated duplicates).
+    const failedHost = (await hostEvents(db.pool, ids[3]!)).map((e) => e.event);
+    for (const type of ['PayloadUploaded', 'PayloadApplied', 'PayloadReverted', 'PayloadUnloaded']) {
+      expect(failedHost.filter((e) => e.type === type).map((e) => (e as { payload: { name: string } }).payload.name).sort(), type).toEqual(['xen_bye_world', 'xen_hello_world']);
+    }
     expect(await views(ids)).toEqual(before);
     expect(before[ids[1]!]).toEqual({ stack: [], loaded: [], extraVersion: '-unstable' });
     expect(await replayDifferences(db.pool, fleet.fleetFile)).toEqual([]);
