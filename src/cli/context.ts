@@ -4,7 +4,7 @@
  * call `withServices` and get everything cleaned up however they end.
  */
 import { loadConfig, type Config } from '../runtime/config.ts';
-import { createLogger, type Logger } from '../runtime/logger.ts';
+import { createCommandLogger, type Logger } from '../runtime/logger.ts';
 import { startServices, type ServiceNeeds, type Services } from '../runtime/services.ts';
 import { Shutdown } from '../runtime/shutdown.ts';
 
@@ -18,7 +18,7 @@ export interface CommandContext {
 /** `env` overrides: settings a command line option stands for (validated like the environment). */
 export async function withServices<T>(needs: ServiceNeeds, fn: (ctx: CommandContext) => Promise<T>, env: Record<string, string> = {}): Promise<T> {
   const config = loadConfig({ ...process.env, ...env });
-  const logger = createLogger(config.logLevel);
+  const logger = createCommandLogger(config.logLevel, config.dataDir);
   const shutdown = new Shutdown(logger);
   shutdown.installSignalHandlers();
   try {

@@ -9,7 +9,7 @@ import { FleetpatchError } from '../errors.ts';
 import { MAX_FLEET_HOSTS } from '../hypervisor/fleet.ts';
 import { startFleetServer } from '../hypervisor/server.ts';
 import { loadConfig } from '../runtime/config.ts';
-import { createLogger } from '../runtime/logger.ts';
+import { createCommandLogger } from '../runtime/logger.ts';
 import { Shutdown } from '../runtime/shutdown.ts';
 import { parseCommandArgs } from './args.ts';
 import { checkInputFile } from '../runtime/files.ts';
@@ -83,7 +83,7 @@ export const emulateCommand: Command = async (args, io) => {
   if (values.faults) await checkInputFile(path.resolve(values.faults), 'faults');
 
   const config = loadConfig();
-  const logger = createLogger(config.logLevel);
+  const logger = createCommandLogger(config.logLevel, config.dataDir);
   const shutdown = new Shutdown(logger);
   shutdown.installSignalHandlers();
   const fleetFile = path.resolve(values['fleet-file'] ?? config.fleetFile);

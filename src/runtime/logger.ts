@@ -2,7 +2,10 @@
  * One pino logger for the process: pretty on a terminal, JSON lines otherwise (for log shippers).
  * Temporal's Runtime logger forwards into it, so SDK and core messages share the same stream.
  */
+import { mkdirSync } from 'node:fs';
+import path from 'node:path';
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
+import pretty from 'pino-pretty';
 import { maskSecrets } from '../errors.ts';
 import type { Config } from './config.ts';
 
@@ -19,19 +22,39 @@ function masked(value: unknown, depth = 0): unknown {
   return out;
 }
 
-export function createLogger(level: Config['logLevel'], opts: { pretty?: boolean; name?: string; destination?: DestinationStream } = {}): Logger {
-  const pretty = opts.pretty ?? Boolean(process.stderr.isTTY);
-  const base: LoggerOptions = {
+/**
+ * A command's logger. On a terminal the person reads the command's story, so only warnings and
+ * errors reach the terminal; every record at LOG_LEVEL goes to `<data dir>/logs/fleetpatch.log`.
+ * Elsewhere (CI, containers, log shippers) JSON lines at LOG_LEVEL go to stderr, as before.
+ */
+export function createCommandLogger(level: Config['logLevel'], dataDir: string, opts: { name?: string } = {}): Logger {
+  if (!process.stderr.isTTY) return createLogger(level, opts);
+  const dir = path.join(dataDir, 'logs');
+  mkdirSync(dir, { recursive: true });
+  const file = pino.destination({ dest: path.join(dir, 'fleetpatch.log'), sync: true, mkdir: true });
+  const terminal = pretty({ destination: 2, colorize: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss.l', sync: true });
+  if (level === 'silent') return pino(baseOptions('silent', opts.name));
+  const warnOrAbove = pino.levels.values[level]! > pino.levels.values.warn! ? level : 'warn';
+  return pino(baseOptions(level, opts.name), pino.multistream([{ level: warnOrAbove, stream: terminal }, { level, stream: file }]));
+}
+
+function baseOptions(level: Config['logLevel'], name?: string): LoggerOptions {
+  // A database URL in a message or a field (an error from a driver, a setting) never shows its password.
+  return {
     level,
-    name: opts.name ?? 'fleetpatch',
+    name: name ?? 'fleetpatch',
     redact: { paths: ['token', '*.token', 'authorization', '*.authorization', 'headers.authorization', 'password', '*.password'], censor: '[redacted]' },
-    // A database URL in a message or a field (an error from a driver, a setting) never shows its password.
     hooks: {
       logMethod(args, method) {
         method.apply(this, args.map((a) => masked(a)) as Parameters<typeof method>);
       },
     },
   };
+}
+
+export function createLogger(level: Config['logLevel'], opts: { pretty?: boolean; name?: string; destination?: DestinationStream } = {}): Logger {
+  const pretty = opts.pretty ?? Boolean(process.stderr.isTTY);
+  const base = baseOptions(level, opts.name);
   if (opts.destination) return pino(base, opts.destination);
   if (pretty) {
     return pino({
