@@ -262,6 +262,23 @@ export function cString(table: Uint8Array, offset: number, limit = table.length)
   return utf8.decode(table.subarray(offset, i));
 }
 
+/** The longest name (of a section, a symbol, a patched function) read in full; Xen's own symbol names have at most 127 bytes (KSYM_NAME_LEN). */
+export const MAX_NAME_BYTES = 512;
+
+/**
+ * A name: cString, reading at most MAX_NAME_BYTES. A longer one keeps its first bytes and ends in
+ * "…", so it equals no real name. Thousands of entries may point at one long string, or into it:
+ * read in full, each would be a copy of it (a 1 MB payload held 500 MB of names; found by fuzzing).
+ */
+export function cName(table: Uint8Array, offset: number): string {
+  if (offset < 0 || offset >= table.length) return '';
+  const end = Math.min(table.length, offset + MAX_NAME_BYTES);
+  let i = offset;
+  while (i < end && table[i] !== 0) i++;
+  const name = utf8.decode(table.subarray(offset, i));
+  return i === end && i < table.length && table[i] !== 0 ? `${name}\u2026` : name;
+}
+
 export function readU32(bytes: Uint8Array, offset: number): number {
   requireRange(bytes, offset, 4, 'a 32-bit field');
   return view(bytes).getUint32(offset, true);
@@ -347,7 +364,7 @@ export function readElf(bytes: Uint8Array): ElfFile {
   const names = sectionBytes(bytes, shstr);
   const sections: ElfSection[] = raw.map((s) => ({
     ...s,
-    name: s.index === 0 ? '' : s.nameOffset < names.length ? cString(names, s.nameOffset) : '',
+    name: s.index === 0 ? '' : s.nameOffset < names.length ? cName(names, s.nameOffset) : '',
     data: s.index === 0 || s.type === SHT_NULL ? new Uint8Array(0) : sectionBytes(bytes, s),
   }));
   for (const s of sections) {
@@ -365,7 +382,7 @@ export function readElf(bytes: Uint8Array): ElfFile {
     for (let i = 0; i < count; i++) {
       const sym = readSymbol(symtab.data, entsize, i);
       if (sym.nameOffset >= strtab.data.length && sym.nameOffset !== 0) throw malformed(`symbol ${i}'s name lies outside the string table`);
-      symbols.push({ ...sym, name: cString(strtab.data, sym.nameOffset) });
+      symbols.push({ ...sym, name: cName(strtab.data, sym.nameOffset) });
     }
   }
 

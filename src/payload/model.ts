@@ -26,7 +26,7 @@ import {
   ELF_HEADER_SIZE, ELF_MAGIC, ELF_RELA_SIZE, ELF_SECTION_HEADER_SIZE, ELF_SYMBOL_SIZE, ELFCLASS64, ELFDATA2LSB,
   ELFOSABI_FREEBSD, ELFOSABI_NONE, EM_X86_64, ET_REL, EV_CURRENT, R_X86_64_64, R_X86_64_NONE, R_X86_64_PC32,
   R_X86_64_PLT32, SHF_ALLOC, SHF_EXECINSTR, SHF_MERGE, SHF_WRITE, SHN_ABS, SHN_COMMON, SHN_LORESERVE, SHN_UNDEF,
-  SHT_NOBITS, SHT_REL, SHT_RELA, SHT_STRTAB, SHT_SYMTAB, STT_FILE, STT_FUNC, STT_OBJECT, STT_SECTION, cString, isPowerOfTwo, readElfHeader, readRela,
+  SHT_NOBITS, SHT_REL, SHT_RELA, SHT_STRTAB, SHT_SYMTAB, STT_FILE, STT_FUNC, STT_OBJECT, STT_SECTION, cName, cString, isPowerOfTwo, readElfHeader, readRela,
   readSectionHeader, readSymbol, readU32, readU64, relocationTypeName, toIndex, type ElfHeader, type ElfSectionHeader,
 } from './elf.ts';
 import { parseBuildIdNote } from './note.ts';
@@ -436,7 +436,7 @@ class Pipeline {
       if (at >= names.length) {
         this.fail('EINVAL', 4, 'section-name', `section ${s.index}'s name (offset ${at}) is outside the section-name string table`, { section: s.index });
       }
-      return { ...s, name: cString(names, at) };
+      return { ...s, name: cName(names, at) };
     });
 
     const strings = strtab!.data;
@@ -448,7 +448,7 @@ class Pipeline {
         this.fail('EINVAL', 4, 'symbol-name', `symbol ${i}'s name (offset ${r.nameOffset}) is outside the string table`, { symbol: i });
       }
       const section = r.shndx !== SHN_UNDEF && r.shndx < this.sections.length ? this.sections[r.shndx]!.name : null;
-      symbols.push({ index: i, name: i === 0 ? '' : cString(strings, r.nameOffset), value: r.value, size: r.size, bind: r.bind, type: r.type, shndx: r.shndx, section });
+      symbols.push({ index: i, name: i === 0 ? '' : cName(strings, r.nameOffset), value: r.value, size: r.size, bind: r.bind, type: r.type, shndx: r.shndx, section });
     }
     this.symbols = symbols;
   }
@@ -698,7 +698,7 @@ class Pipeline {
     if (!addr || addr.kind !== 'payload') return null;
     const s = this.sections[addr.sectionIndex]!;
     if (addr.offset >= BigInt(s.data.length)) return s.type === SHT_NOBITS && addr.offset < s.size ? '' : null;
-    return cString(s.data, Number(addr.offset));
+    return cName(s.data, Number(addr.offset));
   }
 
   /** The function symbol defined exactly at a payload address. */

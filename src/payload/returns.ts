@@ -379,7 +379,9 @@ class ObjectSpace implements Space {
         if (!sec || (sec.flags & SHF_ALLOC) === 0n) return { kind: 'undefined', why: `it returns an address in ${where}, which Xen does not load` };
         if ((sec.flags & SHF_EXECINSTR) !== 0n) return { kind: 'undefined', why: `it returns the address of code (${where}), not a value` };
         if (v.o < 0n || v.o > sec.size) return { kind: 'undefined', why: `it returns an address outside ${sec.name} (${where})` };
-        return { kind: 'string', value: sec.type === SHT_NOBITS ? '' : cString(sec.data, Number(v.o)) };
+        if (sec.type === SHT_NOBITS) return { kind: 'string', value: '' };
+        if (longString(sec.data, Number(v.o))) return { kind: 'undefined', why: `it returns a string of more than ${MAX_RESULT_BYTES} bytes (${where}), which the emulator does not read` };
+        return { kind: 'string', value: cString(sec.data, Number(v.o)) };
       }
     }
   }
@@ -497,10 +499,23 @@ function loadLinked(memory: CodeMemory, address: bigint, size: number, at: strin
   return num(readLE(bytes, 0, size));
 }
 
+/**
+ * The longest string a result may be. Every function of a payload may return (a pointer into) the
+ * same long string, and each result is kept: unbounded, a 2 MiB payload could hold gigabytes
+ * (found by fuzzing). Results are compared with a plan's verify.expect, at most 200 characters.
+ */
+export const MAX_RESULT_BYTES = 4096;
+
+/** No NUL within MAX_RESULT_BYTES of `offset`, and the data goes on. */
+function longString(data: Uint8Array, offset: number): boolean {
+  return offset + MAX_RESULT_BYTES < data.length && data.subarray(offset, offset + MAX_RESULT_BYTES + 1).indexOf(0) === -1;
+}
+
 function finishLinked(memory: CodeMemory, value: bigint): FunctionResult {
   const region = memory.regionAt?.(value);
   if (region && !region.executable) {
     const s = memory.stringAt(value);
+    if (s !== null && s.length > MAX_RESULT_BYTES) return { kind: 'undefined', why: `it returns a string of more than ${MAX_RESULT_BYTES} bytes, which the emulator does not read` };
     if (s !== null) return { kind: 'string', value: s };
     // NOBITS (.bss): zeros in memory, so an empty string.
     if (value < region.start + region.size) return { kind: 'string', value: '' };

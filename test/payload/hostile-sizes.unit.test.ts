@@ -7,9 +7,13 @@
  */
 import { describe, expect, it } from 'vitest';
 import { FleetpatchError, XenError } from '../../src/errors.ts';
+import { factsFromChecked, hostImage } from '../../src/hypervisor/payload-adapter.ts';
+import { MAX_NAME_BYTES } from '../../src/payload/elf.ts';
 import {
-  DEFAULT_IMAGE, buildPayload, checkUpload, objectFunctionResult, parsePayload, payloadObject, readElf, readImage, relocatableCode, writeElfObject,
+  DEFAULT_IMAGE, buildPayload, checkUpload, constantReturnOf, objectFunctionResult, parsePayload, payloadObject, readElf, readImage, relocatableCode,
+  withBuildId, writeElfObject, type ElfObject,
 } from '../../src/payload/index.ts';
+import { MAX_RESULT_BYTES } from '../../src/payload/returns.ts';
 import { build, patchHeader, patchSection, putSectionData } from './craft.ts';
 
 const U64_MAX = (1n << 64n) - 1n;
@@ -98,5 +102,67 @@ describe('found by fuzzing', () => {
     const bytes = buildPayload({ name: 'long', funcs: [{ target: 'xen_extra_version', returns: 'a'.repeat(600_000) }] }, { image: DEFAULT_IMAGE });
     const checked = checkUpload({ name: 'long', bytes, image: DEFAULT_IMAGE });
     expect(checked.payload.funcs[0]!.name).toBe('xen_extra_version');
+  });
+
+});
+
+/** `o` with its one struct livepatch_func (and its relocations) repeated `n` times. */
+function repeatFuncs(o: ElfObject, n: number): Uint8Array {
+  const funcs = o.sections.find((x) => x.name === '.livepatch.funcs')!;
+  const data = new Uint8Array(funcs.data!.length * n);
+  for (let k = 0; k < n; k++) data.set(funcs.data!, k * funcs.data!.length);
+  const relas = o.relocations!['.livepatch.funcs']!;
+  return withBuildId(writeElfObject({
+    ...o,
+    sections: o.sections.map((x) => (x === funcs ? { ...x, data } : x)),
+    relocations: { ...o.relocations, '.livepatch.funcs': Array.from({ length: n }, (_, k) => relas.map((r) => ({ ...r, offset: r.offset + BigInt(k * funcs.data!.length) }))).flat() },
+  }));
+}
+
+/** Heap growth (after collecting garbage, when the test runs with --expose-gc) while fn's result is alive. */
+function heldBy<T>(fn: () => T): { value: T; bytes: number } {
+  const gc = (globalThis as { gc?: () => void }).gc;
+  gc?.();
+  const before = process.memoryUsage().heapUsed;
+  const value = fn();
+  gc?.();
+  return { value, bytes: process.memoryUsage().heapUsed - before };
+}
+
+describe('many entries pointing at one long string (found by fuzzing: a 1 MB payload held 500 MB)', () => {
+  it('3,000 functions named by one 500,000-byte string: each name is its first bytes and "…"', () => {
+    const o = payloadObject({ name: 'big', funcs: [{ target: 'a'.repeat(500_000), returns: 'x', oldAddress: 'ffff82d040200000', oldSize: 16 }] }, { image: DEFAULT_IMAGE });
+    const bytes = repeatFuncs(o, 3000);
+    const t0 = performance.now();
+    const { value: p, bytes: held } = heldBy(() => parsePayload(bytes));
+    expect(performance.now() - t0).toBeLessThan(2000);
+    expect(p.funcs).toHaveLength(3000);
+    expect(p.funcs[0]!.name).toBe(`${'a'.repeat(MAX_NAME_BYTES)}\u2026`);
+    expect(held).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  it('2,000 symbols named by one 400,000-byte string', () => {
+    const o = payloadObject({ name: 'syms', funcs: [{ target: 'xen_extra_version', returns: 'x' }] }, { image: DEFAULT_IMAGE });
+    const long = 'b'.repeat(400_000);
+    const bytes = withBuildId(writeElfObject({ ...o, symbols: [...(o.symbols ?? []), ...Array.from({ length: 2000 }, () => ({ name: long, section: '.rodata', bind: 'local' as const }))] }));
+    const { value: p, bytes: held } = heldBy(() => parsePayload(bytes));
+    expect(p.symbols.filter((s) => s.name.startsWith('bbb'))).toHaveLength(2000);
+    expect(held).toBeLessThan(64 * 1024 * 1024);
+    const elf = readElf(bytes);
+    expect(elf.symbols.find((s) => s.name.startsWith('bbb'))!.name).toHaveLength(MAX_NAME_BYTES + 1);
+  });
+
+  it('functions returning a string longer than 4 KiB cannot be told (each result was a copy of it)', () => {
+    const o = payloadObject({ name: 'long', funcs: [{ target: 'xen_extra_version', returns: 'c'.repeat(400_000) }] }, { image: DEFAULT_IMAGE });
+    const bytes = repeatFuncs(o, 1500);
+    const checked = checkUpload({ name: 'long', bytes, image: DEFAULT_IMAGE });
+    const { value: facts, bytes: held } = heldBy(() => factsFromChecked(checked, hostImage(DEFAULT_IMAGE)));
+    expect(facts.funcs).toHaveLength(1500);
+    expect(facts.funcs[0]!.result).toMatchObject({ kind: 'undefined', why: expect.stringContaining(`a string of more than ${MAX_RESULT_BYTES} bytes`) });
+    expect(held).toBeLessThan(64 * 1024 * 1024);
+    // At the limit, the string is read.
+    const fits = payloadObject({ name: 'fits', funcs: [{ target: 'xen_extra_version', returns: 'd'.repeat(MAX_RESULT_BYTES) }] }, { image: DEFAULT_IMAGE });
+    const p = parsePayload(withBuildId(writeElfObject(fits)));
+    expect(constantReturnOf(p, p.funcs[0]!.newAddress)).toEqual({ kind: 'string', value: 'd'.repeat(MAX_RESULT_BYTES) });
   });
 });
