@@ -4,7 +4,7 @@
  * its path ("waves[2].hosts: ..."). Pure: reading files and payload bytes happens at the edges.
  */
 import { z } from 'zod';
-import { LineCounter, isScalar, parseDocument, visit } from 'yaml';
+import { Lexer, LineCounter, Parser, isScalar, parseDocument, visit } from 'yaml';
 import { FleetpatchError } from '../errors.ts';
 import { parseBudget, type Budget } from './budget.ts';
 import { parseDuration } from './duration.ts';
@@ -248,12 +248,36 @@ export function validatePlan(value: unknown, source = 'plan'): Plan {
   return parsed.data;
 }
 
+/** A plan nests four levels deep; YAML's composer recurses once per level, so a limit keeps it off the stack's end. */
+const MAX_NESTING = 64;
+const TOO_DEEP = `it nests too deeply (at most ${MAX_NESTING} levels)`;
+
+/**
+ * Whether a YAML text nests deeper than MAX_NESTING, from yaml's own parser, which keeps its open
+ * collections on a stack of its own (no recursion) and is stopped as soon as it is too deep.
+ * Checked first, so that nesting is refused in the same words whatever the caller's stack: left to
+ * the stack, a text was refused as too deep once and for a syntax error further on the next time
+ * (found by fuzzing).
+ */
+function nestsTooDeeply(text: string): boolean {
+  const parser = new Parser();
+  for (const lexeme of new Lexer().lex(text)) {
+    for (const _token of parser.next(lexeme)) {
+      // documents are not kept: only the depth matters here
+    }
+    // The stack holds the document, every collection still open, and the node being read.
+    if (parser.stack.length > MAX_NESTING + 2) return true;
+  }
+  return false;
+}
+
 /**
  * YAML text to a value, as yaml's parse() does, with its duplicate-key check made linear: yaml's
  * own compares every pair of keys of a mapping, so a plan of a few hundred KiB with tens of
  * thousands of keys took seconds, and a 1 MiB one most of a minute (found by fuzzing).
  */
 function parseYaml(text: string): unknown {
+  if (nestsTooDeeply(text)) throw new Error(TOO_DEEP);
   const lineCounter = new LineCounter();
   const doc = parseDocument(text, { uniqueKeys: false, lineCounter });
   if (doc.errors.length > 0) throw doc.errors[0];
@@ -287,7 +311,7 @@ export function parsePlan(text: string, source = 'plan'): Plan {
   } catch (e) {
     // Nesting deeper than the parser's stack ends where the stack does, and that depends on the
     // caller: say so without the position, so the same text always gets the same refusal.
-    const why = /Maximum call stack size exceeded/.test((e as Error).message) ? 'it nests too deeply' : (e as Error).message.split('\n')[0];
+    const why = /Maximum call stack size exceeded/.test((e as Error).message) ? TOO_DEEP : (e as Error).message.split('\n')[0];
     throw new FleetpatchError('PLAN_INVALID', `${source}: not valid YAML or JSON: ${why}`);
   }
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {

@@ -1,9 +1,9 @@
 /**
  * What the long fuzzing of plan files (npm run fuzz -- --target plan, docs/reliability.md) found,
- * kept fixed: YAML's duplicate-key check was quadratic (a 700 KB plan took ~9 s to refuse), and
- * nesting deeper than the YAML parser's stack gave a refusal that named a column that depended on
- * the caller's stack (so the same file was refused in different words), and a key with a newline
- * in it made the refusal more than one line.
+ * kept fixed: YAML's duplicate-key check was quadratic (a 700 KB plan took ~9 s to refuse);
+ * nesting deeper than the YAML parser's stack was refused in words that depended on the caller's
+ * stack (a column, or a syntax error further on), so the same file got different refusals; and a
+ * key with a newline in it made the refusal more than one line.
  */
 import { describe, expect, it } from 'vitest';
 import { FleetpatchError } from '../../src/errors.ts';
@@ -49,8 +49,23 @@ describe('plan files found by fuzzing', () => {
     const text = `name: p\nwaves: ${'['.repeat(5000)}${']'.repeat(5000)}\n`;
     const shallow = refusal(text);
     const deep = atDepth(2000, () => refusal(text));
-    expect(shallow).toBe('plan.yaml: not valid YAML or JSON: it nests too deeply');
+    expect(shallow).toBe('plan.yaml: not valid YAML or JSON: it nests too deeply (at most 64 levels)');
     expect(deep).toBe(shallow);
+    // Deep nesting with a syntax error further on: it was "too deep" or the syntax error, by the stack.
+    const both = `x: ${'['.repeat(3000)}: `;
+    expect(refusal(both)).toBe(shallow);
+    expect(atDepth(3000, () => refusal(both))).toBe(shallow);
+    // A megabyte of brackets is refused at once, not parsed to the end.
+    const t0 = performance.now();
+    expect(refusal('['.repeat(1_000_000))).toBe(shallow);
+    expect(performance.now() - t0).toBeLessThan(1000);
+  });
+
+  it('64 levels are read; 65 are too deep', () => {
+    const maps = (n: number) => `a:\n${Array.from({ length: n - 1 }, (_, i) => `${' '.repeat(i + 1)}b:`).join('\n')} 1`;
+    for (const [text, deep] of [[maps(64), false], [maps(65), true], [`${'- '.repeat(64)}x`, false], [`${'- '.repeat(65)}x`, true], [`${'{a: '.repeat(64)}1${'}'.repeat(64)}`, false], [`${'{a: '.repeat(65)}1${'}'.repeat(65)}`, true]] as const) {
+      expect(/nests too deeply/.test(refusal(text))).toBe(deep);
+    }
   });
 
   it('a key with a newline (or a YAML mapping used as a key) is named on one line', () => {
