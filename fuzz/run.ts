@@ -183,7 +183,11 @@ async function runTarget(target: TargetName, ms: number, opts: Options): Promise
         copyFileSync(current, file);
       }
       const why = hung ? `the worker sent nothing for ${stall / 1000} s (killed)` : `the worker died (exit ${exit.code ?? exit.signal})`;
-      const finding: Finding = { kind, target, file, message: `${why}${stderr ? `: ${stderr.trim().split('\n').slice(-6).join(' | ')}` : ''}`, seed };
+      // V8's fatal errors say what happened first, then a native stack: keep that line.
+      const lines = stderr.trim().split('\n');
+      const fatal = lines.filter((l) => /FATAL ERROR|heap out of memory|Error:/.test(l)).slice(0, 2);
+      const detail = [...fatal, ...lines.slice(-4)].join(' | ');
+      const finding: Finding = { kind, target, file, message: `${why}${detail ? `: ${detail}` : ''}. The input is the last case that started; the worker may have died between cases (generating the next one)`, seed };
       report.findings.push(finding);
       process.stdout.write(`  ${kind.toUpperCase()} in ${target}: ${finding.message.slice(0, 600)}\n    input: ${path.relative(process.cwd(), file)}\n`);
       if (!firstHeard && !existsSync(current)) break; // it cannot even start: do not loop

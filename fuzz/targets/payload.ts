@@ -397,11 +397,13 @@ function editObject(o: ElfObject, edits: readonly ObjectEdit[]): ElfObject {
         const i = sections.findIndex((s) => s.name === '.livepatch.funcs' || s.name === '.xsplice.funcs');
         const s = sections[i];
         if (!s?.data || s.data.length === 0) break;
-        const times = Math.max(1, Math.min(e.times, Math.floor(MAX_GROWTH / s.data.length)));
+        const relas = relocations[s.name] ?? [];
+        // Bounded by the relocations too: after a repeatRelas they may be 80,000 already, and
+        // 20,000 copies of those made this generator (not the parser) run out of memory.
+        const times = Math.max(1, Math.min(e.times, Math.floor(MAX_GROWTH / s.data.length), Math.floor(MAX_GROWTH / ELF_RELA_SIZE / Math.max(1, relas.length))));
         const data = new Uint8Array(s.data.length * times);
         for (let k = 0; k < times; k++) data.set(s.data, k * s.data.length);
         sections[i] = { ...s, data };
-        const relas = relocations[s.name] ?? [];
         relocations[s.name] = Array.from({ length: times }, (_, k) => relas.map((r) => ({ ...r, offset: r.offset + BigInt(k * s.data!.length) }))).flat();
         break;
       }
