@@ -85,13 +85,15 @@ export async function replayHost(store: EventStore, hostId: string, readLiveStat
   // If the host's stream moves on between the replay and the record, the comparison may be stale:
   // compare again with the new events.
   for (let attempt = 1; ; attempt++) {
+    const replayed = foldHostStack(hostId, await store.readStream(hostStream(hostId)));
     const liveRead = await readLiveState(hostId);
-    // A reboot since fleetpatch last looked is recorded first: the record then says the stack is gone.
+    // A reboot since fleetpatch last looked is recorded first (the record then says the stack is
+    // gone), and the comparison starts again from the record that holds it.
     if (liveRead.boot && options.record !== false) {
-      await noticeBoots(store, [{ hostId, bootId: liveRead.boot.id, bootedAt: liveRead.boot.at, ...(liveRead.hypervisorBuildId ? { hypervisorBuildId: liveRead.hypervisorBuildId } : {}) }], options);
+      const rebooted = await noticeBoots(store, [{ hostId, bootId: liveRead.boot.id, bootedAt: liveRead.boot.at, ...(liveRead.hypervisorBuildId ? { hypervisorBuildId: liveRead.hypervisorBuildId } : {}) }], options);
+      if (rebooted.size > 0 && attempt < 3) continue;
     }
     const { boot: _boot, ...live } = liveRead;
-    const replayed = foldHostStack(hostId, await store.readStream(hostStream(hostId)));
     const differences = compareStacks(hostSnapshot(replayed), live);
     if (differences.length === 0 || options.record === false) return { hostId, replayed, live, differences, drift: null };
     try {
