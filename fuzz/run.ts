@@ -225,7 +225,7 @@ function describe(r: TargetReport): string {
     `  accepted ${formatCount(accepted)}${other.length ? `; ${other.sort((a, b) => b[1] - a[1]).map(([o, n]) => `${o} ${formatCount(n)}`).join(', ')}` : ''}`,
     `  refused by errno: ${fmt(isErrno)}`,
     `  refused by code: ${fmt((c) => !isErrno(c))}`,
-    `  distinct outcomes ${Object.keys(r.outcomes).length}; slowest case ${r.slowestMs.toFixed(0)} ms; peak RSS ${mib(r.peakRssBytes)}, heap after GC ${mib(r.heapAfterGcBytes)}${r.workers > 1 ? `; ${r.workers} worker processes` : ''}`,
+    `  distinct outcomes ${Object.keys(r.outcomes).length}; slowest case ${r.slowestMs.toFixed(0)} ms of CPU; peak RSS ${mib(r.peakRssBytes)}, heap after GC ${mib(r.heapAfterGcBytes)}${r.workers > 1 ? `; ${r.workers} worker processes` : ''}`,
   ];
   const figures = Object.entries(r.figures);
   if (figures.length) lines.push(`  ${figures.map(([k, v]) => `${k} ${typeof v === 'number' ? formatCount(v) : v}`).join(', ')}`);

@@ -13,7 +13,8 @@
  *   - random text.
  *
  * Oracles, per case:
- *   - parsePlan returns a plan or throws PLAN_INVALID, nothing else, within the per-operation limit;
+ *   - parsePlan returns a plan or throws PLAN_INVALID, nothing else, within the per-operation limit
+ *     (for texts up to 1 MiB, what a plan file may hold; readPlanFile refuses longer ones);
  *   - a refusal is one line, starts with the file name, and names the field of every problem
  *     (each issue has a path, except "unrecognized key" issues at the top, which name the key);
  *   - a plan the schema accepts is representable: every number finite (no NaN, no Infinity), the
@@ -29,6 +30,7 @@ import fc from 'fast-check';
 import { stringify as toYaml } from 'yaml';
 import { FleetpatchError } from '../../src/errors.ts';
 import { PLAN_LIMITS, parsePlan, type Plan } from '../../src/rollout/plan.ts';
+import { FILE_LIMITS } from '../../src/runtime/files.ts';
 import { OracleViolation, refusal, timed, timedAsync, type FuzzTarget } from '../lib.ts';
 
 export interface PlanInput {
@@ -270,9 +272,12 @@ export const planTarget: FuzzTarget<PlanInput> = {
   async run({ text }) {
     figures.longestText = Math.max(figures.longestText, text.length);
     const source = 'plan.yaml';
+    // Plan files are read up to 1 MiB (FILE_LIMITS.plan); a longer text never reaches the parser
+    // through a file, so it is parsed here without the hang limit (and readPlanFile must refuse it).
+    const tooBig = Buffer.byteLength(text) > FILE_LIMITS.plan;
     const attempt = (): { plan: Plan } | { error: FleetpatchError } => {
       try {
-        return { plan: timed('parsePlan', () => parsePlan(text, source), text.length) };
+        return { plan: tooBig ? parsePlan(text, source) : timed('parsePlan', () => parsePlan(text, source), text.length) };
       } catch (e) {
         refusal(e); // rethrows anything that is not the catalogue's
         return { error: e as FleetpatchError };
@@ -285,7 +290,18 @@ export const planTarget: FuzzTarget<PlanInput> = {
     if ('plan' in first && 'plan' in again && JSON.stringify(first.plan) !== JSON.stringify(again.plan)) throw new OracleViolation('the same text gave two different plans');
 
     // The real reader, now and then: a file on disk, stat, a bounded read, the same parse.
-    if (readPlanFile && n++ % 16 === 0 && Buffer.byteLength(text) <= 1024 * 1024) {
+    if (readPlanFile && tooBig) {
+      const file = path.join(dir, source);
+      writeFileSync(file, text);
+      let code = 'accepted';
+      try {
+        await readPlanFile(file);
+      } catch (e) {
+        refusal(e);
+        code = (e as FleetpatchError).code;
+      }
+      if (code !== 'FILE_TOO_LARGE') throw new OracleViolation(`readPlanFile read a ${Buffer.byteLength(text)}-byte plan (${code}), past the 1 MiB limit`);
+    } else if (readPlanFile && n++ % 16 === 0) {
       figures.viaFile++;
       const file = path.join(dir, source);
       writeFileSync(file, text);
