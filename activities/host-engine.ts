@@ -41,7 +41,6 @@ import type { CallOutcome, FormerState, HostFailure, HostPatchResult, RestoreOut
 import type { ActivityDeps } from './deps.ts';
 import { observe } from '../src/runtime/observers.ts';
 
-const EAGAIN = -11;
 /** Attempts of one step on a host before a transient fault fails the host (as the old per-host retry policy). */
 const HOST_ATTEMPTS = 4;
 const RETRY_DELAYS_MS = [500, 1_000, 2_000, 4_000];

@@ -5,13 +5,14 @@
  */
 import { Context } from '@temporalio/activity';
 import type { DomainEventInput } from '../src/events/catalogue.ts';
-import { insertPreflight, selectPreflight, selectStepHosts, updateHostOutcome, updateRestore } from '../src/events/sql/rollout-targets.ts';
+import { insertPreflight, selectPreflight } from '../src/events/sql/rollout-targets.ts';
 import { selectStoredBuildIds } from '../src/events/sql/payloads.ts';
 import { readLiveStates } from '../src/hypervisor/live-state.ts';
 import { noticeBoots } from '../src/events/host-boots.ts';
 import type { DependencyCheck } from '../src/rollout/matching.ts';
 import { preflight as planPreflight, type FleetHost } from '../src/rollout/preflight.ts';
-import type { Actor, HostPatchResult, HostRollbackResult, PreflightSummary, ResolvedPlan } from '../src/rollout/types.ts';
+import { fleetHostOf } from '../src/domain/fleet-host.ts';
+import type { Actor, PreflightSummary, ResolvedPlan } from '../src/rollout/types.ts';
 import { selectHosts } from '../src/rollout/waves.ts';
 import type { ActivityDeps } from './deps.ts';
 import { recordWithOutbox } from './webhooks.ts';
@@ -58,7 +59,7 @@ export function rolloutActivities(deps: ActivityDeps) {
         await deps.payloads.verify(p.buildId, { trustedKeys, allowUnsigned: input.plan.allowUnsigned === true, actor: id.actor, correlation: id.correlation });
       }
       const fleet = await deps.fleet();
-      const fleetHosts: FleetHost[] = fleet.fleet.hosts.map((h) => ({ id: h.id, labels: h.labels, buildId: h.buildId }));
+      const fleetHosts: FleetHost[] = fleet.fleet.hosts.map(fleetHostOf);
       const { selected } = selectHosts(fleetHosts, input.plan.hosts);
 
       const live = await readLiveStates(

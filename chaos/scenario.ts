@@ -29,7 +29,7 @@ import { readPlanFile, resolvePlanPayloads, startRollout } from '../src/control/
 import { startRepair } from '../src/control/steer.ts';
 import { createPool } from '../src/runtime/database.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/runtime/embedded-postgres.ts';
-import { createLogger, type Logger } from '../src/runtime/logger.ts';
+import { createLogger } from '../src/runtime/logger.ts';
 import { killGroup, resolveTemporalCli, startTemporalDevServer, type TemporalDevServer } from '../src/runtime/temporal-server.ts';
 import type { FaultsInput } from '../src/hypervisor/faults.ts';
 import * as inv from './invariants.ts';

@@ -14,7 +14,8 @@
  */
 import { condition, defineQuery, setHandler, workflowInfo } from '@temporalio/workflow';
 import { batchLanes } from '../src/rollout/batches.ts';
-import type { Actor, HostRollbackResult, StackEntry } from '../src/rollout/types.ts';
+import type { Actor } from '../src/rollout/types.ts';
+import type { RollbackCounts, RollbackProblem } from '../src/domain/rollback-counts.ts';
 import { batchOps, bookkeeping } from './activities.ts';
 
 export interface RollbackInput {
@@ -31,22 +32,9 @@ export interface RollbackInput {
   webhook?: string;
 }
 
-export interface RollbackProblem {
-  hostId: string;
-  outcome: HostRollbackResult['outcome'];
-  reason: string;
-  stackNow: StackEntry[];
-  formerStack: StackEntry[];
-}
+export type { RollbackProblem };
 
-export interface RollbackSummary {
-  /** Hosts the rollout touched. */
-  hosts: number;
-  rolledBack: number;
-  nothingToDo: number;
-  stackGrew: number;
-  unrecoverable: number;
-  failed: number;
+export interface RollbackSummary extends RollbackCounts {
   /** rolled-back only when every touched host is back to its former stack. */
   outcome: 'rolled-back' | 'rollback-incomplete';
   /** Every host that is not back (up to 200), with where it stands, where it should, and why. */
@@ -57,9 +45,6 @@ export const rollbackProgressQuery = defineQuery<RollbackSummary>('rollbackProgr
 
 export const PROBLEM_SAMPLE = 200;
 
-export function incomplete(s: Pick<RollbackSummary, 'stackGrew' | 'unrecoverable' | 'failed'>): boolean {
-  return s.stackGrew + s.unrecoverable + s.failed > 0;
-}
 
 export async function rollbackWorkflow(input: RollbackInput): Promise<RollbackSummary> {
   const rollbackId = workflowInfo().workflowId;
@@ -90,7 +75,7 @@ export async function rollbackWorkflow(input: RollbackInput): Promise<RollbackSu
     const gaveUp = results.some((r) => r.status === 'rejected');
     await condition(() => false, gaveUp ? '30s' : '10s');
   }
-  summary.outcome = incomplete(summary) ? 'rollback-incomplete' : 'rolled-back';
+  summary.outcome = summary.stackGrew + summary.unrecoverable + summary.failed === 0 ? 'rolled-back' : 'rollback-incomplete';
   await record('rollback-finished', {
     type: 'RollbackFinished',
     rolloutId: input.rolloutId,

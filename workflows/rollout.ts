@@ -54,7 +54,7 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
     bookkeeping.recordRolloutEvent({ rolloutId, key, body, actor, ...(plan.notifyWebhook ? { webhook: plan.notifyWebhook } : {}) });
   const decide = async (action: 'paused' | 'resumed' | 'aborted' | 'approved', by: Actor, reason: string, wave?: string) => {
     const n = p.decisions.length;
-    p.decisions.push({ action, by, reason, at: new Date().toISOString(), ...(wave ? { wave } : {}) });
+    p.decisions.push({ action, by, reason, at: new Date().toISOString(), wave: wave ?? null });
     const body: EventBody =
       action === 'paused'
         ? { type: 'RolloutPaused', rolloutId, reason, ...(wave ? { wave } : {}) }

@@ -12,7 +12,7 @@ import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { boundedInteger, parseCommandArgs } from './args.ts';
 import { withServices } from './context.ts';
-import type { CliIO, Command } from './io.ts';
+import type { Command } from './io.ts';
 import { buildPayload, DEFAULT_IMAGE, generateSigningKey, parsePayload, publicKeyToFile, readSigningKey, signingKeyToFile, signPayload, type SigningKey } from '../payload/index.ts';
 import { loadTrustedKeys } from '../runtime/trusted-keys.ts';
 import { fileExists, readInputText } from '../runtime/files.ts';
@@ -21,7 +21,6 @@ import { MAX_FLEET_HOSTS } from '../hypervisor/fleet.ts';
 import { hostImage, startFleetServer } from '../hypervisor/index.ts';
 import { FleetClient } from '../hypervisor/agent-client.ts';
 import { readLiveStates } from '../hypervisor/live-state.ts';
-import { preflight } from '../rollout/preflight.ts';
 import { EventStore } from '../events/store.ts';
 import { hostStream } from '../events/streams.ts';
 import { foldHostStack } from '../events/projections/host-stack.ts';
@@ -33,6 +32,7 @@ import { DEFAULT_API_PORT } from './api.ts';
 import { approveUpdate, progressQuery } from '../../workflows/messages.ts';
 import { connectClient, describeProgress, isFinal, readPlanFile, resolvePlanPayloads, startRollout } from './rollouts.ts';
 import { renderTable } from './table.ts';
+import { dryRunPreflight } from '../control/dry-run.ts';
 
 const PLAN = (hosts: number) => `# Written by \`fleetpatch demo\`: one fix, built once per hypervisor build in the fleet.
 name: xsa-999-fix
@@ -120,8 +120,7 @@ export const demoCommand: Command = async (args, io) => {
     const rolloutId = `xsa-999-fix-demo-${new Date().toISOString().replace(/[-:]/g, '').replace(/\..*/, '')}`;
 
     // One host of the last wave will fail verification, to show a failure handled within budget.
-    const live = await readLiveStates(client, client.hostIds);
-    const planned = preflight(resolved, fleet.fleet.hosts.map((h) => ({ id: h.id, labels: h.labels, buildId: h.buildId })), live, rolloutId);
+    const planned = await dryRunPreflight(resolved, client, { rolloutId });
     const lastWave = planned.waves.at(-1)!.steps.flatMap((s) => s.hostIds);
     const faulty = lastWave[Math.floor(lastWave.length / 2)];
     if (faulty) {

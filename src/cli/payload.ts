@@ -10,7 +10,7 @@ import { FleetpatchError, XenError } from '../errors.ts';
 import {
   DEFAULT_IMAGE, buildPayload, cannotTell, checkUpload, constantReturnOf, generateSigningKey, parsePayload, publicKeyToFile,
   readImage, readPublicKey, readSignature, readSigningKey, signPayload, signingKeyToFile, verifyPayload,
-  type CheckedPayload, type HypervisorImage, type LivepatchPayload, type LoadedPayload, type PayloadAddress,
+  type CheckedPayload, type HypervisorImage, type LivepatchPayload, type LoadedPayload,
 } from '../payload/index.ts';
 import { boundedText, parseCommandArgs, requirePositional } from './args.ts';
 import { withServices } from './context.ts';

@@ -6,9 +6,6 @@ import os from 'node:os';
 import type { Client } from '@temporalio/client';
 import { FleetpatchError } from '../errors.ts';
 import { FleetClient } from '../hypervisor/agent-client.ts';
-import { readLiveStates } from '../hypervisor/live-state.ts';
-import { preflight } from '../rollout/preflight.ts';
-import { rolloutIdFor } from '../rollout/resolve.ts';
 import type { Actor } from '../rollout/types.ts';
 import { loadConfig } from '../runtime/config.ts';
 import { liveProgress, startRepair, startRollback, steeringError, steerRollout } from '../control/steer.ts';
@@ -19,9 +16,9 @@ import { connectClient, describeProgress, describeRollback, isFinal, readPlanFil
 import { renderTable } from './table.ts';
 import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
 import { EventStore } from '../events/store.ts';
-import { selectStoredBuildIds } from '../events/sql/payloads.ts';
 import { rolloutReport } from '../events/audit/rollout-report.ts';
 import { describeRolloutReport } from './audit.ts';
+import { dryRunPreflight } from '../control/dry-run.ts';
 
 const USAGE = [
   'Usage: fleetpatch rollout <command> [options]',
@@ -131,17 +128,8 @@ async function planCommand(file: string, json: boolean, io: CliIO): Promise<numb
   const needsStore = plan.payloads.some((p) => 'buildId' in p) || plan.mode === 'replace';
   const run = async (pool?: import('../runtime/database.ts').Pool) => {
     const resolved = await resolvePlanPayloads(plan, dir, { ...(pool ? { pool } : {}), actor: actor(undefined), store: false, planFile: file });
-    const fleet = await FleetClient.open(config.fleetFile);
-    const hosts = fleet.fleet.hosts.map((h) => ({ id: h.id, labels: h.labels, buildId: h.buildId }));
-    const live = await readLiveStates(fleet, hosts.map((h) => h.id));
-    const rolloutId = rolloutIdFor(resolved);
-    let storedBytes: Set<string> | undefined;
-    if (pool && resolved.mode === 'replace') {
-      const withData = new Set<string>();
-      for (const st of live.values()) if (st.ok) for (const p of st.state.loaded) if (p.safeToReapply === false) withData.add(p.buildId);
-      storedBytes = await selectStoredBuildIds(pool, [...withData]);
-    }
-    const result = preflight(resolved, hosts, live, rolloutId, storedBytes);
+    const result = await dryRunPreflight(resolved, await FleetClient.open(config.fleetFile), pool ? { pool } : {});
+    const { rolloutId } = result;
     if (json) {
       io.out(JSON.stringify({ rolloutId, plan: resolved, summary: result.summary, waves: result.waves, hosts: result.hosts }, null, 2));
       return 0;

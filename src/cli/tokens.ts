@@ -9,7 +9,7 @@ import { EventStore } from '../events/store.ts';
 import { ROLES, TOKEN_NAME, TokenStore } from '../access/tokens.ts';
 import { boundedText, parseCommandArgs } from './args.ts';
 import { withServices } from './context.ts';
-import type { CliIO, Command } from './io.ts';
+import type { Command } from './io.ts';
 import { renderTable } from './table.ts';
 
 const USAGE = [

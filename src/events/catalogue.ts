@@ -13,23 +13,18 @@
  */
 import { z } from 'zod';
 import { FleetpatchError, XEN_ERRNO, type XenErrnoName } from '../errors.ts';
+import { ActorSchema, type Actor } from '../domain/actor.ts';
+import { AgainstSchema } from '../domain/dependency-check.ts';
+import { BuildIdSchema, LoadedPayloadSchema, PayloadRefSchema, type LoadedPayload, type PayloadRef } from '../domain/payload-ref.ts';
 
-/** Build-ids travel as lowercase hex, the way `readelf -n` and xen-livepatch print them. */
-export const BuildIdSchema = z.string().regex(/^(?:[0-9a-f]{2})+$/, 'must be a build-id in lowercase hex');
+// The shared vocabulary (src/domain) is the catalogue's too.
+export { ActorSchema, AgainstSchema, BuildIdSchema, LoadedPayloadSchema, PayloadRefSchema, type Actor, type LoadedPayload, type PayloadRef };
+
 const Sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256 in lowercase hex');
 const Name = z.string().min(1).max(127);
 const Id = z.string().min(1).max(200);
 const Reason = z.string().min(1).max(2000);
 const Count = z.number().int().min(0);
-
-export const PayloadRefSchema = z.object({ name: Name, buildId: BuildIdSchema });
-export type PayloadRef = z.infer<typeof PayloadRefSchema>;
-
-export const LoadedPayloadSchema = PayloadRefSchema.extend({ state: z.enum(['CHECKED', 'APPLIED']) });
-export type LoadedPayload = z.infer<typeof LoadedPayloadSchema>;
-
-export const ActorSchema = z.object({ kind: z.enum(['user', 'workflow', 'system']), id: Id });
-export type Actor = z.infer<typeof ActorSchema>;
 
 export const CorrelationSchema = z.object({
   rolloutId: Id.optional(),
@@ -61,12 +56,6 @@ function event<T extends string, V extends number, S extends z.ZodRawShape>(type
 
 const hostFacts = { hostId: Id };
 const rolloutFacts = { rolloutId: Id };
-
-/** Which of the host's build-ids a payload was compared with. */
-export const AgainstSchema = z.discriminatedUnion('kind', [
-  z.object({ kind: z.literal('hypervisor') }),
-  z.object({ kind: z.literal('payload'), name: Name, buildId: BuildIdSchema }),
-]);
 
 export const HostSnapshotSchema = z.object({
   hypervisorBuildId: BuildIdSchema.optional(),

@@ -7,19 +7,10 @@
  * Every comparison made here is returned as a DependencyCheck so callers can record it. Pure.
  */
 
-export interface PayloadMeta {
-  /** The name it is uploaded under (Xen: 1..127 characters). */
-  name: string;
-  buildId: string;
-  depends: string;
-  /** null when the payload has no .livepatch.xen_depends (Xen refuses it at upload). */
-  xenDepends: string | null;
-}
+import type { DependencyCheck } from '../domain/dependency-check.ts';
+import type { PayloadMeta, StackEntry } from '../domain/payload-ref.ts';
 
-export interface StackEntry {
-  name: string;
-  buildId: string;
-}
+export type { DependencyCheck, PayloadMeta, StackEntry };
 
 export interface HostState {
   hostId: string;
@@ -33,18 +24,6 @@ export interface HostState {
 }
 
 export type RolloutMode = 'apply' | 'replace' | 'stack';
-
-export interface DependencyCheck {
-  payload: StackEntry;
-  /** What the payload needs (its depends, or its xen_depends for `on: 'xen_depends'`). */
-  expected: string;
-  /** What the host has. */
-  found: string;
-  /** Which of the host's build-ids was compared: the hypervisor's, or the top payload's. */
-  against: { kind: 'hypervisor' } | { kind: 'payload'; name: string; buildId: string };
-  on: 'depends' | 'xen_depends';
-  outcome: 'match' | 'mismatch';
-}
 
 export type Assignment =
   /** Apply these payloads in order (mode apply: one; mode stack: the rest of the chain). */

@@ -8,9 +8,12 @@
  */
 import { z } from 'zod';
 
-export const ActorSchema = z.object({ kind: z.enum(['user', 'workflow', 'system']), id: z.string() });
+import { ActorSchema } from '../domain/actor.ts';
+import { DecisionSchema } from '../domain/decision.ts';
+import { PayloadRefSchema as StackEntrySchema } from '../domain/payload-ref.ts';
+import { RollbackCountsSchema, RollbackProblemSchema } from '../domain/rollback-counts.ts';
 
-export const StackEntrySchema = z.object({ name: z.string(), buildId: z.string() });
+export { ActorSchema, DecisionSchema, StackEntrySchema };
 
 export const RolloutStatusSchema = z.enum([
   'preflight',
@@ -38,13 +41,6 @@ export const WaveProgressSchema = z.object({
   unreachable: z.number(),
 });
 
-export const DecisionSchema = z.object({
-  action: z.enum(['paused', 'resumed', 'aborted', 'approved']),
-  by: ActorSchema,
-  reason: z.string(),
-  at: z.string(),
-  wave: z.string().optional(),
-});
 
 export const PreflightSummarySchema = z.object({
     selected: z.number(),
@@ -67,20 +63,13 @@ export const PreflightSummarySchema = z.object({
     unrestorableSamples: z.array(z.object({ hostId: z.string(), payloads: z.array(z.string()) })).optional(),
   });
 
-export const RollbackProgressSchema = z.object({
-    status: z.enum(['running', 'finished']),
-    requestedBy: ActorSchema,
-    reason: z.string(),
-    /** Hosts the rollout touched. */
-    hosts: z.number(),
-    rolledBack: z.number(),
-    nothingToDo: z.number(),
-    stackGrew: z.number(),
-    unrecoverable: z.number(),
-    failed: z.number(),
-    /** Hosts not back to their former stack: where each stands, where it should, and why. */
-    problems: z.array(z.object({ hostId: z.string(), outcome: z.string(), reason: z.string(), stackNow: z.array(StackEntrySchema), formerStack: z.array(StackEntrySchema) })),
-  });
+export const RollbackProgressSchema = RollbackCountsSchema.extend({
+  status: z.enum(['running', 'finished']),
+  requestedBy: ActorSchema,
+  reason: z.string(),
+  /** Hosts not back to their former stack: where each stands, where it should, and why. */
+  problems: z.array(RollbackProblemSchema),
+});
 
 export const RolloutProgressSchema = z.object({
     rolloutId: z.string(),

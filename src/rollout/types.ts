@@ -5,17 +5,13 @@
  */
 import type { z } from 'zod';
 import type { Budget } from './budget.ts';
+import type { Actor } from '../domain/actor.ts';
 import type { PreflightSummarySchema } from './progress-schema.ts';
 import type { DependencyCheck, HostState, PayloadMeta, RolloutMode, StackEntry } from './matching.ts';
 import type { HostSelector, WaveSpec } from './waves.ts';
 
-export type { Budget, DependencyCheck, HostState, PayloadMeta, RolloutMode, StackEntry, HostSelector, WaveSpec };
+export type { Actor, Budget, DependencyCheck, HostState, PayloadMeta, RolloutMode, StackEntry, HostSelector, WaveSpec };
 
-/** Who did something: a person (by name), a workflow, or fleetpatch itself. */
-export interface Actor {
-  kind: 'user' | 'workflow' | 'system';
-  id: string;
-}
 
 export interface VerifySpec {
   /** The function whose emulated result proves the patch is live, e.g. xen_extra_version. */

@@ -7,11 +7,8 @@ import { z } from 'zod';
 import { FleetpatchError } from '../../errors.ts';
 import { rolloutReport } from '../../events/audit/rollout-report.ts';
 import { listRollouts } from '../../events/audit/projections.ts';
-import { readLiveStates } from '../../hypervisor/live-state.ts';
 import { PlanSchema, validatePlan, type Plan } from '../../rollout/plan.ts';
-import { preflight } from '../../rollout/preflight.ts';
 import { PreflightSummarySchema, RolloutProgressSchema } from '../../rollout/progress-schema.ts';
-import { rolloutIdFor } from '../../rollout/resolve.ts';
 import { resolvePlanPayloads, startRollout, rolloutIdOf, workflowIdOf } from '../../control/rollouts.ts';
 import { describeRollout, liveProgress, rolloutInput, startRollback, steerRollout, type SteerAction } from '../../control/steer.ts';
 import { allowedFailures, describeBudget } from '../../rollout/budget.ts';
@@ -21,6 +18,7 @@ import { ApiErrorSchema } from '../errors.ts';
 import { actorOf } from '../auth.ts';
 import type { ApiContext } from '../context.ts';
 import { ReasonSchema, RolloutIdSchema, RolloutParams, RolloutSummaryOut, type Api } from '../schemas.ts';
+import { dryRunPreflight } from '../../control/dry-run.ts';
 
 const errors = { 400: ApiErrorSchema, 401: ApiErrorSchema, 403: ApiErrorSchema, 404: ApiErrorSchema, 409: ApiErrorSchema, 413: ApiErrorSchema, 415: ApiErrorSchema, 422: ApiErrorSchema, 503: ApiErrorSchema };
 
@@ -138,10 +136,8 @@ export function rolloutRoutes(app: Api, ctx: ApiContext): void {
       const resolved = await resolvePlanPayloads(plan, '.', { pool: ctx.pool, actor: actorOf(request), store: false, planFile: 'body.plan', trustedKeys: await ctx.trustedKeys() });
       const fleet = await ctx.fleet();
       if (!fleet) throw new FleetpatchError('FLEET_FILE_INVALID', 'the API has no fleet file (FLEETPATCH_FLEET_FILE) to read the hosts from');
-      const hosts = fleet.fleet.hosts.map((h) => ({ id: h.id, labels: h.labels, buildId: h.buildId }));
-      const live = await readLiveStates(fleet, hosts.map((h) => h.id));
-      const rolloutId = rolloutIdFor(resolved);
-      const result = preflight(resolved, hosts, live, rolloutId);
+      const result = await dryRunPreflight(resolved, fleet, { pool: ctx.pool });
+      const { rolloutId } = result;
       return {
         rolloutId,
         payloads: resolved.payloads.map((p) => ({ name: p.name, buildId: p.buildId, depends: p.depends, xenDepends: p.xenDepends ?? null })),

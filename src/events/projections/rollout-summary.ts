@@ -4,6 +4,10 @@
  * rollback. Compact whatever the fleet size; per-host detail stays in the events. Pure.
  */
 import type { Actor, DomainEvent, PayloadRef } from '../catalogue.ts';
+import type { Decision } from '../../domain/decision.ts';
+import type { RollbackCounts } from '../../domain/rollback-counts.ts';
+
+export type { Decision };
 import type { RecordedEvent } from '../sql/event-row.ts';
 import { rolloutStream } from '../streams.ts';
 
@@ -23,27 +27,15 @@ export interface WaveSummary {
   reason: string | null;
 }
 
-export interface Decision {
-  action: 'paused' | 'resumed' | 'aborted' | 'approved';
-  by: Actor;
-  at: string;
-  reason: string | null;
-  wave: string | null;
-}
 
-export interface RollbackSummary {
+/** The rollback as the audit sees it: the shared counts, who asked, when, why, how it ended. */
+export interface RollbackSummary extends RollbackCounts {
   status: 'running' | 'finished';
   /** Who asked: the system for an automatic rollback, a person for `rollout rollback`. */
   requestedBy: Actor | null;
   startedAt: string;
   finishedAt: string | null;
   reason: string;
-  hosts: number;
-  rolledBack: number;
-  stackGrew: number;
-  unrecoverable: number;
-  failed: number;
-  nothingToDo: number;
   /** rolled-back only when every host the rollout touched is back; null while it runs. */
   outcome: 'rolled-back' | 'rollback-incomplete' | null;
 }

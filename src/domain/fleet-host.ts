@@ -1,0 +1,14 @@
+/**
+ * A host as the fleet registry lists it, for selecting and planning: its id, labels, and the
+ * hypervisor build it runs (the live state is authoritative). Pure (zod only).
+ */
+import { z } from 'zod';
+import { BuildIdSchema } from './payload-ref.ts';
+
+export const FleetHostSchema = z.object({ id: z.string().min(1), labels: z.record(z.string(), z.string()), buildId: BuildIdSchema });
+export type FleetHost = z.infer<typeof FleetHostSchema>;
+
+/** The registry's view of any host record that has at least these fields. */
+export function fleetHostOf(h: { id: string; labels: Readonly<Record<string, string>>; buildId: string }): FleetHost {
+  return { id: h.id, labels: { ...h.labels }, buildId: h.buildId };
+}
