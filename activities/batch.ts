@@ -38,7 +38,7 @@ import {
   type WaveCounts,
 } from '../src/events/sql/claims.ts';
 import { noticeBoots } from '../src/events/host-boots.ts';
-import { readLiveStates } from '../src/hypervisor/live-state.ts';
+import { readLiveStates } from '../src/agent/live-state.ts';
 import { assignPayload, type PayloadMeta } from '../src/rollout/matching.ts';
 import { budgetVerdictOf, type RolloutProgress } from '../src/rollout/progress.ts';
 import type { HostPatchResult, HostRollbackResult, ResolvedPlan, RolloutMode, VerifySpec } from '../src/rollout/types.ts';

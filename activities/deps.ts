@@ -4,7 +4,7 @@
  */
 import type { EventStore } from '../src/events/store.ts';
 import type { PayloadStore } from '../src/events/payload-store.ts';
-import type { FleetClient } from '../src/hypervisor/agent-client.ts';
+import type { FleetClient } from '../src/agent/client.ts';
 import type { Pool } from '../src/runtime/database.ts';
 import type { Logger } from '../src/runtime/logger.ts';
 import type { PublicKey } from '../src/payload/signing.ts';

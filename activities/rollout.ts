@@ -7,7 +7,7 @@ import { Context } from '@temporalio/activity';
 import type { DomainEventInput } from '../src/events/catalogue.ts';
 import { insertPreflight, selectPreflight } from '../src/events/sql/rollout-targets.ts';
 import { selectStoredBuildIds } from '../src/events/sql/payloads.ts';
-import { readLiveStates } from '../src/hypervisor/live-state.ts';
+import { readLiveStates } from '../src/agent/live-state.ts';
 import { noticeBoots } from '../src/events/host-boots.ts';
 import type { DependencyCheck } from '../src/rollout/matching.ts';
 import { preflight as planPreflight, type FleetHost } from '../src/rollout/preflight.ts';

@@ -13,10 +13,11 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { FleetClient } from '../src/hypervisor/agent-client.ts';
+import { FleetClient } from '../src/agent/client.ts';
 import { buildPayload } from '../src/payload/builder.ts';
 import { DEFAULT_IMAGE } from '../src/payload/image.ts';
 import { percentile, type Bench } from './report.ts';
+import { EmulatorAdmin } from '../src/emulator/admin-client.ts';
 
 const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const BIN = path.join(ROOT, 'bin', 'fleetpatch.js');
@@ -68,7 +69,7 @@ export default (async (ctx) => {
       try {
         const client = await FleetClient.open(fleetFile, { timeoutMs: 30_000 });
         const ids = client.hostIds;
-        const idle = await client.stats();
+        const idle = await new EmulatorAdmin(client.fleet).stats();
 
         // Every host: upload, apply, and prove it answers (the patched function's result).
         const t0 = performance.now();
@@ -81,7 +82,7 @@ export default (async (ctx) => {
           if (s.state === 'APPLIED' && (await agent.call('xen_extra_version')).result === 'Hello World') served++;
         });
         const rolloutMs = performance.now() - t0;
-        const loaded = await client.stats();
+        const loaded = await new EmulatorAdmin(client.fleet).stats();
 
         // Round trips: revert, then apply again, alternately. Each of `conc` workers owns its own
         // hosts, so no host ever has two actions in flight (Xen would say EBUSY).
@@ -105,7 +106,7 @@ export default (async (ctx) => {
         const latencies: number[] = [];
         await roundTrips(Math.max(2000, n), latencies);
         latencies.sort((a, b) => a - b);
-        const after = await client.stats();
+        const after = await new EmulatorAdmin(client.fleet).stats();
 
         ctx.report({ name: `hosts served by one fleet process (${n} hosts)`, value: served, unit: 'hosts', note: `each uploaded, applied and answering xen_extra_version = "Hello World"; started in ${Math.round(startMs)} ms` });
         ctx.report({ name: `fleet process RSS, idle (${n} hosts)`, value: idle.rssBytes / 2 ** 20, unit: 'MiB' });

@@ -47,16 +47,18 @@ import { createPool, type Pool } from '../src/runtime/database.ts';
 import { migrate } from '../src/events/migrate.ts';
 import { EventStore } from '../src/events/store.ts';
 import { GroupCommitter, type Fact } from '../src/events/group-commit.ts';
-import { FleetClient, type HostAgent } from '../src/hypervisor/agent-client.ts';
-import { readLiveStates } from '../src/hypervisor/live-state.ts';
-import type { Faults, RequestKind } from '../src/hypervisor/faults.ts';
-import type { DependencyCheck as HostCheck } from '../src/hypervisor/state-machine.ts';
+import { FleetClient, type HostAgent } from '../src/agent/client.ts';
+import { FleetpatchError } from '../src/errors.ts';
+import { readLiveStates } from '../src/agent/live-state.ts';
+import type { Faults, RequestKind } from '../src/emulator/faults.ts';
+import type { DependencyCheck as HostCheck } from '../src/emulator/state-machine.ts';
 import { planWaves } from '../src/rollout/waves.ts';
 import { batchLanes } from '../src/rollout/batches.ts';
 import { readPlanFile, resolvePlanPayloads, startRollout } from '../src/cli/rollouts.ts';
 import type { RolloutProgress } from '../src/rollout/progress.ts';
 import { rollbackWorkflow } from '../workflows/rollback.ts';
 import type { Bench, BenchContext } from './report.ts';
+import { EmulatorAdmin } from '../src/emulator/admin-client.ts';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'fleetpatch.js');
 const env = process.env;
@@ -285,6 +287,23 @@ function hostCheckBody(hostId: string, payload: { name: string; buildId: string 
   };
 }
 
+/**
+ * A host request with the engine's answer to a transient fault (a keep-alive socket the emulator
+ * closed, ECONNRESET under load): try again, at most 4 times (the engine waits 500 ms first; the
+ * floor does not, so a retry costs it nothing but the request).
+ */
+async function again<T>(fn: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await fn();
+    } catch (e) {
+      if (!(e instanceof FleetpatchError && e.retryable) || attempt >= 4) throw e;
+      floorRetries++;
+    }
+  }
+}
+let floorRetries = 0;
+
 /** `lanes` at a time over `ids`. */
 async function inLanes(ids: string[], lanes: number, fn: (id: string) => Promise<void>): Promise<void> {
   let next = 0;
@@ -299,8 +318,8 @@ async function inLanes(ids: string[], lanes: number, fn: (id: string) => Promise
 async function floorPatch(agent: HostAgent, p: FloorPayload, rec: FloorRecorder | undefined, wave: string): Promise<void> {
   const hostId = agent.hostId;
   const payload = { name: p.name, buildId: p.buildId };
-  const list = await agent.listAll();
-  const former = await agent.call(VERIFY.call);
+  const list = await again(() => agent.listAll());
+  const former = await again(() => agent.call(VERIFY.call));
   await rec?.durable([
     rec.fact(`${hostId}/started`, {
       type: 'HostPatchStarted',
@@ -311,7 +330,7 @@ async function floorPatch(agent: HostAgent, p: FloorPayload, rec: FloorRecorder 
       formerResult: { call: VERIFY.call, kind: former.kind, value: former.result === null ? null : String(former.result) },
     }),
   ]);
-  const up = await agent.upload(p.name, p.bytes);
+  const up = await again(() => agent.upload(p.name, p.bytes));
   if (rec) {
     const top = list.appliedStack.at(-1);
     await rec.durable([
@@ -331,10 +350,10 @@ async function floorPatch(agent: HostAgent, p: FloorPayload, rec: FloorRecorder 
       }),
     ]);
   }
-  const r = await agent.action(p.name, 'apply');
-  const status = await agent.waitForAction(p.name, { pollMs: POLL_MS });
+  const r = await again(() => agent.action(p.name, 'apply'));
+  const status = await again(() => agent.waitForAction(p.name, { pollMs: POLL_MS }));
   if (status.state !== 'APPLIED') throw new Error(`${hostId}: floor apply ended ${status.state} rc ${status.rc}`);
-  const v = await agent.call(VERIFY.call);
+  const v = await again(() => agent.call(VERIFY.call));
   await rec?.durable([
     ...(r.dependencyCheck ? [rec.fact(`${hostId}/apply-check`, hostCheckBody(hostId, payload, r.dependencyCheck))] : []),
     rec.fact(`${hostId}/applied`, { type: 'PayloadApplied', hostId, payload }),
@@ -347,16 +366,16 @@ async function floorPatch(agent: HostAgent, p: FloorPayload, rec: FloorRecorder 
 async function floorRestore(agent: HostAgent, p: FloorPayload, rec: FloorRecorder | undefined): Promise<void> {
   const hostId = agent.hostId;
   const payload = { name: p.name, buildId: p.buildId };
-  await agent.listAll();
+  await again(() => agent.listAll());
   await rec?.durable([]);
-  await agent.action(p.name, 'revert');
-  const status = await agent.waitForAction(p.name, { pollMs: POLL_MS });
+  await again(() => agent.action(p.name, 'revert'));
+  const status = await again(() => agent.waitForAction(p.name, { pollMs: POLL_MS }));
   if (status.state !== 'CHECKED') throw new Error(`${hostId}: floor revert ended ${status.state} rc ${status.rc}`);
-  await agent.listAll();
+  await again(() => agent.listAll());
   await rec?.durable([rec.fact(`${hostId}/reverted`, { type: 'PayloadReverted', hostId, payload })]);
-  await agent.action(p.name, 'unload');
-  await agent.listAll();
-  const v = await agent.call(VERIFY.call);
+  await again(() => agent.action(p.name, 'unload'));
+  await again(() => agent.listAll());
+  const v = await again(() => agent.call(VERIFY.call));
   await rec?.durable([
     rec.fact(`${hostId}/unloaded`, { type: 'PayloadUnloaded', hostId, payload }),
     rec.fact(`${hostId}/restore-health`, { type: 'HealthChecked', hostId, outcome: 'healthy', check: { call: VERIFY.call, expect: String(v.result) }, observed: String(v.result), reason: 'bench floor' }),
@@ -453,7 +472,7 @@ async function floorRun(s: Shared, dir: string, spec: ConfigSpec, record: boolea
       // The fleet is patched first (not timed), as a rollout would leave it.
       await inLanes(ids, CONCURRENCY, (id) => floorPatch(emu.fleet.host(id), s.payload, undefined, 'rest'));
     }
-    const before = (await emu.fleet.stats()).requests;
+    const before = (await new EmulatorAdmin(emu.fleet.fleet).stats()).requests;
     const started = performance.now();
     if (spec.kind === 'rollout') {
       // The preflight reads every host (64 at a time, as the preflight activity), recording its checks.
@@ -480,7 +499,7 @@ async function floorRun(s: Shared, dir: string, spec: ConfigSpec, record: boolea
     }
     await rec?.drain();
     const seconds = (performance.now() - started) / 1000;
-    const requests = (await emu.fleet.stats()).requests - before - 1;
+    const requests = (await new EmulatorAdmin(emu.fleet.fleet).stats()).requests - before - 1;
     let events = 0;
     if (pool) events = Number((await pool.query('SELECT count(*) AS n FROM events')).rows[0].n);
     return { seconds, requestsPerHost: requests / spec.hosts, eventsPerHost: events / spec.hosts };
@@ -505,7 +524,7 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
     const taskQueue = `bench-${randomBytes(4).toString('hex')}`;
     const wenv = { LOG_LEVEL: 'error', FLEETPATCH_DATA_DIR: s.tmp, TEMPORAL_ADDRESS: temporal.address, DATABASE_URL: db.url, FLEETPATCH_FLEET_FILE: emu.fleetFile, TEMPORAL_TASK_QUEUE: taskQueue };
     for (let i = 0; i < spec.workers; i++) workers.push(await spawnUntil(['worker', '--identity', `bench-worker-${i + 1}`], wenv, /worker polling/, WORKER_NODE_ARGS));
-    const faults = await emu.fleet.faults();
+    const faults = await new EmulatorAdmin(emu.fleet.fleet).faults();
     const pids = { temporal: temporal.pid, workers: workers.map((w) => w.pid), emulator: emu.proc.pid, postmaster: s.postmaster };
     const requester = { kind: 'system' as const, id: 'bench' };
     const rolloutId = `bench-${spec.hosts}-${randomBytes(4).toString('hex')}`;
@@ -513,14 +532,14 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
     const measure = async <T>(fn: () => Promise<T>) => {
       await sleep(STATS_SETTLE_MS);
       const commits0 = await xactCommits(s, db.name);
-      const requests0 = (await emu.fleet.stats()).requests;
+      const requests0 = (await new EmulatorAdmin(emu.fleet.fleet).stats()).requests;
       const events0 = Number((await setupPool.query('SELECT count(*) AS n FROM events')).rows[0].n);
       const cpu0 = await cpuSnapshot(pids);
       const t0 = performance.now();
       const value = await fn();
       const seconds = (performance.now() - t0) / 1000;
       const cpu = cpuDelta(cpu0, await cpuSnapshot(pids));
-      const requests = (await emu.fleet.stats()).requests - requests0 - 1;
+      const requests = (await new EmulatorAdmin(emu.fleet.fleet).stats()).requests - requests0 - 1;
       const events = Number((await setupPool.query('SELECT count(*) AS n FROM events')).rows[0].n) - events0;
       await sleep(STATS_SETTLE_MS);
       // Our own two queries above (events before and after) are commits too.
@@ -719,7 +738,7 @@ export default (async (ctx) => {
     ctx.log('| configuration | ideal | floor bare / recording | measured | / ideal | / floor | CPU s Temporal / worker / emulator / PostgreSQL | history events | PG commits | worker peak RSS |');
     ctx.log('|---|---|---|---|---|---|---|---|---|---|');
     for (const row of rows) ctx.log(row);
-    ctx.log(`load average at the end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}`);
+    ctx.log(`load average at the end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; the floor retried ${floorRetries} request(s) after a transient fault`);
   } finally {
     for (const s of stops.reverse()) await s().catch(() => undefined);
     await rm(tmp, { recursive: true, force: true });

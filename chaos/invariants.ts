@@ -3,7 +3,7 @@
  * (LIST), the emulated hypervisors' own journal (what really happened on each host), and
  * fleetpatch's event store. Each check returns a verdict with counts and the first offenders.
  */
-import type { JournalEntry } from '../src/hypervisor/journal.ts';
+import type { JournalEntry } from '../src/emulator/journal.ts';
 import type { DomainEvent } from '../src/events/catalogue.ts';
 
 export interface Verdict {

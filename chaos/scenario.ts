@@ -21,9 +21,10 @@ import { migrate } from '../src/events/migrate.ts';
 import { foldHostStack } from '../src/events/projections/host-stack.ts';
 import { EventStore } from '../src/events/store.ts';
 import { hostStream } from '../src/events/streams.ts';
-import { hash32, mulberry32 } from '../src/hypervisor/faults.ts';
-import { FleetClient, hostImage, startFleetServer, type RunningFleet } from '../src/hypervisor/index.ts';
-import { readLiveStates } from '../src/hypervisor/live-state.ts';
+import { hash32, mulberry32 } from '../src/emulator/faults.ts';
+import { hostImage, startFleetServer, type RunningFleet } from '../src/emulator/index.ts';
+import { FleetClient } from '../src/agent/index.ts';
+import { readLiveStates } from '../src/agent/live-state.ts';
 import { buildPayload, DEFAULT_IMAGE } from '../src/payload/index.ts';
 import { readPlanFile, resolvePlanPayloads, startRollout } from '../src/control/rollouts.ts';
 import { startRepair } from '../src/control/steer.ts';
@@ -31,8 +32,9 @@ import { createPool } from '../src/runtime/database.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/runtime/embedded-postgres.ts';
 import { createLogger } from '../src/runtime/logger.ts';
 import { killGroup, resolveTemporalCli, startTemporalDevServer, type TemporalDevServer } from '../src/runtime/temporal-server.ts';
-import type { FaultsInput } from '../src/hypervisor/faults.ts';
+import type { FaultsInput } from '../src/emulator/faults.ts';
 import * as inv from './invariants.ts';
+import { EmulatorAdmin } from '../src/emulator/admin-client.ts';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', 'bin', 'fleetpatch.js');
 
@@ -299,7 +301,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     const liveStacks = new Map([...live].map(([id, st]) => [id, st.ok ? st.state.applied.map((a) => a.buildId) : ['<unreachable>']]));
     const replayed = new Map<string, string[]>();
     for (const id of fleetClient.hostIds) replayed.set(id, foldHostStack(id, await store.readStream(hostStream(id))).applied.map((a) => a.buildId));
-    const journal = await fleetClient.journal();
+    const journal = await new EmulatorAdmin(fleetClient.fleet).journal();
     const failed = new Map<string, string>();
     for (const e of events) {
       if (e.type === 'HostPatchFinished' && e.outcome === 'failed') failed.set(e.hostId, `${e.failure?.stage} ${e.failure?.code}: ${e.failure?.reason}`);

@@ -30,8 +30,8 @@
 import net from 'node:net';
 import fc from 'fast-check';
 import { FLEETPATCH_CATALOGUE, XEN_CATALOGUE, XEN_ERRNO, type XenErrnoName } from '../../src/errors.ts';
-import { MAX_DOWN_MS, startFleetServer, type RunningFleet } from '../../src/hypervisor/server.ts';
-import * as sm from '../../src/hypervisor/state-machine.ts';
+import { MAX_DOWN_MS, startFleetServer, type RunningFleet } from '../../src/emulator/server.ts';
+import * as sm from '../../src/emulator/state-machine.ts';
 import { DEFAULT_IMAGE, buildPayload, parsePayload } from '../../src/payload/index.ts';
 import { createLogger } from '../../src/runtime/logger.ts';
 import { OracleViolation, SlowCase, cpuMs, limits, type FuzzTarget } from '../lib.ts';

@@ -29,9 +29,9 @@
 import { readFile } from 'node:fs/promises';
 import fc from 'fast-check';
 import { XenError } from '../../src/errors.ts';
-import * as sm from '../../src/hypervisor/state-machine.ts';
-import { callFunction } from '../../src/hypervisor/functions.ts';
-import { factsFromChecked, hostImage, payloadLibraryChecker } from '../../src/hypervisor/payload-adapter.ts';
+import * as sm from '../../src/emulator/state-machine.ts';
+import { callFunction } from '../../src/emulator/functions.ts';
+import { factsFromChecked, hostImage, payloadLibraryChecker } from '../../src/emulator/payload-adapter.ts';
 import { ELF_RELA_SIZE, SHT_NOBITS, SHT_NOTE, SHT_PROGBITS, SHT_REL, SHT_RELA, SHT_STRTAB, SHT_SYMTAB } from '../../src/payload/elf.ts';
 import {
   DEFAULT_IMAGE, buildPayload, checkUpload, constantReturnOf, objectFunctionResult, parsePayload, payloadObject, readElf, readImage,

@@ -11,7 +11,7 @@ import { TokenStore } from '../access/tokens.ts';
 import { connectClient } from '../control/rollouts.ts';
 import { EventStore } from '../events/store.ts';
 import { PayloadStore } from '../events/payload-store.ts';
-import { FleetClient } from '../hypervisor/agent-client.ts';
+import { FleetClient } from '../agent/client.ts';
 import type { PublicKey } from '../payload/signing.ts';
 import type { Config } from '../runtime/config.ts';
 import type { Pool } from '../runtime/database.ts';

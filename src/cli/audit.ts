@@ -9,8 +9,8 @@ import { withServices } from './context.ts';
 import type { CliIO, Command } from './io.ts';
 import { renderTable } from './table.ts';
 import { FleetpatchError } from '../errors.ts';
-import { FleetClient } from '../hypervisor/agent-client.ts';
-import { hostStateFromList } from '../hypervisor/live-state.ts';
+import { FleetClient } from '../agent/client.ts';
+import { hostStateFromList } from '../agent/live-state.ts';
 import {
   CHECK_OUTCOMES,
   EventStore,

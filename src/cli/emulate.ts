@@ -6,8 +6,8 @@
 import { readFile, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import { FleetpatchError } from '../errors.ts';
-import { MAX_FLEET_HOSTS } from '../hypervisor/fleet.ts';
-import { startFleetServer } from '../hypervisor/server.ts';
+import { MAX_FLEET_HOSTS } from '../emulator/fleet.ts';
+import { startFleetServer } from '../emulator/server.ts';
 import { loadConfig } from '../runtime/config.ts';
 import { createCommandLogger } from '../runtime/logger.ts';
 import { Shutdown } from '../runtime/shutdown.ts';

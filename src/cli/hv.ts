@@ -12,11 +12,10 @@ import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { FleetpatchError, XEN_ERRNO, XenError, strerror } from '../errors.ts';
-import { HostAgent } from '../hypervisor/agent-client.ts';
-import { defaultFleetFilePath, findFleetHost, readFleetFile } from '../hypervisor/fleet-file.ts';
-import { formatResult } from '../hypervisor/functions.ts';
-import { STATE_NUMBER, XEN_LIVEPATCH_NAME_SIZE, type ActionCmd, type CallResult } from '../hypervisor/state-machine.ts';
-import type { WireCall, WireStatus } from '../hypervisor/wire.ts';
+import { HostAgent } from '../agent/client.ts';
+import { defaultFleetFilePath, findFleetHost, readFleetFile } from '../agent/fleet-file.ts';
+import { STATE_NUMBER, XEN_LIVEPATCH_NAME_SIZE, describeCall, type ActionCmd } from '../agent/contract.ts';
+import type { WireCall, WireStatus } from '../agent/contract.ts';
 import { parseCommandArgs } from './args.ts';
 import type { CliIO, Command } from './io.ts';
 
@@ -274,9 +273,7 @@ class Tool {
       printError(io, e.errno, e.message);
       return e.errno;
     }
-    const result: CallResult =
-      r.kind === 'string' ? { kind: 'string', value: String(r.result) } : r.kind === 'integer' ? { kind: 'integer', value: Number(r.result) } : { kind: 'undefined', why: r.why ?? 'unknown' };
-    io.out(formatResult(result, r.function || args[0]!));
+    io.out(describeCall(r, r.function || args[0]!));
     return 0;
   }
 }

@@ -5,7 +5,7 @@
 import os from 'node:os';
 import type { Client } from '@temporalio/client';
 import { FleetpatchError } from '../errors.ts';
-import { FleetClient } from '../hypervisor/agent-client.ts';
+import { FleetClient } from '../agent/client.ts';
 import type { Actor } from '../rollout/types.ts';
 import { loadConfig } from '../runtime/config.ts';
 import { liveProgress, startRepair, startRollback, steeringError, steerRollout } from '../control/steer.ts';

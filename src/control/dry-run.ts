@@ -4,8 +4,8 @@
  * the waves, and, before a REPLACE, name the hosts whose stack could not be put back.
  */
 import { selectStoredBuildIds } from '../events/sql/payloads.ts';
-import type { FleetClient } from '../hypervisor/agent-client.ts';
-import { readLiveStates } from '../hypervisor/live-state.ts';
+import type { FleetClient } from '../agent/client.ts';
+import { readLiveStates } from '../agent/live-state.ts';
 import { fleetHostOf } from '../domain/fleet-host.ts';
 import { preflight, type PreflightResult } from '../rollout/preflight.ts';
 import { rolloutIdFor } from '../rollout/resolve.ts';

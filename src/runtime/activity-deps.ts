@@ -7,7 +7,7 @@ import { stat } from 'node:fs/promises';
 import type { ActivityDeps } from '../../activities/deps.ts';
 import { EventStore } from '../events/store.ts';
 import { PayloadStore } from '../events/payload-store.ts';
-import { FleetClient } from '../hypervisor/agent-client.ts';
+import { FleetClient } from '../agent/client.ts';
 import type { Pool } from './database.ts';
 import type { Logger } from './logger.ts';
 import { loadConfig, type Config } from './config.ts';

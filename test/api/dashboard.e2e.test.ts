@@ -15,7 +15,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { apiContextFrom } from '../../src/api/context.ts';
 import { startApi } from '../../src/api/server.ts';
-import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
+import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
 import { createLogger } from '../../src/runtime/logger.ts';
 import { workerMetrics } from '../../src/runtime/worker-metrics.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';

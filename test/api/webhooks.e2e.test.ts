@@ -8,7 +8,7 @@ import { createHmac } from 'node:crypto';
 import http from 'node:http';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
-import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
+import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
 import { selectDeliveries } from '../../src/events/sql/webhook-outbox.ts';
 import { approveUpdate, progressQuery } from '../../workflows/messages.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';

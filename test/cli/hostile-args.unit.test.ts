@@ -16,7 +16,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildPayload, DEFAULT_IMAGE } from '../../src/payload/index.ts';
-import { startFleetServer } from '../../src/hypervisor/server.ts';
+import { startFleetServer } from '../../src/emulator/server.ts';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'fleetpatch.js');
 

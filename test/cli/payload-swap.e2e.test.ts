@@ -10,7 +10,7 @@ import { execFile } from 'node:child_process';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
+import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
 import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/cli/rollouts.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { generateSigningKey } from '../../src/payload/index.ts';

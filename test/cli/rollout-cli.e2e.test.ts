@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
+import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { IMAGE_A, IMAGE_B, liveStacks, tempDir, writePayload, writePlan } from '../support/rollout.ts';
 

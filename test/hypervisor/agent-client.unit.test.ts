@@ -9,7 +9,7 @@ import { inspect } from 'node:util';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FleetpatchError, XenError } from '../../src/errors.ts';
-import { FleetClient, HostAgent } from '../../src/hypervisor/agent-client.ts';
+import { FleetClient, HostAgent } from '../../src/agent/client.ts';
 import { freePort } from '../../src/runtime/process-utils.ts';
 import { HELLO, payload, startTestFleet, type TestFleet } from './fleet-helpers.ts';
 
@@ -88,19 +88,19 @@ describe('transport failures', () => {
   });
 
   it('HOST_TIMEOUT when the host never answers', async () => {
-    await t.client.setFaults({ rules: [{ kind: 'unreachable', mode: 'hang', hosts: ['host-0010'] }] });
+    await t.admin.setFaults({ rules: [{ kind: 'unreachable', mode: 'hang', hosts: ['host-0010'] }] });
     try {
       const started = performance.now();
       const e = await caught(agentFor('host-0010', { timeoutMs: 150 }).list());
       expect(e.code).toBe('HOST_TIMEOUT');
       expect(performance.now() - started).toBeGreaterThanOrEqual(140);
     } finally {
-      await t.client.setFaults({});
+      await t.admin.setFaults({});
     }
   });
 
-  it('HOST_UNAUTHORIZED for a host the fleet does not have (the server does not tell ids apart without their token), HOST_PROTOCOL for answers we do not understand', async () => {
-    expect((await caught(new HostAgent({ url: t.fleet.url, hostId: 'host-9999', token: 'x'.repeat(20) }).list())).code).toBe('HOST_UNAUTHORIZED');
+  it('HOST_FORBIDDEN for a host the fleet does not have (the server does not tell ids apart without their token), HOST_PROTOCOL for answers we do not understand', async () => {
+    expect((await caught(new HostAgent({ url: t.fleet.url, hostId: 'host-9999', token: 'x'.repeat(20) }).list())).code).toBe('HOST_FORBIDDEN');
     const odd = http.createServer((req, res) => {
       if (req.url?.includes('text')) res.writeHead(200, { 'content-type': 'text/html' }).end('<html>hello</html>');
       else res.writeHead(500).end('oops');
@@ -123,7 +123,7 @@ describe('transport failures', () => {
 
 describe('asynchronous actions', () => {
   it('waitForAction polls until rc is no longer -EAGAIN, calling onPoll each time', async () => {
-    await t.client.setFaults({ rules: [{ kind: 'actionDuration', ms: 120, hosts: ['host-0020'] }] });
+    await t.admin.setFaults({ rules: [{ kind: 'actionDuration', ms: 120, hosts: ['host-0020'] }] });
     try {
       const a = agentFor('host-0020');
       await a.upload('hello', HELLO);
@@ -138,12 +138,12 @@ describe('asynchronous actions', () => {
       expect(polls[0]).toBe(-11);
       expect((await a.call('xen_extra_version')).result).toBe('Hello World');
     } finally {
-      await t.client.setFaults({});
+      await t.admin.setFaults({});
     }
   });
 
   it('ACTION_TIMEOUT when the deadline passes first; a second action meanwhile is EBUSY', async () => {
-    await t.client.setFaults({ actionDurationMs: 400 });
+    await t.admin.setFaults({ actionDurationMs: 400 });
     try {
       const a = agentFor('host-0021');
       await a.upload('hello', HELLO);
@@ -156,7 +156,7 @@ describe('asynchronous actions', () => {
       expect(e.code).toBe('ACTION_TIMEOUT');
       expect(e.details).toMatchObject({ hostId: 'host-0021', payload: 'hello' });
     } finally {
-      await t.client.setFaults({});
+      await t.admin.setFaults({});
     }
   });
 });

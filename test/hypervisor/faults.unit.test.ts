@@ -4,7 +4,7 @@ import os from 'node:os';
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { FleetpatchError } from '../../src/errors.ts';
-import { FaultInjector, draw, loadFaultsFile, parseFaults, type FaultTarget, type FaultsInput } from '../../src/hypervisor/faults.ts';
+import { FaultInjector, draw, loadFaultsFile, parseFaults, type FaultTarget, type FaultsInput } from '../../src/emulator/faults.ts';
 
 const host = (i: number, region = 'eu-west'): FaultTarget => ({
   id: `host-${String(i).padStart(4, '0')}`,

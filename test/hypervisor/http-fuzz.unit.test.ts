@@ -6,7 +6,7 @@
  * patching a function called by that name instead of the one at old_addr.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import type { FleetFileHost } from '../../src/hypervisor/fleet-file.ts';
+import type { FleetFileHost } from '../../src/agent/fleet-file.ts';
 import { payload, startTestFleet, type TestFleet } from './fleet-helpers.ts';
 
 /** xen_extra_version's replacement, with the name string changed to xen_extra_versioX. */

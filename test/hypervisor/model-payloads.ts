@@ -4,7 +4,7 @@
  * machine relies on (name and build-id already loaded: EEXIST; xen_depends: EINVAL).
  */
 import { XenError } from '../../src/errors.ts';
-import type { CallResult, HostImage, PayloadFacts, UploadChecker } from '../../src/hypervisor/state-machine.ts';
+import type { CallResult, HostImage, PayloadFacts, UploadChecker } from '../../src/emulator/state-machine.ts';
 
 export const HV_BUILD_ID = 'aa'.repeat(20);
 export const OTHER_HV_BUILD_ID = 'bb'.repeat(20);

@@ -5,7 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FleetpatchError } from '../../src/errors.ts';
-import type { FleetFileHost } from '../../src/hypervisor/fleet-file.ts';
+import type { FleetFileHost } from '../../src/agent/fleet-file.ts';
 import { HELLO, payload, startTestFleet, type TestFleet } from './fleet-helpers.ts';
 
 let t: TestFleet;
@@ -59,7 +59,7 @@ beforeAll(async () => {
   await agent.upload('bye', BYE);
   // The host's 2nd authenticated request from now on is refused: if refused requests counted,
   // the fault would hit one of them instead and the check at the end would see it missing.
-  await t.client.setFaults({ rules: [{ kind: 'unreachable', hosts: [host.id], afterRequests: 1, forRequests: 1 }] });
+  await t.admin.setFaults({ rules: [{ kind: 'unreachable', hosts: [host.id], afterRequests: 1, forRequests: 1 }] });
 });
 
 afterAll(() => t.close());
@@ -75,7 +75,8 @@ describe('authentication of /hosts/:id/*', () => {
         const before = t.fleet.host(host.id);
         const r = await raw(route.method, `/hosts/${host.id}${route.path}`, cred.header, route.body);
         expect(r.status).toBe(cred.status);
-        expect(r.body.error).toBe('HOST_UNAUTHORIZED');
+        // The catalogue's codes: no credentials (401), or not this host's (403).
+        expect(r.body.error).toBe(cred.status === 401 ? 'HOST_UNAUTHORIZED' : 'HOST_FORBIDDEN');
         if (cred.status === 401) expect(r.auth).toBe('Bearer');
         expect(t.fleet.host(host.id)).toEqual(before);
       });
@@ -106,12 +107,12 @@ describe('authentication of /hosts/:id/*', () => {
     expect((await agent.call('xen_extra_version')).result).toBe('Hello World');
   });
 
-  it('the HostAgent turns 401/403 into HOST_UNAUTHORIZED, never echoing the token', async () => {
-    const { HostAgent } = await import('../../src/hypervisor/agent-client.ts');
+  it('the HostAgent gets the refusal back as the catalogue error the host raised, never echoing the token', async () => {
+    const { HostAgent } = await import('../../src/agent/client.ts');
     const wrong = new HostAgent({ url: t.fleet.url, hostId: host.id, token: other.token });
     const e = await wrong.list().catch((x: unknown) => x);
     expect(e).toBeInstanceOf(FleetpatchError);
-    expect(e).toMatchObject({ code: 'HOST_UNAUTHORIZED' });
+    expect(e).toMatchObject({ code: 'HOST_FORBIDDEN' });
     expect(JSON.stringify({ m: (e as Error).message, d: (e as FleetpatchError).details })).not.toContain(other.token);
   });
 });
@@ -120,10 +121,10 @@ describe('authentication of /admin/*', () => {
   for (const route of ADMIN_ROUTES) {
     for (const cred of [...BAD_CREDENTIALS, { label: "a host's token", header: 'HOST', status: 403 }]) {
       it(`${route.method} ${route.path} with ${cred.label}: ${cred.status}`, async () => {
-        const faults = await t.client.faults();
+        const faults = await t.admin.faults();
         const r = await raw(route.method, route.path, cred.header === 'HOST' ? `Bearer ${host.token}` : cred.header, route.body);
         expect(r.status).toBe(cred.status);
-        expect(await t.client.faults()).toEqual(faults);
+        expect(await t.admin.faults()).toEqual(faults);
       });
     }
   }
@@ -142,7 +143,7 @@ describe('authentication of /admin/*', () => {
       const known = await raw('GET', `/hosts/${host.id}/livepatch`, 'Bearer not-the-token-of-this-host');
       expect(wrong).toEqual(known);
       // Even a real host's token does not tell that the id is unknown.
-      expect(await raw('GET', path, `Bearer ${host.token}`)).toMatchObject({ status: 403, body: { error: 'HOST_UNAUTHORIZED' } });
+      expect(await raw('GET', path, `Bearer ${host.token}`)).toMatchObject({ status: 403, body: { error: 'HOST_FORBIDDEN' } });
     }
   });
 });

@@ -8,8 +8,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FleetpatchError } from '../../src/errors.ts';
 import { emulateCommand } from '../../src/cli/emulate.ts';
 import { memoryIO } from '../../src/cli/io.ts';
-import { MAX_DOWN_MS, startFleetServer } from '../../src/hypervisor/server.ts';
-import type { FleetFileHost } from '../../src/hypervisor/fleet-file.ts';
+import { MAX_DOWN_MS, startFleetServer } from '../../src/emulator/server.ts';
+import type { FleetFileHost } from '../../src/agent/fleet-file.ts';
 import { HELLO, startTestFleet, type TestFleet } from './fleet-helpers.ts';
 
 let t: TestFleet;
@@ -64,10 +64,10 @@ describe('numbers in the HTTP API are finite and bounded', () => {
     ['{"rules": [{"kind": "reboot", "downMs": 1e400}]}'],
     ['{"rules": [{"kind": "latency", "ms": 86400001}]}'],
   ])('POST /admin/faults %s: 400 FAULTS_INVALID, the fault set unchanged', async (doc) => {
-    const before = await t.client.faults();
+    const before = await t.admin.faults();
     const r = await post('/admin/faults', doc, t.fleet.adminToken);
     expect(r).toMatchObject({ status: 400, body: { error: 'FAULTS_INVALID' } });
-    expect(await t.client.faults()).toEqual(before);
+    expect(await t.admin.faults()).toEqual(before);
   });
 });
 

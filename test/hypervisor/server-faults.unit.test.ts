@@ -1,7 +1,7 @@
 /** Faults injected into a running fleet over HTTP (POST /admin/faults), seen through the HostAgent. */
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { XenError } from '../../src/errors.ts';
-import type { FaultsInput } from '../../src/hypervisor/faults.ts';
+import type { FaultsInput } from '../../src/emulator/faults.ts';
 import { HELLO, delay, payload, startTestFleet, type TestFleet } from './fleet-helpers.ts';
 
 let t: TestFleet;
@@ -15,7 +15,7 @@ const fresh = () => {
 beforeAll(async () => {
   t = await startTestFleet({ hosts: 40, seed: 5 });
 });
-afterEach(() => t.client.setFaults({}));
+afterEach(() => t.admin.setFaults({}));
 afterAll(() => t.close());
 
 async function applied(agent: ReturnType<typeof fresh>['agent'], name = 'hello', bytes = HELLO) {
@@ -28,7 +28,7 @@ describe('faults over HTTP', () => {
   it('latency: every request of the selected hosts answers that much later', async () => {
     const { id, agent } = fresh();
     const quiet = fresh();
-    await t.client.setFaults({ rules: [{ kind: 'latency', ms: 80, hosts: [id] }] });
+    await t.admin.setFaults({ rules: [{ kind: 'latency', ms: 80, hosts: [id] }] });
     let started = performance.now();
     await agent.list();
     expect(performance.now() - started).toBeGreaterThanOrEqual(78);
@@ -39,7 +39,7 @@ describe('faults over HTTP', () => {
 
   it('actionTimeout: the CPUs never rendezvous; rc -EBUSY after the 30 ms timeout, state unchanged', async () => {
     const { id, agent } = fresh();
-    await t.client.setFaults({ rules: [{ kind: 'actionTimeout', hosts: [id] }] });
+    await t.admin.setFaults({ rules: [{ kind: 'actionTimeout', hosts: [id] }] });
     await agent.upload('hello', HELLO);
     const started = performance.now();
     await agent.action('hello', 'apply');
@@ -47,28 +47,28 @@ describe('faults over HTTP', () => {
     expect(performance.now() - started).toBeGreaterThanOrEqual(29);
     expect(s).toMatchObject({ state: 'CHECKED', rc: -16, reason: expect.stringMatching(/quiesce/) });
     // A longer timeout does not help a rendezvous that never happens; a shorter rendezvous fits one.
-    await t.client.setFaults({ rules: [{ kind: 'actionTimeout', hosts: [id], rendezvousMs: 40 }] });
+    await t.admin.setFaults({ rules: [{ kind: 'actionTimeout', hosts: [id], rendezvousMs: 40 }] });
     await agent.action('hello', 'apply', { timeoutNs: 100_000_000 });
     expect(await agent.waitForAction('hello', { pollMs: 5 })).toMatchObject({ state: 'APPLIED', rc: 0 });
   });
 
   it('applyFailure for one payload: CHECKED with the errno; another payload applies', async () => {
     const { id, agent } = fresh();
-    await t.client.setFaults({ rules: [{ kind: 'applyFailure', hosts: [id], payload: 'hello', errno: 'ENOMEM' }] });
+    await t.admin.setFaults({ rules: [{ kind: 'applyFailure', hosts: [id], payload: 'hello', errno: 'ENOMEM' }] });
     expect(await applied(agent)).toEqual({ name: 'hello', state: 'CHECKED', rc: -12, reason: 'hello: applying failed (injected ENOMEM)' });
     expect(await applied(agent, 'other', payload('other', 'Other'))).toMatchObject({ state: 'APPLIED', rc: 0 });
   });
 
   it('verifyFailure: the apply succeeds, the patched function returns something else', async () => {
     const { id, agent } = fresh();
-    await t.client.setFaults({ rules: [{ kind: 'verifyFailure', hosts: [id], result: 'Goodbye, cruel world' }] });
+    await t.admin.setFaults({ rules: [{ kind: 'verifyFailure', hosts: [id], result: 'Goodbye, cruel world' }] });
     expect(await applied(agent)).toMatchObject({ state: 'APPLIED', rc: 0 });
     expect(await agent.call('xen_extra_version')).toMatchObject({ result: 'Goodbye, cruel world', providedBy: { name: 'hello' } });
   });
 
   it('crashDuringApply: the host is unreachable while it reboots, then has no payloads', async () => {
     const { id, agent } = fresh();
-    await t.client.setFaults({ rules: [{ kind: 'crashDuringApply', hosts: [id], downMs: 150 }] });
+    await t.admin.setFaults({ rules: [{ kind: 'crashDuringApply', hosts: [id], downMs: 150 }] });
     await agent.upload('hello', HELLO);
     await agent.action('hello', 'apply');
     await expect(agent.get('hello')).rejects.toMatchObject({ code: 'HOST_UNREACHABLE' });
@@ -81,7 +81,7 @@ describe('faults over HTTP', () => {
   it('reboot on the n-th request: dropped, down for downMs, payloads gone', async () => {
     const { id, agent } = fresh();
     await applied(agent);
-    await t.client.setFaults({ rules: [{ kind: 'reboot', hosts: [id], afterRequests: 1, times: 1, downMs: 100 }] });
+    await t.admin.setFaults({ rules: [{ kind: 'reboot', hosts: [id], afterRequests: 1, times: 1, downMs: 100 }] });
     await agent.list();
     await expect(agent.list()).rejects.toMatchObject({ code: 'HOST_UNREACHABLE' });
     await expect(agent.list()).rejects.toMatchObject({ code: 'HOST_UNREACHABLE' });
@@ -101,11 +101,11 @@ describe('faults over HTTP', () => {
   it('unreachable: refused (HOST_UNREACHABLE) or hanging (HOST_TIMEOUT), for the selected hosts only', async () => {
     const a = fresh();
     const b = fresh();
-    await t.client.setFaults({ rules: [{ kind: 'unreachable', mode: 'refuse', hosts: [a.id] }] });
+    await t.admin.setFaults({ rules: [{ kind: 'unreachable', mode: 'refuse', hosts: [a.id] }] });
     await expect(a.agent.list()).rejects.toMatchObject({ code: 'HOST_UNREACHABLE', retryable: true });
     await expect(b.agent.list()).resolves.toMatchObject({ host: b.id });
-    await t.client.setFaults({ rules: [{ kind: 'unreachable', mode: 'hang', hosts: [b.id] }] });
-    const { HostAgent } = await import('../../src/hypervisor/agent-client.ts');
+    await t.admin.setFaults({ rules: [{ kind: 'unreachable', mode: 'hang', hosts: [b.id] }] });
+    const { HostAgent } = await import('../../src/agent/client.ts');
     const impatient = new HostAgent({ url: t.fleet.url, hostId: b.id, token: t.fleet.fleet.hosts.find((h) => h.id === b.id)!.token, timeoutMs: 100 });
     await expect(impatient.list()).rejects.toMatchObject({ code: 'HOST_TIMEOUT' });
   });
@@ -120,16 +120,16 @@ describe('faults over HTTP', () => {
       expect((await agent.get('hello')).rc).toBe(-11);
       await agent.waitForAction('hello', { pollMs: 10 });
       expect(performance.now() - started).toBeGreaterThanOrEqual(99);
-      expect(await slow.client.faults()).toMatchObject({ actionDurationMs: 100 });
+      expect(await slow.admin.faults()).toMatchObject({ actionDurationMs: 100 });
     } finally {
       await slow.close();
     }
   });
 
   it('refuses an invalid fault set with FAULTS_INVALID and keeps the old one', async () => {
-    await t.client.setFaults({ latencyMs: 1 });
-    await expect(t.client.setFaults({ rules: [{ kind: 'nope' }] } as unknown as FaultsInput)).rejects.toMatchObject({ code: 'FAULTS_INVALID' });
-    expect((await t.client.faults()).latencyMs).toBe(1);
+    await t.admin.setFaults({ latencyMs: 1 });
+    await expect(t.admin.setFaults({ rules: [{ kind: 'nope' }] } as unknown as FaultsInput)).rejects.toMatchObject({ code: 'FAULTS_INVALID' });
+    expect((await t.admin.faults()).latencyMs).toBe(1);
   });
 
   it('is reproducible across fleets: same seed, same requests, same failures', async () => {

@@ -10,8 +10,8 @@
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { XEN_ERRNO, type XenErrnoName } from '../../src/errors.ts';
-import { callFunction } from '../../src/hypervisor/functions.ts';
-import * as sm from '../../src/hypervisor/state-machine.ts';
+import { callFunction } from '../../src/emulator/functions.ts';
+import * as sm from '../../src/emulator/state-machine.ts';
 import { HV_BUILD_ID, IMAGE, bytesOf, fakeChecker, id, type FakeSpec } from './model-payloads.ts';
 
 export const PROPERTY_RUNS = 1000;

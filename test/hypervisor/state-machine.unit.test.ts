@@ -4,8 +4,8 @@
  */
 import { describe, expect, it } from 'vitest';
 import { XEN_ERRNO, XenError } from '../../src/errors.ts';
-import { callFunction, functionTable } from '../../src/hypervisor/functions.ts';
-import * as sm from '../../src/hypervisor/state-machine.ts';
+import { callFunction, functionTable } from '../../src/emulator/functions.ts';
+import * as sm from '../../src/emulator/state-machine.ts';
 import { HV_BUILD_ID, IMAGE, OTHER_HV_BUILD_ID, bytesOf, facts, fakeChecker, id, type FakeSpec } from './model-payloads.ts';
 
 const LIB: Record<string, FakeSpec> = {

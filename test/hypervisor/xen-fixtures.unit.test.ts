@@ -6,9 +6,9 @@
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { XenError } from '../../src/errors.ts';
-import { cachingChecker, loadImageFile, payloadLibraryChecker } from '../../src/hypervisor/payload-adapter.ts';
-import { callFunction } from '../../src/hypervisor/functions.ts';
-import * as sm from '../../src/hypervisor/state-machine.ts';
+import { cachingChecker, loadImageFile, payloadLibraryChecker } from '../../src/emulator/payload-adapter.ts';
+import { callFunction } from '../../src/emulator/functions.ts';
+import * as sm from '../../src/emulator/state-machine.ts';
 import { buildPayload } from '../../src/payload/builder.ts';
 import type { HypervisorImage } from '../../src/payload/image.ts';
 import { buildCodegenFixtures, type CodegenFixtures } from '../fixtures/codegen.ts';

@@ -7,7 +7,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { FleetpatchError, XenError } from '../../src/errors.ts';
-import { factsFromChecked, hostImage } from '../../src/hypervisor/payload-adapter.ts';
+import { factsFromChecked, hostImage } from '../../src/emulator/payload-adapter.ts';
 import { MAX_NAME_BYTES } from '../../src/payload/elf.ts';
 import {
   DEFAULT_IMAGE, buildPayload, checkUpload, constantReturnOf, objectFunctionResult, parsePayload, payloadObject, readElf, readImage, relocatableCode,

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
+import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
 import { EventStore } from '../../src/events/store.ts';
-import { FleetClient } from '../../src/hypervisor/agent-client.ts';
+import { FleetClient } from '../../src/agent/client.ts';
 import type { Started } from '../../src/cli/rollouts.ts';
 import { progressQuery, resumeUpdate } from '../../workflows/messages.ts';
 import type { PlanInput } from '../../src/rollout/plan.ts';

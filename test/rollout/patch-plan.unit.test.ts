@@ -4,7 +4,7 @@
  * a payload twice (the state machine's own "already applied" answer is what it goes by).
  */
 import { describe, expect, it } from 'vitest';
-import * as sm from '../../src/hypervisor/state-machine.ts';
+import * as sm from '../../src/emulator/state-machine.ts';
 import { nextPatchStep, patchGoal, type PatchGoal, type PatchStep } from '../../src/rollout/patch-plan.ts';
 import { lostFacts } from '../../src/rollout/restate.ts';
 import type { PayloadMeta } from '../../src/rollout/matching.ts';

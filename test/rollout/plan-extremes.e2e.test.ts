@@ -7,7 +7,7 @@
  * instead of a stuck workflow.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
+import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
 import type { Started } from '../../src/cli/rollouts.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { rolloutStream } from '../../src/events/streams.ts';

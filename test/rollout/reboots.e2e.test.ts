@@ -5,7 +5,8 @@
  * patch a reboot took away as patched.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { hostImage, startFleetServer, FleetClient, type RunningFleet } from '../../src/hypervisor/index.ts';
+import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
+import { FleetClient } from '../../src/agent/index.ts';
 import { startRepair, startRollback } from '../../src/control/steer.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';

@@ -5,7 +5,8 @@
  * themselves, not from fleetpatch's events; the events are then checked to tell the same story.
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FleetClient, loadImageFile, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
+import { loadImageFile, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
+import { FleetClient } from '../../src/agent/index.ts';
 import { describeProgress, type Started } from '../../src/cli/rollouts.ts';
 import { startRollback } from '../../src/control/steer.ts';
 import { main } from '../../src/cli/main.ts';

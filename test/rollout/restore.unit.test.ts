@@ -4,8 +4,8 @@
  * HYPERVISOR says, not what the planner believed.
  */
 import { describe, expect, it } from 'vitest';
-import * as sm from '../../src/hypervisor/state-machine.ts';
-import { callFunction } from '../../src/hypervisor/functions.ts';
+import * as sm from '../../src/emulator/state-machine.ts';
+import { callFunction } from '../../src/emulator/functions.ts';
 import { nextRestoreStep, looseOurs, unrestorablePayloads, type LiveHost, type RestoreGoal, type RestoreStep } from '../../src/rollout/restore.ts';
 import type { StackEntry } from '../../src/rollout/matching.ts';
 import { bytesOf, fakeChecker, id, IMAGE, type FakeSpec } from '../hypervisor/model-payloads.ts';

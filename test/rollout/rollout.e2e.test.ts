@@ -1,11 +1,11 @@
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { saveHistory } from '../support/histories.ts';
-import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
+import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
 import { preflight } from '../../src/rollout/preflight.ts';
 import type { RolloutProgress } from '../../src/rollout/progress.ts';
 import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/cli/rollouts.ts';
-import { FleetClient } from '../../src/hypervisor/agent-client.ts';
-import { readLiveStates } from '../../src/hypervisor/live-state.ts';
+import { FleetClient } from '../../src/agent/client.ts';
+import { readLiveStates } from '../../src/agent/live-state.ts';
 import { rolloutReport } from '../../src/events/audit/rollout-report.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { rolloutStream } from '../../src/events/streams.ts';

@@ -4,8 +4,8 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Client, Connection } from '@temporalio/client';
-import { hostImage, startFleetServer, type RunningFleet } from '../../src/hypervisor/index.ts';
-import { FleetClient } from '../../src/hypervisor/agent-client.ts';
+import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
+import { FleetClient } from '../../src/agent/client.ts';
 import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/cli/rollouts.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { verifyChains } from '../../src/events/audit/verify.ts';
@@ -14,6 +14,7 @@ import { progressQuery } from '../../workflows/messages.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { saveHistory } from '../support/histories.ts';
 import { hostEvents, IMAGE_A, IMAGE_B, replayDifferences, tempDir, writePayload, writePlan } from '../support/rollout.ts';
+import { EmulatorAdmin } from '../../src/emulator/admin-client.ts';
 
 const BIN = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'fleetpatch.js');
 
@@ -106,7 +107,7 @@ describe('a worker killed with SIGKILL mid-rollout', () => {
     expect(atKill?.waves[1]!.done ?? 0).toBeLessThan(198);
 
     const fleetClient = await FleetClient.open(fleet.fleetFile);
-    const journal = await fleetClient.journal();
+    const journal = await new EmulatorAdmin(fleetClient.fleet).journal();
     for (const id of fleetClient.hostIds) {
       const list = await fleetClient.host(id).listAll();
       // Never reverted and applied again: each host's payload was applied exactly once.

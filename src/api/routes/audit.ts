@@ -14,7 +14,7 @@ import { hostTimeline } from '../../events/audit/timeline.ts';
 import { verifyChains } from '../../events/audit/verify.ts';
 import { whereIsPayload } from '../../events/audit/where.ts';
 import type { RecordedEvent } from '../../events/store.ts';
-import { hostStateFromList } from '../../hypervisor/live-state.ts';
+import { hostStateFromList } from '../../agent/live-state.ts';
 import { ApiErrorSchema } from '../errors.ts';
 import { actorOf } from '../auth.ts';
 import type { ApiContext } from '../context.ts';

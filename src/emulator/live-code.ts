@@ -12,7 +12,20 @@
  *
  * Pure: no node: imports.
  */
-import type { Host, PatchedFunction } from './state-machine.ts';
+/** The part of a patched function the live code depends on (the state machine's PatchedFunction has it). */
+export interface FunctionPatch {
+  readonly oldAddr: bigint;
+  readonly newAddr: bigint;
+  readonly newSize: number;
+  readonly nop: boolean;
+}
+
+/** The part of a host the live code depends on: its image's bytes and its applied payloads' patches. */
+export interface CodeView {
+  readonly image: { readonly codeAt?: (address: bigint, length: number) => Uint8Array | null | undefined };
+  readonly payloads: readonly { readonly name: string; readonly facts: { readonly funcs: readonly FunctionPatch[] } }[];
+  readonly stack: readonly string[];
+}
 
 /** ARCH_PATCH_INSN_SIZE: jmp rel32. */
 export const PATCH_INSN_SIZE = 5;
@@ -57,7 +70,7 @@ export function patchOffset(head: Uint8Array | null): number {
 }
 
 /** The bytes arch_livepatch_apply writes for `f` at old_addr + offset. */
-export function patchBytes(f: Pick<PatchedFunction, 'oldAddr' | 'newAddr' | 'newSize' | 'nop'>, offset: number): Uint8Array {
+export function patchBytes(f: FunctionPatch, offset: number): Uint8Array {
   if (f.nop) return nopBytes(f.newSize);
   const insn = new Uint8Array(PATCH_INSN_SIZE);
   insn[0] = 0xe9;
@@ -77,7 +90,7 @@ export function overlay(bytes: Uint8Array, address: bigint, patch: Uint8Array, p
  * `length` bytes of live code at `address`: the image's bytes with the patches of every applied
  * payload written over them, bottom of the stack first; null when the image has no bytes there.
  */
-export function liveCode(host: Pick<Host, 'image' | 'payloads' | 'stack'>, address: bigint, length: number): { bytes: Uint8Array; patchedBy: string | null } | null {
+export function liveCode(host: CodeView, address: bigint, length: number): { bytes: Uint8Array; patchedBy: string | null } | null {
   const original = host.image.codeAt?.(address, length);
   if (!original) return null;
   const bytes = Uint8Array.from(original);

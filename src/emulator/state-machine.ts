@@ -18,26 +18,25 @@
 import { XEN_ERRNO, XenError, type XenErrnoName } from '../errors.ts';
 import { shortBuildId } from '../payload/build-id.ts';
 import { liveCode } from './live-code.ts';
+import {
+  ACTION_CMDS,
+  ACTION_NUMBER,
+  LIVEPATCH_DEFAULT_TIMEOUT_NS,
+  LIVEPATCH_LIST_MAX,
+  STATE_NUMBER,
+  XEN_LIVEPATCH_NAME_SIZE,
+  type ActionCmd,
+  type HostDependencyCheck,
+  type PayloadState,
+} from '../agent/contract.ts';
 
-/** Xen's default when the caller passes timeout 0: MILLISECS(30). */
-export const LIVEPATCH_DEFAULT_TIMEOUT_NS = 30_000_000;
 /** xen_sysctl_livepatch_action.timeout is a uint32_t. */
 export const LIVEPATCH_MAX_TIMEOUT_NS = 0xffff_ffff;
-/** LIST: at most this many entries per call (E2BIG beyond). */
-export const LIVEPATCH_LIST_MAX = 1024;
-/** XEN_LIVEPATCH_NAME_SIZE: names are 1..127 characters plus the NUL. */
-export const XEN_LIVEPATCH_NAME_SIZE = 128;
 /** Xen's payload_version starts at 1 (livepatch.c), and so does ours, after every boot. */
 export const INITIAL_LIST_VERSION = 1;
 
-export type PayloadState = 'CHECKED' | 'APPLIED';
-/** LIVEPATCH_STATE_* numbers, as xen-livepatch prints them in the debug dump. */
-export const STATE_NUMBER: Record<PayloadState, number> = { CHECKED: 1, APPLIED: 2 };
-
-export type ActionCmd = 'unload' | 'revert' | 'apply' | 'replace';
-/** LIVEPATCH_ACTION_* numbers. */
-export const ACTION_NUMBER: Record<ActionCmd, number> = { unload: 1, revert: 2, apply: 3, replace: 4 };
-export const ACTION_CMDS: readonly ActionCmd[] = ['unload', 'revert', 'apply', 'replace'];
+// Xen's protocol constants and the check report live in the agent contract (both ends use them).
+export { ACTION_CMDS, ACTION_NUMBER, LIVEPATCH_DEFAULT_TIMEOUT_NS, LIVEPATCH_LIST_MAX, STATE_NUMBER, XEN_LIVEPATCH_NAME_SIZE, type ActionCmd, type PayloadState };
 
 /** What calling a hypervisor function returns on this host right now. */
 export type CallResult =
@@ -151,23 +150,8 @@ export interface LoadedPayload {
 }
 
 /** A build-id dependency check, in the form callers record as an event. */
-export interface DependencyCheck {
-  /** The payload being checked. */
-  readonly payload: string;
-  readonly payloadBuildId: string;
-  /** `depends` for APPLY and REPLACE, `xen_depends` at upload. */
-  readonly kind: 'depends' | 'xen_depends';
-  readonly operation: 'upload' | 'apply' | 'replace';
-  readonly against: 'hypervisor' | 'payload';
-  /** The payload at the top of the stack when `against` is 'payload'. */
-  readonly againstName: string | null;
-  /** The build-id the payload names. */
-  readonly expected: string;
-  /** The build-id of what it was checked against. */
-  readonly found: string;
-  /** 'skipped': APPLY_NODEPS; the comparison is still reported. */
-  readonly outcome: 'satisfied' | 'mismatch' | 'skipped';
-}
+/** A build-id dependency check, as the hypervisor reports it (the agent contract's shape). */
+export type DependencyCheck = HostDependencyCheck;
 
 /** What the fault layer decides about one scheduled action. All optional: a healthy host. */
 export interface ActionEffects {

@@ -3,23 +3,39 @@
  *
  * - One shared keep-alive http.Agent for every HostAgent of the process, so 10,000 hosts behind one
  *   fleet server share a bounded pool of sockets instead of opening one each.
- * - Typed errors: XenError for the hypervisor's refusals (errno, reason in words, the structured
- *   dependency check in details.dependencyCheck); FleetpatchError HOST_UNREACHABLE (refused or
- *   reset connection), HOST_TIMEOUT (no answer in time), HOST_UNAUTHORIZED (401/403),
- *   HOST_NOT_FOUND, HOST_PROTOCOL (an answer we do not understand), ACTION_TIMEOUT (waitForAction).
+ * - Every answer is parsed with the agent contract (src/agent/contract.ts); every refusal comes back
+ *   as the catalogue error the agent raised: XenError for the hypervisor's refusals (errno, reason
+ *   in words, the structured dependency check in details.dependencyCheck), the agent's own codes
+ *   (HOST_UNAUTHORIZED, HOST_FORBIDDEN, REQUEST_INVALID, ...); and from the transport
+ *   HOST_UNREACHABLE (refused or reset connection), HOST_TIMEOUT (no answer in time),
+ *   HOST_PROTOCOL (an answer outside the contract), ACTION_TIMEOUT (waitForAction).
  * - The token never reaches a log line, an error or JSON.stringify(agent).
  */
 import http from 'node:http';
 import https from 'node:https';
 import { inspect } from 'node:util';
-import { FleetpatchError, XEN_ERRNO, XenError, type XenErrnoName } from '../errors.ts';
+import type { z } from 'zod';
+import { FleetpatchError, XEN_ERRNO } from '../errors.ts';
 import type { Logger } from '../runtime/logger.ts';
-import type { FaultsInput, Faults } from './faults.ts';
 import { findFleetHost, readFleetFile, type FleetFile } from './fleet-file.ts';
-import type { JournalEntry } from './journal.ts';
-import type { FleetStats } from './server.ts';
-import type { ActionCmd } from './state-machine.ts';
-import type { WireAction, WireCall, WireError, WireList, WireReboot, WireStatus, WireUpload } from './wire.ts';
+import {
+  WireActionSchema,
+  WireCallSchema,
+  WireFunctionsSchema,
+  WireListSchema,
+  WireRebootSchema,
+  WireStatusSchema,
+  WireUploadSchema,
+  decodeError,
+  parseAnswer,
+  type ActionCmd,
+  type WireAction,
+  type WireCall,
+  type WireList,
+  type WireReboot,
+  type WireStatus,
+  type WireUpload,
+} from './contract.ts';
 
 /** Shared by every HostAgent unless one is given: keep-alive, at most 256 sockets per server. */
 export const sharedHttpAgent = new http.Agent({ keepAlive: true, maxSockets: 256, maxFreeSockets: 256, timeout: 60_000, scheduling: 'lifo' });
@@ -70,7 +86,7 @@ class TimedOut extends Error {}
  * HTTP to one fleet server with one bearer token: requests, timeouts and the mapping of answers to
  * typed errors. `who` names the host (or "admin") in messages; the token appears nowhere.
  */
-class Transport {
+export class Transport {
   readonly #token: string;
   readonly #agent: http.Agent;
   readonly #logger: Logger | undefined;
@@ -90,13 +106,16 @@ class Transport {
     this.#logger = logger;
   }
 
-  async json<T>(method: string, path: string, body: { body?: Buffer | string; contentType?: string } = {}): Promise<T> {
+  /** A JSON answer, parsed with its schema from the contract: any other shape is HOST_PROTOCOL. */
+  async json<S extends z.ZodType>(schema: S, method: string, path: string, body: { body?: Buffer | string; contentType?: string } = {}): Promise<z.infer<S>> {
     const { text } = await this.request(method, path, body);
+    let value: unknown;
     try {
-      return JSON.parse(text) as T;
+      value = JSON.parse(text);
     } catch {
       throw new FleetpatchError('HOST_PROTOCOL', `${this.who}: ${method} ${path} answered something that is not JSON`, { hostId: this.who });
     }
+    return parseAnswer(schema, value, this.who, `${method} ${path}`);
   }
 
   async request(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }): Promise<Answer> {
@@ -158,29 +177,9 @@ class Transport {
     return new FleetpatchError('HOST_UNREACHABLE', `${this.who}: ${method} ${path} failed: ${e.message}`, { hostId: this.who, cause: code || e.message });
   }
 
+  /** A refusal, back as the error the agent raised (the contract's one encoding of errors). */
   private refusal(method: string, path: string, a: Answer): FleetpatchError {
-    let body: Partial<WireError> = {};
-    try {
-      body = JSON.parse(a.text) as WireError;
-    } catch {
-      // Not ours: described below by status alone.
-    }
-    const message = typeof body.message === 'string' ? body.message : `HTTP ${a.status}`;
-    if (typeof body.errno === 'string' && body.errno in XEN_ERRNO) {
-      return new XenError(body.errno as XenErrnoName, message, {
-        hostId: this.who,
-        ...(body.details ?? {}),
-        ...(body.dependencyCheck ? { dependencyCheck: body.dependencyCheck } : {}),
-      });
-    }
-    if (a.status === 401 || a.status === 403) return new FleetpatchError('HOST_UNAUTHORIZED', `${this.who} refused the credentials: ${message}`, { hostId: this.who, status: a.status });
-    if (body.error === 'HOST_NOT_FOUND') return new FleetpatchError('HOST_NOT_FOUND', message, { hostId: this.who });
-    if (body.error === 'FAULTS_INVALID') return new FleetpatchError('FAULTS_INVALID', message, { status: a.status });
-    return new FleetpatchError('HOST_PROTOCOL', `${this.who}: unexpected answer to ${method} ${path}: HTTP ${a.status}: ${message}`, {
-      hostId: this.who,
-      status: a.status,
-      ...(body.error ? { error: body.error } : {}),
-    });
+    return decodeError(a.status, a.text, this.who, `${method} ${path}`);
   }
 }
 
@@ -215,7 +214,7 @@ export class HostAgent {
     if (opts.idx !== undefined) q.set('idx', String(opts.idx));
     if (opts.nr !== undefined) q.set('nr', String(opts.nr));
     const qs = q.size ? `?${q}` : '';
-    return this.#t.json<WireList>('GET', `${this.path('livepatch')}${qs}`);
+    return this.#t.json(WireListSchema, 'GET', `${this.path('livepatch')}${qs}`);
   }
 
   /** LIST every entry, page by page, starting again if the list changed meanwhile (its version moved). */
@@ -234,12 +233,12 @@ export class HostAgent {
 
   /** GET: state and rc (-EAGAIN while an action runs). ENOENT when no such payload is loaded. */
   get(name: string): Promise<WireStatus> {
-    return this.#t.json<WireStatus>('GET', this.path('livepatch', name));
+    return this.#t.json(WireStatusSchema, 'GET', this.path('livepatch', name));
   }
 
   /** UPLOAD: Xen's checks run synchronously; the payload is CHECKED afterwards. */
   upload(name: string, bytes: Uint8Array): Promise<WireUpload> {
-    return this.#t.json<WireUpload>('POST', this.path('livepatch', name), {
+    return this.#t.json(WireUploadSchema, 'POST', this.path('livepatch', name), {
       body: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
       contentType: 'application/octet-stream',
     });
@@ -251,7 +250,7 @@ export class HostAgent {
    */
   action(name: string, cmd: ActionCmd, opts: ActionOptions = {}): Promise<WireAction> {
     const body = JSON.stringify({ cmd, ...(opts.timeoutNs !== undefined ? { timeoutNs: opts.timeoutNs } : {}), ...(opts.nodeps ? { nodeps: true } : {}) });
-    return this.#t.json<WireAction>('POST', this.path('livepatch', name, 'action'), { body, contentType: 'application/json' });
+    return this.#t.json(WireActionSchema, 'POST', this.path('livepatch', name, 'action'), { body, contentType: 'application/json' });
   }
 
   /**
@@ -281,11 +280,11 @@ export class HostAgent {
 
   /** What calling a hypervisor function returns now, and which payload provides it. */
   call(fn: string): Promise<WireCall> {
-    return this.#t.json<WireCall>('GET', this.path('functions', fn));
+    return this.#t.json(WireCallSchema, 'GET', this.path('functions', fn));
   }
 
   async functions(): Promise<WireCall[]> {
-    return (await this.#t.json<{ functions: WireCall[] }>('GET', this.path('functions'))).functions;
+    return (await this.#t.json(WireFunctionsSchema, 'GET', this.path('functions'))).functions;
   }
 
   /** Xen's debug dump (key 'x'). */
@@ -295,7 +294,7 @@ export class HostAgent {
 
   /** Reboots the host: every payload vanishes; for `downMs` it answers nothing. */
   reboot(opts: { downMs?: number } = {}): Promise<WireReboot> {
-    return this.#t.json<WireReboot>('POST', this.path('reboot'), { body: JSON.stringify(opts), contentType: 'application/json' });
+    return this.#t.json(WireRebootSchema, 'POST', this.path('reboot'), { body: JSON.stringify(opts), contentType: 'application/json' });
   }
 }
 
@@ -305,17 +304,15 @@ export interface FleetClientOptions {
   logger?: Logger;
 }
 
-/** A fleet file and a HostAgent per host id; plus the admin routes (faults, stats). */
+/** A fleet file and a HostAgent per host id. (The emulator's admin routes: src/emulator/admin-client.ts.) */
 export class FleetClient {
   readonly fleet: FleetFile;
   readonly #agents = new Map<string, HostAgent>();
   readonly #opts: FleetClientOptions;
-  readonly #admin: Transport;
 
   constructor(fleet: FleetFile, opts: FleetClientOptions = {}) {
     this.fleet = fleet;
     this.#opts = opts;
-    this.#admin = new Transport(fleet.url, 'admin', fleet.adminToken, opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, opts.agent, opts.logger);
   }
 
   /** Reads the fleet file (default <FLEETPATCH_DATA_DIR>/fleet.json). */
@@ -335,24 +332,5 @@ export class FleetClient {
       this.#agents.set(id, a);
     }
     return a;
-  }
-
-  faults(): Promise<Faults> {
-    return this.#admin.json<Faults>('GET', '/admin/faults');
-  }
-
-  /** Replaces the running fleet's fault set. */
-  setFaults(faults: FaultsInput): Promise<Faults> {
-    return this.#admin.json<Faults>('POST', '/admin/faults', { body: JSON.stringify(faults), contentType: 'application/json' });
-  }
-
-  stats(): Promise<FleetStats> {
-    return this.#admin.json<FleetStats>('GET', '/admin/stats');
-  }
-
-  /** The emulated hypervisors' own journal (journal.ts): what really happened on each host. */
-  async journal(hostId?: string): Promise<Record<string, JournalEntry[]>> {
-    const q = hostId ? `?host=${encodeURIComponent(hostId)}` : '';
-    return (await this.#admin.json<{ hosts: Record<string, JournalEntry[]> }>('GET', `/admin/journal${q}`)).hosts;
   }
 }

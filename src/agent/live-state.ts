@@ -5,8 +5,8 @@
 import { isFleetpatchError } from '../errors.ts';
 import type { HostState } from '../rollout/matching.ts';
 import type { LiveState } from '../rollout/preflight.ts';
-import type { FleetClient } from './agent-client.ts';
-import type { WireList } from './wire.ts';
+import type { FleetClient } from './client.ts';
+import type { WireList } from './contract.ts';
 
 export function hostStateFromList(hostId: string, list: WireList): HostState {
   return {

@@ -1,6 +1,7 @@
 /**
- * Emulated Xen hypervisors: the live-patch state machine, the fleet server, its client, faults.
- * See docs/hypervisor.md.
+ * The emulated Xen hypervisors: the live-patch state machine (pure), faults, the fleet server
+ * speaking the agent protocol (src/agent/contract.ts), its journal and admin client.
+ * See docs/hypervisor.md. Talking to a hypervisor is the agent's: src/agent/index.ts.
  */
 export * as stateMachine from './state-machine.ts';
 export {
@@ -23,8 +24,7 @@ export {
 export { callFunction, formatResult, functionTable, resultValue, type FunctionView } from './functions.ts';
 export { FaultInjector, FaultsSchema, NO_FAULTS, loadFaultsFile, parseFaults, type FaultRule, type Faults, type FaultsInput } from './faults.ts';
 export { MAX_FLEET_HOSTS, createFleet, hostId, hostLabels, type FleetMember } from './fleet.ts';
-export { FleetFileSchema, defaultFleetFilePath, findFleetHost, readFleetFile, writeFleetFile, type FleetFile, type FleetFileHost } from './fleet-file.ts';
 export { startFleetServer, type FleetServerOptions, type FleetStats, type RunningFleet } from './server.ts';
-export { FleetClient, HostAgent, sharedHttpAgent, type ActionOptions, type HostAgentOptions, type WaitOptions } from './agent-client.ts';
+export { EmulatorAdmin } from './admin-client.ts';
+export { transitions, type JournalEntry } from './journal.ts';
 export { DEFAULT_HOST_IMAGE, cachingChecker, hostImage, loadImageFile, payloadLibraryChecker } from './payload-adapter.ts';
-export type { WireAction, WireCall, WireError, WireList, WirePayload, WireReboot, WireStatus, WireUpload } from './wire.ts';

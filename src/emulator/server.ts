@@ -27,14 +27,15 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { FleetpatchError, XenError } from '../errors.ts';
 import type { Logger } from '../runtime/logger.ts';
 import { FaultInjector, loadFaultsFile, parseFaults, type Faults, type FaultsInput, type FaultTarget, type RequestKind } from './faults.ts';
-import { writeFleetFile, type FleetFile } from './fleet-file.ts';
+import { writeFleetFile, type FleetFile } from '../agent/fleet-file.ts';
 import { bootHost, createFleet, newToken, type FleetMember } from './fleet.ts';
 import { callFunction, functionTable } from './functions.ts';
 import { transitions, type JournalEntry } from './journal.ts';
 import type { HypervisorImage } from '../payload/image.ts';
 import { DEFAULT_HOST_IMAGE, cachingChecker, hostImage, loadImageFile, payloadLibraryChecker } from './payload-adapter.ts';
 import * as sm from './state-machine.ts';
-import { callView, errorView, listView, payloadView, statusView, toJson, type WireAction, type WireReboot, type WireUpload } from './wire.ts';
+import { callView, listView, payloadView, statusView, toJson } from './views.ts';
+import { encodeError, type WireAction, type WireReboot, type WireUpload } from '../agent/contract.ts';
 
 /** Xen refuses bigger payloads with EINVAL; we stop buffering a little above that. */
 const MAX_UPLOAD_BYTES = 2 * 1024 * 1024;
@@ -119,14 +120,9 @@ type Route =
   | { kind: 'dump' }
   | { kind: 'reboot' };
 
-class HttpError extends Error {
-  constructor(
-    readonly status: number,
-    readonly code: string,
-    message: string,
-  ) {
-    super(message);
-  }
+/** A refusal of the agent protocol: a catalogue code (its HTTP status comes from the catalogue) and the reason. */
+function refuse(code: 'REQUEST_INVALID' | 'REQUEST_TOO_LARGE' | 'ROUTE_NOT_FOUND' | 'METHOD_NOT_ALLOWED' | 'HOST_UNAUTHORIZED' | 'HOST_FORBIDDEN', message: string): FleetpatchError {
+  return new FleetpatchError(code, message);
 }
 
 function matchRoute(method: string, rest: readonly string[]): Route {
@@ -143,8 +139,8 @@ function matchRoute(method: string, rest: readonly string[]): Route {
     if (a === 'reboot' && b === undefined) return { route: { kind: 'reboot' }, method: 'POST' };
     return null;
   })();
-  if (!route) throw new HttpError(404, 'REQUEST_INVALID', `no such route: /hosts/:id/${rest.join('/')}`);
-  if (route.method !== method) throw new HttpError(405, 'REQUEST_INVALID', `${method} is not allowed here; use ${route.method}`);
+  if (!route) throw refuse('ROUTE_NOT_FOUND', `no such route: /hosts/:id/${rest.join('/')}`);
+  if (route.method !== method) throw refuse('METHOD_NOT_ALLOWED', `${method} is not allowed here; use ${route.method}`);
   return route.route;
 }
 
@@ -162,15 +158,15 @@ async function readBody(req: http.IncomingMessage, limit: number): Promise<{ byt
 
 async function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
   const { bytes, truncated } = await readBody(req, MAX_JSON_BYTES);
-  if (truncated) throw new HttpError(413, 'REQUEST_INVALID', `the JSON body is larger than ${MAX_JSON_BYTES} bytes`);
+  if (truncated) throw refuse('REQUEST_TOO_LARGE', `the JSON body is larger than ${MAX_JSON_BYTES} bytes`);
   if (bytes.length === 0) return {};
   let doc: unknown;
   try {
     doc = JSON.parse(bytes.toString('utf8'));
   } catch {
-    throw new HttpError(400, 'REQUEST_INVALID', 'the body is not JSON');
+    throw refuse('REQUEST_INVALID', 'the body is not JSON');
   }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw new HttpError(400, 'REQUEST_INVALID', 'the body must be a JSON object');
+  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw refuse('REQUEST_INVALID', 'the body must be a JSON object');
   return doc as Record<string, unknown>;
 }
 
@@ -181,12 +177,12 @@ function tokenMatches(presented: string, expected: string): boolean {
 }
 
 /** 401 without credentials, 403 with wrong ones; null when the bearer token is right. */
-function authFailure(req: http.IncomingMessage, expected: string): HttpError | null {
+function authFailure(req: http.IncomingMessage, expected: string): FleetpatchError | null {
   const header = req.headers.authorization;
-  if (!header) return new HttpError(401, 'HOST_UNAUTHORIZED', 'missing Authorization: Bearer <token>');
+  if (!header) return refuse('HOST_UNAUTHORIZED', 'missing Authorization: Bearer <token>');
   const m = /^Bearer\s+(\S+)\s*$/i.exec(header);
-  if (!m) return new HttpError(401, 'HOST_UNAUTHORIZED', 'the Authorization header is not a bearer token');
-  if (!tokenMatches(m[1]!, expected)) return new HttpError(403, 'HOST_UNAUTHORIZED', 'the bearer token is not this host\'s');
+  if (!m) return refuse('HOST_UNAUTHORIZED', 'the Authorization header is not a bearer token');
+  if (!tokenMatches(m[1]!, expected)) return refuse('HOST_FORBIDDEN', 'the bearer token is not this host\'s');
   return null;
 }
 
@@ -275,7 +271,7 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
     // comparison still runs, against a token nobody has), so host ids cannot be enumerated.
     const denied = authFailure(req, served?.member.token ?? unknownHostToken);
     if (denied) throw denied;
-    if (!served) throw new HttpError(403, 'HOST_UNAUTHORIZED', 'the bearer token is not this host\'s');
+    if (!served) throw refuse('HOST_FORBIDDEN', 'the bearer token is not this host\'s');
     // A crashed or rebooting host answers nothing.
     setState(served, sm.settle(served.state, clock()));
     if (sm.isDown(served.state, clock())) return drop(req);
@@ -332,9 +328,9 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
       case 'action': {
         const body = json!;
         const cmd = body.cmd;
-        if (typeof cmd !== 'string') throw new HttpError(400, 'REQUEST_INVALID', 'the body needs "cmd": "apply" | "revert" | "replace" | "unload"');
-        if (body.timeoutNs !== undefined && (typeof body.timeoutNs !== 'number' || !Number.isFinite(body.timeoutNs))) throw new HttpError(400, 'REQUEST_INVALID', '"timeoutNs" must be a finite number of nanoseconds');
-        if (body.nodeps !== undefined && typeof body.nodeps !== 'boolean') throw new HttpError(400, 'REQUEST_INVALID', '"nodeps" must be true or false');
+        if (typeof cmd !== 'string') throw refuse('REQUEST_INVALID', 'the body needs "cmd": "apply" | "revert" | "replace" | "unload"');
+        if (body.timeoutNs !== undefined && (typeof body.timeoutNs !== 'number' || !Number.isFinite(body.timeoutNs))) throw refuse('REQUEST_INVALID', '"timeoutNs" must be a finite number of nanoseconds');
+        if (body.nodeps !== undefined && typeof body.nodeps !== 'boolean') throw refuse('REQUEST_INVALID', '"nodeps" must be true or false');
         const outcome = sm.action(
           host,
           { name: route.name, cmd, timeoutNs: body.timeoutNs as number | undefined, nodeps: body.nodeps as boolean | undefined },
@@ -361,7 +357,7 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
       case 'reboot': {
         const downMs = json!.downMs ?? 0;
         if (typeof downMs !== 'number' || !Number.isFinite(downMs) || downMs < 0 || downMs > MAX_DOWN_MS) {
-          throw new HttpError(400, 'REQUEST_INVALID', `"downMs" must be a number of milliseconds from 0 to ${MAX_DOWN_MS} (a day)`);
+          throw refuse('REQUEST_INVALID', `"downMs" must be a number of milliseconds from 0 to ${MAX_DOWN_MS} (a day)`);
         }
         setState(served, sm.reboot(host, { now, downMs }));
         const body: WireReboot = { rebooted: true, boots: served.state.boots };
@@ -397,7 +393,7 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
       send(res, 200, stats());
       return 200;
     }
-    throw new HttpError(404, 'REQUEST_INVALID', `no such admin route: ${req.method} /admin/${what}`);
+    throw refuse('ROUTE_NOT_FOUND', `no such admin route: ${req.method} /admin/${what}`);
   }
 
   function intParam(req: http.IncomingMessage, key: string, dflt: number): number {
@@ -428,18 +424,14 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
       }
       if (segments[0] === 'admin') return handleAdmin(req, res, segments.slice(1));
       if (segments[0] === 'hosts' && segments[1] !== undefined) return handleHost(req, res, segments[1], segments.slice(2));
-      throw new HttpError(404, 'REQUEST_INVALID', `no such route: ${req.method} ${url}`);
+      throw refuse('ROUTE_NOT_FOUND', `no such route: ${req.method} ${url}`);
     })();
     work.then(
       (status) => done(status),
       (e: unknown) => {
         if (res.headersSent || res.destroyed) return done(null, { error: String(e) });
-        if (e instanceof HttpError) {
-          if (e.status === 401) res.setHeader('www-authenticate', 'Bearer');
-          send(res, e.status, { error: e.code, message: e.message });
-          return done(e.status);
-        }
-        const { status, body } = errorView(e);
+        const { status, body } = encodeError(e);
+        if (status === 401) res.setHeader('www-authenticate', 'Bearer');
         if (status === 500) log?.error({ err: e instanceof Error ? e.stack : String(e) }, 'request failed');
         send(res, status, body);
         done(status, { error: body.error });
