@@ -54,7 +54,7 @@ import type { Faults, RequestKind } from '../src/emulator/faults.ts';
 import type { DependencyCheck as HostCheck } from '../src/emulator/state-machine.ts';
 import { planWaves } from '../src/rollout/waves.ts';
 import { batchLanes } from '../src/rollout/batches.ts';
-import { readPlanFile, resolvePlanPayloads, startRollout } from '../src/cli/rollouts.ts';
+import { readPlanFile, resolvePlanPayloads, startRollout } from '../src/control/rollouts.ts';
 import type { RolloutProgress } from '../src/rollout/progress.ts';
 import { rollbackWorkflow } from '../workflows/rollback.ts';
 import type { Bench, BenchContext } from './report.ts';

@@ -8,7 +8,7 @@ import type { FastifyReply, FastifyRequest } from 'fastify';
 import { allows, type Role } from '../access/tokens.ts';
 import { FleetpatchError } from '../errors.ts';
 import type { Actor } from '../rollout/types.ts';
-import type { ApiContext } from './context.ts';
+import type { ApiContext } from '../app/api-context.ts';
 
 export type RouteRole = Role | 'public';
 

@@ -19,7 +19,7 @@ import { cursorOf } from '../events/store.ts';
 import { parseStreamId } from '../events/streams.ts';
 import { liveProgress } from '../control/steer.ts';
 import type { RolloutProgress } from '../rollout/progress.ts';
-import type { ApiContext } from './context.ts';
+import type { ApiContext } from '../app/api-context.ts';
 
 export type HostStateName = 'unknown' | 'idle' | 'patching' | 'patched' | 'already' | 'failed' | 'incompatible' | 'rolled-back' | 'not-restored' | 'drift';
 

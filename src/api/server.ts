@@ -13,7 +13,7 @@ import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTyp
 import { z } from 'zod';
 import { FleetpatchError } from '../errors.ts';
 import { authenticator, type RouteRole } from './auth.ts';
-import type { ApiContext } from './context.ts';
+import type { ApiContext } from '../app/api-context.ts';
 import { dashboardRoutes } from './dashboard.ts';
 import { ApiErrorSchema, apiError, toApiError } from './errors.ts';
 import { LiveView } from './live.ts';

@@ -4,11 +4,11 @@
  * runs one in this process too.
  */
 import { boundedInteger, boundedText, parseCommandArgs } from './args.ts';
-import { withServices } from './context.ts';
+import { withServices } from '../app/context.ts';
 import type { Command } from './io.ts';
-import { createApiContext } from '../api/context.ts';
+import { createApiContext } from '../app/api-context.ts';
 import { startApi } from '../api/server.ts';
-import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
+import { startFleetpatchWorker } from '../app/worker.ts';
 import { workerMetrics } from '../runtime/worker-metrics.ts';
 
 export const DEFAULT_API_PORT = 8300;

@@ -5,7 +5,7 @@
  */
 import os from 'node:os';
 import { boundedInteger, isoInstant, parseCommandArgs, requirePositional } from './args.ts';
-import { withServices } from './context.ts';
+import { withServices } from '../app/context.ts';
 import type { CliIO, Command } from './io.ts';
 import { renderTable } from './table.ts';
 import { FleetpatchError } from '../errors.ts';

@@ -11,10 +11,10 @@
 import { mkdir, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { boundedInteger, parseCommandArgs } from './args.ts';
-import { withServices } from './context.ts';
+import { withServices } from '../app/context.ts';
 import type { Command } from './io.ts';
 import { buildPayload, DEFAULT_IMAGE, generateSigningKey, parsePayload, publicKeyToFile, readSigningKey, signingKeyToFile, signPayload, type SigningKey } from '../payload/index.ts';
-import { loadTrustedKeys } from '../runtime/trusted-keys.ts';
+import { loadTrustedKeys } from '../control/trusted-keys.ts';
 import { fileExists, readInputText } from '../runtime/files.ts';
 import { XEN_4_21_IMAGE } from '../emulator/images.ts';
 import { MAX_FLEET_HOSTS } from '../emulator/fleet.ts';
@@ -24,9 +24,9 @@ import { readLiveStates } from '../agent/live-state.ts';
 import { EventStore } from '../events/store.ts';
 import { hostStream } from '../events/streams.ts';
 import { foldHostStack } from '../events/projections/host-stack.ts';
-import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
+import { startFleetpatchWorker } from '../app/worker.ts';
 import { workerMetrics } from '../runtime/worker-metrics.ts';
-import { createApiContext } from '../api/context.ts';
+import { createApiContext } from '../app/api-context.ts';
 import { startApi } from '../api/server.ts';
 import { DEFAULT_API_PORT } from './api.ts';
 import { approveUpdate, progressQuery } from '../../workflows/messages.ts';
@@ -214,7 +214,7 @@ export const demoCommand: Command = async (args, io) => {
 };
 
 /** A fresh admin token named demo-admin for this demo's dashboard link (an earlier demo's is revoked). */
-async function demoApiToken(ctx: import('../api/context.ts').ApiContext): Promise<string> {
+async function demoApiToken(ctx: import('../app/api-context.ts').ApiContext): Promise<string> {
   const by = { kind: 'user' as const, id: 'fleetpatch demo' };
   if ((await ctx.tokens.list()).some((t) => t.name === 'demo-admin' && t.revokedAt === null)) await ctx.tokens.revoke('demo-admin', by, 'a new demo started');
   return (await ctx.tokens.create('demo-admin', 'admin', by)).token;

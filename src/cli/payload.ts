@@ -13,7 +13,7 @@ import {
   type CheckedPayload, type HypervisorImage, type LivepatchPayload, type LoadedPayload,
 } from '../payload/index.ts';
 import { boundedText, parseCommandArgs, requirePositional } from './args.ts';
-import { withServices } from './context.ts';
+import { withServices } from '../app/context.ts';
 import { EventStore } from '../events/store.ts';
 import { PayloadStore } from '../events/payload-store.ts';
 import type { CliIO, Command } from './io.ts';

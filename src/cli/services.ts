@@ -6,7 +6,7 @@
  * the dev server (src/runtime/temporal-cluster.ts).
  */
 import { parseCommandArgs } from './args.ts';
-import { withServices } from './context.ts';
+import { withServices } from '../app/context.ts';
 import type { Command } from './io.ts';
 import { redactUrl } from '../runtime/database.ts';
 

@@ -8,7 +8,7 @@ import { FleetpatchError } from '../errors.ts';
 import { EventStore } from '../events/store.ts';
 import { ROLES, TOKEN_NAME, TokenStore } from '../access/tokens.ts';
 import { boundedText, parseCommandArgs } from './args.ts';
-import { withServices } from './context.ts';
+import { withServices } from '../app/context.ts';
 import type { Command } from './io.ts';
 import { renderTable } from './table.ts';
 

@@ -4,9 +4,9 @@
  * like against the same task queue.
  */
 import { boundedInteger, boundedText, parseCommandArgs } from './args.ts';
-import { withServices } from './context.ts';
+import { withServices } from '../app/context.ts';
 import type { Command } from './io.ts';
-import { startFleetpatchWorker } from '../runtime/fleetpatch-worker.ts';
+import { startFleetpatchWorker } from '../app/worker.ts';
 import { serveMetrics, workerMetrics } from '../runtime/worker-metrics.ts';
 
 export const workerCommand: Command = async (args, io) => {

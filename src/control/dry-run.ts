@@ -8,7 +8,7 @@ import type { FleetClient } from '../agent/client.ts';
 import { readLiveStates } from '../agent/live-state.ts';
 import { fleetHostOf } from '../domain/fleet-host.ts';
 import { preflight, type PreflightResult } from '../rollout/preflight.ts';
-import { rolloutIdFor } from '../rollout/resolve.ts';
+import { rolloutIdFor } from './resolve.ts';
 import type { ResolvedPlan } from '../rollout/types.ts';
 import type { Pool } from '../runtime/database.ts';
 

@@ -12,12 +12,12 @@ import { PayloadStore } from '../events/payload-store.ts';
 import { parsePayload, readSignature, verifyPayload, type PayloadSignature, type PublicKey } from '../payload/index.ts';
 import { parsePlan, PayloadNameSchema, type Plan } from '../rollout/plan.ts';
 import { FINAL_STATUSES, type RolloutProgress } from '../rollout/progress.ts';
-import { payloadNameFromFile, resolvePlan, rolloutIdFor } from '../rollout/resolve.ts';
+import { payloadNameFromFile, resolvePlan, rolloutIdFor } from './resolve.ts';
 import type { Actor, PayloadMeta, ResolvedPlan } from '../rollout/types.ts';
 import type { Pool } from '../runtime/database.ts';
 import { loadConfig } from '../runtime/config.ts';
 import { fileExists, readInputFile, readInputText } from '../runtime/files.ts';
-import { loadTrustedKeys } from '../runtime/trusted-keys.ts';
+import { loadTrustedKeys } from './trusted-keys.ts';
 import { progressQuery } from '../../workflows/messages.ts';
 import type { rolloutWorkflow } from '../../workflows/rollout.ts';
 

@@ -12,12 +12,11 @@
 import { constants, type Stats } from 'node:fs';
 import { open, stat } from 'node:fs/promises';
 import { FleetpatchError, XenError } from '../errors.ts';
-import { MAX_PAYLOAD_SIZE } from '../payload/upload-check.ts';
 
 /** What fleetpatch reads, and the most it reads of each (documented in docs/runtime.md). */
 export const FILE_LIMITS = {
-  /** Xen's LIVEPATCH_MAX_SIZE: a bigger payload is refused with EINVAL. */
-  payload: MAX_PAYLOAD_SIZE,
+  /** Xen's LIVEPATCH_MAX_SIZE (2 MiB, MAX_PAYLOAD_SIZE in src/payload/upload-check.ts; a test keeps them equal): a bigger payload is refused with EINVAL. */
+  payload: 2 * 1024 * 1024,
   /** A rollout plan (YAML or JSON); a plan naming 10,000 hosts by id is about 200 KiB. */
   plan: 1024 * 1024,
   /** A linked hypervisor image (xen-syms). */

@@ -10,8 +10,7 @@ import type { Shutdown } from './shutdown.ts';
 import { startEmbeddedPostgres } from './embedded-postgres.ts';
 import { resolveTemporalCli, startTemporalDevServer, isServing } from './temporal-server.ts';
 import { CLUSTER_HISTORY_SHARDS, clusterDatabaseFromUrl, startTemporalCluster } from './temporal-cluster.ts';
-import { assertReachable, createPool, redactUrl, type Pool } from './database.ts';
-import { migrate } from '../events/migrate.ts';
+import { assertReachable, createPool, type Pool } from './database.ts';
 import { FleetpatchError } from '../errors.ts';
 import { mkdir } from 'node:fs/promises';
 
@@ -35,6 +34,8 @@ export interface ServiceNeeds {
    * outage is waited out, not a reason to exit). Told once per outage, with what and since when.
    */
   waitWhileDown?: (what: 'PostgreSQL' | 'Temporal', since: Date, reason: string) => void;
+  /** Runs once the database answers, before anyone uses it (the app layer migrates it here). */
+  prepareDatabase?: (pool: Pool, url: string) => Promise<void>;
 }
 
 /** Retries `fn` while it fails with `code` (backoff up to 5 s), telling `onDown` once. */
@@ -58,7 +59,7 @@ export async function startServices(config: Config, logger: Logger, shutdown: Sh
   let server: Promise<string> | undefined;
   const postgresServer = () => (server ??= postgresServerUrl(config, logger, shutdown));
   const [database, temporal] = await Promise.all([
-    needs.database === false ? undefined : startDatabase(postgresServer, logger, shutdown, needs.waitWhileDown),
+    needs.database === false ? undefined : startDatabase(postgresServer, shutdown, needs.waitWhileDown, needs.prepareDatabase),
     needs.temporal === false ? undefined : untilUp(() => startTemporal(config, logger, shutdown, postgresServer), 'TEMPORAL_UNAVAILABLE', 'Temporal', needs.waitWhileDown),
   ]);
   // A command that did not ask for a service gets a clear error if it reaches for it anyway,
@@ -90,13 +91,17 @@ async function postgresServerUrl(config: Config, logger: Logger, shutdown: Shutd
   return embedded.url;
 }
 
-async function startDatabase(postgresServer: () => Promise<string>, logger: Logger, shutdown: Shutdown, waitWhileDown: ServiceNeeds['waitWhileDown']): Promise<{ url: string; pool: Pool }> {
+async function startDatabase(
+  postgresServer: () => Promise<string>,
+  shutdown: Shutdown,
+  waitWhileDown: ServiceNeeds['waitWhileDown'],
+  prepare: ServiceNeeds['prepareDatabase'],
+): Promise<{ url: string; pool: Pool }> {
   const url = await postgresServer();
   const pool = createPool(url);
   shutdown.add('database pool', () => pool.end());
   await untilUp(() => assertReachable(pool, url), 'DATABASE_UNAVAILABLE', 'PostgreSQL', waitWhileDown);
-  const applied = await migrate(pool);
-  if (applied.length > 0) logger.info({ applied, database: redactUrl(url) }, 'database migrations applied');
+  await prepare?.(pool, url);
   return { url, pool };
 }
 

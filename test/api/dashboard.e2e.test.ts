@@ -13,7 +13,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { chromium, type Browser, type Page } from 'playwright-core';
-import { apiContextFrom } from '../../src/api/context.ts';
+import { apiContextFrom } from '../../src/app/api-context.ts';
 import { startApi } from '../../src/api/server.ts';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
 import { createLogger } from '../../src/runtime/logger.ts';

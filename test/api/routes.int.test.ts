@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Client, Connection } from '@temporalio/client';
 import { inject } from 'vitest';
-import { apiContextFrom, type ApiContext } from '../../src/api/context.ts';
+import { apiContextFrom, type ApiContext } from '../../src/app/api-context.ts';
 import { buildApi, type ApiServer } from '../../src/api/server.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { createLogger } from '../../src/runtime/logger.ts';

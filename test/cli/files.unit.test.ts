@@ -10,6 +10,7 @@ import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FleetpatchError, XenError } from '../../src/errors.ts';
 import { FILE_LIMITS, readInputFile } from '../../src/runtime/files.ts';
+import { MAX_PAYLOAD_SIZE } from '../../src/payload/upload-check.ts';
 
 let dir: string;
 let fifo: string;
@@ -29,6 +30,11 @@ async function refusal(file: string, kind: keyof typeof FILE_LIMITS = 'payload')
 }
 
 describe('readInputFile', () => {
+  it('reads no payload the hypervisor would refuse for its size, and refuses none it would take', () => {
+    // runtime/ sits below payload/ and cannot import the constant; this keeps the two equal.
+    expect(FILE_LIMITS.payload).toBe(MAX_PAYLOAD_SIZE);
+  });
+
   it.each([
     ['a missing file', () => path.join(dir, 'missing'), /no such file/],
     ['a directory', () => dir, /is a directory/],

@@ -11,7 +11,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
-import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/cli/rollouts.ts';
+import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/control/rollouts.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { generateSigningKey } from '../../src/payload/index.ts';
 import type { PlanInput } from '../../src/rollout/plan.ts';

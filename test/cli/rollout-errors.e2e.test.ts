@@ -10,7 +10,7 @@ import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
-import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/cli/rollouts.ts';
+import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/control/rollouts.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { eventIdFromKey } from '../../src/events/event-id.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';

@@ -1,7 +1,7 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { WorkflowUpdateFailedError } from '@temporalio/client';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
-import type { Started } from '../../src/cli/rollouts.ts';
+import type { Started } from '../../src/control/rollouts.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { rolloutStream } from '../../src/events/streams.ts';
 import { abortUpdate, approveUpdate, pauseUpdate, progressQuery, resumeUpdate } from '../../workflows/messages.ts';

@@ -2,7 +2,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { FleetClient } from '../../src/agent/client.ts';
-import type { Started } from '../../src/cli/rollouts.ts';
+import type { Started } from '../../src/control/rollouts.ts';
 import { progressQuery, resumeUpdate } from '../../workflows/messages.ts';
 import type { PlanInput } from '../../src/rollout/plan.ts';
 import type { RolloutProgress } from '../../src/rollout/progress.ts';

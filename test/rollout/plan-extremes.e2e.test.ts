@@ -8,7 +8,7 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
-import type { Started } from '../../src/cli/rollouts.ts';
+import type { Started } from '../../src/control/rollouts.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { rolloutStream } from '../../src/events/streams.ts';
 import { PLAN_LIMITS, type PlanInput } from '../../src/rollout/plan.ts';

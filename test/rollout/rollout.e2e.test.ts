@@ -3,7 +3,7 @@ import { saveHistory } from '../support/histories.ts';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
 import { preflight } from '../../src/rollout/preflight.ts';
 import type { RolloutProgress } from '../../src/rollout/progress.ts';
-import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/cli/rollouts.ts';
+import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/control/rollouts.ts';
 import { FleetClient } from '../../src/agent/client.ts';
 import { readLiveStates } from '../../src/agent/live-state.ts';
 import { rolloutReport } from '../../src/events/audit/rollout-report.ts';

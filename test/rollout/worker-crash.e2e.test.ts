@@ -6,7 +6,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { Client, Connection } from '@temporalio/client';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
 import { FleetClient } from '../../src/agent/client.ts';
-import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/cli/rollouts.ts';
+import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/control/rollouts.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { verifyChains } from '../../src/events/audit/verify.ts';
 import { rolloutStream } from '../../src/events/streams.ts';

@@ -16,7 +16,7 @@ import { foldHostStack } from '../../src/events/projections/host-stack.ts';
 import type { PlanInput } from '../../src/rollout/plan.ts';
 import type { Pool } from '../../src/runtime/database.ts';
 import type { Client } from '@temporalio/client';
-import { readPlanFile, resolvePlanPayloads, startRollout, type Started } from '../../src/cli/rollouts.ts';
+import { readPlanFile, resolvePlanPayloads, startRollout, type Started } from '../../src/control/rollouts.ts';
 import type { Actor } from '../../src/rollout/types.ts';
 import { signFile } from './signing.ts';
 

@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
 import { inject } from 'vitest';
 import { createActivities } from '../../activities/index.ts';
-import { createActivityDeps } from '../../src/runtime/activity-deps.ts';
+import { createActivityDeps } from '../../src/app/activity-deps.ts';
 import type { Pool } from '../../src/runtime/database.ts';
 import { createLogger } from '../../src/runtime/logger.ts';
 import { startWorker, type RunningWorker } from '../../src/runtime/worker.ts';

@@ -13,7 +13,7 @@ import { PayloadNameSchema } from '../../rollout/plan.ts';
 import { TOKEN_NAME } from '../../access/tokens.ts';
 import { ApiErrorSchema } from '../errors.ts';
 import { actorOf } from '../auth.ts';
-import type { ApiContext } from '../context.ts';
+import type { ApiContext } from '../../app/api-context.ts';
 import { BuildIdSchema, ReasonSchema, type Api } from '../schemas.ts';
 
 const errors = { 400: ApiErrorSchema, 401: ApiErrorSchema, 403: ApiErrorSchema, 404: ApiErrorSchema, 409: ApiErrorSchema, 413: ApiErrorSchema, 415: ApiErrorSchema, 422: ApiErrorSchema, 503: ApiErrorSchema };

@@ -17,7 +17,7 @@ import type { RecordedEvent } from '../../events/store.ts';
 import { hostStateFromList } from '../../agent/live-state.ts';
 import { ApiErrorSchema } from '../errors.ts';
 import { actorOf } from '../auth.ts';
-import type { ApiContext } from '../context.ts';
+import type { ApiContext } from '../../app/api-context.ts';
 import { BuildIdSchema, DifferenceOut, HostIdSchema, HostStackOut, InstantSchema, LimitSchema, RecordedEventOut, RolloutParams, RolloutSummaryOut, type Api } from '../schemas.ts';
 
 const errors = { 400: ApiErrorSchema, 401: ApiErrorSchema, 403: ApiErrorSchema, 404: ApiErrorSchema, 409: ApiErrorSchema, 503: ApiErrorSchema };

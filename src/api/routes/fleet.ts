@@ -12,7 +12,7 @@ import { hostStackAsOf } from '../../events/audit/stack-as-of.ts';
 import { hostTimeline } from '../../events/audit/timeline.ts';
 import { hostSnapshot } from '../../events/projections/host-stack.ts';
 import { ApiErrorSchema } from '../errors.ts';
-import type { ApiContext } from '../context.ts';
+import type { ApiContext } from '../../app/api-context.ts';
 import type { LiveUpdate, LiveView } from '../live.ts';
 import { described, liveStateReader } from './audit.ts';
 import { DifferenceOut, EventLineOut, HostParams, HostStackOut, HostViewOut, RecordedEventOut, RolloutIdSchema, type Api } from '../schemas.ts';

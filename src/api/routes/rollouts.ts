@@ -16,7 +16,7 @@ import type { RolloutProgress } from '../../rollout/progress.ts';
 import type { RolloutInput } from '../../rollout/types.ts';
 import { ApiErrorSchema } from '../errors.ts';
 import { actorOf } from '../auth.ts';
-import type { ApiContext } from '../context.ts';
+import type { ApiContext } from '../../app/api-context.ts';
 import { ReasonSchema, RolloutIdSchema, RolloutParams, RolloutSummaryOut, type Api } from '../schemas.ts';
 import { dryRunPreflight } from '../../control/dry-run.ts';
 

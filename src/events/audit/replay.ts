@@ -4,7 +4,7 @@
  * live state the host-stack reducer adopts, so the same drift is recorded once, not on every run).
  *
  * The live state comes from an injected reader, so this module needs no network; the CLI passes
- * one that asks the emulated fleet (src/cli/audit.ts).
+ * one that asks the emulated fleet (src/cli/audit.ts, through src/app).
  */
 import { isFleetpatchError } from '../../errors.ts';
 import type { Actor, Correlation, HostSnapshot, LoadedPayload, PayloadRef, StackDifference } from '../catalogue.ts';

@@ -5,10 +5,10 @@
  */
 import { createHash } from 'node:crypto';
 import { FleetpatchError } from '../errors.ts';
-import { NO_FAILURES } from './budget.ts';
-import type { PayloadMeta } from './matching.ts';
-import type { Plan } from './plan.ts';
-import type { ResolvedPlan } from './types.ts';
+import { NO_FAILURES } from '../rollout/budget.ts';
+import type { PayloadMeta } from '../rollout/matching.ts';
+import type { Plan } from '../rollout/plan.ts';
+import type { ResolvedPlan } from '../rollout/types.ts';
 
 export type PayloadRef = Plan['payloads'][number];
 

@@ -5,14 +5,14 @@
  */
 import path from 'node:path';
 import type { WorkerOptions } from '@temporalio/worker';
-import { workflowBundle } from './workflow-bundle.ts';
+import { workflowBundle } from '../runtime/workflow-bundle.ts';
 import { createActivities } from '../../activities/index.ts';
 import { createActivityDeps } from './activity-deps.ts';
-import type { Logger } from './logger.ts';
+import type { Logger } from '../runtime/logger.ts';
 import type { PublicKey } from '../payload/signing.ts';
-import type { Services } from './services.ts';
-import type { Shutdown } from './shutdown.ts';
-import { startWorker, type RunningWorker } from './worker.ts';
+import type { Services } from '../runtime/services.ts';
+import type { Shutdown } from '../runtime/shutdown.ts';
+import { startWorker, type RunningWorker } from '../runtime/worker.ts';
 
 export async function startFleetpatchWorker(opts: {
   services: Services;

@@ -8,11 +8,11 @@ import type { ActivityDeps } from '../../activities/deps.ts';
 import { EventStore } from '../events/store.ts';
 import { PayloadStore } from '../events/payload-store.ts';
 import { FleetClient } from '../agent/client.ts';
-import type { Pool } from './database.ts';
-import type { Logger } from './logger.ts';
-import { loadConfig, type Config } from './config.ts';
+import type { Pool } from '../runtime/database.ts';
+import type { Logger } from '../runtime/logger.ts';
+import { loadConfig, type Config } from '../runtime/config.ts';
 import type { PublicKey } from '../payload/signing.ts';
-import { loadTrustedKeys } from './trusted-keys.ts';
+import { loadTrustedKeys } from '../control/trusted-keys.ts';
 
 export function createActivityDeps(opts: {
   pool: Pool;

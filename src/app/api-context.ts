@@ -18,7 +18,7 @@ import type { Pool } from '../runtime/database.ts';
 import type { Logger } from '../runtime/logger.ts';
 import type { Services } from '../runtime/services.ts';
 import type { Shutdown } from '../runtime/shutdown.ts';
-import { loadTrustedKeys } from '../runtime/trusted-keys.ts';
+import { loadTrustedKeys } from '../control/trusted-keys.ts';
 
 export interface ApiContext {
   logger: Logger;

@@ -7,8 +7,8 @@ import { readdir, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { FleetpatchError } from '../errors.ts';
 import { readPublicKey, type PublicKey } from '../payload/signing.ts';
-import { readInputText } from './files.ts';
-import type { Config } from './config.ts';
+import { readInputText } from '../runtime/files.ts';
+import type { Config } from '../runtime/config.ts';
 
 /** At most this many keys are read from a directory. */
 const MAX_KEYS = 256;

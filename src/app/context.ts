@@ -1,8 +1,10 @@
 /**
- * What most commands need before they can do anything: validated configuration, the logger, the
- * services (started locally when the environment names none) and an orderly shutdown. Commands
- * call `withServices` and get everything cleaned up however they end.
+ * The composition root of a command: validated configuration, the logger, the services (started
+ * locally when the environment names none; the database migrated before anyone uses it) and an
+ * orderly shutdown. Commands call `withServices` and get everything cleaned up however they end.
  */
+import { migrate } from '../events/migrate.ts';
+import { redactUrl } from '../runtime/database.ts';
 import { loadConfig, type Config } from '../runtime/config.ts';
 import { createCommandLogger, type Logger } from '../runtime/logger.ts';
 import { startServices, type ServiceNeeds, type Services } from '../runtime/services.ts';
@@ -22,7 +24,13 @@ export async function withServices<T>(needs: ServiceNeeds, fn: (ctx: CommandCont
   const shutdown = new Shutdown(logger);
   shutdown.installSignalHandlers();
   try {
-    const services = await startServices(config, logger, shutdown, needs);
+    const services = await startServices(config, logger, shutdown, {
+      ...needs,
+      prepareDatabase: async (pool, url) => {
+        const applied = await migrate(pool);
+        if (applied.length > 0) logger.info({ applied, database: redactUrl(url) }, 'database migrations applied');
+      },
+    });
     return await fn({ config, logger, services, shutdown });
   } finally {
     await shutdown.run();

@@ -1,0 +1,86 @@
+/**
+ * fleetpatch's import rules, checked in `npm test` (test/architecture.unit.test.ts) and by
+ * `npm run lint:deps`. docs/architecture.md states them in words; this file is where they live.
+ *
+ * Layers, top to bottom: bin, cli, api -> app -> control -> workflows -> activities -> emulator,
+ * agent, events, payload, rollout, runtime -> errors. Arrows point down only.
+ */
+/** @type {import('dependency-cruiser').IConfiguration} */
+module.exports = {
+  forbidden: [
+    {
+      name: 'no-cycles',
+      severity: 'error',
+      comment: 'Modules that import each other cannot be understood, tested or moved one at a time.',
+      from: { path: '^(src|activities|workflows)/' },
+      to: { circular: true },
+    },
+    {
+      name: 'workflows-import-pure-modules-and-activity-types',
+      severity: 'error',
+      comment:
+        'Workflow code runs in a deterministic sandbox and is bundled on its own: it may import Temporal workflow APIs, other workflow modules, the pure rollout planning, and activity TYPES (never their code).',
+      from: { path: '^workflows/' },
+      to: {
+        pathNot: ['^workflows/', '^src/rollout/', '^node_modules/@temporalio/(workflow|common)/', '^src/errors\\.ts$'],
+        dependencyTypesNot: ['type-only'],
+      },
+    },
+    {
+      name: 'nothing-imports-the-front-ends',
+      severity: 'error',
+      comment: 'The CLI, the HTTP API and the composition root sit on top: nothing below imports them.',
+      from: { path: '^(src/(?!cli/|api/|app/)|activities/|workflows/)' },
+      to: { path: '^src/(cli|api|app)/' },
+    },
+    {
+      name: 'control-sits-above-the-engine',
+      severity: 'error',
+      comment: 'src/control (starting and steering rollouts, for the CLI and the API) uses the engine; the engine never uses it.',
+      from: { path: '^(src/(events|rollout|payload|agent|emulator|runtime|domain|access)/|activities/|workflows/)' },
+      to: { path: '^src/control/' },
+    },
+    {
+      name: 'only-the-emulator-imports-the-state-machine',
+      severity: 'error',
+      comment: "The Xen state machine is the emulator's core; everything else speaks the agent contract (src/agent/contract.ts).",
+      from: { pathNot: '^src/emulator/' },
+      to: { path: '^src/emulator/state-machine\\.ts$' },
+    },
+    {
+      name: 'the-agent-side-does-not-import-the-emulator',
+      severity: 'error',
+      comment: 'What talks to a hypervisor must work against a real one: it knows the contract, not the emulator.',
+      from: { path: '^src/agent/' },
+      to: { path: '^src/emulator/' },
+    },
+    {
+      name: 'runtime-is-infrastructure-only',
+      severity: 'error',
+      comment: 'Config, logger, local services, shutdown: imported by everyone, importing nothing of ours above it.',
+      from: { path: '^src/runtime/' },
+      to: { path: '^(src/(?!runtime/|errors\\.ts)|activities/|workflows/)' },
+    },
+    {
+      name: 'pure-cores-import-no-node-modules',
+      severity: 'error',
+      comment: 'ELF parsing, the payload model, the Xen state machine and rollout planning are pure functions of their inputs.',
+      from: { path: '^src/(rollout/|payload/(elf|model|note|returns|x86|upload-check|build-id|image)\\.ts$|emulator/state-machine\\.ts$|events/catalogue\\.ts$|events/projections/)' },
+      to: { dependencyTypes: ['core'] },
+    },
+    {
+      name: 'activities-do-not-import-workflows',
+      severity: 'error',
+      comment: 'Workflows call activities, never the other way round.',
+      from: { path: '^activities/' },
+      to: { path: '^workflows/', dependencyTypesNot: ['type-only'] },
+    },
+  ],
+  options: {
+    doNotFollow: { path: 'node_modules' },
+    exclude: { path: '^(test|bench|fuzz|chaos|node_modules)/' },
+    tsPreCompilationDeps: true,
+    tsConfig: { fileName: 'tsconfig.json' },
+    enhancedResolveOptions: { extensions: ['.ts', '.js'] },
+  },
+};
