@@ -22,8 +22,8 @@
 import { FleetpatchError, XenError, errnoName } from '../src/errors.ts';
 import type { Actor, Correlation, DomainEventInput } from '../src/events/catalogue.ts';
 import { waitForDatabase, type Fact, type GroupCommitter, type RowWrite } from '../src/events/group-commit.ts';
-import { replayHost } from '../src/events/audit/replay.ts';
-import { foldHostStack } from '../src/events/projections/host-stack.ts';
+import { compareStacks, replayHost } from '../src/events/audit/replay.ts';
+import { foldHostStack, hostSnapshot } from '../src/events/projections/host-stack.ts';
 import { finishWrite, intentWrite, retouchWrite, touchWrite, type ClaimedHost } from '../src/events/sql/claims.ts';
 import { noticeBoots } from '../src/events/host-boots.ts';
 import { selectStoredBuildIds } from '../src/events/sql/payloads.ts';
@@ -151,20 +151,42 @@ class HostRecorder {
     this.pending.push({ key, event: this.event(body) });
   }
 
-  /** Commits the queued facts with `writes` and waits for it; false when a fenced write missed. */
+  /**
+   * Commits the queued facts (and held writes) with `writes` and waits for it; false when a fenced
+   * write missed. With nothing to commit it only waits for what this host submitted before: no
+   * empty transaction.
+   */
   async durable(writes: RowWrite[] = []): Promise<boolean> {
-    const facts = this.pending;
-    this.pending = [];
-    const counts = await this.committer.submit(facts, writes);
+    if (this.pending.length === 0 && this.held.length === 0 && writes.length === 0) {
+      await this.last;
+      return true;
+    }
+    const counts = await this.flushLater(writes);
     return counts.every((n) => n > 0);
   }
 
-  /** Hands the queued facts to the committer without waiting. */
+  /**
+   * A fenced row write that must be durable before the host's next change, not sooner: it goes
+   * with the next durable write (every hypervisor call that changes the host waits for one).
+   */
+  hold(write: RowWrite): void {
+    this.held.push(write);
+  }
+
+  /** Hands the queued facts (and held writes) to the committer without waiting. */
   flushLater(writes: RowWrite[] = []): Promise<number[]> {
     const facts = this.pending;
     this.pending = [];
-    return this.committer.submit(facts, writes);
+    const all = this.held.length > 0 ? [...this.held, ...writes] : writes;
+    this.held = [];
+    const submitted = this.committer.submit(facts, all);
+    // Flushes run in submission order: once the last submission settled, every earlier one has.
+    this.last = submitted.catch(() => undefined);
+    return submitted;
   }
+
+  private held: RowWrite[] = [];
+  private last: Promise<unknown> = Promise.resolve();
 }
 
 const KIND_OF: Partial<Record<string, string>> = {
@@ -235,9 +257,10 @@ export class HostEngine {
    * of any difference as drift, so the record matches the live host before anything is decided.
    */
   private async reconcile(rec: HostRecorder, list: WireList, moved: ReadonlySet<string>): Promise<void> {
-    // What this lane already knows must be in the record before the record is compared with the host.
+    // What this lane already knows must be in the record before the record is compared with the
+    // host: this host's facts, not every lane's (waiting for the whole committer to go idle stalled
+    // every reconciling lane behind the busy ones).
     await rec.durable();
-    await this.committer.drain();
     const events = await this.db(() => this.readStream(rec.hostId));
     rec.learn(events);
     const recorded = foldHostStack(rec.hostId, events);
@@ -250,8 +273,12 @@ export class HostEngine {
       if (f.kind === 'applied' || f.kind === 'replaced') this.restateHostCheck(rec, list, f.payload, f.kind === 'replaced' ? 'replace' : 'apply', n);
       if (f.kind === 'uploaded') this.restateHostCheck(rec, list, f.payload, 'upload', n);
     }
+    const snapshot = { hypervisorBuildId: live.hypervisorBuildId, appliedStack: live.applied, loaded: live.loaded.map((p) => ({ name: p.name, buildId: p.buildId, state: p.state })) };
+    // Nothing lost and nothing different (the usual case): the record matches the host as read, and
+    // replaying would only read the same stream again to find no drift.
+    if (lost.length === 0 && compareStacks(hostSnapshot(recorded), snapshot).length === 0) return;
     if (lost.length > 0) await rec.durable();
-    await this.db(() => replayHost(this.deps.events, rec.hostId, async () => ({ hypervisorBuildId: live.hypervisorBuildId, appliedStack: live.applied, loaded: live.loaded.map((p) => ({ name: p.name, buildId: p.buildId, state: p.state })) }), {
+    await this.db(() => replayHost(this.deps.events, rec.hostId, async () => snapshot, {
       actor: this.id.actor,
       correlation: this.id.correlation,
     }));
@@ -442,7 +469,8 @@ export class HostEngine {
       ...(boot ? { bootId: boot } : {}),
     });
     const t = { ...former, targetStack: goal.target, intent: 'start', bootId: boot };
-    if (!(await rec.durable([again ? retouchWrite(job.rolloutId, hostId, fence, t) : touchWrite(job.rolloutId, hostId, fence, t)]))) throw new FencedOut();
+    // Durable with the first step's intent, before the first change: one commit there, not two in a row.
+    rec.hold(again ? retouchWrite(job.rolloutId, hostId, fence, t) : touchWrite(job.rolloutId, hostId, fence, t));
     return { goal, former };
   }
 
@@ -696,7 +724,7 @@ export class HostEngine {
       });
       if (!ok) end = { outcome: 'failed', reason };
     }
-    await rec.flushLater();
+    // The restore's last facts go with the caller's next durable write (the host's outcome).
     return { outcome: end.outcome, steps: done, stackNow: list.appliedStack.map(ref), formerStack: former.formerStack.map(ref), ...(end.reason ? { reason: end.reason } : {}) };
   }
 
