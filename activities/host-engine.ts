@@ -100,7 +100,7 @@ class StepFailed extends Error {
 function failureOf(stage: HostFailure['stage'], e: unknown): HostFailure {
   if (e instanceof StepFailed) return e.failure;
   if (e instanceof FleetpatchError) return { stage, code: e.code, reason: e.message, unreachable: e.code === 'HOST_UNREACHABLE' || e.code === 'HOST_TIMEOUT' };
-  return { stage, code: 'UNKNOWN', reason: e instanceof Error ? e.message : String(e), unreachable: false };
+  return { stage, code: 'INTERNAL', reason: e instanceof Error ? `${e.name}: ${e.message}` : String(e), unreachable: false };
 }
 
 const transient = (e: unknown): boolean => e instanceof FleetpatchError && e.retryable && !(e instanceof StepFailed);

@@ -75,6 +75,7 @@ interface CatalogueEntry {
 export const FLEETPATCH_CATALOGUE = {
   CONFIG_INVALID: { summary: 'a setting in the environment is invalid', httpStatus: 500, retryable: false },
   USAGE: { summary: 'the command line is wrong', httpStatus: 400, retryable: false },
+  ARGUMENT: { summary: 'a value given to fleetpatch is not valid: a name, a role, a time, a build-id, a number out of range, a file that is not there or not a regular file', httpStatus: 400, retryable: false },
   TOOL_MISSING: { summary: 'a required external program is not available', httpStatus: 500, retryable: false },
   DATABASE_UNAVAILABLE: { summary: 'PostgreSQL cannot be reached', httpStatus: 503, retryable: true },
   TEMPORAL_UNAVAILABLE: { summary: 'the Temporal server cannot be reached', httpStatus: 503, retryable: true },
@@ -95,6 +96,8 @@ export const FLEETPATCH_CATALOGUE = {
   REQUEST_INVALID: { summary: 'a request to a host agent is malformed (a body, a parameter)', httpStatus: 400, retryable: false },
   REQUEST_TOO_LARGE: { summary: 'a request body is larger than a host agent takes', httpStatus: 413, retryable: false },
   ACTION_TIMEOUT: { summary: 'an asynchronous hypervisor action did not complete in time', httpStatus: 504, retryable: true },
+  HOST_REBOOTED: { summary: 'the host rebooted again and again while it was being patched (every reboot drops its payloads); left for a later run', httpStatus: 409, retryable: true },
+  CLAIM_LOST: { summary: 'another batch took this host over (the lease of the one that held it lapsed); that batch finishes it', httpStatus: 409, retryable: true },
   VERIFY_FAILED: { summary: 'a patched function does not return what the plan expects', httpStatus: 409, retryable: false },
   FLEET_FILE_INVALID: { summary: 'the fleet file is missing or malformed', httpStatus: 400, retryable: false },
   FAULTS_INVALID: { summary: 'the fault-injection file is malformed', httpStatus: 400, retryable: false },
@@ -141,6 +144,11 @@ export const XEN_CATALOGUE: Record<XenErrnoName, CatalogueEntry> = {
 
 export type FleetpatchCode = keyof typeof FLEETPATCH_CATALOGUE;
 export type ErrorCode = FleetpatchCode | XenErrnoName;
+
+/** Whether a text (an ApplicationFailure's type, a stored event's code) is a code of the catalogue. */
+export function isErrorCode(code: string): code is ErrorCode {
+  return Object.hasOwn(FLEETPATCH_CATALOGUE, code) || Object.hasOwn(XEN_CATALOGUE, code);
+}
 
 export function catalogueEntry(code: ErrorCode): CatalogueEntry {
   return (FLEETPATCH_CATALOGUE as Record<string, CatalogueEntry>)[code] ?? XEN_CATALOGUE[code as XenErrnoName];
@@ -205,7 +213,7 @@ export const EXIT_CODES = {
   OK: 0,
   /** The command ran and failed or found a problem: a refusal, something not found, a broken chain, drift. */
   FAILED: 1,
-  /** The command line is wrong (USAGE): an unknown option, a missing or wrong argument, a missing file. */
+  /** The command line is wrong (USAGE: an unknown command or option, a missing argument) or a value on it (ARGUMENT: out of range, not a time, a missing file). */
   USAGE: 2,
   /** A bug: an error fleetpatch did not expect (INTERNAL). */
   INTERNAL: 70,
@@ -215,7 +223,7 @@ export const EXIT_CODES = {
 
 /** The exit code an error of this code ends the command with. */
 export function exitCodeFor(code: ErrorCode): number {
-  return code === 'USAGE' ? EXIT_CODES.USAGE : code === 'INTERNAL' ? EXIT_CODES.INTERNAL : EXIT_CODES.FAILED;
+  return code === 'USAGE' || code === 'ARGUMENT' ? EXIT_CODES.USAGE : code === 'INTERNAL' ? EXIT_CODES.INTERNAL : EXIT_CODES.FAILED;
 }
 
 /**

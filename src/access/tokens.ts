@@ -43,12 +43,12 @@ export function tokenDigest(token: string): Buffer {
 }
 
 function checkName(name: string): string {
-  if (!TOKEN_NAME.test(name)) throw new FleetpatchError('USAGE', `"${name.slice(0, 40)}" is not a token name: 1 to 63 letters, digits, ".", "_", "@" or "-", starting with a letter or digit`);
+  if (!TOKEN_NAME.test(name)) throw new FleetpatchError('ARGUMENT', `"${name.slice(0, 40)}" is not a token name: 1 to 63 letters, digits, ".", "_", "@" or "-", starting with a letter or digit`);
   return name;
 }
 
 function checkRole(role: string): Role {
-  if (!(ROLES as readonly string[]).includes(role)) throw new FleetpatchError('USAGE', `"${role.slice(0, 40)}" is not a role (${ROLES.join(', ')})`);
+  if (!(ROLES as readonly string[]).includes(role)) throw new FleetpatchError('ARGUMENT', `"${role.slice(0, 40)}" is not a role (${ROLES.join(', ')})`);
   return role as Role;
 }
 

@@ -54,7 +54,7 @@ export async function main(argv: string[], io: CliIO = processIO): Promise<numbe
  * One line on stderr, `fleetpatch: CODE: message`, for every error: fleetpatch's own and any other
  * (mapped by toCatalogued; an unexpected one is INTERNAL). Passwords in URLs are masked. The stack
  * of an INTERNAL error is printed only at LOG_LEVEL=debug or trace. With --json, an error other
- * than USAGE is also written to stdout as `{"ok":false,"error":{code,message,details}}`; a usage
+ * than USAGE or ARGUMENT is also written to stdout as `{"ok":false,"error":{code,message,details}}`; a usage
  * error writes nothing on stdout. Returns the exit code (EXIT_CODES).
  */
 export function reportError(e: unknown, io: CliIO, opts: { json?: boolean } = {}): number {
@@ -66,7 +66,7 @@ export function reportError(e: unknown, io: CliIO, opts: { json?: boolean } = {}
     const stack = original instanceof Error ? original.stack : err.stack;
     if (stack) io.err(maskSecrets(stack));
   }
-  if (opts.json && err.code !== 'USAGE') {
+  if (opts.json && exitCodeFor(err.code) !== EXIT_CODES.USAGE) {
     io.out(JSON.stringify({ ok: false, error: { code: err.code, message, details: publicDetails(err.details) } }));
   }
   return exitCodeFor(err.code);

@@ -110,11 +110,11 @@ export async function resolvePlanPayloads(plan: Plan, dir: string, opts: Resolve
     return [{ where: 'file' in ref ? `payloads[${i}].file ${ref.file}` : `payloads[${i}].buildId ${ref.buildId}`, error: r.error }];
   });
   if (problems.length > 0) {
-    const words = (e: FleetpatchError) => (e.code === 'USAGE' || e.code === 'PLAN_INVALID' ? e.message : e instanceof XenError ? e.describe() : `${e.code}: ${e.message}`);
+    const words = (e: FleetpatchError) => (e.code === 'USAGE' || e.code === 'ARGUMENT' || e.code === 'PLAN_INVALID' ? e.message : e instanceof XenError ? e.describe() : `${e.code}: ${e.message}`);
     const message = `${source}: ${problems.map((p) => `${p.where}: ${words(p.error)}`).join('; ')}`;
     // One problem keeps its own code (EINVAL, SIGNATURE_INVALID, PAYLOAD_TAMPERED, ...); several are PLAN_INVALID.
     const only = problems.length === 1 ? problems[0]!.error : undefined;
-    const code = only && only.code !== 'USAGE' ? only.code : 'PLAN_INVALID';
+    const code = only && only.code !== 'USAGE' && only.code !== 'ARGUMENT' ? only.code : 'PLAN_INVALID';
     throw new FleetpatchError(code, message, { plan: source, problems: problems.map((p) => ({ where: p.where, code: p.error.code, message: p.error.message, ...p.error.details })) });
   }
   const metas = results.map((r) => (r as { meta: PayloadMeta }).meta);

@@ -36,7 +36,7 @@ export async function loadTrustedKeys(config: Pick<Config, 'trustedKeys'>): Prom
       keys.push(readPublicKey(await readInputText(file, 'key')));
     } catch (e) {
       const err = e as FleetpatchError;
-      throw new FleetpatchError(err.code === 'USAGE' ? 'CONFIG_INVALID' : (err.code ?? 'KEY_INVALID'), `trusted key ${file}: ${err.message}`, { file });
+      throw new FleetpatchError(err.code === 'USAGE' || err.code === 'ARGUMENT' ? 'CONFIG_INVALID' : (err.code ?? 'KEY_INVALID'), `trusted key ${file}: ${err.message}`, { file });
     }
   }
   return keys;

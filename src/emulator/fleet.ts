@@ -39,9 +39,9 @@ export function newToken(): string {
 export function createFleet(opts: { hosts: number; images: readonly HostImage[]; token?: () => string }): FleetMember[] {
   const { hosts, images } = opts;
   if (!Number.isInteger(hosts) || hosts < 1 || hosts > MAX_FLEET_HOSTS) {
-    throw new FleetpatchError('USAGE', `the number of hosts must be an integer from 1 to ${MAX_FLEET_HOSTS} (got ${hosts})`);
+    throw new FleetpatchError('ARGUMENT', `the number of hosts must be an integer from 1 to ${MAX_FLEET_HOSTS} (got ${hosts})`);
   }
-  if (images.length === 0) throw new FleetpatchError('USAGE', 'a fleet needs at least one hypervisor image');
+  if (images.length === 0) throw new FleetpatchError('ARGUMENT', 'a fleet needs at least one hypervisor image');
   const token = opts.token ?? newToken;
   return Array.from({ length: hosts }, (_, i) => ({ id: hostId(i), token: token(), labels: hostLabels(i), image: images[i % images.length]! }));
 }

@@ -446,7 +446,7 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
     server.once('error', (e: NodeJS.ErrnoException) =>
       reject(
         e.code === 'EADDRINUSE'
-          ? new FleetpatchError('USAGE', `port ${opts.port} on ${listen} is already in use; pick another with --port (0 = any free port)`)
+          ? new FleetpatchError('ARGUMENT', `port ${opts.port} on ${listen} is already in use; pick another with --port (0 = any free port)`)
           : e,
       ),
     );

@@ -122,8 +122,8 @@ export class PayloadStore {
 
   /** Stores the payload; `created` is false when exactly this payload was stored before. */
   async put(p: PayloadToStore, ctx: StoreContext): Promise<{ payload: StoredPayload; created: boolean }> {
-    if (!BuildIdSchema.safeParse(p.buildId).success) throw new FleetpatchError('USAGE', `"${p.buildId}" is not a build-id in lowercase hex`);
-    if (p.bytes.length === 0) throw new FleetpatchError('USAGE', `payload ${p.name} is empty`);
+    if (!BuildIdSchema.safeParse(p.buildId).success) throw new FleetpatchError('ARGUMENT', `"${p.buildId}" is not a build-id in lowercase hex`);
+    if (p.bytes.length === 0) throw new FleetpatchError('ARGUMENT', `payload ${p.name} is empty`);
     const sha256 = createHash('sha256').update(p.bytes).digest('hex');
     if (p.signature?.sha256 !== undefined && p.signature.sha256 !== sha256) {
       throw new FleetpatchError('SIGNATURE_INVALID', `the signature of ${p.name} is for other bytes (sha256 ${p.signature.sha256.slice(0, 16)}…, the payload is ${sha256.slice(0, 16)}…)`);

@@ -19,7 +19,7 @@ export function buildIdToHex(id: Uint8Array): string {
 /** Parses a build-id written as hex (any case, optional 0x, optional ':' separators). */
 export function buildIdFromHex(text: string): BuildId {
   const hex = text.trim().toLowerCase().replace(/^0x/, '').replaceAll(':', '');
-  if (!HEX.test(hex)) throw new FleetpatchError('USAGE', `"${text}" is not a build-id (an even number of hex digits)`);
+  if (!HEX.test(hex)) throw new FleetpatchError('ARGUMENT', `"${text}" is not a build-id (an even number of hex digits)`);
   const out = new Uint8Array(hex.length / 2);
   for (let i = 0; i < out.length; i++) out[i] = Number.parseInt(hex.slice(i * 2, i * 2 + 2), 16);
   return out;

@@ -6,6 +6,7 @@
 import type { z } from 'zod';
 import type { Budget } from './budget.ts';
 import type { Actor } from '../domain/actor.ts';
+import type { ErrorCode } from '../errors.ts';
 import type { PreflightSummarySchema } from './progress-schema.ts';
 import type { DependencyCheck, HostState, PayloadMeta, RolloutMode, StackEntry } from './matching.ts';
 import type { HostSelector, WaveSpec } from './waves.ts';
@@ -50,7 +51,8 @@ export interface RolloutInput {
 /** Where a host patch failed, in words, with the errno or fleetpatch code behind it. */
 export interface HostFailure {
   stage: 'read' | 'upload' | 'check' | 'apply' | 'replace' | 'verify' | 'revert';
-  code: string;
+  /** Always a catalogue code: what is not fleetpatch's or Xen's is INTERNAL (the reason keeps its words). */
+  code: ErrorCode;
   reason: string;
   unreachable: boolean;
 }

@@ -105,7 +105,7 @@ describe('audit queries', () => {
     expect((await hostStackAsOf(store, 'p1', { at: '2000-01-01T00:00:00Z' })).streamPosition).toBe(0);
     const now = await hostStackAsOf(store, 'p1');
     expect(now).toMatchObject({ applied: [HELLO], loaded: [{ ...HELLO, state: 'APPLIED' }], streamPosition: 7 });
-    await expect(hostStackAsOf(store, 'p1', { at: 'tuesday' })).rejects.toMatchObject({ code: 'USAGE' });
+    await expect(hostStackAsOf(store, 'p1', { at: 'tuesday' })).rejects.toMatchObject({ code: 'ARGUMENT' });
   });
 
   it('tells which hosts run a payload now and at a past time', async () => {
@@ -138,7 +138,7 @@ describe('audit queries', () => {
       ['p3', 'upload'],
     ]);
     expect(await dependencyChecks(store, { rolloutId: 'r1', outcome: 'match' })).toHaveLength(1);
-    await expect(dependencyChecks(store, { outcome: 'maybe' })).rejects.toMatchObject({ code: 'USAGE' });
+    await expect(dependencyChecks(store, { outcome: 'maybe' })).rejects.toMatchObject({ code: 'ARGUMENT' });
   });
 
   it("gives a host's timeline with its outcomes in rollouts", async () => {

@@ -21,7 +21,7 @@ function progress() {
     waves: [{ name: 'a', concurrency: 5, steps: [{ group: null, size: 20 }] }, { name: 'b', concurrency: 5, steps: [{ group: null, size: 20 }] }],
   });
 }
-const fail = (hostId: string) => ({ hostId, outcome: 'failed' as const, applied: [], failure: { stage: 'apply' as const, code: 'EINVAL', reason: 'x', unreachable: false } });
+const fail = (hostId: string) => ({ hostId, outcome: 'failed' as const, applied: [], failure: { stage: 'apply' as const, code: 'EINVAL' as const, reason: 'x', unreachable: false } });
 const ok = (hostId: string) => ({ hostId, outcome: 'patched' as const, applied: [] });
 
 describe('rollout progress and budget verdicts', () => {

@@ -12,7 +12,7 @@ export const CHECK_OUTCOMES = ['match', 'mismatch', 'unreachable'] as const;
 
 export async function dependencyChecks(store: EventStore, filter: CheckFilter = {}, options: { limit?: number } = {}): Promise<DependencyCheckRecord[]> {
   if (filter.outcome !== undefined && !(CHECK_OUTCOMES as readonly string[]).includes(filter.outcome)) {
-    throw new FleetpatchError('USAGE', `outcome "${filter.outcome}" is not one of ${CHECK_OUTCOMES.join(', ')}`);
+    throw new FleetpatchError('ARGUMENT', `outcome "${filter.outcome}" is not one of ${CHECK_OUTCOMES.join(', ')}`);
   }
   const rows = await selectDependencyChecks(store.pool, filter, options.limit ?? 10_000);
   return rows.map(toRecordedEvent) as DependencyCheckRecord[];

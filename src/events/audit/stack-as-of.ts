@@ -12,10 +12,10 @@ export type AsOf = { at: string } | { position: number } | 'now';
 
 export async function hostStackAsOf(store: EventStore, hostId: string, asOf: AsOf = 'now'): Promise<HostStackState> {
   if (asOf !== 'now' && 'position' in asOf && !(Number.isSafeInteger(asOf.position) && asOf.position >= 0)) {
-    throw new FleetpatchError('USAGE', `position ${asOf.position} is not a stream position (a whole number >= 0)`);
+    throw new FleetpatchError('ARGUMENT', `position ${asOf.position} is not a stream position (a whole number >= 0)`);
   }
   if (asOf !== 'now' && 'at' in asOf && Number.isNaN(Date.parse(asOf.at))) {
-    throw new FleetpatchError('USAGE', `"${asOf.at}" is not a time (use ISO 8601, e.g. 2025-01-31T14:03:00Z)`);
+    throw new FleetpatchError('ARGUMENT', `"${asOf.at}" is not a time (use ISO 8601, e.g. 2025-01-31T14:03:00Z)`);
   }
   const events = await store.readStream(
     hostStream(hostId),

@@ -14,12 +14,12 @@ import type { EventStore } from '../store.ts';
 import { parseStreamId } from '../streams.ts';
 
 export async function whereIsPayload(store: EventStore, buildId: string, options: { at?: string; projector?: Projector } = {}): Promise<PayloadPlacement[]> {
-  if (!BuildIdSchema.safeParse(buildId).success) throw new FleetpatchError('USAGE', `"${buildId}" is not a build-id in lowercase hex`);
+  if (!BuildIdSchema.safeParse(buildId).success) throw new FleetpatchError('ARGUMENT', `"${buildId}" is not a build-id in lowercase hex`);
   if (options.at === undefined) {
     await (options.projector ?? new Projector(store)).catchUp();
     return selectPlacements(store.pool, buildId);
   }
-  if (Number.isNaN(Date.parse(options.at))) throw new FleetpatchError('USAGE', `"${options.at}" is not a time (use ISO 8601)`);
+  if (Number.isNaN(Date.parse(options.at))) throw new FleetpatchError('ARGUMENT', `"${options.at}" is not a time (use ISO 8601)`);
   const until = new Date(options.at).toISOString();
   const streams = await selectPlacementCandidates(store.pool, buildId, until);
   if (streams.length === 0) return [];
