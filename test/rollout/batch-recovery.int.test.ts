@@ -1,0 +1,126 @@
+/**
+ * The batch engine's crash-recovery paths, run as activities in Temporal's MockActivityEnvironment
+ * against real PostgreSQL and an emulated fleet (no Temporal server): a retried batch takes back
+ * the host its dead attempt held and finishes it from what the hypervisor says, restating what the
+ * dead attempt did but never recorded; a batch of another workflow cannot touch a host whose lease
+ * is alive; a lapsed lease makes the host claimable again.
+ */
+import { readFile } from 'node:fs/promises';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createActivities, type Activities } from '../../activities/index.ts';
+import type { PatchBatchResult } from '../../activities/batch.ts';
+import { createActivityDeps } from '../../src/app/activity-deps.ts';
+import { FleetClient } from '../../src/agent/client.ts';
+import { EmulatorAdmin, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
+import { claimNext } from '../../src/events/sql/claims.ts';
+import { readPlanFile, resolvePlanPayloads } from '../../src/control/rollouts.ts';
+import { createLogger } from '../../src/runtime/logger.ts';
+import type { ResolvedPlan } from '../../src/rollout/types.ts';
+import { createTestDatabase, type TestDatabase } from '../support/database.ts';
+import { hostEvents, IMAGE_A, tempDir, writePayload, writePlan, type BuiltPayload } from '../support/rollout.ts';
+// Trusts the test signing key through FLEETPATCH_TRUSTED_KEYS, as a worker would.
+import '../support/signing.ts';
+
+const actor = { kind: 'user' as const, id: 'test' };
+let db: TestDatabase;
+let fleet: RunningFleet;
+let acts: Activities;
+let fix: BuiltPayload;
+let dir: string;
+
+beforeAll(async () => {
+  db = await createTestDatabase();
+  fleet = await startFleetServer({ hosts: 6, images: [IMAGE_A], seed: 1, port: 0, actionDurationMs: 20 });
+  dir = await tempDir('batch-recovery');
+  fix = await writePayload(dir, 'fix', { funcs: [{ target: 'xen_extra_version', returns: '-fix' }] }, IMAGE_A);
+  const logger = createLogger('warn', { destination: { write: () => undefined } });
+  acts = createActivities(createActivityDeps({ pool: db.pool, fleetFile: fleet.fleetFile, logger, actionDeadlineMs: 10_000 }));
+});
+
+afterAll(async () => {
+  await fleet?.close();
+  await db?.drop();
+});
+
+/** A rollout's preflight, as its workflow would run it: the work list is written, nothing changes on a host. */
+async function prepare(rolloutId: string, hostIds: string[]): Promise<ResolvedPlan> {
+  const { plan, dir: d, file } = await readPlanFile(
+    await writePlan(dir, { name: rolloutId, payloads: [{ file: fix.file }], hosts: { ids: hostIds }, waves: [{ name: 'all', hosts: '100%' }], concurrency: 1, verify: { call: 'xen_extra_version', expect: '-fix' } }),
+  );
+  const resolved = await resolvePlanPayloads(plan, d, { pool: db.pool, actor, store: true, planFile: file });
+  await env(`rollout-${rolloutId}`, 1).run(acts.preflight, { rolloutId, plan: resolved });
+  return resolved;
+}
+
+/** An activity context of attempt `attempt` of activity 7 of a workflow run. */
+function env(workflowId: string, attempt: number): MockActivityEnvironment {
+  return new MockActivityEnvironment({ workflowExecution: { workflowId, runId: 'run-1' }, activityId: '7', attempt, heartbeatTimeoutMs: 10_000 });
+}
+
+function batch(rolloutId: string, plan: ResolvedPlan, planned: number) {
+  return { rolloutId, wave: 0, waveName: 'all', step: 0, lanes: 1, mode: plan.mode, payloads: plan.payloads, budget: plan.budget, waves: [{ name: 'all', planned }], ...(plan.verify ? { verify: plan.verify } : {}) };
+}
+
+const applies = async (hostId: string) => ((await EmulatorAdmin.open(fleet.fleetFile).then((a) => a.journal(hostId)))[hostId] ?? []).filter((e) => e.kind === 'applied').length;
+
+describe('patchBatch after a crash', () => {
+  it('a retried batch takes back the host its dead attempt held, applies nothing twice and records what the dead attempt did not', { timeout: 60_000 }, async () => {
+    const hosts = ['host-0000', 'host-0001', 'host-0002'];
+    const plan = await prepare('crash', hosts);
+    // Attempt 1 claimed a host, uploaded and applied the payload, and died before recording either.
+    const claim = await claimNext(db.pool, { rolloutId: 'crash', wave: 0, step: 0, claimant: 'rollout-crash/run-1/7#1', leaseMs: 60_000 });
+    expect(claim.kind).toBe('claimed');
+    const held = (claim as { host: { hostId: string } }).host.hostId;
+    const agent = (await FleetClient.open(fleet.fleetFile)).host(held);
+    await agent.upload('fix', await readFile(fix.file));
+    await agent.action('fix', 'apply');
+    await agent.waitForAction('fix', { pollMs: 5, deadlineMs: 5_000 });
+
+    // Attempt 2 of the same activity: takes the held host back first, then the rest.
+    const r: PatchBatchResult = await env('rollout-crash', 2).run(acts.patchBatch, batch('crash', plan, hosts.length));
+    expect(r).toMatchObject({ stopped: 'done', failed: 0 });
+    expect(r.patched + r.already).toBe(3);
+
+    for (const id of hosts) {
+      const list = await (await FleetClient.open(fleet.fleetFile)).host(id).listAll();
+      expect(list.appliedStack.map((e) => e.name), id).toEqual(['fix']);
+      // The hypervisor's own journal: applied once, never twice.
+      expect(await applies(id), id).toBe(1);
+      const events = (await hostEvents(db.pool, id)).map((e) => e.event.type);
+      expect(events.filter((t) => t === 'PayloadApplied'), id).toHaveLength(1);
+      expect(events.filter((t) => t === 'PayloadUploaded'), id).toHaveLength(1);
+      expect(events, id).not.toContain('DriftDetected');
+    }
+  });
+
+  it('a batch of another rollout run cannot take a host whose lease is alive; once it lapses, it can', { timeout: 60_000 }, async () => {
+    const hosts = ['host-0003', 'host-0004'];
+    const plan = await prepare('lease', hosts);
+    // Another run's batch holds a host with a live lease and did nothing yet.
+    const other = await claimNext(db.pool, { rolloutId: 'lease', wave: 0, step: 0, claimant: 'rollout-lease/run-0/3#1', leaseMs: 60_000 });
+    const held = (other as { host: { hostId: string } }).host.hostId;
+    const free = hosts.find((h) => h !== held)!;
+
+    const first = await env('rollout-lease', 1).run(acts.patchBatch, batch('lease', plan, hosts.length));
+    expect(first).toMatchObject({ patched: 1, failed: 0, stopped: 'done' });
+    const c = await FleetClient.open(fleet.fleetFile);
+    expect((await c.host(free).listAll()).appliedStack.map((e) => e.name)).toEqual(['fix']);
+    expect((await c.host(held).listAll()).entries).toEqual([]);
+
+    // The holder vanished: its lease lapses and the host is claimable by the next batch.
+    await db.pool.query(`UPDATE rollout_targets SET lease_until = now() - interval '1 second' WHERE rollout_id = 'lease' AND host_id = $1`, [held]);
+    const second = await env('rollout-lease', 2).run(acts.patchBatch, batch('lease', plan, hosts.length));
+    expect(second).toMatchObject({ patched: 1, failed: 0, stopped: 'done' });
+    expect((await c.host(held).listAll()).appliedStack.map((e) => e.name)).toEqual(['fix']);
+    expect(await applies(held)).toBe(1);
+  });
+
+  it('a held rollout (paused) stops a batch before it claims anything', { timeout: 60_000 }, async () => {
+    const plan = await prepare('held', ['host-0005']);
+    await env('rollout-held', 1).run(acts.setRolloutHold, { rolloutId: 'held', hold: 'paused' as const, reason: 'operator paused' });
+    const r = await env('rollout-held', 1).run(acts.patchBatch, batch('held', plan, 1));
+    expect(r).toMatchObject({ patched: 0, failed: 0, stopped: 'paused' });
+    expect((await (await FleetClient.open(fleet.fleetFile)).host('host-0005').listAll()).entries).toEqual([]);
+  });
+});
