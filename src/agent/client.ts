@@ -29,6 +29,8 @@ import {
   decodeError,
   parseAnswer,
   type ActionCmd,
+  type ActionRequestBody,
+  type RebootRequestBody,
   type WireAction,
   type WireCall,
   type WireList,
@@ -249,7 +251,8 @@ export class HostAgent {
    * A synchronous refusal throws XenError; an APPLY's dependency check comes back either way.
    */
   action(name: string, cmd: ActionCmd, opts: ActionOptions = {}): Promise<WireAction> {
-    const body = JSON.stringify({ cmd, ...(opts.timeoutNs !== undefined ? { timeoutNs: opts.timeoutNs } : {}), ...(opts.nodeps ? { nodeps: true } : {}) });
+    const request: ActionRequestBody = { cmd, ...(opts.timeoutNs !== undefined ? { timeoutNs: opts.timeoutNs } : {}), ...(opts.nodeps ? { nodeps: true } : {}) };
+    const body = JSON.stringify(request);
     return this.#t.json(WireActionSchema, 'POST', this.path('livepatch', name, 'action'), { body, contentType: 'application/json' });
   }
 
@@ -294,7 +297,8 @@ export class HostAgent {
 
   /** Reboots the host: every payload vanishes; for `downMs` it answers nothing. */
   reboot(opts: { downMs?: number } = {}): Promise<WireReboot> {
-    return this.#t.json(WireRebootSchema, 'POST', this.path('reboot'), { body: JSON.stringify(opts), contentType: 'application/json' });
+    const request: RebootRequestBody = opts;
+    return this.#t.json(WireRebootSchema, 'POST', this.path('reboot'), { body: JSON.stringify(request), contentType: 'application/json' });
   }
 }
 

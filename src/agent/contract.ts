@@ -102,6 +102,24 @@ export const WireUploadSchema = WirePayloadSchema.extend({
 });
 export type WireUpload = z.infer<typeof WireUploadSchema>;
 
+// ---- requests ---------------------------------------------------------------------------------
+
+/** The longest a reboot may keep a host down (a day): every number the protocol takes is finite and bounded. */
+export const MAX_DOWN_MS = 86_400_000;
+
+/** POST /hosts/:id/livepatch/:name/action. `cmd` is checked by the hypervisor (EINVAL), not here. */
+export const ActionRequestBodySchema = z.object({
+  cmd: z.string({ error: 'the body needs "cmd": "apply" | "revert" | "replace" | "unload"' }),
+  /** Nanoseconds; Xen's uint32 rule (EINVAL beyond it) is the hypervisor's to apply. */
+  timeoutNs: z.number({ error: '"timeoutNs" must be a finite number of nanoseconds' }).refine(Number.isFinite, '"timeoutNs" must be a finite number of nanoseconds').optional(),
+  nodeps: z.boolean({ error: '"nodeps" must be true or false' }).optional(),
+});
+export type ActionRequestBody = z.infer<typeof ActionRequestBodySchema>;
+
+/** POST /hosts/:id/reboot. */
+export const RebootRequestBodySchema = z.object({ downMs: z.number().refine(Number.isFinite).min(0).max(MAX_DOWN_MS).optional() });
+export type RebootRequestBody = z.infer<typeof RebootRequestBodySchema>;
+
 export const WireActionSchema = z.object({
   rc: z.literal(0),
   /** Work was scheduled: poll GET until rc is no longer -EAGAIN. */

@@ -1,8 +1,9 @@
 /**
  * The fleet server: one node:http process serving up to 10,000 emulated hosts. It is a thin shell
- * over the pure state machine: it authenticates, asks the fault injector what happens to this
- * request, holds the real clock (performance.now) and the latency timers, and maps results to
- * JSON. Asynchronous actions need no timers at all: they complete when the next request to that
+ * over pure parts: it authenticates, reads bodies, asks the fault injector what happens to this
+ * request, holds the real clock (performance.now), the latency timers and the journal; what a
+ * request is (requests.ts) and what it does to a host (dispatch.ts, over the state machine) are
+ * decided without HTTP. Asynchronous actions need no timers at all: they complete when the next request to that
  * host observes that their time has passed (`settle`).
  *
  * Routes (every /hosts/:id/* route needs `Authorization: Bearer <that host's token>`):
@@ -24,28 +25,23 @@ import type { AddressInfo } from 'node:net';
 import os from 'node:os';
 import path from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
-import { FleetpatchError, XenError } from '../errors.ts';
+import { FleetpatchError } from '../errors.ts';
 import type { Logger } from '../runtime/logger.ts';
 import { FaultInjector, loadFaultsFile, parseFaults, type Faults, type FaultsInput, type FaultTarget, type RequestKind } from './faults.ts';
 import { writeFleetFile, type FleetFile } from '../agent/fleet-file.ts';
 import { bootHost, createFleet, newToken, type FleetMember } from './fleet.ts';
-import { callFunction, functionTable } from './functions.ts';
 import { transitions, type JournalEntry } from './journal.ts';
 import type { HypervisorImage } from '../payload/image.ts';
 import { DEFAULT_HOST_IMAGE, cachingChecker, hostImage, loadImageFile, payloadLibraryChecker } from './payload-adapter.ts';
 import * as sm from './state-machine.ts';
-import { callView, listView, payloadView, statusView, toJson } from './views.ts';
-import { encodeError, type WireAction, type WireReboot, type WireUpload } from '../agent/contract.ts';
+import { toJson } from './views.ts';
+import { encodeError } from '../agent/contract.ts';
+import { dispatch } from './dispatch.ts';
+import { MAX_JSON_BYTES, MAX_UPLOAD_BYTES, bodyOf, jsonObject, matchRoute, parseRequest, refuse, type Body } from './requests.ts';
 
-/** Xen refuses bigger payloads with EINVAL; we stop buffering a little above that. */
-const MAX_UPLOAD_BYTES = 2 * 1024 * 1024;
 /** Journal entries kept per host (the oldest go first). */
 const JOURNAL_PER_HOST = 512;
-const MAX_JSON_BYTES = 256 * 1024;
-/** The longest a reboot may keep a host down (a day); every number the API takes is finite and bounded. */
-export const MAX_DOWN_MS = 86_400_000;
-/** LIST's idx and nr are uint32 in Xen's sysctl. */
-const U32_MAX = 0xffff_ffff;
+export { MAX_DOWN_MS } from '../agent/contract.ts';
 
 export interface FleetServerOptions {
   hosts: number;
@@ -110,42 +106,8 @@ interface ServedHost {
   state: sm.Host;
 }
 
-type Route =
-  | { kind: 'list' }
-  | { kind: 'upload'; name: string }
-  | { kind: 'get'; name: string }
-  | { kind: 'action'; name: string }
-  | { kind: 'functions' }
-  | { kind: 'call'; fn: string }
-  | { kind: 'dump' }
-  | { kind: 'reboot' };
-
-/** A refusal of the agent protocol: a catalogue code (its HTTP status comes from the catalogue) and the reason. */
-function refuse(code: 'REQUEST_INVALID' | 'REQUEST_TOO_LARGE' | 'ROUTE_NOT_FOUND' | 'METHOD_NOT_ALLOWED' | 'HOST_UNAUTHORIZED' | 'HOST_FORBIDDEN', message: string): FleetpatchError {
-  return new FleetpatchError(code, message);
-}
-
-function matchRoute(method: string, rest: readonly string[]): Route {
-  const [a, b, c, ...more] = rest;
-  const route = ((): { route: Route; method: string } | null => {
-    if (a === 'livepatch' && b === undefined) return { route: { kind: 'list' }, method: 'GET' };
-    if (a === 'livepatch' && b !== undefined && c === undefined) {
-      return method === 'POST' ? { route: { kind: 'upload', name: b }, method: 'POST' } : { route: { kind: 'get', name: b }, method: 'GET' };
-    }
-    if (a === 'livepatch' && b !== undefined && c === 'action' && more.length === 0) return { route: { kind: 'action', name: b }, method: 'POST' };
-    if (a === 'functions' && b === undefined) return { route: { kind: 'functions' }, method: 'GET' };
-    if (a === 'functions' && b !== undefined && c === undefined) return { route: { kind: 'call', fn: b }, method: 'GET' };
-    if (a === 'dump' && b === undefined) return { route: { kind: 'dump' }, method: 'GET' };
-    if (a === 'reboot' && b === undefined) return { route: { kind: 'reboot' }, method: 'POST' };
-    return null;
-  })();
-  if (!route) throw refuse('ROUTE_NOT_FOUND', `no such route: /hosts/:id/${rest.join('/')}`);
-  if (route.method !== method) throw refuse('METHOD_NOT_ALLOWED', `${method} is not allowed here; use ${route.method}`);
-  return route.route;
-}
-
 /** Buffers a request body up to `limit` bytes; beyond that, counts and discards the rest. */
-async function readBody(req: http.IncomingMessage, limit: number): Promise<{ bytes: Buffer; truncated: boolean; size: number }> {
+async function readBody(req: http.IncomingMessage, limit: number): Promise<Body> {
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of req as AsyncIterable<Buffer>) {
@@ -157,17 +119,7 @@ async function readBody(req: http.IncomingMessage, limit: number): Promise<{ byt
 }
 
 async function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {
-  const { bytes, truncated } = await readBody(req, MAX_JSON_BYTES);
-  if (truncated) throw refuse('REQUEST_TOO_LARGE', `the JSON body is larger than ${MAX_JSON_BYTES} bytes`);
-  if (bytes.length === 0) return {};
-  let doc: unknown;
-  try {
-    doc = JSON.parse(bytes.toString('utf8'));
-  } catch {
-    throw refuse('REQUEST_INVALID', 'the body is not JSON');
-  }
-  if (typeof doc !== 'object' || doc === null || Array.isArray(doc)) throw refuse('REQUEST_INVALID', 'the body must be a JSON object');
-  return doc as Record<string, unknown>;
+  return jsonObject(await readBody(req, MAX_JSON_BYTES));
 }
 
 function tokenMatches(presented: string, expected: string): boolean {
@@ -276,9 +228,8 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
     setState(served, sm.settle(served.state, clock()));
     if (sm.isDown(served.state, clock())) return drop(req);
     const route = matchRoute(req.method ?? 'GET', rest);
-
-    const upload = route.kind === 'upload' ? await readBody(req, MAX_UPLOAD_BYTES) : null;
-    const json = route.kind === 'action' || route.kind === 'reboot' ? await readJson(req) : null;
+    const reads = bodyOf(route);
+    const body = reads === 'none' ? null : await readBody(req, reads === 'bytes' ? MAX_UPLOAD_BYTES : MAX_JSON_BYTES);
 
     const decision = injector.onRequest(served.target, route.kind as RequestKind);
     if (decision.unreachable === 'refuse') return drop(req);
@@ -297,74 +248,25 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
     const now = clock();
     setState(served, sm.settle(served.state, now));
     if (sm.isDown(served.state, now)) return drop(req);
-    const host = served.state;
-
-    const answer = <T>(o: sm.Outcome<T>, status: number, view: (v: T) => unknown): number => {
-      setState(served, o.host);
-      const check = o.ok ? (o.value as { dependencyCheck?: sm.DependencyCheck | null }).dependencyCheck : (o.error.details.dependencyCheck as sm.DependencyCheck | undefined);
-      if (check) note(served, { kind: 'checked', name: check.payload, buildId: check.payloadBuildId, check });
-      if (!o.ok) throw o.error;
-      send(res, status, view(o.value));
-      return status;
-    };
-
-    switch (route.kind) {
-      case 'list': {
-        const idx = intParam(req, 'idx', 0);
-        const nr = intParam(req, 'nr', sm.LIVEPATCH_LIST_MAX);
-        return answer(sm.list(host, { idx, nr }, now), 200, (page) => listView(served.state, page, idx, wallOffsetMs));
-      }
-      case 'get':
-        return answer(sm.getStatus(host, route.name, now), 200, statusView);
-      case 'upload': {
-        if (upload!.truncated) {
-          throw new XenError('EINVAL', `${route.name}: the payload is ${upload!.size} bytes; Xen accepts at most 2 MiB (${MAX_UPLOAD_BYTES})`, { payload: route.name, size: upload!.size });
-        }
-        return answer(sm.upload(host, { name: route.name, bytes: new Uint8Array(upload!.bytes) }, { now, check }), 201, (v): WireUpload => ({
-          ...payloadView(v.payload),
-          dependencyCheck: v.dependencyCheck,
-        }));
-      }
-      case 'action': {
-        const body = json!;
-        const cmd = body.cmd;
-        if (typeof cmd !== 'string') throw refuse('REQUEST_INVALID', 'the body needs "cmd": "apply" | "revert" | "replace" | "unload"');
-        if (body.timeoutNs !== undefined && (typeof body.timeoutNs !== 'number' || !Number.isFinite(body.timeoutNs))) throw refuse('REQUEST_INVALID', '"timeoutNs" must be a finite number of nanoseconds');
-        if (body.nodeps !== undefined && typeof body.nodeps !== 'boolean') throw refuse('REQUEST_INVALID', '"nodeps" must be true or false');
-        const outcome = sm.action(
-          host,
-          { name: route.name, cmd, timeoutNs: body.timeoutNs as number | undefined, nodeps: body.nodeps as boolean | undefined },
-          {
-            now,
-            effects: ({ payload, cmd: c, stack }) =>
-              injector.actionEffects(served.target, decision.n, {
-                payload: { name: payload.name, buildId: payload.facts.buildId },
-                cmd: c,
-                stack: stack.map((p) => ({ name: p.name, buildId: p.facts.buildId })),
-              }),
-          },
-        );
-        return answer(outcome, outcome.ok && outcome.value.scheduled ? 202 : 200, (v): WireAction => ({ rc: 0, scheduled: v.scheduled, dependencyCheck: v.dependencyCheck }));
-      }
-      case 'functions':
-        send(res, 200, { host: id, functions: functionTable(host, now).map(callView) });
-        return 200;
-      case 'call':
-        return answer(callFunction(host, route.fn, now), 200, callView);
-      case 'dump':
-        sendText(res, 200, sm.dump(host, now));
-        return 200;
-      case 'reboot': {
-        const downMs = json!.downMs ?? 0;
-        if (typeof downMs !== 'number' || !Number.isFinite(downMs) || downMs < 0 || downMs > MAX_DOWN_MS) {
-          throw refuse('REQUEST_INVALID', `"downMs" must be a number of milliseconds from 0 to ${MAX_DOWN_MS} (a day)`);
-        }
-        setState(served, sm.reboot(host, { now, downMs }));
-        const body: WireReboot = { rebooted: true, boots: served.state.boots };
-        send(res, 200, body);
-        return 200;
-      }
-    }
+    const request = parseRequest(route, new URL(req.url ?? '/', 'http://fleet').searchParams, body);
+    const out = dispatch(id, served.state, request, {
+      now,
+      check,
+      wallOffsetMs,
+      effects: ({ payload, cmd, stack }) =>
+        injector.actionEffects(served.target, decision.n, {
+          payload: { name: payload.name, buildId: payload.facts.buildId },
+          cmd,
+          stack: stack.map((p) => ({ name: p.name, buildId: p.facts.buildId })),
+        }),
+    });
+    setState(served, out.host);
+    if (out.check) note(served, { kind: 'checked', name: out.check.payload, buildId: out.check.payloadBuildId, check: out.check });
+    if (out.refusal) throw out.refusal;
+    const { status, json, text } = out.answer!;
+    if (text !== undefined) sendText(res, status, text);
+    else send(res, status, json);
+    return status;
   }
 
   async function handleAdmin(req: http.IncomingMessage, res: http.ServerResponse, rest: readonly string[]): Promise<number> {
@@ -394,13 +296,6 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
       return 200;
     }
     throw refuse('ROUTE_NOT_FOUND', `no such admin route: ${req.method} /admin/${what}`);
-  }
-
-  function intParam(req: http.IncomingMessage, key: string, dflt: number): number {
-    const raw = new URL(req.url ?? '/', 'http://fleet').searchParams.get(key);
-    if (raw === null || raw === '') return dflt;
-    if (!/^\d{1,10}$/.test(raw) || Number(raw) > U32_MAX) throw new XenError('EINVAL', `LIST ${key} must be an unsigned 32-bit integer (got "${raw.slice(0, 40)}")`);
-    return Number(raw);
   }
 
   const server = http.createServer((req, res) => {
