@@ -8,6 +8,7 @@ import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker
 import type { Logger } from './logger.ts';
 import { installTemporalRuntime } from './temporal-runtime.ts';
 
+/** The workflow code's entry point: bundled by workflow-bundle.ts, or by the worker itself when it is given no bundle. */
 export const WORKFLOWS_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'workflows', 'index.ts');
 
 export interface WorkerSetup {

@@ -14,10 +14,10 @@ import path from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { FleetpatchError } from '../errors.ts';
 import type { Logger } from './logger.ts';
+import { WORKFLOWS_PATH } from './worker.ts';
 
 const HERE = fileURLToPath(import.meta.url);
 const ROOT = path.resolve(path.dirname(HERE), '..', '..');
-const WORKFLOWS = path.join(ROOT, 'workflows', 'index.ts');
 
 /** Everything the bundle can contain: workflow code and the pure modules it imports. */
 async function sourceDigest(): Promise<string> {
@@ -53,6 +53,6 @@ export async function workflowBundle(cacheDir: string, logger: Logger): Promise<
 if (process.argv[1] && pathToFileURL(process.argv[1]).href === import.meta.url) {
   const { bundleWorkflowCode } = await import('@temporalio/worker');
   const quiet = { log: () => {}, trace: () => {}, debug: () => {}, info: () => {}, warn: (m: string) => console.error(m), error: (m: string) => console.error(m) };
-  const { code } = await bundleWorkflowCode({ workflowsPath: WORKFLOWS, logger: quiet });
+  const { code } = await bundleWorkflowCode({ workflowsPath: WORKFLOWS_PATH, logger: quiet });
   await writeFile(process.argv[2]!, code);
 }
