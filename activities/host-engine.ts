@@ -38,6 +38,7 @@ import { lostFacts } from '../src/rollout/restate.ts';
 import { describeStack, looseOurs, nextRestoreStep, type LiveHost, type RestoreGoal } from '../src/rollout/restore.ts';
 import type { CallOutcome, FormerState, HostFailure, HostPatchResult, RestoreOutcome, RestoreStepDone, RolloutMode, VerifySpec } from '../src/rollout/types.ts';
 import type { ActivityDeps } from './deps.ts';
+import { dependencyCheckEvent } from './recording.ts';
 import { observe } from '../src/runtime/observers.ts';
 
 /** Attempts of one step on a host before a transient fault fails the host (as the old per-host retry policy). */
@@ -452,7 +453,7 @@ export class HostEngine {
     if (assignment.kind === 'already') return { result: await this.finish(rec, claim, job, { hostId, outcome: again ? 'patched' : 'already', applied: again ? state.applied.filter((p) => job.payloads.some((x) => x.buildId === p.buildId)) : [] }) };
     if (assignment.kind === 'incompatible') {
       // Compatible at the preflight, not any more: nothing was changed; the checks say why.
-      assignment.checks.forEach((c, i) => rec.add(rec.key('check', fence, i), checkEvent(hostId, c, 'apply')));
+      assignment.checks.forEach((c, i) => rec.add(rec.key('check', fence, i), dependencyCheckEvent(hostId, c, 'apply')));
       throw new StepFailed({ stage: 'check', code: 'EINVAL', reason: assignment.reason, unreachable: false });
     }
     const goal = patchGoal(job.mode, assignment, state.applied);
@@ -798,22 +799,6 @@ class FencedOut extends Error {
 
 function lost(hostId: string): HostPatchResult {
   return { hostId, outcome: 'failed', applied: [], failure: { stage: 'read', code: 'CLAIM_LOST', reason: 'another batch took this host over; it finishes it', unreachable: false }, lostClaim: true };
-}
-
-function checkEvent(hostId: string, check: DependencyCheck, phase: 'preflight' | 'apply'): Record<string, unknown> {
-  return {
-    type: 'DependencyChecked',
-    hostId,
-    payload: check.payload,
-    phase,
-    on: check.on,
-    expected: check.expected,
-    found: check.found,
-    against: check.against,
-    outcome: check.outcome,
-    ...(check.outcome === 'mismatch' ? { errno: 'EINVAL' as const } : {}),
-    reason: `checked by fleetpatch at ${phase}: ${check.payload.name} ${check.on === 'xen_depends' ? 'was built for' : 'depends on'} ${check.expected.slice(0, 12)}…, the host has ${check.found.slice(0, 12)}…`,
-  };
 }
 
 /** Text a host returned, cut to a length the record keeps. */

@@ -9,6 +9,7 @@ import { activityEventId, eventIdFromKey } from '../src/events/event-id.ts';
 import type { EventStore } from '../src/events/store.ts';
 import { foldHostStack, type HostStackState } from '../src/events/projections/host-stack.ts';
 import { hostStream, streamFor } from '../src/events/streams.ts';
+import type { DependencyCheck } from '../src/rollout/matching.ts';
 
 /** Distributive Omit: keeps each member of the event union its own shape. */
 type WithoutEnvelope<T> = T extends unknown ? Omit<T, 'occurredAt' | 'actor' | 'correlation' | 'schemaVersion'> : never;
@@ -66,4 +67,21 @@ export async function recordWithKeys(events: EventStore, items: { key: string; e
  */
 export async function recordedHostState(events: EventStore, hostId: string): Promise<HostStackState> {
   return foldHostStack(hostId, await events.readStream(hostStream(hostId)));
+}
+
+/** fleetpatch's own dependency check (at preflight, or before APPLY) as the DependencyChecked event it records. */
+export function dependencyCheckEvent(hostId: string, check: DependencyCheck, phase: 'preflight' | 'apply'): EventBody {
+  return {
+    type: 'DependencyChecked',
+    hostId,
+    payload: check.payload,
+    phase,
+    on: check.on,
+    expected: check.expected,
+    found: check.found,
+    against: check.against,
+    outcome: check.outcome,
+    ...(check.outcome === 'mismatch' ? { errno: 'EINVAL' as const } : {}),
+    reason: `checked by fleetpatch at ${phase}: ${check.payload.name} ${check.on === 'xen_depends' ? 'was built for' : 'depends on'} ${check.expected.slice(0, 12)}…, the host has ${check.found.slice(0, 12)}…`,
+  };
 }

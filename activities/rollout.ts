@@ -9,36 +9,19 @@ import { insertPreflight, selectPreflight } from '../src/events/sql/rollout-targ
 import { selectStoredBuildIds } from '../src/events/sql/payloads.ts';
 import { readLiveStates } from '../src/agent/live-state.ts';
 import { noticeBoots } from '../src/events/host-boots.ts';
-import type { DependencyCheck } from '../src/rollout/matching.ts';
 import { preflight as planPreflight, type FleetHost } from '../src/rollout/preflight.ts';
 import { fleetHostOf } from '../src/domain/fleet-host.ts';
 import type { Actor, PreflightSummary, ResolvedPlan } from '../src/rollout/types.ts';
 import { selectHosts } from '../src/rollout/waves.ts';
 import type { ActivityDeps } from './deps.ts';
 import { recordWithOutbox } from './webhooks.ts';
-import { activityIdentity, envelope, recordWithKeys, type EventBody } from './recording.ts';
+import { activityIdentity, dependencyCheckEvent, envelope, recordWithKeys, type EventBody } from './recording.ts';
 
 /** Hosts read at once by the preflight. */
 const PREFLIGHT_CONCURRENCY = 64;
 
 export function rolloutActivities(deps: ActivityDeps) {
   const { events, pool, logger } = deps;
-
-  function checkEvent(hostId: string, check: DependencyCheck, phase: 'preflight' | 'apply'): EventBody {
-    return {
-      type: 'DependencyChecked',
-      hostId,
-      payload: check.payload,
-      phase,
-      on: check.on,
-      expected: check.expected,
-      found: check.found,
-      against: check.against,
-      outcome: check.outcome,
-      ...(check.outcome === 'mismatch' ? { errno: 'EINVAL' as const } : {}),
-      reason: `checked by fleetpatch at ${phase}: ${check.payload.name} ${check.on === 'xen_depends' ? 'was built for' : 'depends on'} ${check.expected.slice(0, 12)}…, the host has ${check.found.slice(0, 12)}…`,
-    };
-  }
 
   return {
     /**
@@ -104,7 +87,7 @@ export function rolloutActivities(deps: ActivityDeps) {
           continue;
         }
         report.checks.forEach((check, i) => {
-          items.push({ key: `preflight/${input.rolloutId}/${report.hostId}/${i}/${check.on}/${check.payload.buildId}`, event: envelope(id, checkEvent(report.hostId, check, 'preflight')) });
+          items.push({ key: `preflight/${input.rolloutId}/${report.hostId}/${i}/${check.on}/${check.payload.buildId}`, event: envelope(id, dependencyCheckEvent(report.hostId, check, 'preflight')) });
         });
       }
       for (let i = 0; i < items.length; i += 500) {
