@@ -75,7 +75,7 @@ interface CatalogueEntry {
 export const FLEETPATCH_CATALOGUE = {
   CONFIG_INVALID: { summary: 'a setting in the environment is invalid', httpStatus: 500, retryable: false },
   USAGE: { summary: 'the command line is wrong', httpStatus: 400, retryable: false },
-  ARGUMENT: { summary: 'a value given to fleetpatch is not valid: a name, a role, a time, a build-id, a number out of range, a file that is not there or not a regular file', httpStatus: 400, retryable: false },
+  ARGUMENT: { summary: 'a value given to fleetpatch is not valid: a name, a role, a time, a build-id, a number out of range', httpStatus: 400, retryable: false },
   TOOL_MISSING: { summary: 'a required external program is not available', httpStatus: 500, retryable: false },
   DATABASE_UNAVAILABLE: { summary: 'PostgreSQL cannot be reached', httpStatus: 503, retryable: true },
   TEMPORAL_UNAVAILABLE: { summary: 'the Temporal server cannot be reached', httpStatus: 503, retryable: true },

@@ -4,7 +4,8 @@
  * of its kind, and never read more than that limit even if the file grows meanwhile.
  *
  * Errors (docs/runtime.md):
- * - not there, a directory, a symlink loop, not a regular file: USAGE (exit 2);
+ * - not there, a directory, a symlink loop, not a regular file: USAGE (exit 2): the command line
+ *   named a file that is not one (every file read here is one a command was given);
  * - there but unreadable (permissions, I/O): FILE_ERROR with the errno (exit 1);
  * - too large: the kind's own refusal (exit 1): EINVAL for payloads, like Xen's upload;
  *   FILE_TOO_LARGE for the rest.
@@ -61,15 +62,15 @@ export function fileError(e: unknown, file: string, kind: FileKind): FleetpatchE
   const what = `${NOUN[kind]} ${file}`;
   switch (code) {
     case 'ENOENT':
-      return new FleetpatchError('ARGUMENT', `${what}: no such file`, { file, errno: code });
+      return new FleetpatchError('USAGE', `${what}: no such file`, { file, errno: code });
     case 'ENOTDIR':
-      return new FleetpatchError('ARGUMENT', `${what}: a component of the path is not a directory`, { file, errno: code });
+      return new FleetpatchError('USAGE', `${what}: a component of the path is not a directory`, { file, errno: code });
     case 'ELOOP':
-      return new FleetpatchError('ARGUMENT', `${what}: too many levels of symbolic links (a symlink loop)`, { file, errno: code });
+      return new FleetpatchError('USAGE', `${what}: too many levels of symbolic links (a symlink loop)`, { file, errno: code });
     case 'EISDIR':
-      return new FleetpatchError('ARGUMENT', `${what}: is a directory`, { file, errno: code });
+      return new FleetpatchError('USAGE', `${what}: is a directory`, { file, errno: code });
     case 'ENAMETOOLONG':
-      return new FleetpatchError('ARGUMENT', `${what}: the file name is too long`, { file, errno: code });
+      return new FleetpatchError('USAGE', `${what}: the file name is too long`, { file, errno: code });
     default:
       return new FleetpatchError('FILE_ERROR', `cannot read ${what}: ${code}${(e as Error).message ? ` (${(e as Error).message.replace(/^[A-Z]+: /, '').split(',')[0]})` : ''}`, { file, errno: code });
   }
@@ -96,8 +97,8 @@ export async function readInputFile(file: string, kind: FileKind): Promise<Uint8
   } catch (e) {
     throw fileError(e, file, kind);
   }
-  if (before.isDirectory()) throw new FleetpatchError('ARGUMENT', `${NOUN[kind]} ${file}: is a directory`, { file, errno: 'EISDIR' });
-  if (!before.isFile()) throw new FleetpatchError('ARGUMENT', `${NOUN[kind]} ${file}: is ${describeStat(before)}, not a regular file`, { file });
+  if (before.isDirectory()) throw new FleetpatchError('USAGE', `${NOUN[kind]} ${file}: is a directory`, { file, errno: 'EISDIR' });
+  if (!before.isFile()) throw new FleetpatchError('USAGE', `${NOUN[kind]} ${file}: is ${describeStat(before)}, not a regular file`, { file });
   if (before.size > limit) throw tooLarge(file, kind, before.size);
   let handle;
   try {
@@ -107,7 +108,7 @@ export async function readInputFile(file: string, kind: FileKind): Promise<Uint8
   }
   try {
     const now = await handle.stat();
-    if (!now.isFile()) throw new FleetpatchError('ARGUMENT', `${NOUN[kind]} ${file}: is ${describeStat(now)}, not a regular file`, { file });
+    if (!now.isFile()) throw new FleetpatchError('USAGE', `${NOUN[kind]} ${file}: is ${describeStat(now)}, not a regular file`, { file });
     if (now.size > limit) throw tooLarge(file, kind, now.size);
     // One byte more than the size seen tells a file that grew since it was looked at.
     const buffer = Buffer.alloc(Number(now.size) + 1);
@@ -137,8 +138,8 @@ export async function checkInputFile(file: string, kind: FileKind): Promise<void
   } catch (e) {
     throw fileError(e, file, kind);
   }
-  if (s.isDirectory()) throw new FleetpatchError('ARGUMENT', `${NOUN[kind]} ${file}: is a directory`, { file, errno: 'EISDIR' });
-  if (!s.isFile()) throw new FleetpatchError('ARGUMENT', `${NOUN[kind]} ${file}: is ${describeStat(s)}, not a regular file`, { file });
+  if (s.isDirectory()) throw new FleetpatchError('USAGE', `${NOUN[kind]} ${file}: is a directory`, { file, errno: 'EISDIR' });
+  if (!s.isFile()) throw new FleetpatchError('USAGE', `${NOUN[kind]} ${file}: is ${describeStat(s)}, not a regular file`, { file });
   if (s.size > FILE_LIMITS[kind]) throw tooLarge(file, kind, s.size);
 }
 

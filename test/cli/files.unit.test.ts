@@ -1,6 +1,6 @@
 /**
  * Files named on the command line are looked at before they are read: not there, a directory, a
- * symlink loop, a FIFO or a device is refused at once (ARGUMENT, exit 2), a file that cannot be read says
+ * symlink loop, a FIFO or a device is refused at once (USAGE: the command line names a file that is not one), a file that cannot be read says
  * why (FILE_ERROR with the errno), and nothing larger than the limit of its kind is read.
  */
 import { execFileSync } from 'node:child_process';
@@ -42,9 +42,9 @@ describe('readInputFile', () => {
     ['/dev/zero', () => '/dev/zero', /a character device, not a regular file/],
     ['a FIFO (would block forever)', () => fifo, /a FIFO \(named pipe\), not a regular file/],
     ['a path through a file', () => '/etc/passwd/x', /not a directory/],
-  ])('%s: ARGUMENT, at once', { timeout: 5_000 }, async (_what, file, message) => {
+  ])('%s: USAGE, at once', { timeout: 5_000 }, async (_what, file, message) => {
     const e = await refusal(file());
-    expect(e.code).toBe('ARGUMENT');
+    expect(e.code).toBe('USAGE');
     expect(e.message).toMatch(message);
   });
 
