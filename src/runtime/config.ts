@@ -63,6 +63,8 @@ export const ConfigSchema = z.object({
   FLEETPATCH_FLEET_FILE: z.string().min(1).optional(),
   /** A public key file, or a directory of *.pub files, that payload signatures must verify against. */
   FLEETPATCH_TRUSTED_KEYS: z.string().min(1).optional(),
+  /** The HMAC key webhook notifications are signed with; default: one made once in <data dir>/webhook-secret. */
+  FLEETPATCH_WEBHOOK_SECRET: z.string().min(16, 'must be at least 16 characters (a receiver checks signatures with it)').optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
 });
 
@@ -87,6 +89,8 @@ export interface Config {
   fleetFile: string;
   /** Where the trusted public keys are (a .pub file or a directory); `explicit`: named by the environment. */
   trustedKeys: { path: string; explicit: boolean };
+  /** FLEETPATCH_WEBHOOK_SECRET when set (webhook-secret.ts makes one otherwise). */
+  webhookSecret?: string;
   logLevel: (typeof LOG_LEVELS)[number];
 }
 
@@ -100,7 +104,8 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       const key = String(i.path[0] ?? 'environment');
       const value = present[key];
       // A value may hold a password (DATABASE_URL): it is masked before it is shown anywhere.
-      return `${key}=${value === undefined ? '(unset)' : maskSecrets(JSON.stringify(value))}: ${i.message}`;
+      const shown = value === undefined ? '(unset)' : /SECRET/.test(key) ? '(hidden)' : maskSecrets(JSON.stringify(value));
+      return `${key}=${shown}: ${i.message}`;
     });
     throw new FleetpatchError('CONFIG_INVALID', problems.join('; '), { issues: parsed.error.issues.map((i) => ({ path: i.path.map(String), message: i.message })) });
   }
@@ -120,6 +125,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     dataDir: path.resolve(c.FLEETPATCH_DATA_DIR),
     fleetFile: path.resolve(c.FLEETPATCH_FLEET_FILE ?? path.join(c.FLEETPATCH_DATA_DIR, 'fleet.json')),
     trustedKeys: { path: path.resolve(c.FLEETPATCH_TRUSTED_KEYS ?? path.join(c.FLEETPATCH_DATA_DIR, 'trusted-keys')), explicit: c.FLEETPATCH_TRUSTED_KEYS !== undefined },
+    ...(c.FLEETPATCH_WEBHOOK_SECRET ? { webhookSecret: c.FLEETPATCH_WEBHOOK_SECRET } : {}),
     logLevel: c.LOG_LEVEL,
   };
 }

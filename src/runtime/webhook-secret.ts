@@ -12,9 +12,9 @@ let cached: Promise<string> | undefined;
 
 export function webhookSecret(): Promise<string> {
   cached ??= (async () => {
-    const fromEnv = process.env.FLEETPATCH_WEBHOOK_SECRET;
-    if (fromEnv) return fromEnv;
-    const file = path.join(loadConfig().dataDir, 'webhook-secret');
+    const config = loadConfig();
+    if (config.webhookSecret) return config.webhookSecret;
+    const file = path.join(config.dataDir, 'webhook-secret');
     const existing = await readFile(file, 'utf8').catch(() => null);
     if (existing && existing.trim()) return existing.trim();
     await mkdir(path.dirname(file), { recursive: true });

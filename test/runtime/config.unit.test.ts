@@ -1,6 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { loadConfig } from '../../src/runtime/config.ts';
+import { readFileSync } from 'node:fs';
+import { ConfigSchema, loadConfig } from '../../src/runtime/config.ts';
 import { FleetpatchError } from '../../src/errors.ts';
 
 function configError(env: Record<string, string>): FleetpatchError {
@@ -90,6 +91,22 @@ describe('configuration from the environment', () => {
       expect(e.message).toContain('***');
       expect(JSON.stringify(e.details)).not.toContain('secret');
     }
+  });
+
+  it('takes the webhook secret from the environment, and never shows one it refuses', () => {
+    expect(loadConfig({ FLEETPATCH_WEBHOOK_SECRET: 'a-long-enough-secret' }).webhookSecret).toBe('a-long-enough-secret');
+    expect(loadConfig({}).webhookSecret).toBeUndefined();
+    const e = configError({ FLEETPATCH_WEBHOOK_SECRET: 'hunter2' });
+    expect(e.message).toMatch(/^FLEETPATCH_WEBHOOK_SECRET=\(hidden\): must be at least 16 characters/);
+    expect(e.message + JSON.stringify(e.details)).not.toContain('hunter2');
+  });
+
+  it('every setting it reads is in the README\'s configuration table, and the table names no other', () => {
+    const readme = readFileSync(path.join(import.meta.dirname, '..', '..', 'README.md'), 'utf8');
+    // The first cell of each row names one setting or several (`A`, `B`).
+    const firstCells = [...readme.matchAll(/^\| (`[A-Z][A-Z0-9_]+`(?:, `[A-Z][A-Z0-9_]+`)*) \|/gm)].map((m) => m[1]!);
+    const inTable = new Set(firstCells.flatMap((cell) => [...cell.matchAll(/`([A-Z0-9_]+)`/g)].map((m) => m[1])));
+    expect([...inTable].sort()).toEqual(Object.keys(ConfigSchema.shape).sort());
   });
 
   it('starts the dev server by default, the Temporal cluster with FLEETPATCH_TEMPORAL=cluster', () => {
