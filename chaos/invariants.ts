@@ -27,6 +27,16 @@ export function stacksAgree(live: Map<string, string[]>, replayed: Map<string, s
   return verdict('live stacks equal the replayed ones', problems, `${live.size} hosts compared`);
 }
 
+/** After the rollback, no payload of the rollout is loaded (let alone applied) on any host. */
+export function nothingLeftAfterRollback(loaded: Map<string, string[]>, ours: ReadonlySet<string>, rollback: string): Verdict {
+  const problems: string[] = [];
+  for (const [host, buildIds] of loaded) {
+    const left = buildIds.filter((b) => ours.has(b) || b === '<unreachable>');
+    if (left.length > 0) problems.push(`${host}: still holds ${left.map((b) => b.slice(0, 12)).join(', ')}`);
+  }
+  return verdict('nothing of the rolled-back rollout is left loaded or applied', problems, `${loaded.size} hosts read; ${rollback}`);
+}
+
 /** No payload of the rollout was applied twice on a host within one boot (from the hypervisors' journal). */
 export function nothingAppliedTwice(journal: Record<string, JournalEntry[]>, ours: ReadonlySet<string>): Verdict {
   const problems: string[] = [];

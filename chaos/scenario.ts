@@ -2,8 +2,8 @@
  * A chaos run: one rollout over an emulated fleet while, at seeded random moments, the worker
  * processes are SIGKILLed, the Temporal server is killed and restarted on its file, PostgreSQL is
  * stopped and started again, hosts reboot, hang, refuse APPLY or answer slowly. Afterwards a
- * repair (what an operator does after reboots) and a read of every host's boot; then the
- * invariants (invariants.ts) over the live hosts, the hypervisors' own journal and the event store.
+ * repair (what an operator does after reboots), the rollback of the whole rollout (what an
+ * operator does when the patch turns out bad), a read of every host's boot; then the invariants (invariants.ts) over the live hosts, the hypervisors' own journal and the event store.
  *
  * Everything runs on this machine with its own Temporal dev server (SQLite file) and its own
  * embedded PostgreSQL, so the run can kill them without hurting anything else. The seed decides
@@ -27,7 +27,7 @@ import { FleetClient } from '../src/agent/index.ts';
 import { readLiveStates } from '../src/agent/live-state.ts';
 import { buildPayload, DEFAULT_IMAGE } from '../src/payload/index.ts';
 import { readPlanFile, resolvePlanPayloads, startRollout } from '../src/control/rollouts.ts';
-import { startRepair } from '../src/control/steer.ts';
+import { startRepair, startRollback } from '../src/control/steer.ts';
 import { createPool } from '../src/runtime/database.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../src/runtime/embedded-postgres.ts';
 import { createLogger } from '../src/runtime/logger.ts';
@@ -290,6 +290,14 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       repairSummary = `${r.repair}: ${r.lost} host(s) had lost the payload, ${r.patched} patched again, ${r.failed} failed`;
       say(repairSummary);
     }
+    // The patch turns out bad after all: the whole rollout is rolled back, on a fleet that went
+    // through every fault above. (A rollout that rolled back by itself has done this already.)
+    let rollbackSummary = status === 'rolled-back' ? 'rolled back by the rollout itself' : '';
+    if (status === 'succeeded') {
+      const rb = await (await startRollback(client, taskQueue, s.rolloutId, { kind: 'system', id: 'chaos' }, 'chaos: the patch is bad after all')).result();
+      rollbackSummary = `rollback ${rb.outcome}: ${rb.rolledBack} restored, ${rb.nothingToDo} had nothing to undo, ${rb.stackGrew + rb.unrecoverable + rb.failed} not back`;
+      say(rollbackSummary);
+    }
 
     // Every host read once more, as `audit replay` would: reboots fleetpatch has not seen yet are
     // recorded (a fact it can know from the boot id); nothing else is written.
@@ -299,6 +307,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
 
     const events = (await store.readAll(0, 10_000_000)).map((e) => e.event);
     const liveStacks = new Map([...live].map(([id, st]) => [id, st.ok ? st.state.applied.map((a) => a.buildId) : ['<unreachable>']]));
+    const liveLoaded = new Map([...live].map(([id, st]) => [id, st.ok ? st.state.loaded.map((l) => l.buildId) : ['<unreachable>']]));
     const replayed = new Map<string, string[]>();
     for (const id of fleetClient.hostIds) replayed.set(id, foldHostStack(id, await store.readStream(hostStream(id))).applied.map((a) => a.buildId));
     const journal = await new EmulatorAdmin(fleetClient.fleet).journal();
@@ -316,6 +325,7 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       inv.everyCheckRecorded(journal, events),
       inv.failuresAreHostFaults(failed, faultyHosts),
       inv.noUnexplainedDrift(events),
+      inv.nothingLeftAfterRollback(liveLoaded, ours, rollbackSummary),
       { name: 'every hash chain verifies, no event missing or duplicated', ok: chains.ok, detail: `${chains.events} events in ${chains.streams} streams`, problems: chains.ok ? [] : [JSON.stringify(chains).slice(0, 500)] },
       { name: 'the rollout ended consistent with its budget and the faults', ok: budgetOk && status !== 'timed out', detail: `${status}; ${failed.size} host(s) failed, budget ${hostFaults + 1}${repairSummary ? `; ${repairSummary}` : ''}`, problems: budgetOk ? [] : [`ended ${status} with ${failed.size} failures`] },
     ];
