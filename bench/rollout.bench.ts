@@ -400,7 +400,12 @@ interface RunFigures {
   floorRequestsPerHost: number;
   eventsPerHost: number;
   floorEventsPerHost: number;
+  /** CPU seconds of the bare client (this process) and of the emulator during the floor with recording. */
+  floorClientCpu: number;
+  floorEmulatorCpu: number;
   status: string;
+  /** The run did what it was meant to (every host patched, or rolled back): only those are timed. */
+  ok: boolean;
   idealFormula: string;
   chain: string;
 }
@@ -452,7 +457,12 @@ async function startEmulator(s: Shared, dir: string, hosts: number): Promise<{ p
 }
 
 /** The floor: a fresh fleet, the bare client, with or without recording. */
-async function floorRun(s: Shared, dir: string, spec: ConfigSpec, record: boolean): Promise<{ seconds: number; requestsPerHost: number; eventsPerHost: number }> {
+async function floorRun(
+  s: Shared,
+  dir: string,
+  spec: ConfigSpec,
+  record: boolean,
+): Promise<{ seconds: number; requestsPerHost: number; eventsPerHost: number; clientCpu: number; emulatorCpu: number }> {
   const emu = await startEmulator(s, dir, spec.hosts);
   let db: { name: string; url: string } | undefined;
   let pool: Pool | undefined;
@@ -474,6 +484,8 @@ async function floorRun(s: Shared, dir: string, spec: ConfigSpec, record: boolea
     }
     const before = (await new EmulatorAdmin(emu.fleet.fleet).stats()).requests;
     const started = performance.now();
+    const cpu0 = process.cpuUsage();
+    const emuCpu0 = (await procCpu(emu.proc.pid))?.self ?? Number.NaN;
     if (spec.kind === 'rollout') {
       // The preflight reads every host (64 at a time, as the preflight activity), recording its checks.
       const live = await readLiveStates(emu.fleet, ids, { concurrency: 64 });
@@ -502,7 +514,10 @@ async function floorRun(s: Shared, dir: string, spec: ConfigSpec, record: boolea
     const requests = (await new EmulatorAdmin(emu.fleet.fleet).stats()).requests - before - 1;
     let events = 0;
     if (pool) events = Number((await pool.query('SELECT count(*) AS n FROM events')).rows[0].n);
-    return { seconds, requestsPerHost: requests / spec.hosts, eventsPerHost: events / spec.hosts };
+    const cpu = process.cpuUsage(cpu0);
+    const clientCpu = (cpu.user + cpu.system) / 1e6;
+    const emulatorCpu = ((await procCpu(emu.proc.pid))?.self ?? Number.NaN) - emuCpu0;
+    return { seconds, requestsPerHost: requests / spec.hosts, eventsPerHost: events / spec.hosts, clientCpu, emulatorCpu };
   } finally {
     await pool?.end();
     if (db) await dropDatabase(s, db.name);
@@ -511,7 +526,7 @@ async function floorRun(s: Shared, dir: string, spec: ConfigSpec, record: boolea
 }
 
 /** The engine: fresh fleet and database, worker processes, the rollout (and, for rollback, then the rollback). */
-async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit<RunFigures, 'floorBare' | 'floorRecording' | 'floorRequestsPerHost' | 'floorEventsPerHost'>> {
+async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit<RunFigures, 'floorBare' | 'floorRecording' | 'floorRequestsPerHost' | 'floorEventsPerHost' | 'floorClientCpu' | 'floorEmulatorCpu'>> {
   const temporal = spec.server === 'cluster' ? s.cluster! : s.dev;
   const emu = await startEmulator(s, dir, spec.hosts);
   const db = await freshDatabase(s);
@@ -553,7 +568,9 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
     });
     const progress = rollout.value.result;
     const patched = progress.waves.reduce((n, w) => n + w.patched, 0);
-    const status = `${progress.status}, ${patched}/${spec.hosts} patched`;
+    const failed = progress.waves.reduce((n, w) => n + w.failed, 0);
+    const why = progress.failures.slice(0, 3).map((f) => `${f.hostId}: ${f.stage} ${f.code}: ${f.reason}`);
+    const status = `${progress.status}, ${patched}/${spec.hosts} patched${failed ? `, ${failed} failed (${why.join('; ')}${progress.stopReason ? `; ${progress.stopReason}` : ''})` : ''}`;
     if (spec.kind === 'rollout') {
       const chain = chainLatency(faults, PATCH_CHAIN);
       const ideal = idealOf(progress.preflight!.waves, chain.ms);
@@ -573,6 +590,7 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
         requestsPerHost: rollout.requests / spec.hosts,
         eventsPerHost: rollout.events / spec.hosts,
         status,
+        ok: progress.status === 'succeeded' && patched === spec.hosts,
       };
     }
 
@@ -606,6 +624,7 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
       requestsPerHost: rb.requests / spec.hosts,
       eventsPerHost: rb.events / spec.hosts,
       status: `${rb.value.outcome}, ${rb.value.rolledBack}/${rb.value.hosts} rolled back (rollout: ${status})`,
+      ok: rb.value.outcome === 'rolled-back' && rb.value.rolledBack === spec.hosts,
     };
   } finally {
     for (const w of workers) await stop(w);
@@ -621,7 +640,15 @@ async function oneRun(s: Shared, spec: ConfigSpec, n: number): Promise<RunFigure
   const recording = await floorRun(s, dir, spec, true);
   const engine = await engineRun(s, dir, spec);
   await rm(dir, { recursive: true, force: true });
-  return { ...engine, floorBare: bare.seconds, floorRecording: recording.seconds, floorRequestsPerHost: bare.requestsPerHost, floorEventsPerHost: recording.eventsPerHost };
+  return {
+    ...engine,
+    floorBare: bare.seconds,
+    floorRecording: recording.seconds,
+    floorRequestsPerHost: bare.requestsPerHost,
+    floorEventsPerHost: recording.eventsPerHost,
+    floorClientCpu: recording.clientCpu,
+    floorEmulatorCpu: recording.emulatorCpu,
+  };
 }
 
 function median(xs: number[]): number {
@@ -632,7 +659,11 @@ function median(xs: number[]): number {
 
 const fmt = (n: number, d = 2) => (Number.isFinite(n) ? n.toFixed(d) : String(n));
 
-function report(ctx: BenchContext, spec: ConfigSpec, runs: RunFigures[]): string {
+function report(ctx: BenchContext, spec: ConfigSpec, all: RunFigures[]): string {
+  // A run that did not do what it was meant to (a host failed, so the rollout rolled back) is
+  // not a time of the same work: it is listed, and left out of the medians.
+  const good = all.filter((r) => r.ok);
+  const runs = good.length > 0 ? good : all;
   const m = (f: (r: RunFigures) => number) => median(runs.map(f));
   const L = spec.label;
   const measured = m((r) => r.measured);
@@ -641,7 +672,7 @@ function report(ctx: BenchContext, spec: ConfigSpec, runs: RunFigures[]): string
   const floorRec = m((r) => r.floorRecording);
   const cpu = { temporal: m((r) => r.cpu.temporal), worker: m((r) => r.cpu.worker), emulator: m((r) => r.cpu.emulator), postgres: m((r) => r.cpu.postgres) };
   const r0 = runs[0]!;
-  const of = `median of ${runs.length}`;
+  const of = `median of ${runs.length}${good.length < all.length ? ` (${all.length - good.length} of ${all.length} runs not counted: ${all.filter((r) => !r.ok).map((r) => `${fmt(r.measured)} s, ${r.status}`).join(' | ')})` : ''}`;
   ctx.report({ name: `${L}: measured`, value: measured, unit: 's', note: `${of}: ${runs.map((r) => fmt(r.measured)).join(', ')} s; ${r0.status}; ${fmt(spec.hosts / measured, 1)} hosts/s` });
   ctx.report({ name: `${L}: ideal`, value: ideal, unit: 's', note: `${r0.idealFormula}; chain: ${r0.chain}` });
   ctx.report({ name: `${L}: floor, bare client`, value: floorBare, unit: 's', note: `${of}: ${runs.map((r) => fmt(r.floorBare)).join(', ')} s; same HTTP calls, waves and concurrency, nothing recorded` });
@@ -649,7 +680,12 @@ function report(ctx: BenchContext, spec: ConfigSpec, runs: RunFigures[]): string
   ctx.report({ name: `${L}: measured / ideal`, value: measured / ideal, unit: 'x', note: `median run ${fmt(m((r) => r.measured / r.ideal))}x` });
   ctx.report({ name: `${L}: measured / floor (recording)`, value: measured / floorRec, unit: 'x', note: `per run ${runs.map((r) => fmt(r.measured / r.floorRecording)).join(', ')}x; vs the bare floor ${fmt(measured / floorBare)}x` });
   ctx.report({ name: `${L}: CPU Temporal server`, value: cpu.temporal, unit: 's', note: spec.server === 'cluster' ? 'the cluster server process' : 'the dev server process' });
-  ctx.report({ name: `${L}: CPU worker`, value: cpu.worker, unit: 's', note: `${spec.workers} fleetpatch worker process(es), summed` });
+  ctx.report({
+    name: `${L}: CPU worker`,
+    value: cpu.worker,
+    unit: 's',
+    note: `${spec.workers} fleetpatch worker process(es), summed; the floor's bare client (recording) used ${fmt(m((r) => r.floorClientCpu))} s, the emulator ${fmt(m((r) => r.floorEmulatorCpu))} s during it`,
+  });
   ctx.report({ name: `${L}: CPU emulator`, value: cpu.emulator, unit: 's' });
   ctx.report({ name: `${L}: CPU PostgreSQL`, value: cpu.postgres, unit: 's', note: spec.server === 'cluster' ? 'postmaster + backends, including the Temporal cluster\'s persistence' : 'postmaster + backends' });
   ctx.report({ name: `${L}: Temporal history events`, value: m((r) => r.historyEvents), unit: 'events', note: `over ${m((r) => r.historyRuns)} workflow run(s); longest run ${m((r) => r.historyLongest)} (Temporal warns at 10,240)` });
@@ -657,7 +693,7 @@ function report(ctx: BenchContext, spec: ConfigSpec, runs: RunFigures[]): string
   ctx.report({ name: `${L}: PostgreSQL commits`, value: m((r) => r.commits), unit: 'commits', note: `${fmt(m((r) => r.commits) / spec.hosts, 1)} per host (xact_commit of the rollout's database)` });
   ctx.report({ name: `${L}: worker peak RSS`, value: Math.max(...runs.map((r) => r.workerPeakMiB)), unit: 'MiB', note: 'VmHWM, the largest worker over all runs' });
   ctx.report({ name: `${L}: requests per host`, value: m((r) => r.requestsPerHost), unit: 'requests', note: `the floor makes ${fmt(m((r) => r.floorRequestsPerHost), 1)}; events per host: engine ${fmt(m((r) => r.eventsPerHost), 1)}, floor ${fmt(m((r) => r.floorEventsPerHost), 1)}` });
-  return `| ${L} | ${fmt(ideal)} s | ${fmt(floorBare)} / ${fmt(floorRec)} s | ${fmt(measured)} s | ${fmt(measured / ideal)}x | ${fmt(measured / floorRec)}x | ${fmt(cpu.temporal, 1)} / ${fmt(cpu.worker, 1)} / ${fmt(cpu.emulator, 1)} / ${fmt(cpu.postgres, 1)} | ${m((r) => r.historyEvents)} (${m((r) => r.historyRuns)} runs, max ${Math.max(...runs.map((r) => r.historyLongest))}) | ${m((r) => r.commits)} | ${fmt(Math.max(...runs.map((r) => r.workerPeakMiB)), 0)} MiB |`;
+  return `| ${L} | ${fmt(ideal)} s | ${fmt(floorBare)} / ${fmt(floorRec)} s | ${fmt(measured)} s | ${fmt(measured / ideal)}x | ${fmt(measured / floorRec)}x | ${fmt(cpu.temporal, 1)} / ${fmt(cpu.worker, 1)} / ${fmt(cpu.emulator, 1)} / ${fmt(cpu.postgres, 1)} | ${m((r) => r.historyEvents)} (${m((r) => r.historyRuns)} runs, max ${Math.max(...runs.map((r) => r.historyLongest))}) | ${m((r) => r.commits)} | ${fmt(Math.max(...runs.map((r) => r.workerPeakMiB)), 0)} MiB | ${fmt(m((r) => r.floorClientCpu), 1)} s |`;
 }
 
 export default (async (ctx) => {
@@ -724,19 +760,19 @@ export default (async (ctx) => {
     for (const spec of specs) {
       for (let i = 0; i < WARMUP; i++) {
         const w = await oneRun(shared, spec, -1 - i);
-        ctx.log(`${spec.label}: warm-up ${fmt(w.measured)} s (ideal ${fmt(w.ideal)} s, floor ${fmt(w.floorRecording)} s)`);
+        ctx.log(`${spec.label}: warm-up ${fmt(w.measured)} s (ideal ${fmt(w.ideal)} s, floor ${fmt(w.floorRecording)} s)${w.ok ? '' : `; ${w.status}`}`);
       }
       const runs: RunFigures[] = [];
       for (let i = 0; i < RUNS; i++) {
         const r = await oneRun(shared, spec, i);
-        ctx.log(`${spec.label}: run ${i + 1}: ${fmt(r.measured)} s, ideal ${fmt(r.ideal)} s, floor ${fmt(r.floorBare)} / ${fmt(r.floorRecording)} s; load ${os.loadavg()[0]!.toFixed(2)}`);
+        ctx.log(`${spec.label}: run ${i + 1}: ${fmt(r.measured)} s, ideal ${fmt(r.ideal)} s, floor ${fmt(r.floorBare)} / ${fmt(r.floorRecording)} s; load ${os.loadavg()[0]!.toFixed(2)}${r.ok ? '' : `; NOT COUNTED: ${r.status}`}`);
         runs.push(r);
       }
       rows.push(report(ctx, spec, runs));
     }
     ctx.log('');
-    ctx.log('| configuration | ideal | floor bare / recording | measured | / ideal | / floor | CPU s Temporal / worker / emulator / PostgreSQL | history events | PG commits | worker peak RSS |');
-    ctx.log('|---|---|---|---|---|---|---|---|---|---|');
+    ctx.log('| configuration | ideal | floor bare / recording | measured | / ideal | / floor | CPU s Temporal / worker / emulator / PostgreSQL | history events | PG commits | worker peak RSS | floor client CPU |');
+    ctx.log('|---|---|---|---|---|---|---|---|---|---|---|');
     for (const row of rows) ctx.log(row);
     ctx.log(`load average at the end ${os.loadavg().map((l) => l.toFixed(2)).join(' ')}; the floor retried ${floorRetries} request(s) after a transient fault`);
   } finally {
