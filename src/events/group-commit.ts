@@ -14,8 +14,9 @@
  * facts in the order they happened, and flushes run one at a time.
  *
  * PostgreSQL being unreachable is not an error for the submitter: the flush is retried (with
- * backoff, for as long as it takes) and `onOutage` is told when the outage starts and ends. Any
- * other error (a bug: an event the catalogue refuses) fails the items of that flush.
+ * backoff, for as long as it takes) and `onOutage` is told when the outage starts and ends. A
+ * transaction PostgreSQL aborted for a conflict (deadlock, serialization) is run again. Any other
+ * error (a bug: an event the catalogue refuses) fails the items of that flush.
  */
 import type pg from 'pg';
 import type { DomainEventInput } from './catalogue.ts';
@@ -61,6 +62,19 @@ export function isConnectionError(e: unknown): boolean {
   if (/^08/.test(code) || /^57P0[123]$/.test(code) || code === '53300') return true;
   return /Connection terminated|connection timeout|Client has encountered a connection error|timeout exceeded when trying to connect/i.test(err.message ?? '');
 }
+
+/**
+ * Errors PostgreSQL raises when it aborted a transaction to let a concurrent one through
+ * (40P01 deadlock_detected, 40001 serialization_failure): nothing of it was written, and the same
+ * transaction run again succeeds. Never a reason to fail a host.
+ */
+export function isTransactionConflict(e: unknown): boolean {
+  const code = (e as { code?: string } | undefined)?.code;
+  return code === '40P01' || code === '40001';
+}
+
+/** How often a flush PostgreSQL aborted for a conflict is run again before its submitters hear of it. */
+const CONFLICT_RETRIES = 8;
 
 /**
  * Runs `fn` until PostgreSQL answers: connection errors are waited out with backoff (`onDown` is
@@ -154,6 +168,7 @@ export class GroupCommitter {
       }
     }
     const writes = items.flatMap((item) => item.writes);
+    let conflicts = 0;
     for (let attempt = 0; ; attempt++) {
       const started = performance.now();
       try {
@@ -176,6 +191,13 @@ export class GroupCommitter {
         }
         return;
       } catch (e) {
+        if (isTransactionConflict(e) && conflicts < CONFLICT_RETRIES) {
+          // Aborted whole by PostgreSQL for a concurrent transaction: run it again after a short,
+          // jittered pause, so the two do not meet again in lockstep.
+          conflicts++;
+          await new Promise((r) => setTimeout(r, 5 + Math.random() * 20 * conflicts));
+          continue;
+        }
         if (!isConnectionError(e)) {
           for (const item of items) item.reject(e);
           return;

@@ -106,13 +106,25 @@ export async function claimNext(
   return hold ? { kind: 'held', hold: hold.hold } : { kind: 'done' };
 }
 
-/** Keeps this batch's claims alive; returns how many it still holds. */
+/**
+ * Keeps this batch's claims alive; returns how many rows it renewed.
+ *
+ * The batch's own group commit updates these rows too, several per transaction, in the order its
+ * lanes submitted them. A plain multi-row UPDATE here locks them in whatever order it scans them,
+ * and the two deadlocked (PostgreSQL aborted the commit, and the hosts in it failed: seen at
+ * 10,000 hosts, where a step outlasts the first renewal). So the renewal skips a row a commit holds
+ * right now: that commit is writing the host's intent or outcome, and the next renewal, a quarter
+ * of a lease later, catches the row.
+ */
 export async function renewLeases(db: Db, rolloutId: string, claimant: string, leaseMs: number): Promise<number> {
-  const r = await db.query(`UPDATE rollout_targets SET lease_until = now() + $3 * interval '1 millisecond' WHERE rollout_id = $1 AND claimed_by = $2 AND status = 'running'`, [
-    rolloutId,
-    claimant,
-    leaseMs,
-  ]);
+  const r = await db.query(
+    `UPDATE rollout_targets t SET lease_until = now() + $3 * interval '1 millisecond'
+       FROM (SELECT host_id FROM rollout_targets
+              WHERE rollout_id = $1 AND claimed_by = $2 AND status = 'running'
+              ORDER BY host_id FOR UPDATE SKIP LOCKED) held
+      WHERE t.rollout_id = $1 AND t.host_id = held.host_id`,
+    [rolloutId, claimant, leaseMs],
+  );
   return r.rowCount ?? 0;
 }
 
@@ -311,8 +323,17 @@ export async function claimRollbackHost(
   return r.rows[0] ? toRollbackClaim(r.rows[0]) : null;
 }
 
-export async function renewRollbackLeases(db: Db, rollbackId: string, claimant: string, leaseMs: number): Promise<void> {
-  await db.query(`UPDATE rollback_targets SET lease_until = now() + $3 * interval '1 millisecond' WHERE rollback_id = $1 AND claimed_by = $2 AND status = 'running'`, [rollbackId, claimant, leaseMs]);
+/** As renewLeases, for a rollback's work list (and for the same reason, it skips rows a commit holds). */
+export async function renewRollbackLeases(db: Db, rollbackId: string, claimant: string, leaseMs: number): Promise<number> {
+  const r = await db.query(
+    `UPDATE rollback_targets t SET lease_until = now() + $3 * interval '1 millisecond'
+       FROM (SELECT host_id FROM rollback_targets
+              WHERE rollback_id = $1 AND claimed_by = $2 AND status = 'running'
+              ORDER BY host_id FOR UPDATE SKIP LOCKED) held
+      WHERE t.rollback_id = $1 AND t.host_id = held.host_id`,
+    [rollbackId, claimant, leaseMs],
+  );
+  return r.rowCount ?? 0;
 }
 
 /** The host's rollback outcome, fenced; and its last restore on the rollout's work list. */
