@@ -78,14 +78,21 @@ const CONFLICT_RETRIES = 8;
 
 /**
  * Runs `fn` until PostgreSQL answers: connection errors are waited out with backoff (`onDown` is
- * told once, when the outage starts), any other error is the caller's.
+ * told once, when the outage starts); a transaction PostgreSQL aborted for a conflict is run again
+ * a few times (it wrote nothing); any other error is the caller's.
  */
 export async function waitForDatabase<T>(fn: () => Promise<T>, onDown?: (since: Date) => void): Promise<T> {
   let since: Date | undefined;
+  let conflicts = 0;
   for (let attempt = 0; ; attempt++) {
     try {
       return await fn();
     } catch (e) {
+      if (isTransactionConflict(e) && conflicts < CONFLICT_RETRIES) {
+        conflicts++;
+        await new Promise((r) => setTimeout(r, 5 + Math.random() * 20 * conflicts));
+        continue;
+      }
       if (!isConnectionError(e)) throw e;
       if (!since) {
         since = new Date();
