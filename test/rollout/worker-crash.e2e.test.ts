@@ -10,7 +10,6 @@ import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/contr
 import { EventStore } from '../../src/events/store.ts';
 import { verifyChains } from '../../src/events/audit/verify.ts';
 import { rolloutStream } from '../../src/events/streams.ts';
-import { progressQuery } from '../../workflows/messages.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { saveHistory } from '../support/histories.ts';
 import { hostEvents, IMAGE_A, IMAGE_B, replayDifferences, tempDir, writePayload, writePlan } from '../support/rollout.ts';
@@ -83,10 +82,12 @@ describe('a worker killed with SIGKILL mid-rollout', () => {
 
     workers.push(await spawnWorker(workerEnv), await spawnWorker(workerEnv));
     const started = await startRollout(client, workerEnv.TEMPORAL_TASK_QUEUE!, resolved, { requestedBy: { kind: 'user', id: 'test' }, rolloutId: 'crash-1' });
+    // Hosts of wave 2 finished, from the work list itself: the workflow's live view refreshes less
+    // often on a long step, and a kill timed by it could land after the last host (seen once).
+    const doneNow = async () =>
+      Number((await db.pool.query(`SELECT count(*) AS n FROM rollout_targets WHERE rollout_id = 'crash-1' AND wave = 1 AND status NOT IN ('planned', 'running')`)).rows[0].n);
     const untilDone = async (n: number) => {
-      for (let p = await started.handle.query(progressQuery); p.waves[1]!.done < n; p = await started.handle.query(progressQuery)) {
-        await new Promise((r) => setTimeout(r, 100));
-      }
+      while ((await doneNow()) < n) await new Promise((r) => setTimeout(r, 50));
     };
     // Kill each worker while its batch has hosts in flight; start a fresh one a second later.
     await untilDone(20);
@@ -95,7 +96,7 @@ describe('a worker killed with SIGKILL mid-rollout', () => {
     workers.push(await spawnWorker(workerEnv));
     await untilDone(80);
     workers[1]!.kill('SIGKILL');
-    const atKill = await started.handle.query(progressQuery).catch(() => undefined);
+    const atKill = await doneNow();
     await new Promise((r) => setTimeout(r, 1000));
     workers.push(await spawnWorker(workerEnv));
 
@@ -104,7 +105,7 @@ describe('a worker killed with SIGKILL mid-rollout', () => {
     expect(result.waves.map((w) => w.patched)).toEqual([2, 198]);
     await saveHistory(client, 'rollout-crash-1', 'rollout-worker-killed', { firstRun: true });
     // Both kills landed while hosts were still to do.
-    expect(atKill?.waves[1]!.done ?? 0).toBeLessThan(198);
+    expect(atKill).toBeLessThan(198);
 
     const fleetClient = await FleetClient.open(fleet.fleetFile);
     const journal = await new EmulatorAdmin(fleetClient.fleet).journal();
