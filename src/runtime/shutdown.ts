@@ -1,11 +1,14 @@
 /**
  * Orderly shutdown: cleanups run once, last registered first (worker before Temporal server,
- * server before the database), on normal exit of a command and on SIGINT/SIGTERM. A second
- * Ctrl-C while shutting down exits at once.
+ * server before the database), on normal exit of a command and on SIGINT/SIGTERM/SIGHUP (a
+ * closed terminal must not leave a Temporal server and a PostgreSQL behind). A second signal
+ * while shutting down exits at once.
  */
 import type { Logger } from './logger.ts';
 
 type Cleanup = { name: string; fn: () => Promise<void> };
+
+const SIGNALS: NodeJS.Signals[] = ['SIGINT', 'SIGTERM', 'SIGHUP'];
 
 export class Shutdown {
   private readonly cleanups: Cleanup[] = [];
@@ -27,21 +30,21 @@ export class Shutdown {
   installSignalHandlers(): void {
     if (this.signalsInstalled) return;
     this.signalsInstalled = true;
+    // 128 + the signal's number, as a shell reports a process that signal ended.
+    const exitCode = (sig: NodeJS.Signals) => (sig === 'SIGINT' ? 130 : sig === 'SIGHUP' ? 129 : 143);
     const onSignal = (sig: NodeJS.Signals) => {
       if (this.running) {
         this.logger.warn(`${sig} again: exiting without waiting for cleanup`);
-        process.exit(sig === 'SIGINT' ? 130 : 143);
+        process.exit(exitCode(sig));
       }
       this.logger.info(`${sig} received: shutting down`);
       this.abort.abort(new Error(`interrupted by ${sig}`));
-      void this.run().finally(() => process.exit(sig === 'SIGINT' ? 130 : 143));
+      void this.run().finally(() => process.exit(exitCode(sig)));
     };
-    process.on('SIGINT', onSignal);
-    process.on('SIGTERM', onSignal);
+    for (const sig of SIGNALS) process.on(sig, onSignal);
     // A command run in-process (tests, the demo) must not leave its handlers behind.
     this.add('signal handlers', async () => {
-      process.off('SIGINT', onSignal);
-      process.off('SIGTERM', onSignal);
+      for (const sig of SIGNALS) process.off(sig, onSignal);
     });
   }
 
