@@ -121,17 +121,6 @@ export function outcomeClass(outcome: string): string {
   return outcome.split(' ')[1]!;
 }
 
-/** A small deterministic PRNG (mulberry32) for choices a target makes outside fast-check. */
-export function prng(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export function formatCount(n: number): string {
   return n.toLocaleString('en-US');
@@ -139,4 +128,29 @@ export function formatCount(n: number): string {
 
 export function mib(bytes: number): string {
   return `${(bytes / 1024 / 1024).toFixed(0)} MiB`;
+}
+
+/** Edits that know nothing of the ELF layout: shared by the fuzz target and the CI fuzz tests. */
+export type ByteEdit = { kind: 'truncate'; at: number } | { kind: 'extend'; bytes: ArrayLike<number> } | { kind: 'copy'; from: number; to: number; length: number };
+
+/** Applies one ByteEdit; returns the bytes to go on with (a new array when the length changes). */
+export function editBytes(bytes: Uint8Array<ArrayBuffer>, m: ByteEdit): Uint8Array<ArrayBuffer> {
+  switch (m.kind) {
+    case 'truncate':
+      return bytes.slice(0, m.at % (bytes.length + 1));
+    case 'extend': {
+      const next = new Uint8Array(bytes.length + m.bytes.length);
+      next.set(bytes);
+      next.set(m.bytes, bytes.length);
+      return next;
+    }
+    case 'copy': {
+      if (bytes.length === 0) return bytes;
+      const from = m.from % bytes.length;
+      const to = m.to % bytes.length;
+      const chunk = bytes.slice(from, Math.min(bytes.length, from + m.length));
+      bytes.set(chunk.subarray(0, bytes.length - to), to);
+      return bytes;
+    }
+  }
 }

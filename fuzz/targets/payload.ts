@@ -39,7 +39,7 @@ import {
   type ElfObjectSymbol, type HypervisorImage, type PayloadSpec,
 } from '../../src/payload/index.ts';
 import { buildFixtures } from '../../test/fixtures/toolchain.ts';
-import { OracleViolation, outcomeOf, timed, type FuzzTarget } from '../lib.ts';
+import { editBytes, OracleViolation, outcomeOf, timed, type FuzzTarget } from '../lib.ts';
 
 /** The most array-buffer memory one case may allocate (the file itself is at most 2 MiB + a bit). */
 export const MAX_CASE_ALLOCATION = 64 * 1024 * 1024;
@@ -233,22 +233,10 @@ function mutate(seed: Seed, mutations: readonly Mutation[]): Uint8Array {
         break;
       }
       case 'truncate':
-        bytes = bytes.slice(0, m.at % (bytes.length + 1));
+      case 'extend':
+      case 'copy':
+        bytes = editBytes(bytes, m);
         break;
-      case 'extend': {
-        const next = new Uint8Array(bytes.length + m.bytes.length);
-        next.set(bytes);
-        next.set(m.bytes, bytes.length);
-        bytes = next;
-        break;
-      }
-      case 'copy': {
-        const from = m.from % bytes.length;
-        const to = m.to % bytes.length;
-        const chunk = bytes.slice(from, Math.min(bytes.length, from + m.length));
-        bytes.set(chunk.subarray(0, bytes.length - to), to);
-        break;
-      }
       case 'code': {
         const text = sectionsOfType(info, (s) => s.type === SHT_PROGBITS && s.name.startsWith('.text'));
         if (text.length === 0) break;

@@ -76,6 +76,9 @@ export function isTransactionConflict(e: unknown): boolean {
 /** How often a flush PostgreSQL aborted for a conflict is run again before its submitters hear of it. */
 const CONFLICT_RETRIES = 8;
 
+/** A short, jittered pause before the n-th rerun, so the two transactions do not meet again in lockstep. */
+const conflictPause = (n: number) => new Promise((r) => setTimeout(r, 5 + Math.random() * 20 * n));
+
 /**
  * Runs `fn` until PostgreSQL answers: connection errors are waited out with backoff (`onDown` is
  * told once, when the outage starts); a transaction PostgreSQL aborted for a conflict is run again
@@ -89,8 +92,7 @@ export async function waitForDatabase<T>(fn: () => Promise<T>, onDown?: (since: 
       return await fn();
     } catch (e) {
       if (isTransactionConflict(e) && conflicts < CONFLICT_RETRIES) {
-        conflicts++;
-        await new Promise((r) => setTimeout(r, 5 + Math.random() * 20 * conflicts));
+        await conflictPause(++conflicts);
         continue;
       }
       if (!isConnectionError(e)) throw e;
@@ -199,10 +201,8 @@ export class GroupCommitter {
         return;
       } catch (e) {
         if (isTransactionConflict(e) && conflicts < CONFLICT_RETRIES) {
-          // Aborted whole by PostgreSQL for a concurrent transaction: run it again after a short,
-          // jittered pause, so the two do not meet again in lockstep.
-          conflicts++;
-          await new Promise((r) => setTimeout(r, 5 + Math.random() * 20 * conflicts));
+          // Aborted whole by PostgreSQL for a concurrent transaction: nothing was written.
+          await conflictPause(++conflicts);
           continue;
         }
         if (!isConnectionError(e)) {

@@ -11,6 +11,7 @@ import {
   DEFAULT_IMAGE, buildPayload, checkUpload, constantReturnOf, parsePayload, readElf, readImage, type HypervisorImage,
 } from '../../src/payload/index.ts';
 import { buildFixtures } from '../fixtures/toolchain.ts';
+import { editBytes } from '../../fuzz/lib.ts';
 
 let corpus: Uint8Array[] = [];
 let images: Uint8Array[] = [];
@@ -82,22 +83,10 @@ function mutate(original: Uint8Array, mutations: Mutation[]): Uint8Array {
         break;
       }
       case 'truncate':
-        bytes = bytes.slice(0, m.at % (bytes.length + 1));
+      case 'extend':
+      case 'copy':
+        bytes = editBytes(bytes, m);
         break;
-      case 'extend': {
-        const next = new Uint8Array(bytes.length + m.bytes.length);
-        next.set(bytes);
-        next.set(m.bytes, bytes.length);
-        bytes = next;
-        break;
-      }
-      case 'copy': {
-        const from = m.from % bytes.length;
-        const to = m.to % bytes.length;
-        const chunk = bytes.slice(from, Math.min(bytes.length, from + m.length));
-        bytes.set(chunk.subarray(0, bytes.length - to), to);
-        break;
-      }
     }
   }
   return bytes;

@@ -123,14 +123,24 @@ export async function claimNext(
  * right now: that commit is writing the host's intent or outcome, and the next renewal, a quarter
  * of a lease later, catches the row.
  */
-export async function renewLeases(db: Db, rolloutId: string, claimant: string, leaseMs: number): Promise<number> {
+export function renewLeases(db: Db, rolloutId: string, claimant: string, leaseMs: number): Promise<number> {
+  return renewHeld(db, WORK_LISTS.rollout, rolloutId, claimant, leaseMs);
+}
+
+/** The two work lists a batch holds hosts of; the names are ours, never input. */
+const WORK_LISTS = {
+  rollout: { table: 'rollout_targets', id: 'rollout_id' },
+  rollback: { table: 'rollback_targets', id: 'rollback_id' },
+} as const;
+
+async function renewHeld(db: Db, list: (typeof WORK_LISTS)[keyof typeof WORK_LISTS], id: string, claimant: string, leaseMs: number): Promise<number> {
   const r = await db.query(
-    `UPDATE rollout_targets t SET lease_until = now() + $3 * interval '1 millisecond'
-       FROM (SELECT host_id FROM rollout_targets
-              WHERE rollout_id = $1 AND claimed_by = $2 AND status = 'running'
+    `UPDATE ${list.table} t SET lease_until = now() + $3 * interval '1 millisecond'
+       FROM (SELECT host_id FROM ${list.table}
+              WHERE ${list.id} = $1 AND claimed_by = $2 AND status = 'running'
               ORDER BY host_id FOR UPDATE SKIP LOCKED) held
-      WHERE t.rollout_id = $1 AND t.host_id = held.host_id`,
-    [rolloutId, claimant, leaseMs],
+      WHERE t.${list.id} = $1 AND t.host_id = held.host_id`,
+    [id, claimant, leaseMs],
   );
   return r.rowCount ?? 0;
 }
@@ -335,16 +345,8 @@ export async function claimRollbackHost(
 }
 
 /** As renewLeases, for a rollback's work list (and for the same reason, it skips rows a commit holds). */
-export async function renewRollbackLeases(db: Db, rollbackId: string, claimant: string, leaseMs: number): Promise<number> {
-  const r = await db.query(
-    `UPDATE rollback_targets t SET lease_until = now() + $3 * interval '1 millisecond'
-       FROM (SELECT host_id FROM rollback_targets
-              WHERE rollback_id = $1 AND claimed_by = $2 AND status = 'running'
-              ORDER BY host_id FOR UPDATE SKIP LOCKED) held
-      WHERE t.rollback_id = $1 AND t.host_id = held.host_id`,
-    [rollbackId, claimant, leaseMs],
-  );
-  return r.rowCount ?? 0;
+export function renewRollbackLeases(db: Db, rollbackId: string, claimant: string, leaseMs: number): Promise<number> {
+  return renewHeld(db, WORK_LISTS.rollback, rollbackId, claimant, leaseMs);
 }
 
 /** The host's rollback outcome, fenced; and its last restore on the rollout's work list. */
