@@ -16,8 +16,8 @@
 import { Context } from '@temporalio/activity';
 import { GroupCommitter, isConnectionError, waitForDatabase } from '../src/events/group-commit.ts';
 import {
-  claimNext,
-  claimRollbackHost,
+  claimHosts,
+  claimRollbackHosts,
   clearHold,
   countUnfinished,
   finishRollbackWrites,
@@ -44,6 +44,7 @@ import { budgetVerdictOf, type RolloutProgress } from '../src/rollout/progress.t
 import type { HostPatchResult, HostRollbackResult, ResolvedPlan, RolloutMode, VerifySpec } from '../src/rollout/types.ts';
 import type { ActivityDeps } from './deps.ts';
 import { HostEngine, type EngineIdentity } from './host-engine.ts';
+import { Claimer } from './claimer.ts';
 
 /** A claim lapses this long after its batch last renewed it (renewed every LEASE_MS / 4). */
 const LEASE_MS = 60_000;
@@ -88,6 +89,32 @@ export interface RolloutCounts {
   hold: { hold: string; reason: string | null } | null;
   /** Set when PostgreSQL could not be read: the rollout waits, it does not fail. */
   unavailable?: string;
+}
+
+/**
+ * Host outcomes a batch handed to the committer without waiting: counted as each becomes durable,
+ * and all of them durable before the batch reports. A flush that failed (a bug, not an outage: the
+ * committer waits those out) stops the batch's lanes and fails the batch.
+ */
+class Outstanding {
+  private readonly pending = new Set<Promise<void>>();
+  failed: { error: unknown } | undefined;
+
+  track<T>(recorded: Promise<T>, onDurable: (value: T) => unknown): void {
+    const settled: Promise<void> = recorded.then(onDurable).then(
+      () => void this.pending.delete(settled),
+      (error: unknown) => {
+        this.failed ??= { error };
+        this.pending.delete(settled);
+      },
+    );
+    this.pending.add(settled);
+  }
+
+  async settle(): Promise<void> {
+    await Promise.all(this.pending);
+    if (this.failed) throw this.failed.error;
+  }
 }
 
 export function batchActivities(deps: ActivityDeps) {
@@ -155,11 +182,23 @@ export function batchActivities(deps: ActivityDeps) {
           }
         };
 
+        const claimer = new Claimer(
+          (limit) => db('claim', () => claimHosts(pool, { rolloutId: input.rolloutId, wave: input.wave, step: input.step, claimant, leaseMs: LEASE_MS, limit })),
+          { kind: 'done' } as const,
+        );
+        // Outcomes other than failures are committed while their lane goes on (HostEngine.finish);
+        // they are counted when durable, and the batch reports only after the last one is.
+        const recording = new Outstanding();
+        const count = (r: HostPatchResult) => {
+          if (!r.lostClaim) tally[r.outcome]++;
+          return r;
+        };
+
         const lane = async () => {
-          while (!stopped && !ctx.cancellationSignal.aborted) {
+          while (!stopped && !ctx.cancellationSignal.aborted && !recording.failed) {
             let host = queue.shift();
             if (!host) {
-              const next = await db('claim', () => claimNext(pool, { rolloutId: input.rolloutId, wave: input.wave, step: input.step, claimant, leaseMs: LEASE_MS }));
+              const next = await claimer.next();
               if (next.kind === 'done') return;
               if (next.kind === 'held') {
                 stopped ??= next.hold === 'budget' ? 'budget' : (next.hold as 'paused' | 'aborted');
@@ -167,13 +206,16 @@ export function batchActivities(deps: ActivityDeps) {
               }
               host = next.host;
             }
-            const r: HostPatchResult = await engine.patch(host, job);
-            if (r.lostClaim) continue;
-            tally[r.outcome]++;
-            if (r.outcome === 'failed') await afterFailure();
+            const done = await engine.patch(host, job);
+            if (done.outcome === 'failed') {
+              if (!count(await done.recorded).lostClaim) await afterFailure();
+              continue;
+            }
+            recording.track(done.recorded, count);
           }
         };
         await Promise.all(Array.from({ length: Math.max(1, input.lanes) }, lane));
+        await recording.settle();
         await committer.drain();
         if (!stopped) {
           // A hold set while the last hosts ran still counts: say why the batch ended.
@@ -245,16 +287,25 @@ export function batchActivities(deps: ActivityDeps) {
       const { id, claimant, prefix } = identity(input.rolloutId);
       const engine = new HostEngine(deps, committer, id, () => undefined);
       let restored = 0;
+      const claimer = new Claimer(
+        async (limit) => {
+          const hosts = await db('claim', () => claimRollbackHosts(pool, { rollbackId: input.rollbackId, rolloutId: input.rolloutId, claimantPrefix: prefix, claimant, leaseMs: LEASE_MS, limit }));
+          return hosts.length > 0 ? { kind: 'claimed' as const, hosts } : { kind: 'done' as const };
+        },
+        { kind: 'done' } as const,
+      );
       const stopBeating = keepAlive(
         () => ({ restored }),
         () => renewRollbackLeases(pool, input.rollbackId, claimant, LEASE_MS),
       );
       try {
+        const recording = new Outstanding();
         const lane = async () => {
-          while (!ctx.cancellationSignal.aborted) {
-            const host = await db('claim', () => claimRollbackHost(pool, { rollbackId: input.rollbackId, rolloutId: input.rolloutId, claimantPrefix: prefix, claimant, leaseMs: LEASE_MS }));
-            if (!host) return;
-            const r = await engine.restore({
+          while (!ctx.cancellationSignal.aborted && !recording.failed) {
+            const next = await claimer.next();
+            if (next.kind === 'done') return;
+            const host = next.host;
+            const { outcome: r, recorded: restoreRecorded } = await engine.restore({
               rolloutId: input.rolloutId,
               hostId: host.hostId,
               former: { formerStack: host.formerStack, formerLoaded: host.formerLoaded, formerResult: host.formerResult },
@@ -272,7 +323,9 @@ export function batchActivities(deps: ActivityDeps) {
               formerStack: r.formerStack,
               ...(r.reason ? { reason: r.reason } : {}),
             };
-            await committer.submit(
+            // The host's rollback outcome is committed while the lane takes its next host; the
+            // batch reports after the last one is durable.
+            const finished = committer.submit(
               [
                 {
                   key: `host-rollback/${input.rollbackId}/${host.hostId}`,
@@ -295,10 +348,11 @@ export function batchActivities(deps: ActivityDeps) {
               ],
               finishRollbackWrites(input.rollbackId, input.rolloutId, host.hostId, host.fence, { outcome: result.outcome, stackNow: result.stackNow, formerStack: result.formerStack, ...(result.reason ? { reason: result.reason } : {}) }),
             );
-            restored++;
+            recording.track(Promise.all([restoreRecorded, finished]), () => restored++);
           }
         };
         await Promise.all(Array.from({ length: Math.max(1, input.lanes) }, lane));
+        await recording.settle();
         await committer.drain();
         return { restored };
       } finally {

@@ -33,7 +33,7 @@ import type { HostAgent } from '../src/agent/client.ts';
 import type { HostDependencyCheck, WireCall, WireList, WireStatus } from '../src/agent/contract.ts';
 import { hostStateFromList } from '../src/agent/live-state.ts';
 import { assignPayload, short, type DependencyCheck, type PayloadMeta, type StackEntry } from '../src/rollout/matching.ts';
-import { nextPatchStep, patchGoal, type PatchGoal } from '../src/rollout/patch-plan.ts';
+import { nextPatchStep, patchGoal, type ApplyStep, type PatchGoal } from '../src/rollout/patch-plan.ts';
 import { lostFacts } from '../src/rollout/restate.ts';
 import { describeStack, looseOurs, nextRestoreStep, type LiveHost, type RestoreGoal } from '../src/rollout/restore.ts';
 import type { CallOutcome, FormerState, HostFailure, HostPatchResult, RestoreOutcome, RestoreStepDone, RolloutMode, VerifySpec } from '../src/rollout/types.ts';
@@ -133,11 +133,21 @@ class HostRecorder {
 
   /** The ordinal the next step of this kind on this payload takes. */
   next(kind: string, buildId: string): number {
-    const k = `${kind}/${buildId}`;
-    const n = this.ordinals.get(k) ?? 0;
-    this.ordinals.set(k, n + 1);
+    const n = this.peek(kind, buildId);
+    this.ordinals.set(`${kind}/${buildId}`, n + 1);
     return n;
   }
+
+  /** The ordinal `next` would give, without taking it. */
+  peek(kind: string, buildId: string): number {
+    return this.ordinals.get(`${kind}/${buildId}`) ?? 0;
+  }
+
+  /**
+   * The APPLY or REPLACE whose check an upload already made and made durable (with the intent to
+   * take both steps): that step needs no second durable write. Taken once; any other step drops it.
+   */
+  ahead: { kind: 'apply' | 'replace'; buildId: string; against: string | null; n: number } | null = null;
 
   key(...parts: (string | number)[]): string {
     return [this.rolloutId, this.hostId, ...parts].join('/');
@@ -153,12 +163,12 @@ class HostRecorder {
   }
 
   /**
-   * Commits the queued facts (and held writes) with `writes` and waits for it; false when a fenced
+   * Commits the queued facts with `writes` and waits for it; false when a fenced
    * write missed. With nothing to commit it only waits for what this host submitted before: no
    * empty transaction.
    */
   async durable(writes: RowWrite[] = []): Promise<boolean> {
-    if (this.pending.length === 0 && this.held.length === 0 && writes.length === 0) {
+    if (this.pending.length === 0 && writes.length === 0) {
       await this.last;
       return true;
     }
@@ -167,26 +177,31 @@ class HostRecorder {
   }
 
   /**
-   * A fenced row write that must be durable before the host's next change, not sooner: it goes
-   * with the next durable write (every hypervisor call that changes the host waits for one).
+   * The host's former state and target, which must be durable before its first change, not
+   * sooner: written with the intent of that change, as one row update in the same commit.
    */
-  hold(write: RowWrite): void {
-    this.held.push(write);
+  touchWith(write: (intent: string) => RowWrite): void {
+    this.touch = write;
   }
 
-  /** Hands the queued facts (and held writes) to the committer without waiting. */
+  /** The row write that records the intent of the next hypervisor call (and the held touch). */
+  intent(fence: number, what: string): RowWrite {
+    const touch = this.touch;
+    this.touch = null;
+    return touch ? touch(what) : intentWrite(this.rolloutId, this.hostId, fence, what);
+  }
+
+  /** Hands the queued facts (with `writes`) to the committer without waiting. */
   flushLater(writes: RowWrite[] = []): Promise<number[]> {
     const facts = this.pending;
     this.pending = [];
-    const all = this.held.length > 0 ? [...this.held, ...writes] : writes;
-    this.held = [];
-    const submitted = this.committer.submit(facts, all);
+    const submitted = this.committer.submit(facts, writes);
     // Flushes run in submission order: once the last submission settled, every earlier one has.
     this.last = submitted.catch(() => undefined);
     return submitted;
   }
 
-  private held: RowWrite[] = [];
+  private touch: ((intent: string) => RowWrite) | null = null;
   private last: Promise<unknown> = Promise.resolve();
 }
 
@@ -355,8 +370,11 @@ export class HostEngine {
 
   // ---- patching --------------------------------------------------------------------------------
 
-  /** Patches one claimed host to the end: patched, already, or failed (and then restored). */
-  async patch(claim: ClaimedHost, job: PatchJob): Promise<HostPatchResult> {
+  /**
+   * Patches one claimed host to the end: patched, already, or failed (and then restored). Resolves
+   * when the lane may take its next host; the outcome's `recorded` settles once it is durable.
+   */
+  async patch(claim: ClaimedHost, job: PatchJob): Promise<FinishedHost> {
     const { hostId, fence } = claim;
     const rec = new HostRecorder(this.committer, this.id, job.rolloutId, hostId);
     const agent = await this.agentFor(hostId);
@@ -364,6 +382,10 @@ export class HostEngine {
     let former: FormerState | null = claim.formerStack ? { formerStack: claim.formerStack, formerLoaded: claim.formerLoaded ?? [], formerResult: claim.formerResult } : null;
     let list: WireList | undefined;
     let reboots = 0;
+    // A fresh host's former result is read beside its stack: two reads, one round trip's wait.
+    const verifyCall = job.verify?.call;
+    let formerCall = verifyCall && !former ? this.retrying('read', () => agent.call(verifyCall)) : undefined;
+    formerCall?.catch(() => undefined);
     try {
       list = await this.list(agent, 'read');
       let boot = await this.noticeBoot(rec, list, claim.lastBootId);
@@ -377,8 +399,9 @@ export class HostEngine {
       }
       if (!goal) {
         // A fresh host, or one that rebooted since the rollout touched it: start from what it runs now.
-        const start = await this.start(rec, agent, claim, job, list, boot, former !== null);
-        if ('result' in start) return start.result;
+        const start = await this.start(rec, agent, claim, job, list, boot, former !== null, formerCall);
+        formerCall = undefined;
+        if ('finished' in start) return start.finished;
         ({ goal, former } = start);
       }
 
@@ -401,7 +424,7 @@ export class HostEngine {
             this.heartbeat();
             continue;
           } catch (e) {
-            if (e instanceof FencedOut) return lost(hostId);
+            if (e instanceof FencedOut) return settled(lost(hostId));
             if (!(e instanceof StepFailed) && transient(e) && attempt < HOST_ATTEMPTS) {
               await sleep(RETRY_DELAYS_MS[attempt - 1]!);
               attempt++;
@@ -420,7 +443,7 @@ export class HostEngine {
         list = now;
         boot = bootNow;
         const again = await this.start(rec, agent, claim, job, list, boot, true);
-        if ('result' in again) return again.result;
+        if ('finished' in again) return again.finished;
         ({ goal, former } = again);
       }
       const applied = list.appliedStack.filter((p) => ours.has(p.buildId)).map(ref);
@@ -446,11 +469,12 @@ export class HostEngine {
     list: WireList,
     boot: string | null,
     again: boolean,
-  ): Promise<{ result: HostPatchResult } | { goal: PatchGoal; former: FormerState }> {
+    formerCall?: Promise<WireCall>,
+  ): Promise<{ finished: FinishedHost } | { goal: PatchGoal; former: FormerState }> {
     const { hostId, fence } = claim;
     const state = hostStateFromList(hostId, list);
     const assignment = assignPayload(job.mode, job.payloads, state);
-    if (assignment.kind === 'already') return { result: await this.finish(rec, claim, job, { hostId, outcome: again ? 'patched' : 'already', applied: again ? state.applied.filter((p) => job.payloads.some((x) => x.buildId === p.buildId)) : [] }) };
+    if (assignment.kind === 'already') return { finished: await this.finish(rec, claim, job, { hostId, outcome: again ? 'patched' : 'already', applied: again ? state.applied.filter((p) => job.payloads.some((x) => x.buildId === p.buildId)) : [] }) };
     if (assignment.kind === 'incompatible') {
       // Compatible at the preflight, not any more: nothing was changed; the checks say why.
       assignment.checks.forEach((c, i) => rec.add(rec.key('check', fence, i), dependencyCheckEvent(hostId, c, 'apply')));
@@ -458,7 +482,7 @@ export class HostEngine {
     }
     const goal = patchGoal(job.mode, assignment, state.applied);
     const verifyCall = job.verify?.call;
-    const formerResult = verifyCall ? callOutcome(await this.retrying('read', () => agent.call(verifyCall))) : null;
+    const formerResult = verifyCall ? callOutcome(await (formerCall ?? this.retrying('read', () => agent.call(verifyCall)))) : null;
     const former: FormerState = { formerStack: state.applied.map(ref), formerLoaded: state.loaded.map(ref), formerResult };
     rec.add(rec.key('started', ...(again ? [boot ?? 'boot'] : [])), {
       type: 'HostPatchStarted',
@@ -471,7 +495,7 @@ export class HostEngine {
     });
     const t = { ...former, targetStack: goal.target, intent: 'start', bootId: boot };
     // Durable with the first step's intent, before the first change: one commit there, not two in a row.
-    rec.hold(again ? retouchWrite(job.rolloutId, hostId, fence, t) : touchWrite(job.rolloutId, hostId, fence, t));
+    rec.touchWith((intent) => (again ? retouchWrite : touchWrite)(job.rolloutId, hostId, fence, { ...t, intent }));
     return { goal, former };
   }
 
@@ -510,20 +534,58 @@ export class HostEngine {
     return waitForDatabase(fn, (since) => this.deps.logger.warn(`PostgreSQL unreachable since ${since.toISOString()}; the host waits`));
   }
 
+  /**
+   * fleetpatch's own check before an APPLY or REPLACE, against the live host as read (an upload
+   * does not change what it compares), queued as a fact; the failure to raise when it does not match.
+   */
+  private checkBefore(rec: HostRecorder, step: ApplyStep, list: WireList, fence: number, attempt: number, n: number): StepFailed | null {
+    const payload = ref(step.payload);
+    const top = step.kind === 'apply' ? step.against : null;
+    const found = top ? top.buildId : list.hypervisor.buildId;
+    const outcome = step.payload.depends === found ? 'match' : 'mismatch';
+    rec.add(rec.key(payload.buildId, 'check', n, fence, attempt), {
+      type: 'DependencyChecked',
+      hostId: rec.hostId,
+      payload,
+      phase: 'apply',
+      on: 'depends',
+      expected: step.payload.depends,
+      found,
+      against: top ? { kind: 'payload', name: top.name, buildId: top.buildId } : { kind: 'hypervisor' },
+      outcome,
+      ...(outcome === 'mismatch' ? { errno: 'EINVAL' } : {}),
+      reason: `checked by fleetpatch before ${step.kind === 'apply' ? 'APPLY' : 'REPLACE'}: ${payload.name} depends on ${short(step.payload.depends)}, ${top ? `the top of the stack is ${top.name} (${short(found)})` : `the hypervisor is ${short(found)}`}`,
+    });
+    if (outcome === 'match') return null;
+    return new StepFailed({
+      stage: 'check',
+      code: 'EINVAL',
+      reason: `${payload.name} depends on build-id ${step.payload.depends}, but ${top ? `the top of the stack, ${top.name},` : 'the hypervisor'} is ${found}`,
+      unreachable: false,
+    });
+  }
+
   /** Takes one patch step; returns the host's state after it (updated in memory where the answer says it all). */
   private async patchStep(agent: HostAgent, rec: HostRecorder, fence: number, step: Exclude<ReturnType<typeof nextPatchStep>, { kind: 'applied' | 'changed' }>, list: WireList, attempt: number): Promise<WireList> {
     const hostId = agent.hostId;
-    const { rolloutId } = rec;
+    const ahead = rec.ahead;
+    rec.ahead = null;
     if (step.kind === 'wait') {
       await this.wait(agent, step.payload.name);
       return agent.listAll();
     }
     const payload = ref(step.payload);
-    const intent = (what: string) => intentWrite(rolloutId, hostId, fence, `${what} ${payload.buildId}`);
     switch (step.kind) {
       case 'upload': {
         const n = rec.next('uploaded', payload.buildId);
-        if (!(await rec.durable([intent('upload')]))) throw new FencedOut();
+        // The check of the APPLY (or REPLACE) that follows goes into the same durable write as the
+        // upload's intent: one commit before the upload instead of one before each call. A payload
+        // that could not be applied after it is not uploaded at all.
+        const then = step.then;
+        const m = rec.peek(then.kind === 'apply' ? 'applied' : 'replaced', then.payload.buildId);
+        const mismatch = this.checkBefore(rec, then, list, fence, attempt, m);
+        if (!(await rec.durable([rec.intent(fence, `upload ${payload.buildId}, then ${then.kind} it`)]))) throw new FencedOut();
+        if (mismatch) throw mismatch;
         const bytes = await this.payloadBytes(payload.buildId);
         let entry;
         try {
@@ -534,12 +596,13 @@ export class HostEngine {
         }
         if (entry.dependencyCheck) this.recordHostCheck(rec, payload, entry.dependencyCheck, rec.key(payload.buildId, 'upload-check', n));
         rec.add(rec.key(payload.buildId, 'uploaded', n), { type: 'PayloadUploaded', hostId, payload });
+        rec.ahead = { kind: then.kind, buildId: then.payload.buildId, against: then.kind === 'apply' ? (then.against?.buildId ?? null) : null, n: m };
         const { dependencyCheck: _check, ...wire } = entry;
         return { ...list, entries: [...list.entries, wire] };
       }
       case 'unload': {
         const n = rec.next('unloaded', payload.buildId);
-        if (!(await rec.durable([intent('unload')]))) throw new FencedOut();
+        if (!(await rec.durable([rec.intent(fence, `unload ${payload.buildId}`)]))) throw new FencedOut();
         try {
           await agent.action(payload.name, 'unload');
         } catch (e) {
@@ -553,31 +616,13 @@ export class HostEngine {
       case 'replace': {
         const kind = step.kind === 'apply' ? 'applied' : 'replaced';
         const n = rec.next(kind, payload.buildId);
-        // fleetpatch's own check against the live host, durable before the APPLY it guards.
-        const top = step.kind === 'apply' ? step.against : null;
-        const found = top ? top.buildId : list.hypervisor.buildId;
-        const outcome = step.payload.depends === found ? 'match' : 'mismatch';
-        rec.add(rec.key(payload.buildId, 'check', n, fence, attempt), {
-          type: 'DependencyChecked',
-          hostId,
-          payload,
-          phase: 'apply',
-          on: 'depends',
-          expected: step.payload.depends,
-          found,
-          against: top ? { kind: 'payload', name: top.name, buildId: top.buildId } : { kind: 'hypervisor' },
-          outcome,
-          ...(outcome === 'mismatch' ? { errno: 'EINVAL' } : {}),
-          reason: `checked by fleetpatch before ${step.kind === 'apply' ? 'APPLY' : 'REPLACE'}: ${payload.name} depends on ${short(step.payload.depends)}, ${top ? `the top of the stack is ${top.name} (${short(found)})` : `the hypervisor is ${short(found)}`}`,
-        });
-        if (!(await rec.durable([intent(step.kind)]))) throw new FencedOut();
-        if (outcome === 'mismatch') {
-          throw new StepFailed({
-            stage: 'check',
-            code: 'EINVAL',
-            reason: `${payload.name} depends on build-id ${step.payload.depends}, but ${top ? `the top of the stack, ${top.name},` : 'the hypervisor'} is ${found}`,
-            unreachable: false,
-          });
+        const against = step.kind === 'apply' ? (step.against?.buildId ?? null) : null;
+        const checked = ahead !== null && ahead.kind === step.kind && ahead.buildId === payload.buildId && ahead.against === against && ahead.n === n;
+        if (!checked) {
+          // fleetpatch's own check against the live host, durable before the APPLY it guards.
+          const mismatch = this.checkBefore(rec, step, list, fence, attempt, n);
+          if (!(await rec.durable([rec.intent(fence, `${step.kind} ${payload.buildId}`)]))) throw new FencedOut();
+          if (mismatch) throw mismatch;
         }
         const before = list.appliedStack.map(ref);
         try {
@@ -595,7 +640,14 @@ export class HostEngine {
     }
   }
 
-  private async finish(rec: HostRecorder, claim: ClaimedHost, job: PatchJob, result: HostPatchResult): Promise<HostPatchResult> {
+  /**
+   * Records the host's outcome. A failure is durable before the lane goes on: the budget verdict
+   * that follows counts it. Any other outcome goes with the next flush while the lane claims its
+   * next host (nothing decided before then depends on it, and the batch drains before it reports);
+   * a worker that dies first leaves the host claimed, and whoever takes it back reconciles it from
+   * the live host and finishes it again.
+   */
+  private async finish(rec: HostRecorder, claim: ClaimedHost, job: PatchJob, result: HostPatchResult): Promise<FinishedHost> {
     rec.add(`host-finished/${job.rolloutId}/${result.hostId}`, {
       type: 'HostPatchFinished',
       rolloutId: job.rolloutId,
@@ -609,20 +661,22 @@ export class HostEngine {
         : {}),
     });
     const write = finishWrite(job.rolloutId, result.hostId, claim.fence, { status: result.outcome, applied: result.applied, failure: result.failure, restore: result.restore });
-    // The outcome is durable before the lane takes the next host: budgets count it.
-    if (!(await rec.durable([write]))) return lost(result.hostId);
-    return result;
+    if (result.outcome === 'failed') return settled((await rec.durable([write])) ? result : lost(result.hostId));
+    const recorded = rec.flushLater([write]).then((counts) => (counts.every((n) => n > 0) ? result : lost(result.hostId)));
+    return { outcome: result.outcome, recorded };
   }
 
   // ---- restoring -------------------------------------------------------------------------------
 
-  /** Restores a host for a rollback (the rollback's own claim and recording). */
-  async restore(job: RestoreJob): Promise<RestoreOutcome> {
+  /**
+   * Restores a host for a rollback (the rollback's own claim and recording). The restore's last
+   * facts are handed to the committer, not waited for: `recorded` settles when they are durable.
+   */
+  async restore(job: RestoreJob): Promise<{ outcome: RestoreOutcome; recorded: Promise<unknown> }> {
     const rec = new HostRecorder(this.committer, this.id, job.rolloutId, job.hostId);
     const agent = await this.agentFor(job.hostId);
     const outcome = await this.restoreHost(rec, agent, job, 0);
-    await rec.durable();
-    return outcome;
+    return { outcome, recorded: rec.flushLater() };
   }
 
   /**
@@ -757,10 +811,10 @@ export class HostEngine {
         ...(outcome === 'mismatch' ? { errno: 'EINVAL' } : {}),
         reason: `checked by fleetpatch before re-applying ${payload.name} to restore the former stack: it depends on ${short(step.depends)}, ${top ? `the top of the stack is ${top.name} (${short(found)})` : `the hypervisor is ${short(found)}`}`,
       });
-      await rec.durable(fence > 0 ? [intentWrite(rec.rolloutId, hostId, fence, `restore-apply ${payload.buildId}`)] : []);
+      await rec.durable(fence > 0 ? [rec.intent(fence, `restore-apply ${payload.buildId}`)] : []);
       if (outcome === 'mismatch') throw new XenError('EINVAL', `${hostId}: ${payload.name} depends on build-id ${short(step.depends)}, but ${top ? `the top of the stack is ${top.name}` : 'the hypervisor is'} ${short(found)}`, { hostId });
     } else {
-      await rec.durable(fence > 0 ? [intentWrite(rec.rolloutId, hostId, fence, `restore-${step.kind} ${payload.buildId}`)] : []);
+      await rec.durable(fence > 0 ? [rec.intent(fence, `restore-${step.kind} ${payload.buildId}`)] : []);
     }
     try {
       switch (step.kind) {
@@ -796,6 +850,14 @@ class FencedOut extends Error {
     super('another batch holds this host now');
   }
 }
+
+/** A host the lane is done with; `recorded` settles once its outcome is durable (or its claim was lost). */
+export interface FinishedHost {
+  outcome: HostPatchResult['outcome'];
+  recorded: Promise<HostPatchResult>;
+}
+
+const settled = (result: HostPatchResult): FinishedHost => ({ outcome: result.outcome, recorded: Promise.resolve(result) });
 
 function lost(hostId: string): HostPatchResult {
   return { hostId, outcome: 'failed', applied: [], failure: { stage: 'read', code: 'CLAIM_LOST', reason: 'another batch took this host over; it finishes it', unreachable: false }, lostClaim: true };

@@ -183,11 +183,13 @@ interface ChainStep {
   label: string;
   /** An asynchronous action: the GET polls last as long as the action stays at -EAGAIN. */
   async?: boolean;
+  /** Sent at the same time as the step before it: the chain waits for the longer of the two. */
+  beside?: boolean;
 }
 
 const PATCH_CHAIN: ChainStep[] = [
   { kind: 'list', label: 'LIST' },
-  { kind: 'call', label: `CALL ${VERIFY.call} (former result)` },
+  { kind: 'call', label: `CALL ${VERIFY.call} (former result, beside the LIST)`, beside: true },
   { kind: 'upload', label: 'UPLOAD' },
   { kind: 'action', label: 'ACTION apply', async: true },
   { kind: 'get', label: 'GET until rc != -EAGAIN' },
@@ -213,6 +215,7 @@ function fleetWide(rule: Faults['rules'][number]): boolean {
 function chainLatency(faults: Faults, chain: ChainStep[]): { ms: number; describe: string } {
   const parts: string[] = [];
   let total = 0;
+  let previous = 0;
   for (const step of chain) {
     let ms = faults.latencyMs + (step.kind === 'action' ? faults.actionLatencyMs : 0);
     let duration = step.async ? faults.actionDurationMs : 0;
@@ -221,7 +224,9 @@ function chainLatency(faults: Faults, chain: ChainStep[]): { ms: number; describ
       if (rule.kind === 'latency' && (rule.on === 'all' || step.kind === 'action')) ms += rule.probability * rule.ms;
       if (rule.kind === 'actionDuration' && step.async) duration = rule.probability * rule.ms + (1 - rule.probability) * duration;
     }
-    total += ms + duration;
+    // Two requests sent together cost the longer one.
+    total += step.beside ? Math.max(0, ms + duration - previous) : ms + duration;
+    previous = step.beside ? Math.max(previous, ms + duration) : ms + duration;
     parts.push(`${step.label}${ms + duration > 0 ? ` (${ms + duration} ms)` : ''}`);
   }
   return { ms: total, describe: `${parts.join(', ')} = ${total} ms per host` };
@@ -267,9 +272,15 @@ class FloorRecorder {
   async durable(facts: Fact[]): Promise<void> {
     await this.committer.submit(facts);
   }
-  drain(): Promise<void> {
-    return this.committer.drain();
+  /** Committed with the next flush, not waited for: as the engine records a host's outcome. */
+  later(facts: Fact[]): void {
+    this.committer.submit(facts).catch((e: unknown) => (this.failed ??= e));
   }
+  async drain(): Promise<void> {
+    await this.committer.drain();
+    if (this.failed !== undefined) throw this.failed;
+  }
+  private failed: unknown;
 }
 
 function hostCheckBody(hostId: string, payload: { name: string; buildId: string }, c: HostCheck): Record<string, unknown> {
@@ -314,28 +325,27 @@ async function inLanes(ids: string[], lanes: number, fn: (id: string) => Promise
   );
 }
 
-/** The engine's patch chain on one host, bare: LIST, former CALL, UPLOAD, APPLY + GETs, verify CALL. */
+/**
+ * The engine's patch chain on one host, bare: LIST beside the former CALL, UPLOAD, APPLY + GETs, verify CALL.
+ * Recording, the engine's one durable point: the former state and fleetpatch's check of the APPLY,
+ * before the UPLOAD; the rest is committed without waiting, and drained at the end.
+ */
 async function floorPatch(agent: HostAgent, p: FloorPayload, rec: FloorRecorder | undefined, wave: string): Promise<void> {
   const hostId = agent.hostId;
   const payload = { name: p.name, buildId: p.buildId };
-  const list = await again(() => agent.listAll());
-  const former = await again(() => agent.call(VERIFY.call));
-  await rec?.durable([
-    rec.fact(`${hostId}/started`, {
-      type: 'HostPatchStarted',
-      hostId,
-      rollout: 'floor',
-      formerStack: list.appliedStack.map((e) => ({ name: e.name, buildId: e.buildId })),
-      formerLoaded: list.entries.map((e) => ({ name: e.name, buildId: e.buildId })),
-      formerResult: { call: VERIFY.call, kind: former.kind, value: former.result === null ? null : String(former.result) },
-    }),
-  ]);
-  const up = await again(() => agent.upload(p.name, p.bytes));
+  // The stack and the former result are read at once, as the engine reads them.
+  const [list, former] = await Promise.all([again(() => agent.listAll()), again(() => agent.call(VERIFY.call))]);
   if (rec) {
     const top = list.appliedStack.at(-1);
     await rec.durable([
-      ...(up.dependencyCheck ? [rec.fact(`${hostId}/upload-check`, hostCheckBody(hostId, payload, up.dependencyCheck))] : []),
-      rec.fact(`${hostId}/uploaded`, { type: 'PayloadUploaded', hostId, payload }),
+      rec.fact(`${hostId}/started`, {
+        type: 'HostPatchStarted',
+        hostId,
+        rollout: 'floor',
+        formerStack: list.appliedStack.map((e) => ({ name: e.name, buildId: e.buildId })),
+        formerLoaded: list.entries.map((e) => ({ name: e.name, buildId: e.buildId })),
+        formerResult: { call: VERIFY.call, kind: former.kind, value: former.result === null ? null : String(former.result) },
+      }),
       rec.fact(`${hostId}/check`, {
         type: 'DependencyChecked',
         hostId,
@@ -350,11 +360,14 @@ async function floorPatch(agent: HostAgent, p: FloorPayload, rec: FloorRecorder 
       }),
     ]);
   }
+  const up = await again(() => agent.upload(p.name, p.bytes));
   const r = await again(() => agent.action(p.name, 'apply'));
   const status = await again(() => agent.waitForAction(p.name, { pollMs: POLL_MS }));
   if (status.state !== 'APPLIED') throw new Error(`${hostId}: floor apply ended ${status.state} rc ${status.rc}`);
   const v = await again(() => agent.call(VERIFY.call));
-  await rec?.durable([
+  rec?.later([
+    ...(up.dependencyCheck ? [rec.fact(`${hostId}/upload-check`, hostCheckBody(hostId, payload, up.dependencyCheck))] : []),
+    rec.fact(`${hostId}/uploaded`, { type: 'PayloadUploaded', hostId, payload }),
     ...(r.dependencyCheck ? [rec.fact(`${hostId}/apply-check`, hostCheckBody(hostId, payload, r.dependencyCheck))] : []),
     rec.fact(`${hostId}/applied`, { type: 'PayloadApplied', hostId, payload }),
     rec.fact(`${hostId}/health`, { type: 'HealthChecked', hostId, outcome: String(v.result) === VERIFY.expect ? 'healthy' : 'unhealthy', check: VERIFY, observed: String(v.result), reason: 'bench floor' }),
@@ -376,7 +389,7 @@ async function floorRestore(agent: HostAgent, p: FloorPayload, rec: FloorRecorde
   await again(() => agent.action(p.name, 'unload'));
   await again(() => agent.listAll());
   const v = await again(() => agent.call(VERIFY.call));
-  await rec?.durable([
+  rec?.later([
     rec.fact(`${hostId}/unloaded`, { type: 'PayloadUnloaded', hostId, payload }),
     rec.fact(`${hostId}/restore-health`, { type: 'HealthChecked', hostId, outcome: 'healthy', check: { call: VERIFY.call, expect: String(v.result) }, observed: String(v.result), reason: 'bench floor' }),
     rec.fact(`${hostId}/rollback-finished`, { type: 'HostRollbackFinished', rolloutId: 'floor', hostId, outcome: 'rolled-back', reverted: [payload], reapplied: [], stackNow: [], formerStack: [] }),

@@ -25,6 +25,7 @@ import type { EventStore, StreamAppend } from './store.ts';
 import { streamFor } from './streams.ts';
 import { parseEvent } from './catalogue.ts';
 import { observe } from '../runtime/observers.ts';
+import { runRowWrites, type RowWrite } from './sql/row-writes.ts';
 
 export interface Fact {
   /** The idempotency key: the event id is derived from it, so a retry records the fact once. */
@@ -33,10 +34,7 @@ export interface Fact {
 }
 
 /** A statement run in the flush's transaction, after the events are written. */
-export interface RowWrite {
-  text: string;
-  values: unknown[];
-}
+export type { RowWrite };
 
 interface Item {
   facts: { eventId: string; streamId: string; event: DomainEventInput }[];
@@ -184,7 +182,8 @@ export class GroupCommitter {
         const counts: number[] = [];
         await this.store.appendMany([...byStream.values()], {
           withinTransaction: async (client: pg.PoolClient) => {
-            for (const w of writes) counts.push((await client.query(w.text, w.values)).rowCount ?? 0);
+            // One round trip for all of them (src/events/sql/row-writes.ts).
+            counts.push(...(await runRowWrites(client, writes)));
           },
         });
         observe('eventAppend', (performance.now() - started) / 1000, seen.size, 'ok');

@@ -29,17 +29,25 @@ export function patchGoal(mode: PatchGoal['mode'], assignment: Extract<Assignmen
 
 export type PatchStep =
   | { kind: 'wait'; payload: StackEntry }
-  | { kind: 'upload'; payload: PayloadMeta }
+  /**
+   * Upload `payload`; `then` is the step that follows once it is loaded (the upload changes nothing
+   * the step depends on), so fleetpatch's check before that APPLY or REPLACE can be made and
+   * recorded before the upload, in the same durable write as the upload's intent.
+   */
+  | { kind: 'upload'; payload: PayloadMeta; then: ApplyStep }
   /** Unload our own payload: it was reverted and has writable data, so only a fresh upload can be applied. */
   | { kind: 'unload'; payload: PayloadMeta }
-  /** fleetpatch checks `payload.depends` against `against` (and records it) before the APPLY. */
-  | { kind: 'apply'; payload: PayloadMeta; against: StackEntry | null }
-  /** REPLACE: fleetpatch checks `payload.depends` against the hypervisor first. */
-  | { kind: 'replace'; payload: PayloadMeta }
+  | ApplyStep
   /** Every payload is applied where it belongs. */
   | { kind: 'applied' }
   /** The host is not where this rollout can go on from: it changed under us. */
   | { kind: 'changed'; reason: string };
+
+export type ApplyStep =
+  /** fleetpatch checks `payload.depends` against `against` (and records it) before the APPLY. */
+  | { kind: 'apply'; payload: PayloadMeta; against: StackEntry | null }
+  /** REPLACE: fleetpatch checks `payload.depends` against the hypervisor first. */
+  | { kind: 'replace'; payload: PayloadMeta };
 
 const ref = (p: StackEntry): StackEntry => ({ name: p.name, buildId: p.buildId });
 const named = (p: StackEntry): string => `${p.name} (${short(p.buildId)})`;
@@ -73,7 +81,7 @@ export function nextPatchStep(live: LiveHost, goal: PatchGoal): PatchStep {
 }
 
 /** Upload (or reload) `payload` if the host lacks a usable copy; otherwise take `then`. */
-function loadThen(live: LiveHost, payload: PayloadMeta, then: PatchStep): PatchStep {
+function loadThen(live: LiveHost, payload: PayloadMeta, then: ApplyStep): PatchStep {
   const loaded = live.loaded.find((p) => p.buildId === payload.buildId);
   if (loaded) {
     if (loaded.reverted && !loaded.safeToReapply) return { kind: 'unload', payload };
@@ -83,5 +91,5 @@ function loadThen(live: LiveHost, payload: PayloadMeta, then: PatchStep): PatchS
   if (holder) {
     return { kind: 'changed', reason: `a different payload is already loaded as ${payload.name} (${named(holder)}, not ${short(payload.buildId)})` };
   }
-  return { kind: 'upload', payload };
+  return { kind: 'upload', payload, then };
 }

@@ -66,12 +66,13 @@ describe('patching a host, from any state it was left in', () => {
   it('uploads and applies each payload in order on a fresh host, and says against what it checks', () => {
     const h = act(upload(sm.createHost('h', IMAGE), 'base'), 'base', 'apply');
     const first = nextPatchStep(liveOf(h), stackGoal(['base']));
-    expect(first).toMatchObject({ kind: 'upload', payload: { name: 'fix' } });
+    // The upload says what follows it, so the APPLY's check is made (and recorded) before the upload.
+    expect(first).toMatchObject({ kind: 'upload', payload: { name: 'fix' }, then: { kind: 'apply', payload: { name: 'fix' }, against: { name: 'base' } } });
     const r = patch(h, stackGoal(['base']));
     expect(r.end).toEqual({ kind: 'applied' });
     expect(r.steps).toEqual(['upload fix', 'apply fix', 'upload more', 'apply more']);
     expect(stack(r.host)).toEqual(['base', 'fix', 'more']);
-    expect(nextPatchStep(liveOf(upload(h, 'fix')), stackGoal(['base']))).toMatchObject({ kind: 'apply', against: { name: 'base' } });
+    expect(nextPatchStep(liveOf(upload(h, 'fix')), stackGoal(['base']))).toEqual((first as Extract<PatchStep, { kind: 'upload' }>).then);
   });
 
   it.each([

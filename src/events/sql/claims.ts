@@ -46,6 +46,9 @@ interface ClaimRow {
   intent: string | null;
   touched_boot_id: string | null;
   last_boot_id: string | null;
+  /** Only from claimHosts: lapsed (0) or planned (1), and the host's place in its step. */
+  k: number;
+  position: number;
 }
 
 const toClaim = (r: ClaimRow): ClaimedHost => ({
@@ -78,39 +81,51 @@ export async function reclaimOwn(db: Db, rolloutId: string, claimantPrefix: stri
 }
 
 /**
- * The next host of a step: a planned one, or one whose holder's lease lapsed (a worker that died
- * without Temporal retrying its batch yet). `held` when the rollout is held; `done` when the step
- * has no host left to claim.
+ * The next hosts of a step, up to `limit`: planned ones, or ones whose holder's lease lapsed (a
+ * worker that died without Temporal retrying its batch yet), lapsed first. `held` when the rollout
+ * is held; `done` when the step has no host left to claim.
  */
-export async function claimNext(
+export async function claimHosts(
   db: Db,
-  q: { rolloutId: string; wave: number; step: number; claimant: string; leaseMs: number },
-): Promise<{ kind: 'claimed'; host: ClaimedHost } | { kind: 'held'; hold: string } | { kind: 'done' }> {
+  q: { rolloutId: string; wave: number; step: number; claimant: string; leaseMs: number; limit: number },
+): Promise<{ kind: 'claimed'; hosts: ClaimedHost[] } | { kind: 'held'; hold: string } | { kind: 'done' }> {
   // Two index range scans (rollout_targets_claim), lapsed claims first: one query with
   // `status = 'planned' OR (running and lapsed)` walked every finished host of the step on every
   // claim, which made a 10,000-host step quadratic in PostgreSQL's CPU.
   const r = await db.query<ClaimRow>(
     `WITH lapsed AS (
-       SELECT host_id, 0 AS k FROM rollout_targets
+       SELECT host_id, 0 AS k, position FROM rollout_targets
         WHERE rollout_id = $1 AND wave = $2 AND step = $3 AND status = 'running' AND lease_until < now()
-        ORDER BY position LIMIT 1 FOR UPDATE SKIP LOCKED),
+        ORDER BY position LIMIT $6 FOR UPDATE SKIP LOCKED),
      planned AS (
-       SELECT host_id, 1 AS k FROM rollout_targets
+       SELECT host_id, 1 AS k, position FROM rollout_targets
         WHERE rollout_id = $1 AND wave = $2 AND step = $3 AND status = 'planned'
-        ORDER BY position LIMIT 1 FOR UPDATE SKIP LOCKED),
+        ORDER BY position LIMIT $6 FOR UPDATE SKIP LOCKED),
      pick AS (
-       SELECT host_id FROM (SELECT * FROM lapsed UNION ALL SELECT * FROM planned) c
+       SELECT host_id, k, position FROM (SELECT * FROM lapsed UNION ALL SELECT * FROM planned) c
         WHERE NOT EXISTS (SELECT 1 FROM rollout_control r WHERE r.rollout_id = $1 AND r.hold IS NOT NULL)
-        ORDER BY k LIMIT 1)
+        ORDER BY k, position LIMIT $6)
      UPDATE rollout_targets t SET status = 'running', fence = t.fence + 1, claimed_by = $4,
             lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
        FROM pick WHERE t.rollout_id = $1 AND t.host_id = pick.host_id
-     RETURNING ${CLAIM_COLUMNS}`,
-    [q.rolloutId, q.wave, q.step, q.claimant, q.leaseMs],
+     RETURNING ${CLAIM_COLUMNS}, pick.k, pick.position`,
+    [q.rolloutId, q.wave, q.step, q.claimant, q.leaseMs, Math.max(1, q.limit)],
   );
-  if (r.rows[0]) return { kind: 'claimed', host: toClaim(r.rows[0]) };
+  if (r.rows.length > 0) {
+    const rows = [...r.rows].sort((a, b) => a.k - b.k || a.position - b.position);
+    return { kind: 'claimed', hosts: rows.map(toClaim) };
+  }
   const hold = await selectHold(db, q.rolloutId);
   return hold ? { kind: 'held', hold: hold.hold } : { kind: 'done' };
+}
+
+/** The next host of a step (claimHosts of one). */
+export async function claimNext(
+  db: Db,
+  q: { rolloutId: string; wave: number; step: number; claimant: string; leaseMs: number },
+): Promise<{ kind: 'claimed'; host: ClaimedHost } | { kind: 'held'; hold: string } | { kind: 'done' }> {
+  const r = await claimHosts(db, { ...q, limit: 1 });
+  return r.kind === 'claimed' ? { kind: 'claimed', host: r.hosts[0]! } : r;
 }
 
 /**
@@ -315,33 +330,37 @@ const toRollbackClaim = (r: RollbackClaimRow): ClaimedRollbackHost => ({
   lastBootId: r.last_boot_id,
 });
 
-/** Hosts an earlier attempt of this rollback batch held and did not finish, and then the next one. */
-export async function claimRollbackHost(
+/**
+ * Up to `limit` hosts of a rollback: first the ones an earlier attempt of this batch held and did
+ * not finish (or whose holder's lease lapsed), then planned ones. Empty when none is left.
+ */
+export async function claimRollbackHosts(
   db: Db,
-  q: { rollbackId: string; rolloutId: string; claimantPrefix: string; claimant: string; leaseMs: number },
-): Promise<ClaimedRollbackHost | null> {
-  const r = await db.query<RollbackClaimRow>(
+  q: { rollbackId: string; rolloutId: string; claimantPrefix: string; claimant: string; leaseMs: number; limit: number },
+): Promise<ClaimedRollbackHost[]> {
+  const r = await db.query<RollbackClaimRow & { k: number }>(
     // Running hosts to take back first, then planned ones: two index range scans
     // (rollback_targets_claim) rather than a sort of every candidate on every claim.
     `WITH retake AS (
        SELECT host_id, 0 AS k FROM rollback_targets
         WHERE rollback_id = $1 AND status = 'running' AND (lease_until < now() OR (claimed_by LIKE $3 || '%' AND claimed_by <> $4))
-        ORDER BY host_id LIMIT 1 FOR UPDATE SKIP LOCKED),
+        ORDER BY host_id LIMIT $6 FOR UPDATE SKIP LOCKED),
      planned AS (
        SELECT host_id, 1 AS k FROM rollback_targets
         WHERE rollback_id = $1 AND status = 'planned'
-        ORDER BY host_id LIMIT 1 FOR UPDATE SKIP LOCKED),
-     pick AS (SELECT host_id FROM (SELECT * FROM retake UNION ALL SELECT * FROM planned) c ORDER BY k LIMIT 1),
+        ORDER BY host_id LIMIT $6 FOR UPDATE SKIP LOCKED),
+     pick AS (SELECT host_id, k FROM (SELECT * FROM retake UNION ALL SELECT * FROM planned) c ORDER BY k, host_id LIMIT $6),
      claimed AS (
        UPDATE rollback_targets b SET status = 'running', fence = b.fence + 1, claimed_by = $4, lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
          FROM pick WHERE b.rollback_id = $1 AND b.host_id = pick.host_id
-       RETURNING b.host_id, b.fence)
-     SELECT c.host_id, c.fence, t.former_stack, t.former_loaded, t.former_result, t.touched_boot_id, hb.boot_id AS last_boot_id
+       RETURNING b.host_id, b.fence, pick.k)
+     SELECT c.host_id, c.fence, c.k, t.former_stack, t.former_loaded, t.former_result, t.touched_boot_id, hb.boot_id AS last_boot_id
        FROM claimed c JOIN rollout_targets t ON t.rollout_id = $2 AND t.host_id = c.host_id
-       LEFT JOIN host_boots hb ON hb.host_id = c.host_id`,
-    [q.rollbackId, q.rolloutId, q.claimantPrefix, q.claimant, q.leaseMs],
+       LEFT JOIN host_boots hb ON hb.host_id = c.host_id
+      ORDER BY c.k, c.host_id`,
+    [q.rollbackId, q.rolloutId, q.claimantPrefix, q.claimant, q.leaseMs, Math.max(1, q.limit)],
   );
-  return r.rows[0] ? toRollbackClaim(r.rows[0]) : null;
+  return r.rows.map(toRollbackClaim);
 }
 
 /** As renewLeases, for a rollback's work list (and for the same reason, it skips rows a commit holds). */
