@@ -174,7 +174,15 @@ describe('cluster mode: the Temporal server on PostgreSQL, two workers', () => {
       expect(count('PayloadApplied'), id).toBe(1);
       expect(count('PayloadReverted'), id).toBe(0);
       expect(count('HealthChecked'), id).toBe(1);
-      expect(events.filter((e) => e.type === 'DependencyChecked').map((e) => (e as { phase: string }).phase), id).toEqual(['preflight', 'upload', 'apply', 'apply']);
+      // fleetpatch's own check of the APPLY is durable before the UPLOAD (with the upload's intent);
+      // the hypervisor's checks come with its answers to the UPLOAD and the APPLY.
+      const story = events.flatMap((e) => {
+        if (e.type === 'PayloadUploaded' || e.type === 'PayloadApplied') return [e.type];
+        if (e.type !== 'DependencyChecked') return [];
+        const c = e as { phase: string; reason?: string };
+        return [c.phase === 'preflight' ? 'preflight check' : `${c.phase} check by ${c.reason?.startsWith('checked by fleetpatch') ? 'fleetpatch' : 'the hypervisor'}`];
+      });
+      expect(story, id).toEqual(['preflight check', 'apply check by fleetpatch', 'upload check by the hypervisor', 'PayloadUploaded', 'apply check by the hypervisor', 'PayloadApplied']);
       expect(new Set(recorded.map((e) => e.eventId)).size, id).toBe(recorded.length);
       const applied = events.find((e) => e.type === 'PayloadApplied')!;
       finishedBy.set(id, `${applied.correlation?.runId}/${applied.correlation?.activityId}`);
