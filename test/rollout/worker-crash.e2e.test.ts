@@ -122,7 +122,7 @@ describe('a worker killed with SIGKILL mid-rollout', () => {
       expect(count('PayloadReverted'), id).toBe(0);
       expect(count('HealthChecked'), id).toBeGreaterThanOrEqual(1);
       expect(count('DriftDetected'), id).toBe(0);
-      // preflight, upload (xen_depends), fleetpatch's check before APPLY, the hypervisor's at APPLY
+      // preflight, fleetpatch's check of the APPLY (made before the UPLOAD), the hypervisor's at UPLOAD (xen_depends) and at APPLY
       expect(events.filter((e) => e.type === 'DependencyChecked').map((e) => (e as { phase: string }).phase), id).toEqual(expect.arrayContaining(['preflight', 'upload', 'apply', 'apply']));
     }
     const rollout = (await new EventStore(db.pool).readStream(rolloutStream('crash-1'))).map((e) => e.event);
