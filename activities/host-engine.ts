@@ -21,7 +21,8 @@
  */
 import { FleetpatchError, XenError, errnoName } from '../src/errors.ts';
 import type { Actor, Correlation, DomainEventInput } from '../src/events/catalogue.ts';
-import { waitForDatabase, type Fact, type GroupCommitter, type RowWrite } from '../src/events/group-commit.ts';
+import { waitForDatabase, type Fact, type GroupCommitter } from '../src/events/group-commit.ts';
+import type { RowWrite } from '../src/events/sql/row-writes.ts';
 import { compareStacks, replayHost } from '../src/events/audit/replay.ts';
 import { foldHostStack, hostSnapshot } from '../src/events/projections/host-stack.ts';
 import { finishWrite, intentWrite, retouchWrite, touchWrite, type ClaimedHost } from '../src/events/sql/claims.ts';

@@ -33,8 +33,6 @@ export interface Fact {
   event: DomainEventInput;
 }
 
-/** A statement run in the flush's transaction, after the events are written. */
-export type { RowWrite };
 
 interface Item {
   facts: { eventId: string; streamId: string; event: DomainEventInput }[];

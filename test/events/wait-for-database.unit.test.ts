@@ -3,6 +3,15 @@ import { isTransactionConflict, waitForDatabase } from '../../src/events/group-c
 
 const pgError = (code: string, message = 'boom') => Object.assign(new Error(message), { code });
 
+/** A query that fails with the same error every time, counting its calls. */
+function alwaysFailing(code: string, message: string) {
+  const query = { calls: 0, run: async (): Promise<never> => {
+    query.calls++;
+    throw pgError(code, message);
+  } };
+  return query;
+}
+
 describe('waitForDatabase: what a work-list query waits out, and what it reports', () => {
   it('runs a query PostgreSQL aborted as a deadlock victim again, without calling it an outage', async () => {
     let calls = 0;
@@ -18,14 +27,9 @@ describe('waitForDatabase: what a work-list query waits out, and what it reports
   });
 
   it('gives up on a conflict that keeps coming back, with PostgreSQL\'s own error', async () => {
-    let calls = 0;
-    await expect(
-      waitForDatabase(async () => {
-        calls++;
-        throw pgError('40P01', 'deadlock detected');
-      }),
-    ).rejects.toThrow('deadlock detected');
-    expect(calls).toBe(9);
+    const query = alwaysFailing('40P01', 'deadlock detected');
+    await expect(waitForDatabase(query.run)).rejects.toThrow('deadlock detected');
+    expect(query.calls).toBe(9);
   });
 
   it('waits out a refused connection and says so once', async () => {
@@ -40,14 +44,9 @@ describe('waitForDatabase: what a work-list query waits out, and what it reports
   });
 
   it('hands any other error straight back: a bad statement is a bug, not a wait', async () => {
-    let calls = 0;
-    await expect(
-      waitForDatabase(async () => {
-        calls++;
-        throw pgError('42P01', 'relation "rollout_targetz" does not exist');
-      }),
-    ).rejects.toThrow('rollout_targetz');
-    expect(calls).toBe(1);
+    const query = alwaysFailing('42P01', 'relation "rollout_targetz" does not exist');
+    await expect(waitForDatabase(query.run)).rejects.toThrow('rollout_targetz');
+    expect(query.calls).toBe(1);
     expect(isTransactionConflict(pgError('23505'))).toBe(false);
   });
 });

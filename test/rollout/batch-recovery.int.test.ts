@@ -13,7 +13,7 @@ import type { PatchBatchResult } from '../../activities/batch.ts';
 import { createActivityDeps } from '../../src/app/activity-deps.ts';
 import { FleetClient } from '../../src/agent/client.ts';
 import { EmulatorAdmin, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
-import { claimNext } from '../../src/events/sql/claims.ts';
+import { claimHosts } from '../../src/events/sql/claims.ts';
 import { readPlanFile, resolvePlanPayloads } from '../../src/control/rollouts.ts';
 import { createLogger } from '../../src/runtime/logger.ts';
 import type { ResolvedPlan } from '../../src/rollout/types.ts';
@@ -69,9 +69,10 @@ describe('patchBatch after a crash', () => {
     const hosts = ['host-0000', 'host-0001', 'host-0002'];
     const plan = await prepare('crash', hosts);
     // Attempt 1 claimed a host, uploaded and applied the payload, and died before recording either.
-    const claim = await claimNext(db.pool, { rolloutId: 'crash', wave: 0, step: 0, claimant: 'rollout-crash/run-1/7#1', leaseMs: 60_000 });
+    const claim = await claimHosts(db.pool, { rolloutId: 'crash', wave: 0, step: 0, claimant: 'rollout-crash/run-1/7#1', leaseMs: 60_000, limit: 1 });
     expect(claim.kind).toBe('claimed');
-    const held = (claim as { host: { hostId: string } }).host.hostId;
+    expect((claim as { hosts: unknown[] }).hosts).toHaveLength(1);
+    const held = (claim as { hosts: { hostId: string }[] }).hosts[0]!.hostId;
     const agent = (await FleetClient.open(fleet.fleetFile)).host(held);
     await agent.upload('fix', await readFile(fix.file));
     await agent.action('fix', 'apply');
@@ -98,8 +99,8 @@ describe('patchBatch after a crash', () => {
     const hosts = ['host-0003', 'host-0004'];
     const plan = await prepare('lease', hosts);
     // Another run's batch holds a host with a live lease and did nothing yet.
-    const other = await claimNext(db.pool, { rolloutId: 'lease', wave: 0, step: 0, claimant: 'rollout-lease/run-0/3#1', leaseMs: 60_000 });
-    const held = (other as { host: { hostId: string } }).host.hostId;
+    const other = await claimHosts(db.pool, { rolloutId: 'lease', wave: 0, step: 0, claimant: 'rollout-lease/run-0/3#1', leaseMs: 60_000, limit: 1 });
+    const held = (other as { hosts: { hostId: string }[] }).hosts[0]!.hostId;
     const free = hosts.find((h) => h !== held)!;
 
     const first = await env('rollout-lease', 1).run(acts.patchBatch, batch('lease', plan, hosts.length));

@@ -8,7 +8,7 @@
 import type pg from 'pg';
 import type { StackEntry } from '../../rollout/matching.ts';
 import type { CallOutcome } from '../../rollout/types.ts';
-import type { RowWrite } from '../group-commit.ts';
+import type { RowWrite } from './row-writes.ts';
 
 type Db = pg.Pool | pg.PoolClient;
 
@@ -46,9 +46,6 @@ interface ClaimRow {
   intent: string | null;
   touched_boot_id: string | null;
   last_boot_id: string | null;
-  /** Only from claimHosts: lapsed (0) or planned (1), and the host's place in its step. */
-  k: number;
-  position: number;
 }
 
 const toClaim = (r: ClaimRow): ClaimedHost => ({
@@ -92,7 +89,8 @@ export async function claimHosts(
   // Two index range scans (rollout_targets_claim), lapsed claims first: one query with
   // `status = 'planned' OR (running and lapsed)` walked every finished host of the step on every
   // claim, which made a 10,000-host step quadratic in PostgreSQL's CPU.
-  const r = await db.query<ClaimRow>(
+  // k: lapsed (0) or planned (1); position: the host's place in its step.
+  const r = await db.query<ClaimRow & { k: number; position: number }>(
     `WITH lapsed AS (
        SELECT host_id, 0 AS k, position FROM rollout_targets
         WHERE rollout_id = $1 AND wave = $2 AND step = $3 AND status = 'running' AND lease_until < now()
@@ -117,15 +115,6 @@ export async function claimHosts(
   }
   const hold = await selectHold(db, q.rolloutId);
   return hold ? { kind: 'held', hold: hold.hold } : { kind: 'done' };
-}
-
-/** The next host of a step (claimHosts of one). */
-export async function claimNext(
-  db: Db,
-  q: { rolloutId: string; wave: number; step: number; claimant: string; leaseMs: number },
-): Promise<{ kind: 'claimed'; host: ClaimedHost } | { kind: 'held'; hold: string } | { kind: 'done' }> {
-  const r = await claimHosts(db, { ...q, limit: 1 });
-  return r.kind === 'claimed' ? { kind: 'claimed', host: r.hosts[0]! } : r;
 }
 
 /**
