@@ -18,14 +18,13 @@
  * transaction PostgreSQL aborted for a conflict (deadlock, serialization) is run again. Any other
  * error (a bug: an event the catalogue refuses) fails the items of that flush.
  */
-import type pg from 'pg';
 import type { DomainEventInput } from './catalogue.ts';
 import { eventIdFromKey } from './event-id.ts';
 import type { EventStore, StreamAppend } from './store.ts';
 import { streamFor } from './streams.ts';
 import { parseEvent } from './catalogue.ts';
 import { observe } from '../runtime/observers.ts';
-import { runRowWrites, type RowWrite } from './sql/row-writes.ts';
+import type { RowWrite } from './sql/row-writes.ts';
 
 export interface Fact {
   /** The idempotency key: the event id is derived from it, so a retry records the fact once. */
@@ -177,13 +176,8 @@ export class GroupCommitter {
     for (let attempt = 0; ; attempt++) {
       const started = performance.now();
       try {
-        const counts: number[] = [];
-        await this.store.appendMany([...byStream.values()], {
-          withinTransaction: async (client: pg.PoolClient) => {
-            // One round trip for all of them (src/events/sql/row-writes.ts).
-            counts.push(...(await runRowWrites(client, writes)));
-          },
-        });
+        // The writes travel with the events and the COMMIT, in one round trip (store.ts).
+        const { rowCounts: counts } = await this.store.appendWithRows([...byStream.values()], writes);
         observe('eventAppend', (performance.now() - started) / 1000, seen.size, 'ok');
         if (this.downSince) {
           const since = this.downSince;

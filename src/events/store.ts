@@ -15,7 +15,8 @@ import { parseEvent, splitEvent, type DomainEvent, type DomainEventInput } from 
 import { UUID_PATTERN } from './event-id.ts';
 import { chainHash, GENESIS_HASH } from './hash-chain.ts';
 import { streamFor } from './streams.ts';
-import { insertEvents, lockStreams, readAppendState, type NewEventRow, type NewHead } from './sql/append-events.ts';
+import { insertEventsStatement, lockStreamsStatement, parseAppendState, parseInserted, readAppendStateStatement, type NewEventRow, type NewHead } from './sql/append-events.ts';
+import { inlineWrite, runStatements, type RowWrite } from './sql/row-writes.ts';
 import { toRecordedEvent, type RecordedEvent } from './sql/event-row.ts';
 import { selectAllAfter, selectCursorAt, selectStream, selectStreamVersion, START, type GlobalCursor, type StreamRange } from './sql/read-events.ts';
 
@@ -81,18 +82,48 @@ export class EventStore {
 
   /** Appends to several streams in one transaction: all of it is recorded, or none. */
   async appendMany(batches: StreamAppend[], options: AppendOptions = {}): Promise<AppendResult[]> {
-    const prepared = prepare(batches);
+    const within = options.withinTransaction;
+    const { results } = await this.run(
+      prepare(batches),
+      [],
+      within
+        ? async (client, results) => {
+            await within(client, results);
+            await client.query('COMMIT');
+          }
+        : undefined,
+    );
+    return results;
+  }
+
+  /**
+   * appendMany, plus row writes (statements of our own, src/events/sql/row-writes.ts) in the same
+   * transaction and the same round trip as the events and the COMMIT: what a group commit sends.
+   * Returns each write's row count.
+   */
+  async appendWithRows(batches: StreamAppend[], writes: readonly RowWrite[]): Promise<{ results: AppendResult[]; rowCounts: number[] }> {
+    return this.run(prepare(batches), writes);
+  }
+
+  /**
+   * One append transaction. Without `finish`, the events, the writes and the COMMIT go in one
+   * round trip; with it, `finish` runs after the events are written and must COMMIT.
+   */
+  private async run(
+    prepared: PreparedBatch[],
+    writes: readonly RowWrite[],
+    finish?: (client: pg.PoolClient, results: AppendResult[]) => Promise<void>,
+  ): Promise<{ results: AppendResult[]; rowCounts: number[] }> {
+    const tail = writes.map(inlineWrite);
     const client = await this.pool.connect();
     try {
       // A concurrent append of the same event id that committed while we waited for the locks
       // shows up as a unique violation; the second attempt sees it as already recorded.
       for (let attempt = 1; ; attempt++) {
         try {
-          await client.query('BEGIN');
-          const results = await appendInTransaction(client, prepared);
-          await options.withinTransaction?.(client, results);
-          await client.query('COMMIT');
-          return results;
+          const appended = await appendInTransaction(client, prepared, tail, !finish);
+          await finish?.(client, appended.results);
+          return appended;
         } catch (e) {
           await client.query('ROLLBACK').catch(() => undefined);
           const pgError = e as { code?: string; constraint?: string };
@@ -164,14 +195,16 @@ function prepare(batches: StreamAppend[]): PreparedBatch[] {
   });
 }
 
-async function appendInTransaction(client: pg.PoolClient, batches: PreparedBatch[]): Promise<AppendResult[]> {
+/**
+ * Opens the transaction, writes the events and runs `writes` (statements, values inlined) behind
+ * them, then COMMIT if `commit`: two round trips in all (src/events/sql/append-events.ts).
+ * Without `commit` the transaction is still open when this returns.
+ */
+async function appendInTransaction(client: pg.PoolClient, batches: PreparedBatch[], writes: readonly string[], commit: boolean): Promise<{ results: AppendResult[]; rowCounts: number[] }> {
   const streamIds = batches.map((b) => b.streamId);
-  await lockStreams(client, streamIds);
-  const state = await readAppendState(
-    client,
-    streamIds,
-    batches.flatMap((b) => b.events.map((e) => e.eventId)),
-  );
+  const eventIds = batches.flatMap((b) => b.events.map((e) => e.eventId));
+  const opened = await runStatements(client, ['BEGIN', lockStreamsStatement(streamIds), readAppendStateStatement(streamIds, eventIds)]);
+  const state = parseAppendState(opened[2]!);
 
   const rows: NewEventRow[] = [];
   const heads: NewHead[] = [];
@@ -225,8 +258,11 @@ async function appendInTransaction(client: pg.PoolClient, batches: PreparedBatch
     return { batch: b, positions, version: position };
   });
 
-  const inserted = rows.length > 0 ? await insertEvents(client, rows, heads) : new Map<string, { globalPosition: number; transactionId: string }>();
-  return planned.map(({ batch, positions, version }) => {
+  const insert = rows.length > 0 ? [insertEventsStatement(rows, heads)] : [];
+  const answered = await runStatements(client, [...insert, ...writes, ...(commit ? ['COMMIT'] : [])]);
+  const inserted = rows.length > 0 ? parseInserted(answered[0]!) : new Map<string, { globalPosition: number; transactionId: string }>();
+  const rowCounts = answered.slice(insert.length, insert.length + writes.length).map((r) => r.rowCount ?? 0);
+  const results = planned.map(({ batch, positions, version }) => {
     const events = batch.events.map(({ eventId }): AppendedEvent => {
       const stored = state.recorded.get(eventId);
       if (stored) return { eventId, streamPosition: stored.streamPosition, globalPosition: stored.globalPosition, alreadyRecorded: true };
@@ -234,4 +270,5 @@ async function appendInTransaction(client: pg.PoolClient, batches: PreparedBatch
     });
     return { streamId: batch.streamId, nextExpectedVersion: version, events, alreadyRecorded: events.every((e) => e.alreadyRecorded) };
   });
+  return { results, rowCounts };
 }
