@@ -31,6 +31,7 @@ import {
   selectWaveCounts,
   setHold,
   planRepair,
+  releaseClaim,
   selectPatchedHostIds,
   type ClaimedHost,
   type FailureRow,
@@ -44,7 +45,7 @@ import { budgetVerdictOf, type RolloutProgress } from '../src/rollout/progress.t
 import type { HostPatchResult, HostRollbackResult, ResolvedPlan, RolloutMode, VerifySpec } from '../src/rollout/types.ts';
 import type { ActivityDeps } from './deps.ts';
 import { HostEngine, type EngineIdentity } from './host-engine.ts';
-import { Claimer } from './claimer.ts';
+import { Claimer, Coalescer, LaneClaims } from './claimer.ts';
 
 /** A claim lapses this long after its batch last renewed it (renewed every LEASE_MS / 4). */
 const LEASE_MS = 60_000;
@@ -179,6 +180,8 @@ export function batchActivities(deps: ActivityDeps) {
           if (verdict.exceeded) {
             budgetReason = verdict.reason;
             await db('hold', () => setHold(pool, input.rolloutId, 'budget', verdict.reason));
+            // This batch's lanes stop now, hosts they claimed ahead included.
+            stopped ??= 'budget';
           }
         };
 
@@ -194,24 +197,47 @@ export function batchActivities(deps: ActivityDeps) {
           return r;
         };
 
+        // Asked before a lane starts a host it claimed ahead: a hold set since then wins.
+        const holdCheck = new Coalescer(async (lanes) => {
+          const hold = await db('hold', () => selectHold(pool, input.rolloutId));
+          return Array.from({ length: lanes }, () => (hold ? { kind: 'held' as const, hold: hold.hold } : null));
+        });
+        const going = () => !stopped && !ctx.cancellationSignal.aborted && !recording.failed;
         const lane = async () => {
-          while (!stopped && !ctx.cancellationSignal.aborted && !recording.failed) {
-            let host = queue.shift();
-            if (!host) {
-              const next = await claimer.next();
-              if (next.kind === 'done') return;
-              if (next.kind === 'held') {
-                stopped ??= next.hold === 'budget' ? 'budget' : (next.hold as 'paused' | 'aborted');
-                return;
+          const claims = new LaneClaims(
+            claimer,
+            (h: ClaimedHost) => db('release', () => releaseClaim(pool, 'rollout', input.rolloutId, h.hostId, h.fence)),
+            () => holdCheck.next(),
+          );
+          // The next host is claimed while this one's APPLY runs (claimer.ts), once the hosts an
+          // earlier attempt held are all taken.
+          const hooks = { acting: () => queue.length === 0 && going() && claims.ahead() };
+          try {
+            while (going()) {
+              let host = queue.shift();
+              if (!host) {
+                const next = await claims.next();
+                if (next.kind === 'done') return;
+                if (next.kind === 'held') {
+                  stopped ??= next.hold === 'budget' ? 'budget' : (next.hold as 'paused' | 'aborted');
+                  return;
+                }
+                host = next.host;
+                // Claimed while the last host ran: a hold (or a stop) seen since then wins.
+                if (!going()) {
+                  await claims.giveBack(host);
+                  return;
+                }
               }
-              host = next.host;
+              const done = await engine.patch(host, job, hooks);
+              if (done.outcome === 'failed') {
+                if (!count(await done.recorded).lostClaim) await afterFailure();
+                continue;
+              }
+              recording.track(done.recorded, count);
             }
-            const done = await engine.patch(host, job);
-            if (done.outcome === 'failed') {
-              if (!count(await done.recorded).lostClaim) await afterFailure();
-              continue;
-            }
-            recording.track(done.recorded, count);
+          } finally {
+            await claims.close();
           }
         };
         await Promise.all(Array.from({ length: Math.max(1, input.lanes) }, lane));
@@ -300,55 +326,69 @@ export function batchActivities(deps: ActivityDeps) {
       );
       try {
         const recording = new Outstanding();
+        const going = () => !ctx.cancellationSignal.aborted && !recording.failed;
         const lane = async () => {
-          while (!ctx.cancellationSignal.aborted && !recording.failed) {
-            const next = await claimer.next();
-            if (next.kind === 'done') return;
-            const host = next.host;
-            const { outcome: r, recorded: restoreRecorded } = await engine.restore({
-              rolloutId: input.rolloutId,
-              hostId: host.hostId,
-              former: { formerStack: host.formerStack, formerLoaded: host.formerLoaded, formerResult: host.formerResult },
-              touchedBootId: host.touchedBootId,
-              lastBootId: host.lastBootId,
-              ours: input.ours,
-              ...(input.verifyCall ? { verifyCall: input.verifyCall } : {}),
-            });
-            const result: HostRollbackResult = {
-              hostId: host.hostId,
-              outcome: r.outcome === 'restored' ? 'rolled-back' : r.outcome,
-              reverted: r.steps.filter((s) => s.kind === 'revert').map((s) => s.payload),
-              reapplied: r.steps.filter((s) => s.kind === 'apply').map((s) => s.payload),
-              stackNow: r.stackNow,
-              formerStack: r.formerStack,
-              ...(r.reason ? { reason: r.reason } : {}),
-            };
-            // The host's rollback outcome is committed while the lane takes its next host; the
-            // batch reports after the last one is durable.
-            const finished = committer.submit(
-              [
+          const claims = new LaneClaims(claimer, (h: { hostId: string; fence: number }) => db('release', () => releaseClaim(pool, 'rollback', input.rollbackId, h.hostId, h.fence)));
+          const hooks = { acting: () => going() && claims.ahead() };
+          try {
+            while (going()) {
+              const next = await claims.next();
+              if (next.kind === 'done') return;
+              const host = next.host;
+              if (!going()) {
+                await claims.giveBack(host);
+                return;
+              }
+              const { outcome: r, recorded: restoreRecorded } = await engine.restore(
                 {
-                  key: `host-rollback/${input.rollbackId}/${host.hostId}`,
-                  event: {
-                    type: 'HostRollbackFinished',
-                    schemaVersion: 1,
-                    occurredAt: new Date().toISOString(),
-                    actor: id.actor,
-                    correlation: id.correlation,
-                    rolloutId: input.rolloutId,
-                    hostId: host.hostId,
-                    outcome: result.outcome,
-                    reverted: result.reverted,
-                    reapplied: result.reapplied,
-                    stackNow: result.stackNow,
-                    formerStack: result.formerStack,
-                    ...(result.reason ? { reason: result.reason } : {}),
-                  },
+                rolloutId: input.rolloutId,
+                hostId: host.hostId,
+                former: { formerStack: host.formerStack, formerLoaded: host.formerLoaded, formerResult: host.formerResult },
+                touchedBootId: host.touchedBootId,
+                lastBootId: host.lastBootId,
+                ours: input.ours,
+                ...(input.verifyCall ? { verifyCall: input.verifyCall } : {}),
                 },
-              ],
-              finishRollbackWrites(input.rollbackId, input.rolloutId, host.hostId, host.fence, { outcome: result.outcome, stackNow: result.stackNow, formerStack: result.formerStack, ...(result.reason ? { reason: result.reason } : {}) }),
-            );
-            recording.track(Promise.all([restoreRecorded, finished]), () => restored++);
+                hooks,
+              );
+              const result: HostRollbackResult = {
+                hostId: host.hostId,
+                outcome: r.outcome === 'restored' ? 'rolled-back' : r.outcome,
+                reverted: r.steps.filter((s) => s.kind === 'revert').map((s) => s.payload),
+                reapplied: r.steps.filter((s) => s.kind === 'apply').map((s) => s.payload),
+                stackNow: r.stackNow,
+                formerStack: r.formerStack,
+                ...(r.reason ? { reason: r.reason } : {}),
+              };
+              // The host's rollback outcome is committed while the lane takes its next host; the
+              // batch reports after the last one is durable.
+              const finished = committer.submit(
+                [
+                  {
+                    key: `host-rollback/${input.rollbackId}/${host.hostId}`,
+                    event: {
+                      type: 'HostRollbackFinished',
+                      schemaVersion: 1,
+                      occurredAt: new Date().toISOString(),
+                      actor: id.actor,
+                      correlation: id.correlation,
+                      rolloutId: input.rolloutId,
+                      hostId: host.hostId,
+                      outcome: result.outcome,
+                      reverted: result.reverted,
+                      reapplied: result.reapplied,
+                      stackNow: result.stackNow,
+                      formerStack: result.formerStack,
+                      ...(result.reason ? { reason: result.reason } : {}),
+                    },
+                  },
+                ],
+                finishRollbackWrites(input.rollbackId, input.rolloutId, host.hostId, host.fence, { outcome: result.outcome, stackNow: result.stackNow, formerStack: result.formerStack, ...(result.reason ? { reason: result.reason } : {}) }),
+              );
+              recording.track(Promise.all([restoreRecorded, finished]), () => restored++);
+            }
+          } finally {
+            await claims.close();
           }
         };
         await Promise.all(Array.from({ length: Math.max(1, input.lanes) }, lane));

@@ -50,6 +50,15 @@ const MAX_STEPS = 200;
 /** Reboots of one host during its patch before it is left for a later run. */
 const MAX_REBOOTS = 2;
 
+/** What the lane running a host wants to hear of it. */
+export interface LaneHooks {
+  /**
+   * A long hypervisor action (APPLY, REPLACE, REVERT) is under way on the host: the lane claims
+   * its next host meanwhile, so the claim's wait hides behind the action's.
+   */
+  acting?: () => void;
+}
+
 export interface EngineIdentity {
   actor: Actor;
   correlation: Correlation;
@@ -120,6 +129,8 @@ class HostRecorder {
     private readonly id: EngineIdentity,
     readonly rolloutId: string,
     readonly hostId: string,
+    /** The lane's hooks, for the steps that reach the host (act). */
+    readonly lane: LaneHooks = {},
   ) {}
 
   /** Continues the ordinals from the facts this rollout already recorded for the host. */
@@ -358,6 +369,8 @@ export class HostEngine {
   /** One asynchronous action to its end; a final rc other than 0 (or the wrong state) is a XenError. */
   private async act(agent: HostAgent, rec: HostRecorder, payload: StackEntry, cmd: 'apply' | 'replace' | 'revert', checkKey: string): Promise<void> {
     const started = performance.now();
+    // Told before the request: the wait may be the request's own or the polls' that follow.
+    rec.lane.acting?.();
     const r = await agent.action(payload.name, cmd);
     if (r.dependencyCheck) this.recordHostCheck(rec, payload, r.dependencyCheck, checkKey);
     const status = await this.wait(agent, payload.name);
@@ -375,9 +388,9 @@ export class HostEngine {
    * Patches one claimed host to the end: patched, already, or failed (and then restored). Resolves
    * when the lane may take its next host; the outcome's `recorded` settles once it is durable.
    */
-  async patch(claim: ClaimedHost, job: PatchJob): Promise<FinishedHost> {
+  async patch(claim: ClaimedHost, job: PatchJob, lane: LaneHooks = {}): Promise<FinishedHost> {
     const { hostId, fence } = claim;
-    const rec = new HostRecorder(this.committer, this.id, job.rolloutId, hostId);
+    const rec = new HostRecorder(this.committer, this.id, job.rolloutId, hostId, lane);
     const agent = await this.agentFor(hostId);
     const ours = new Set(job.payloads.map((p) => p.buildId));
     let former: FormerState | null = claim.formerStack ? { formerStack: claim.formerStack, formerLoaded: claim.formerLoaded ?? [], formerResult: claim.formerResult } : null;
@@ -673,8 +686,8 @@ export class HostEngine {
    * Restores a host for a rollback (the rollback's own claim and recording). The restore's last
    * facts are handed to the committer, not waited for: `recorded` settles when they are durable.
    */
-  async restore(job: RestoreJob): Promise<{ outcome: RestoreOutcome; recorded: Promise<unknown> }> {
-    const rec = new HostRecorder(this.committer, this.id, job.rolloutId, job.hostId);
+  async restore(job: RestoreJob, lane: LaneHooks = {}): Promise<{ outcome: RestoreOutcome; recorded: Promise<unknown> }> {
+    const rec = new HostRecorder(this.committer, this.id, job.rolloutId, job.hostId, lane);
     const agent = await this.agentFor(job.hostId);
     const outcome = await this.restoreHost(rec, agent, job, 0);
     return { outcome, recorded: rec.flushLater() };

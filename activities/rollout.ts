@@ -9,16 +9,73 @@ import { insertPreflight, selectPreflight } from '../src/events/sql/rollout-targ
 import { selectStoredBuildIds } from '../src/events/sql/payloads.ts';
 import { readLiveStates } from '../src/agent/live-state.ts';
 import { noticeBoots } from '../src/events/host-boots.ts';
-import { preflight as planPreflight, type FleetHost } from '../src/rollout/preflight.ts';
+import { hostReport, preflight as planPreflight, type FleetHost, type LiveState, type PreflightHostReport } from '../src/rollout/preflight.ts';
 import { fleetHostOf } from '../src/domain/fleet-host.ts';
 import type { Actor, PreflightSummary, ResolvedPlan } from '../src/rollout/types.ts';
 import { selectHosts } from '../src/rollout/waves.ts';
 import type { ActivityDeps } from './deps.ts';
 import { recordWithOutbox } from './webhooks.ts';
-import { activityIdentity, dependencyCheckEvent, envelope, recordWithKeys, type EventBody } from './recording.ts';
+import { activityIdentity, dependencyCheckEvent, envelope, recordWithKeys, type ActivityIdentity, type EventBody } from './recording.ts';
 
 /** Hosts read at once by the preflight. */
 const PREFLIGHT_CONCURRENCY = 64;
+/** Hosts whose preflight facts go in one append, at most. */
+const PREFLIGHT_CHUNK = 500;
+
+/** What the preflight records of one host: each dependency comparison, or that it could not be read. */
+function preflightFacts(rolloutId: string, id: Pick<ActivityIdentity, 'actor' | 'correlation'>, plan: ResolvedPlan, report: PreflightHostReport): { key: string; event: DomainEventInput }[] {
+  if (report.verdict === 'unreachable') {
+    return plan.payloads.map((p) => ({
+      key: `preflight/${rolloutId}/${report.hostId}/${p.buildId}/unreachable`,
+      event: envelope(id, {
+        type: 'DependencyChecked',
+        hostId: report.hostId,
+        payload: { name: p.name, buildId: p.buildId },
+        phase: 'preflight',
+        on: 'depends',
+        expected: p.depends,
+        found: null,
+        against: { kind: 'hypervisor' },
+        outcome: 'unreachable',
+        reason: `the host could not be read at preflight: ${report.reason}`,
+      }),
+    }));
+  }
+  return report.checks.map((check, i) => ({ key: `preflight/${rolloutId}/${report.hostId}/${i}/${check.on}/${check.payload.buildId}`, event: envelope(id, dependencyCheckEvent(report.hostId, check, 'preflight')) }));
+}
+
+/**
+ * Hands items to `run` in chunks of at most `size`, one chunk at a time, in the order they were
+ * added: whatever arrived while a chunk ran goes in the next. `drain` waits for the last chunk and
+ * throws the first error (after which nothing more runs).
+ */
+function chunked<T>(size: number, run: (chunk: T[]) => Promise<void>): { add(item: T): void; drain(): Promise<void> } {
+  let queue: T[] = [];
+  let running: Promise<void> | null = null;
+  let failed: { error: unknown } | null = null;
+  const pump = async () => {
+    while (queue.length > 0 && !failed) {
+      const chunk = queue.slice(0, size);
+      queue = queue.slice(size);
+      try {
+        await run(chunk);
+      } catch (error) {
+        failed = { error };
+      }
+    }
+    running = null;
+  };
+  return {
+    add(item) {
+      queue.push(item);
+      running ??= pump();
+    },
+    async drain() {
+      while (running) await running;
+      if (failed) throw failed.error;
+    },
+  };
+}
 
 export function rolloutActivities(deps: ActivityDeps) {
   const { events, pool, logger } = deps;
@@ -45,15 +102,28 @@ export function rolloutActivities(deps: ActivityDeps) {
       const fleetHosts: FleetHost[] = fleet.fleet.hosts.map(fleetHostOf);
       const { selected } = selectHosts(fleetHosts, input.plan.hosts);
 
+      // Each host's boot notice and checks are recorded while the hosts after it are still being
+      // read: a chunk at a time, in the order the hosts were read, one chunk after another.
+      let read = 0;
+      let recorded = 0;
+      const recorder = chunked<[string, LiveState]>(PREFLIGHT_CHUNK, async (chunk) => {
+        // A host that rebooted since fleetpatch last read it lost its stack: recorded before its checks.
+        const boots = chunk.flatMap(([hostId, st]) => (st.ok && st.state.boot ? [{ hostId, bootId: st.state.boot.id, bootedAt: st.state.boot.at, hypervisorBuildId: st.state.hypervisorBuildId }] : []));
+        await noticeBoots(events, boots, { actor: id.actor, correlation: id.correlation });
+        // Every comparison made, recorded once (keys make a retried preflight a no-op).
+        await recordWithKeys(events, chunk.flatMap(([hostId, st]) => preflightFacts(input.rolloutId, id, input.plan, hostReport(input.plan, hostId, st))));
+        recorded += chunk.length;
+      });
       const live = await readLiveStates(
         fleet,
         selected.map((h) => h.id),
-        { concurrency: PREFLIGHT_CONCURRENCY, onProgress: (read) => read % 100 === 0 && ctx.heartbeat({ read, of: selected.length }) },
+        {
+          concurrency: PREFLIGHT_CONCURRENCY,
+          onRead: (hostId, st) => recorder.add([hostId, st]),
+          onProgress: (n) => (read = n) % 100 === 0 && ctx.heartbeat({ read, recorded, of: selected.length }),
+        },
       );
-
-      // A host that rebooted since fleetpatch last read it lost its stack: recorded before anything else.
-      const boots = [...live].flatMap(([hostId, st]) => (st.ok && st.state.boot ? [{ hostId, bootId: st.state.boot.id, bootedAt: st.state.boot.at, hypervisorBuildId: st.state.hypervisorBuildId }] : []));
-      for (let i = 0; i < boots.length; i += 1000) await noticeBoots(events, boots.slice(i, i + 1000), { actor: id.actor, correlation: id.correlation });
+      await recorder.drain();
 
       // A REPLACE reverts whole stacks: which payloads could fleetpatch upload again if it had to?
       let storedBytes: Set<string> | undefined;
@@ -63,37 +133,6 @@ export function rolloutActivities(deps: ActivityDeps) {
         storedBytes = await selectStoredBuildIds(pool, [...seen]);
       }
       const result = planPreflight(input.plan, fleetHosts, live, input.rolloutId, storedBytes);
-      // Every comparison made, recorded once (keys make a retried preflight a no-op).
-      const items: { key: string; event: DomainEventInput }[] = [];
-      for (const report of result.hosts) {
-        if (report.verdict === 'unreachable') {
-          for (const p of input.plan.payloads) {
-            items.push({
-              key: `preflight/${input.rolloutId}/${report.hostId}/${p.buildId}/unreachable`,
-              event: envelope(id, {
-                type: 'DependencyChecked',
-                hostId: report.hostId,
-                payload: { name: p.name, buildId: p.buildId },
-                phase: 'preflight',
-                on: 'depends',
-                expected: p.depends,
-                found: null,
-                against: { kind: 'hypervisor' },
-                outcome: 'unreachable',
-                reason: `the host could not be read at preflight: ${report.reason}`,
-              }),
-            });
-          }
-          continue;
-        }
-        report.checks.forEach((check, i) => {
-          items.push({ key: `preflight/${input.rolloutId}/${report.hostId}/${i}/${check.on}/${check.payload.buildId}`, event: envelope(id, dependencyCheckEvent(report.hostId, check, 'preflight')) });
-        });
-      }
-      for (let i = 0; i < items.length; i += 500) {
-        await recordWithKeys(events, items.slice(i, i + 500));
-        ctx.heartbeat({ recorded: Math.min(items.length, i + 500), of: items.length });
-      }
 
       const client = await pool.connect();
       try {

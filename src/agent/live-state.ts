@@ -21,19 +21,22 @@ export function hostStateFromList(hostId: string, list: WireList): HostState {
 export async function readLiveStates(
   fleet: FleetClient,
   hostIds: readonly string[],
-  opts: { concurrency?: number; onProgress?: (read: number) => void } = {},
+  opts: { concurrency?: number; onProgress?: (read: number) => void; onRead?: (hostId: string, state: LiveState) => void } = {},
 ): Promise<Map<string, LiveState>> {
   const live = new Map<string, LiveState>();
   let next = 0;
   const lane = async () => {
     while (next < hostIds.length) {
       const id = hostIds[next++]!;
+      let state: LiveState;
       try {
-        live.set(id, { ok: true, state: hostStateFromList(id, await fleet.host(id).listAll()) });
+        state = { ok: true, state: hostStateFromList(id, await fleet.host(id).listAll()) };
       } catch (e) {
         if (!isFleetpatchError(e)) throw e;
-        live.set(id, { ok: false, code: e.code, reason: e.message });
+        state = { ok: false, code: e.code, reason: e.message };
       }
+      live.set(id, state);
+      opts.onRead?.(id, state);
       opts.onProgress?.(live.size);
     }
   };

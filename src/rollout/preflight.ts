@@ -44,6 +44,17 @@ export interface PreflightResult {
 }
 
 /**
+ * One host's verdict from its live state, with every dependency comparison made (what the
+ * preflight records for it). `state` undefined: the host was not read.
+ */
+export function hostReport(plan: Pick<ResolvedPlan, 'mode' | 'payloads'>, hostId: string, state: LiveState | undefined): PreflightHostReport {
+  if (!state || !state.ok) return { hostId, verdict: 'unreachable', reason: state && !state.ok ? state.reason : 'not read', buildIds: [], checks: [] };
+  const a = assignPayload(plan.mode, plan.payloads, state.state);
+  const buildIds = a.kind === 'apply' ? a.payloads.map((p) => p.buildId) : a.kind === 'replace' ? [a.payload.buildId] : a.kind === 'already' ? a.buildIds : [];
+  return { hostId, verdict: a.kind, ...(a.kind === 'incompatible' ? { reason: a.reason } : {}), buildIds, checks: a.checks };
+}
+
+/**
  * `storedBytes`: build-ids whose bytes the payload store holds. With it, a REPLACE preflight names
  * the hosts whose stack it could not put back after a failure (see `unrestorablePayloads`).
  */
@@ -57,23 +68,16 @@ export function preflight(plan: ResolvedPlan, fleet: FleetHost[], live: Map<stri
 
   for (const host of selected) {
     const state = live.get(host.id);
-    if (!state || !state.ok) {
+    const report = hostReport(plan, host.id, state);
+    reports.push(report);
+    if (report.verdict === 'unreachable' || report.verdict === 'apply' || report.verdict === 'replace') {
       // Unreachable now: planned into its wave anyway; at its turn it is tried again and, if still
       // unreachable, counts as a failure against the budget.
-      reports.push({ hostId: host.id, verdict: 'unreachable', reason: state && !state.ok ? state.reason : 'not read', buildIds: [], checks: [] });
       plannable.push(host);
-      assignmentOf.set(host.id, 'unreachable');
-      continue;
+      assignmentOf.set(host.id, report.verdict);
+      buildIdsOf.set(host.id, report.buildIds);
     }
-    const a = assignPayload(plan.mode, plan.payloads, state.state);
-    const buildIds = a.kind === 'apply' ? a.payloads.map((p) => p.buildId) : a.kind === 'replace' ? [a.payload.buildId] : a.kind === 'already' ? a.buildIds : [];
-    reports.push({ hostId: host.id, verdict: a.kind, ...(a.kind === 'incompatible' ? { reason: a.reason } : {}), buildIds, checks: a.checks });
-    if (a.kind === 'apply' || a.kind === 'replace') {
-      plannable.push(host);
-      assignmentOf.set(host.id, a.kind);
-      buildIdsOf.set(host.id, buildIds);
-    }
-    if (a.kind === 'replace' && storedBytes) {
+    if (report.verdict === 'replace' && storedBytes && state?.ok) {
       const lost = unrestorablePayloads(state.state.loaded.filter((p) => p.state === 'APPLIED'), storedBytes);
       if (lost.length > 0) unrestorable.push({ hostId: host.id, payloads: lost.map((p) => p.name) });
     }

@@ -137,6 +137,22 @@ const WORK_LISTS = {
   rollback: { table: 'rollback_targets', id: 'rollback_id' },
 } as const;
 
+/**
+ * Gives back a host a lane claimed ahead and never started (the rollout was held meanwhile, or
+ * the batch is stopping): planned again, for any batch to claim, its fence kept so that its next
+ * holder reconciles it from the live host first. Conditioned on the fence like every write; false
+ * when the host is no longer this claim's.
+ */
+export async function releaseClaim(db: Db, list: keyof typeof WORK_LISTS, id: string, hostId: string, fence: number): Promise<boolean> {
+  const { table, id: idColumn } = WORK_LISTS[list];
+  const r = await db.query(
+    `UPDATE ${table} SET status = 'planned', claimed_by = NULL, lease_until = NULL, updated_at = now()
+      WHERE ${idColumn} = $1 AND host_id = $2 AND fence = $3 AND status = 'running'`,
+    [id, hostId, fence],
+  );
+  return (r.rowCount ?? 0) > 0;
+}
+
 async function renewHeld(db: Db, list: (typeof WORK_LISTS)[keyof typeof WORK_LISTS], id: string, claimant: string, leaseMs: number): Promise<number> {
   const r = await db.query(
     `UPDATE ${list.table} t SET lease_until = now() + $3 * interval '1 millisecond'
