@@ -17,6 +17,13 @@
  *   (continue-as-new chain included), PostgreSQL commits (pg_stat_database.xact_commit of the
  *   rollout's database), the worker's peak RSS, and HTTP requests per host (engine and floor).
  *
+ * Each run's workers are fresh processes, and a fleet's worker is long-lived: before the measured
+ * rollout, they take the first FLEETPATCH_BENCH_WORKER_WARMUP_HOSTS hosts (default 100; 0: none)
+ * through a rollout and its rollback, not measured, so that the figures are those of a worker that
+ * has run rollouts before (a cold worker spends its first thousand hosts compiling: about 0.3 s
+ * more at 1,000 hosts). The measured rollout then patches every host of the fleet from its
+ * former stack, those included.
+ *
  * Reported: the median of the runs for each figure.
  *
  * Configurations (FLEETPATCH_BENCH_ROLLOUT_CONFIGS, comma-separated, default all):
@@ -56,6 +63,7 @@ import { planWaves } from '../src/rollout/waves.ts';
 import { batchLanes } from '../src/rollout/batches.ts';
 import { readPlanFile, resolvePlanPayloads, startRollout } from '../src/control/rollouts.ts';
 import type { RolloutProgress } from '../src/rollout/progress.ts';
+import type { ResolvedPlan } from '../src/rollout/types.ts';
 import { rollbackWorkflow } from '../workflows/rollback.ts';
 import type { Bench, BenchContext } from './report.ts';
 import { EmulatorAdmin } from '../src/emulator/admin-client.ts';
@@ -69,6 +77,7 @@ const WARMUP = Math.max(0, Number(env.FLEETPATCH_BENCH_WARMUP ?? 1));
 const LATENCY_MS = Number(env.FLEETPATCH_BENCH_ROLLOUT_LATENCY_MS ?? 100);
 const CONCURRENCY = Number(env.FLEETPATCH_BENCH_ROLLOUT_CONCURRENCY ?? 50);
 const CLUSTER_WORKERS = Math.max(1, Number(env.FLEETPATCH_BENCH_ROLLOUT_WORKERS ?? 2));
+const WORKER_WARMUP_HOSTS = Math.max(0, Number(env.FLEETPATCH_BENCH_WORKER_WARMUP_HOSTS ?? 100));
 const WORKER_NODE_ARGS = env.FLEETPATCH_BENCH_WORKER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
 const CANARY = 10;
 const VERIFY = { call: 'xen_extra_version', expect: '-fix' };
@@ -538,6 +547,23 @@ async function floorRun(
   }
 }
 
+/**
+ * Takes `hostIds` through a rollout of the plan and its rollback (restoring them), so that the
+ * workers measured next are warm, as a fleet's long-lived workers are.
+ */
+async function warmWorkers(client: Client, taskQueue: string, plan: ResolvedPlan, hostIds: string[], requestedBy: { kind: 'system'; id: string }): Promise<void> {
+  const rolloutId = `bench-warm-up-${randomBytes(4).toString('hex')}`;
+  const st = await startRollout(client, taskQueue, { ...plan, hosts: { ids: hostIds } }, { requestedBy, rolloutId });
+  const progress = (await st.handle.result()) as RolloutProgress;
+  if (progress.status !== 'succeeded') throw new Error(`the workers' warm-up rollout ended ${progress.status}: ${progress.stopReason ?? ''}`);
+  const rb = await client.workflow.execute(rollbackWorkflow, {
+    taskQueue,
+    workflowId: `${st.workflowId}/rollback-warm-up`,
+    args: [{ rolloutId, requestedBy, reason: 'bench: the warm-up hosts go back to their former stack', ours: plan.payloads.map((p) => p.buildId), verifyCall: VERIFY.call, concurrency: CONCURRENCY }],
+  });
+  if (rb.outcome !== 'rolled-back') throw new Error(`the workers' warm-up rollback ended ${rb.outcome}`);
+}
+
 /** The engine: fresh fleet and database, worker processes, the rollout (and, for rollback, then the rollback). */
 async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit<RunFigures, 'floorBare' | 'floorRecording' | 'floorRequestsPerHost' | 'floorEventsPerHost' | 'floorClientCpu' | 'floorEmulatorCpu'>> {
   const temporal = spec.server === 'cluster' ? s.cluster! : s.dev;
@@ -556,6 +582,7 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
     const pids = { temporal: temporal.pid, workers: workers.map((w) => w.pid), emulator: emu.proc.pid, postmaster: s.postmaster };
     const requester = { kind: 'system' as const, id: 'bench' };
     const rolloutId = `bench-${spec.hosts}-${randomBytes(4).toString('hex')}`;
+    if (WORKER_WARMUP_HOSTS > 0) await warmWorkers(temporal.client, taskQueue, resolved, emu.fleet.hostIds.slice(0, Math.min(WORKER_WARMUP_HOSTS, spec.hosts)), requester);
 
     const measure = async <T>(fn: () => Promise<T>) => {
       await sleep(STATS_SETTLE_MS);
