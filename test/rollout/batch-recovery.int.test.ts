@@ -14,6 +14,7 @@ import { createActivityDeps } from '../../src/app/activity-deps.ts';
 import { FleetClient } from '../../src/agent/client.ts';
 import { EmulatorAdmin, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
 import { claimHosts } from '../../src/events/sql/claims.ts';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { readPlanFile, resolvePlanPayloads } from '../../src/control/rollouts.ts';
 import { createLogger } from '../../src/runtime/logger.ts';
 import type { ResolvedPlan } from '../../src/rollout/types.ts';
@@ -31,7 +32,7 @@ let dir: string;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  fleet = await startFleetServer({ hosts: 6, images: [IMAGE_A], seed: 1, port: 0, actionDurationMs: 20 });
+  fleet = await startFleetServer({ hosts: 8, images: [IMAGE_A], seed: 1, port: 0, actionDurationMs: 20 });
   dir = await tempDir('batch-recovery');
   fix = await writePayload(dir, 'fix', { funcs: [{ target: 'xen_extra_version', returns: '-fix' }] }, IMAGE_A);
   const logger = createLogger('warn', { destination: { write: () => undefined } });
@@ -123,5 +124,35 @@ describe('patchBatch after a crash', () => {
     const r = await env('rollout-held', 1).run(acts.patchBatch, batch('held', plan, 1));
     expect(r).toMatchObject({ patched: 0, failed: 0, stopped: 'paused' });
     expect((await (await FleetClient.open(fleet.fleetFile)).host('host-0005').listAll()).entries).toEqual([]);
+  });
+
+  it('a host claimed ahead while the last one was applied goes back to the work list untouched when a pause came meanwhile', { timeout: 60_000 }, async () => {
+    const plan = await prepare('ahead', ['host-0006', 'host-0007']);
+    // A slow APPLY: the lane claims its next host while it runs, and the pause comes then.
+    fleet.setFaults({ actionLatencyMs: 600 });
+    try {
+      const running = env('rollout-ahead', 1).run(acts.patchBatch, batch('ahead', plan, 2));
+      const statuses = async () => (await db.pool.query<{ host_id: string; status: string; claimed_by: string | null }>(`SELECT host_id, status, claimed_by FROM rollout_targets WHERE rollout_id = 'ahead' ORDER BY position`)).rows;
+      for (let i = 0; i < 200 && (await statuses()).some((r) => r.status !== 'running'); i++) await sleep(10);
+      expect((await statuses()).map((r) => r.status)).toEqual(['running', 'running']);
+      await env('rollout-ahead', 1).run(acts.setRolloutHold, { rolloutId: 'ahead', hold: 'paused' as const, reason: 'operator paused' });
+      expect(await running).toMatchObject({ patched: 1, failed: 0, stopped: 'paused' });
+      const rows = await statuses();
+      expect(rows.map((r) => r.status).sort()).toEqual(['patched', 'planned']);
+      const ahead = rows.find((r) => r.status === 'planned')!;
+      expect(ahead.claimed_by).toBeNull();
+      // Nothing happened on it, and nothing was recorded of it beyond the preflight.
+      expect((await (await FleetClient.open(fleet.fleetFile)).host(ahead.host_id).listAll()).entries).toEqual([]);
+      const facts = await db.pool.query<{ type: string; phase: string | null }>(`SELECT type, data->>'phase' AS phase FROM events WHERE stream_id = $1 ORDER BY stream_position`, [`host-${ahead.host_id}`]);
+      expect(facts.rows.filter((r) => r.phase !== 'preflight').map((r) => r.type)).toEqual([]);
+
+      // Resumed, a new batch claims it again and patches it.
+      await env('rollout-ahead', 1).run(acts.clearRolloutHold, { rolloutId: 'ahead' });
+      fleet.setFaults({ actionLatencyMs: 0 });
+      expect(await env('rollout-ahead', 2).run(acts.patchBatch, batch('ahead', plan, 2))).toMatchObject({ patched: 1, stopped: 'done' });
+      expect(await applies(ahead.host_id)).toBe(1);
+    } finally {
+      fleet.setFaults({});
+    }
   });
 });
