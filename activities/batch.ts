@@ -50,6 +50,8 @@ import { Claimer, Coalescer, LaneClaims } from './claimer.ts';
 /** A claim lapses this long after its batch last renewed it (renewed every LEASE_MS / 4). */
 const LEASE_MS = 60_000;
 const HEARTBEAT_MS = 1_000;
+/** A work-list query slower than this is logged at warn: lanes were waiting on it. */
+const SLOW_QUERY_MS = 2_000;
 
 export interface PatchBatchInput {
   rolloutId: string;
@@ -121,15 +123,25 @@ class Outstanding {
 export function batchActivities(deps: ActivityDeps) {
   const { pool, logger } = deps;
   const committer = new GroupCommitter(deps.events, {
+    onSlow: (f) => logger.warn(f, `a group commit took ${((f.queuedMs + f.commitMs) / 1000).toFixed(1)} s (${f.queuedMs} ms queued, ${f.commitMs} ms to commit ${f.events} events and ${f.writes} rows): every host in it waited`),
     onOutage: (s) =>
       s.down
         ? logger.warn({ err: s.error.message }, `PostgreSQL unreachable since ${s.since.toISOString()}: recording waits, no host is failed for it`)
         : logger.warn({ downForMs: s.downForMs }, 'PostgreSQL is back: recording goes on'),
   });
 
-  /** A work-list query that waits out a PostgreSQL outage (the batch keeps heartbeating) instead of failing. */
-  function db<T>(what: string, fn: () => Promise<T>): Promise<T> {
-    return waitForDatabase(fn, (since) => logger.warn({ what }, `PostgreSQL unreachable since ${since.toISOString()}; waiting`));
+  /**
+   * A work-list query that waits out a PostgreSQL outage (the batch keeps heartbeating) instead of
+   * failing. One that takes more than two seconds is said: lanes wait on it.
+   */
+  async function db<T>(what: string, fn: () => Promise<T>): Promise<T> {
+    const started = performance.now();
+    try {
+      return await waitForDatabase(fn, (since) => logger.warn({ what }, `PostgreSQL unreachable since ${since.toISOString()}; waiting`));
+    } finally {
+      const ms = Math.round(performance.now() - started);
+      if (ms > SLOW_QUERY_MS) logger.warn({ what, ms }, `${what}: the work list took ${(ms / 1000).toFixed(1)} s to answer`);
+    }
   }
 
   function identity(rolloutId: string): { id: EngineIdentity; claimant: string; prefix: string } {
@@ -256,8 +268,11 @@ export function batchActivities(deps: ActivityDeps) {
 
     /** The work list's counts per wave, the failures so far, and any hold: the workflow's live view. */
     async rolloutCounts(input: { rolloutId: string; failures: number }): Promise<RolloutCounts> {
+      const started = performance.now();
       try {
         const [waves, failures, hold] = await Promise.all([selectWaveCounts(pool, input.rolloutId), selectFailures(pool, input.rolloutId, input.failures), selectHold(pool, input.rolloutId)]);
+        const ms = Math.round(performance.now() - started);
+        if (ms > SLOW_QUERY_MS) logger.warn({ rolloutId: input.rolloutId, ms }, `the rollout's live view took ${(ms / 1000).toFixed(1)} s to read from the work list`);
         return { waves, failures, hold };
       } catch (e) {
         if (!isConnectionError(e)) throw e;

@@ -24,6 +24,9 @@
  * more at 1,000 hosts). The measured rollout then patches every host of the fleet from its
  * former stack, those included.
  *
+ * The workers run at LOG_LEVEL=warn; whatever they warn of during a run (a slow group commit, a
+ * slow work-list query, PostgreSQL away) is printed under that run's line.
+ *
  * Reported: the median of the runs for each figure.
  *
  * Configurations (FLEETPATCH_BENCH_ROLLOUT_CONFIGS, comma-separated, default all):
@@ -90,6 +93,8 @@ const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) |
 interface Proc {
   child: ChildProcess;
   pid: number;
+  /** What the process logged at warn or above (pino JSON lines), the last 20. */
+  warnings: string[];
 }
 
 function spawnUntil(args: string[], penv: Record<string, string>, ready: RegExp, nodeArgs: string[] = []): Promise<Proc> {
@@ -97,11 +102,20 @@ function spawnUntil(args: string[], penv: Record<string, string>, ready: RegExp,
     const child = spawn(process.execPath, [...nodeArgs, BIN, ...args], { env: { ...env, ...penv }, stdio: ['ignore', 'pipe', 'pipe'] });
     let out = '';
     let ok = false;
+    let partial = '';
+    const warnings: string[] = [];
     const onData = (d: Buffer) => {
       out = (out + d.toString()).slice(-20_000);
+      const lines = (partial + d.toString()).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) {
+        const m = /"level":(\d+)/.exec(line);
+        if (m && Number(m[1]) >= 40) warnings.push((/"msg":"((?:[^"\\]|\\.)*)"/.exec(line)?.[1] ?? line).slice(0, 300));
+      }
+      warnings.splice(0, Math.max(0, warnings.length - 20));
       if (!ok && ready.test(out)) {
         ok = true;
-        resolve({ child, pid: child.pid! });
+        resolve({ child, pid: child.pid!, warnings });
       }
     };
     child.stdout!.on('data', onData);
@@ -430,6 +444,8 @@ interface RunFigures {
   ok: boolean;
   idealFormula: string;
   chain: string;
+  /** What the workers logged at warn or above during the run (slow commits, PostgreSQL away, ...). */
+  workerWarnings: string[];
 }
 
 interface Shared {
@@ -576,7 +592,7 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
     const { plan, dir: planDir } = await readPlanFile(path.join(s.payloadDir, 'plan.yaml'));
     const resolved = await resolvePlanPayloads(plan, planDir, { pool: setupPool, actor: { kind: 'system', id: 'bench' }, store: true });
     const taskQueue = `bench-${randomBytes(4).toString('hex')}`;
-    const wenv = { LOG_LEVEL: 'error', FLEETPATCH_DATA_DIR: s.tmp, TEMPORAL_ADDRESS: temporal.address, DATABASE_URL: db.url, FLEETPATCH_FLEET_FILE: emu.fleetFile, TEMPORAL_TASK_QUEUE: taskQueue };
+    const wenv = { LOG_LEVEL: 'warn', FLEETPATCH_DATA_DIR: s.tmp, TEMPORAL_ADDRESS: temporal.address, DATABASE_URL: db.url, FLEETPATCH_FLEET_FILE: emu.fleetFile, TEMPORAL_TASK_QUEUE: taskQueue };
     for (let i = 0; i < spec.workers; i++) workers.push(await spawnUntil(['worker', '--identity', `bench-worker-${i + 1}`], wenv, /worker polling/, WORKER_NODE_ARGS));
     const faults = await new EmulatorAdmin(emu.fleet.fleet).faults();
     const pids = { temporal: temporal.pid, workers: workers.map((w) => w.pid), emulator: emu.proc.pid, postmaster: s.postmaster };
@@ -627,6 +643,7 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
         historyLongest: hist.longest,
         commits: rollout.commits,
         workerPeakMiB: peak,
+        workerWarnings: workers.flatMap((w) => w.warnings),
         requestsPerHost: rollout.requests / spec.hosts,
         eventsPerHost: rollout.events / spec.hosts,
         status,
@@ -661,6 +678,7 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
       historyLongest: hist.longest,
       commits: rb.commits,
       workerPeakMiB: peak,
+      workerWarnings: workers.flatMap((w) => w.warnings),
       requestsPerHost: rb.requests / spec.hosts,
       eventsPerHost: rb.events / spec.hosts,
       status: `${rb.value.outcome}, ${rb.value.rolledBack}/${rb.value.hosts} rolled back (rollout: ${status})`,
@@ -806,6 +824,7 @@ export default (async (ctx) => {
       for (let i = 0; i < RUNS; i++) {
         const r = await oneRun(shared, spec, i);
         ctx.log(`${spec.label}: run ${i + 1}: ${fmt(r.measured)} s, ideal ${fmt(r.ideal)} s, floor ${fmt(r.floorBare)} / ${fmt(r.floorRecording)} s; load ${os.loadavg()[0]!.toFixed(2)}${r.ok ? '' : `; NOT COUNTED: ${r.status}`}`);
+        for (const w of r.workerWarnings.slice(-5)) ctx.log(`  a worker warned: ${w}`);
         runs.push(r);
       }
       rows.push(report(ctx, spec, runs));

@@ -34,6 +34,8 @@ export interface Fact {
 
 
 interface Item {
+  /** performance.now() at submission. */
+  at: number;
   facts: { eventId: string; streamId: string; event: DomainEventInput }[];
   writes: RowWrite[];
   resolve: (rowCounts: number[]) => void;
@@ -43,6 +45,13 @@ interface Item {
 export interface GroupCommitOptions {
   /** How long the first item waits for company when nothing is being flushed (ms). */
   lingerMs?: number;
+  /**
+   * Told of a flush that took longer than `slowMs` (default 2,000) from its first submission to its
+   * commit: every host waiting for it waited that long. Says how long it queued and how long the
+   * transaction took, so that a slow rollout can be told apart from a slow PostgreSQL.
+   */
+  onSlow?: (flush: { queuedMs: number; commitMs: number; events: number; writes: number; attempts: number }) => void;
+  slowMs?: number;
   /** Told once when PostgreSQL becomes unreachable (with the error) and once when it is back. */
   onOutage?: (state: { down: true; since: Date; error: Error } | { down: false; since: Date; downForMs: number }) => void;
 }
@@ -130,7 +139,7 @@ export class GroupCommitter {
       return Promise.reject(e);
     }
     return new Promise<number[]>((resolve, reject) => {
-      this.queue.push({ facts: prepared, writes, resolve, reject });
+      this.queue.push({ at: performance.now(), facts: prepared, writes, resolve, reject });
       this.kick();
     });
   }
@@ -172,13 +181,19 @@ export class GroupCommitter {
       }
     }
     const writes = items.flatMap((item) => item.writes);
+    const began = performance.now();
     let conflicts = 0;
     for (let attempt = 0; ; attempt++) {
       const started = performance.now();
       try {
         // The writes travel with the events and the COMMIT, in one round trip (store.ts).
         const { rowCounts: counts } = await this.store.appendWithRows([...byStream.values()], writes);
-        observe('eventAppend', (performance.now() - started) / 1000, seen.size, 'ok');
+        const now = performance.now();
+        observe('eventAppend', (now - started) / 1000, seen.size, 'ok');
+        const oldest = Math.min(...items.map((i) => i.at));
+        if (now - oldest > (this.opts.slowMs ?? 2_000)) {
+          this.opts.onSlow?.({ queuedMs: Math.round(began - oldest), commitMs: Math.round(now - began), events: seen.size, writes: writes.length, attempts: attempt + 1 });
+        }
         if (this.downSince) {
           const since = this.downSince;
           this.downSince = null;
