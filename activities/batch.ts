@@ -139,9 +139,14 @@ export function batchActivities(deps: ActivityDeps) {
     try {
       return await waitForDatabase(fn, (since) => logger.warn({ what }, `PostgreSQL unreachable since ${since.toISOString()}; waiting`));
     } finally {
-      const ms = Math.round(performance.now() - started);
-      if (ms > SLOW_QUERY_MS) logger.warn({ what, ms }, `${what}: the work list took ${(ms / 1000).toFixed(1)} s to answer`);
+      saySlow(what, started);
     }
+  }
+
+  /** Logs at warn a read of the work list that took longer than SLOW_QUERY_MS since `started`. */
+  function saySlow(what: string, started: number): void {
+    const ms = Math.round(performance.now() - started);
+    if (ms > SLOW_QUERY_MS) logger.warn({ what, ms }, `${what}: the work list took ${(ms / 1000).toFixed(1)} s to answer`);
   }
 
   function identity(rolloutId: string): { id: EngineIdentity; claimant: string; prefix: string } {
@@ -271,8 +276,7 @@ export function batchActivities(deps: ActivityDeps) {
       const started = performance.now();
       try {
         const [waves, failures, hold] = await Promise.all([selectWaveCounts(pool, input.rolloutId), selectFailures(pool, input.rolloutId, input.failures), selectHold(pool, input.rolloutId)]);
-        const ms = Math.round(performance.now() - started);
-        if (ms > SLOW_QUERY_MS) logger.warn({ rolloutId: input.rolloutId, ms }, `the rollout's live view took ${(ms / 1000).toFixed(1)} s to read from the work list`);
+        saySlow(`the live view of ${input.rolloutId}`, started);
         return { waves, failures, hold };
       } catch (e) {
         if (!isConnectionError(e)) throw e;
@@ -356,13 +360,13 @@ export function batchActivities(deps: ActivityDeps) {
               }
               const { outcome: r, recorded: restoreRecorded } = await engine.restore(
                 {
-                rolloutId: input.rolloutId,
-                hostId: host.hostId,
-                former: { formerStack: host.formerStack, formerLoaded: host.formerLoaded, formerResult: host.formerResult },
-                touchedBootId: host.touchedBootId,
-                lastBootId: host.lastBootId,
-                ours: input.ours,
-                ...(input.verifyCall ? { verifyCall: input.verifyCall } : {}),
+                  rolloutId: input.rolloutId,
+                  hostId: host.hostId,
+                  former: { formerStack: host.formerStack, formerLoaded: host.formerLoaded, formerResult: host.formerResult },
+                  touchedBootId: host.touchedBootId,
+                  lastBootId: host.lastBootId,
+                  ours: input.ours,
+                  ...(input.verifyCall ? { verifyCall: input.verifyCall } : {}),
                 },
                 hooks,
               );

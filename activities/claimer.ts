@@ -109,15 +109,16 @@ export class LaneClaims<T, E extends { kind: string }> {
     if (!ahead) return this.claimer.next();
     const r = await ahead;
     if (r.kind !== 'claimed' || !this.recheck) return r;
+    const { host } = r as { kind: 'claimed'; host: T };
     let why: E | null;
     try {
       why = await this.recheck();
     } catch (e) {
-      await this.giveBack((r as { kind: 'claimed'; host: T }).host);
+      await this.giveBack(host);
       throw e;
     }
     if (!why) return r;
-    await this.giveBack((r as { kind: 'claimed'; host: T }).host);
+    await this.giveBack(host);
     return why;
   }
 

@@ -50,13 +50,12 @@ function preflightFacts(rolloutId: string, id: Pick<ActivityIdentity, 'actor' | 
  * throws the first error (after which nothing more runs).
  */
 function chunked<T>(size: number, run: (chunk: T[]) => Promise<void>): { add(item: T): void; drain(): Promise<void> } {
-  let queue: T[] = [];
+  const queue: T[] = [];
   let running: Promise<void> | null = null;
   let failed: { error: unknown } | null = null;
   const pump = async () => {
     while (queue.length > 0 && !failed) {
-      const chunk = queue.slice(0, size);
-      queue = queue.slice(size);
+      const chunk = queue.splice(0, size);
       try {
         await run(chunk);
       } catch (error) {
@@ -113,6 +112,7 @@ export function rolloutActivities(deps: ActivityDeps) {
         // Every comparison made, recorded once (keys make a retried preflight a no-op).
         await recordWithKeys(events, chunk.flatMap(([hostId, st]) => preflightFacts(input.rolloutId, id, input.plan, hostReport(input.plan, hostId, st))));
         recorded += chunk.length;
+        ctx.heartbeat({ read, recorded, of: selected.length });
       });
       const live = await readLiveStates(
         fleet,

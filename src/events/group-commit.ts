@@ -190,7 +190,8 @@ export class GroupCommitter {
         const { rowCounts: counts } = await this.store.appendWithRows([...byStream.values()], writes);
         const now = performance.now();
         observe('eventAppend', (now - started) / 1000, seen.size, 'ok');
-        const oldest = Math.min(...items.map((i) => i.at));
+        // Items are flushed in submission order: the first waited longest.
+        const oldest = items[0]!.at;
         if (now - oldest > (this.opts.slowMs ?? 2_000)) {
           this.opts.onSlow?.({ queuedMs: Math.round(began - oldest), commitMs: Math.round(now - began), events: seen.size, writes: writes.length, attempts: attempt + 1 });
         }

@@ -82,18 +82,7 @@ export class EventStore {
 
   /** Appends to several streams in one transaction: all of it is recorded, or none. */
   async appendMany(batches: StreamAppend[], options: AppendOptions = {}): Promise<AppendResult[]> {
-    const within = options.withinTransaction;
-    const { results } = await this.run(
-      prepare(batches),
-      [],
-      within
-        ? async (client, results) => {
-            await within(client, results);
-            await client.query('COMMIT');
-          }
-        : undefined,
-    );
-    return results;
+    return (await this.run(prepare(batches), [], options.withinTransaction)).results;
   }
 
   /**
@@ -106,14 +95,10 @@ export class EventStore {
   }
 
   /**
-   * One append transaction. Without `finish`, the events, the writes and the COMMIT go in one
-   * round trip; with it, `finish` runs after the events are written and must COMMIT.
+   * One append transaction. Without `within`, the events, the writes and the COMMIT go in one
+   * round trip; with it, `within` runs after the events are written, then COMMIT.
    */
-  private async run(
-    prepared: PreparedBatch[],
-    writes: readonly RowWrite[],
-    finish?: (client: pg.PoolClient, results: AppendResult[]) => Promise<void>,
-  ): Promise<{ results: AppendResult[]; rowCounts: number[] }> {
+  private async run(prepared: PreparedBatch[], writes: readonly RowWrite[], within?: AppendOptions['withinTransaction']): Promise<{ results: AppendResult[]; rowCounts: number[] }> {
     const tail = writes.map(inlineWrite);
     const client = await this.pool.connect();
     try {
@@ -121,8 +106,11 @@ export class EventStore {
       // shows up as a unique violation; the second attempt sees it as already recorded.
       for (let attempt = 1; ; attempt++) {
         try {
-          const appended = await appendInTransaction(client, prepared, tail, !finish);
-          await finish?.(client, appended.results);
+          const appended = await appendInTransaction(client, prepared, tail, !within);
+          if (within) {
+            await within(client, appended.results);
+            await client.query('COMMIT');
+          }
           return appended;
         } catch (e) {
           await client.query('ROLLBACK').catch(() => undefined);
