@@ -78,6 +78,32 @@ export async function reclaimOwn(db: Db, rolloutId: string, claimantPrefix: stri
 }
 
 /**
+ * Two index range scans, lapsed claims first (rollout_targets_claim for the running hosts, the
+ * partial index of planned ones, migration 0010): one query with `status = 'planned' OR (running
+ * and lapsed)` walked every finished host of the step on every claim, and so did the planned
+ * scan alone once the planner's statistics said every host was planned. Either made a
+ * 10,000-host step quadratic in PostgreSQL's CPU.
+ * k: lapsed (0) or planned (1); position: the host's place in its step.
+ * $1 rollout, $2 wave, $3 step, $4 claimant, $5 lease ms, $6 limit.
+ */
+export const CLAIM_HOSTS_SQL = `WITH lapsed AS (
+     SELECT host_id, 0 AS k, position FROM rollout_targets
+      WHERE rollout_id = $1 AND wave = $2 AND step = $3 AND status = 'running' AND lease_until < now()
+      ORDER BY position LIMIT $6 FOR UPDATE SKIP LOCKED),
+   planned AS (
+     SELECT host_id, 1 AS k, position FROM rollout_targets
+      WHERE rollout_id = $1 AND wave = $2 AND step = $3 AND status = 'planned'
+      ORDER BY position LIMIT $6 FOR UPDATE SKIP LOCKED),
+   pick AS (
+     SELECT host_id, k, position FROM (SELECT * FROM lapsed UNION ALL SELECT * FROM planned) c
+      WHERE NOT EXISTS (SELECT 1 FROM rollout_control r WHERE r.rollout_id = $1 AND r.hold IS NOT NULL)
+      ORDER BY k, position LIMIT $6)
+   UPDATE rollout_targets t SET status = 'running', fence = t.fence + 1, claimed_by = $4,
+          lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
+     FROM pick WHERE t.rollout_id = $1 AND t.host_id = pick.host_id
+   RETURNING ${CLAIM_COLUMNS}, pick.k, pick.position`;
+
+/**
  * The next hosts of a step, up to `limit`: planned ones, or ones whose holder's lease lapsed (a
  * worker that died without Temporal retrying its batch yet), lapsed first. `held` when the rollout
  * is held; `done` when the step has no host left to claim.
@@ -86,27 +112,8 @@ export async function claimHosts(
   db: Db,
   q: { rolloutId: string; wave: number; step: number; claimant: string; leaseMs: number; limit: number },
 ): Promise<{ kind: 'claimed'; hosts: ClaimedHost[] } | { kind: 'held'; hold: string } | { kind: 'done' }> {
-  // Two index range scans (rollout_targets_claim), lapsed claims first: one query with
-  // `status = 'planned' OR (running and lapsed)` walked every finished host of the step on every
-  // claim, which made a 10,000-host step quadratic in PostgreSQL's CPU.
-  // k: lapsed (0) or planned (1); position: the host's place in its step.
   const r = await db.query<ClaimRow & { k: number; position: number }>(
-    `WITH lapsed AS (
-       SELECT host_id, 0 AS k, position FROM rollout_targets
-        WHERE rollout_id = $1 AND wave = $2 AND step = $3 AND status = 'running' AND lease_until < now()
-        ORDER BY position LIMIT $6 FOR UPDATE SKIP LOCKED),
-     planned AS (
-       SELECT host_id, 1 AS k, position FROM rollout_targets
-        WHERE rollout_id = $1 AND wave = $2 AND step = $3 AND status = 'planned'
-        ORDER BY position LIMIT $6 FOR UPDATE SKIP LOCKED),
-     pick AS (
-       SELECT host_id, k, position FROM (SELECT * FROM lapsed UNION ALL SELECT * FROM planned) c
-        WHERE NOT EXISTS (SELECT 1 FROM rollout_control r WHERE r.rollout_id = $1 AND r.hold IS NOT NULL)
-        ORDER BY k, position LIMIT $6)
-     UPDATE rollout_targets t SET status = 'running', fence = t.fence + 1, claimed_by = $4,
-            lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
-       FROM pick WHERE t.rollout_id = $1 AND t.host_id = pick.host_id
-     RETURNING ${CLAIM_COLUMNS}, pick.k, pick.position`,
+    CLAIM_HOSTS_SQL,
     [q.rolloutId, q.wave, q.step, q.claimant, q.leaseMs, Math.max(1, q.limit)],
   );
   if (r.rows.length > 0) {
@@ -336,6 +343,30 @@ const toRollbackClaim = (r: RollbackClaimRow): ClaimedRollbackHost => ({
 });
 
 /**
+ * Running hosts to take back first, then planned ones: two index range scans
+ * (rollback_targets_claim, and the partial index of planned hosts of migration 0010) rather
+ * than a sort of every candidate, or a walk past every finished host, on every claim.
+ * $1 rollback, $2 rollout, $3 claimant prefix, $4 claimant, $5 lease ms, $6 limit.
+ */
+export const CLAIM_ROLLBACK_HOSTS_SQL = `WITH retake AS (
+     SELECT host_id, 0 AS k FROM rollback_targets
+      WHERE rollback_id = $1 AND status = 'running' AND (lease_until < now() OR (claimed_by LIKE $3 || '%' AND claimed_by <> $4))
+      ORDER BY host_id LIMIT $6 FOR UPDATE SKIP LOCKED),
+   planned AS (
+     SELECT host_id, 1 AS k FROM rollback_targets
+      WHERE rollback_id = $1 AND status = 'planned'
+      ORDER BY host_id LIMIT $6 FOR UPDATE SKIP LOCKED),
+   pick AS (SELECT host_id, k FROM (SELECT * FROM retake UNION ALL SELECT * FROM planned) c ORDER BY k, host_id LIMIT $6),
+   claimed AS (
+     UPDATE rollback_targets b SET status = 'running', fence = b.fence + 1, claimed_by = $4, lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
+       FROM pick WHERE b.rollback_id = $1 AND b.host_id = pick.host_id
+     RETURNING b.host_id, b.fence, pick.k)
+   SELECT c.host_id, c.fence, c.k, t.former_stack, t.former_loaded, t.former_result, t.touched_boot_id, hb.boot_id AS last_boot_id
+     FROM claimed c JOIN rollout_targets t ON t.rollout_id = $2 AND t.host_id = c.host_id
+     LEFT JOIN host_boots hb ON hb.host_id = c.host_id
+    ORDER BY c.k, c.host_id`;
+
+/**
  * Up to `limit` hosts of a rollback: first the ones an earlier attempt of this batch held and did
  * not finish (or whose holder's lease lapsed), then planned ones. Empty when none is left.
  */
@@ -344,25 +375,7 @@ export async function claimRollbackHosts(
   q: { rollbackId: string; rolloutId: string; claimantPrefix: string; claimant: string; leaseMs: number; limit: number },
 ): Promise<ClaimedRollbackHost[]> {
   const r = await db.query<RollbackClaimRow & { k: number }>(
-    // Running hosts to take back first, then planned ones: two index range scans
-    // (rollback_targets_claim) rather than a sort of every candidate on every claim.
-    `WITH retake AS (
-       SELECT host_id, 0 AS k FROM rollback_targets
-        WHERE rollback_id = $1 AND status = 'running' AND (lease_until < now() OR (claimed_by LIKE $3 || '%' AND claimed_by <> $4))
-        ORDER BY host_id LIMIT $6 FOR UPDATE SKIP LOCKED),
-     planned AS (
-       SELECT host_id, 1 AS k FROM rollback_targets
-        WHERE rollback_id = $1 AND status = 'planned'
-        ORDER BY host_id LIMIT $6 FOR UPDATE SKIP LOCKED),
-     pick AS (SELECT host_id, k FROM (SELECT * FROM retake UNION ALL SELECT * FROM planned) c ORDER BY k, host_id LIMIT $6),
-     claimed AS (
-       UPDATE rollback_targets b SET status = 'running', fence = b.fence + 1, claimed_by = $4, lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
-         FROM pick WHERE b.rollback_id = $1 AND b.host_id = pick.host_id
-       RETURNING b.host_id, b.fence, pick.k)
-     SELECT c.host_id, c.fence, c.k, t.former_stack, t.former_loaded, t.former_result, t.touched_boot_id, hb.boot_id AS last_boot_id
-       FROM claimed c JOIN rollout_targets t ON t.rollout_id = $2 AND t.host_id = c.host_id
-       LEFT JOIN host_boots hb ON hb.host_id = c.host_id
-      ORDER BY c.k, c.host_id`,
+    CLAIM_ROLLBACK_HOSTS_SQL,
     [q.rollbackId, q.rolloutId, q.claimantPrefix, q.claimant, q.leaseMs, Math.max(1, q.limit)],
   );
   return r.rows.map(toRollbackClaim);
