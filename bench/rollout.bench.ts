@@ -38,7 +38,7 @@
  * FLEETPATCH_BENCH_ROLLOUT_LATENCY_MS (default 100, emulated latency of every ACTION request),
  * FLEETPATCH_BENCH_ROLLOUT_CONCURRENCY (default 50); waves canary: 10, rest: 100%; verification
  * on. FLEETPATCH_BENCH_WORKER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the
- * workers. A quick run: FLEETPATCH_BENCH_ROLLOUT_HOSTS=200 FLEETPATCH_BENCH_RUNS=1 FLEETPATCH_BENCH_WARMUP=0.
+ * workers, FLEETPATCH_BENCH_EMULATOR_NODE_ARGS the emulators. A quick run: FLEETPATCH_BENCH_ROLLOUT_HOSTS=200 FLEETPATCH_BENCH_RUNS=1 FLEETPATCH_BENCH_WARMUP=0.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -82,6 +82,7 @@ const CONCURRENCY = Number(env.FLEETPATCH_BENCH_ROLLOUT_CONCURRENCY ?? 50);
 const CLUSTER_WORKERS = Math.max(1, Number(env.FLEETPATCH_BENCH_ROLLOUT_WORKERS ?? 2));
 const WORKER_WARMUP_HOSTS = Math.max(0, Number(env.FLEETPATCH_BENCH_WORKER_WARMUP_HOSTS ?? 100));
 const WORKER_NODE_ARGS = env.FLEETPATCH_BENCH_WORKER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+const EMULATOR_NODE_ARGS = env.FLEETPATCH_BENCH_EMULATOR_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
 const CANARY = 10;
 const VERIFY = { call: 'xen_extra_version', expect: '-fix' };
 /** The engine's GET interval while an action runs (activities/host-engine.ts, actionPollMs). */
@@ -490,7 +491,7 @@ async function startEmulator(s: Shared, dir: string, hosts: number): Promise<{ p
   const fleetFile = path.join(dir, `fleet-${randomBytes(3).toString('hex')}.json`);
   const faultsFile = path.join(dir, 'faults.json');
   await writeFile(faultsFile, JSON.stringify({ actionLatencyMs: LATENCY_MS }));
-  const proc = await spawnUntil(['emulate', '--hosts', String(hosts), '--port', '0', '--seed', '1', '--faults', faultsFile, '--fleet-file', fleetFile], { LOG_LEVEL: 'error', FLEETPATCH_DATA_DIR: s.tmp }, /Fleet file:/);
+  const proc = await spawnUntil(['emulate', '--hosts', String(hosts), '--port', '0', '--seed', '1', '--faults', faultsFile, '--fleet-file', fleetFile], { LOG_LEVEL: 'error', FLEETPATCH_DATA_DIR: s.tmp }, /Fleet file:/, EMULATOR_NODE_ARGS);
   return { proc, fleetFile, fleet: await FleetClient.open(fleetFile) };
 }
 

@@ -372,10 +372,21 @@ export function splitEvent(event: DomainEvent): { envelope: Pick<DomainEvent, (t
   return { envelope: { type, schemaVersion, occurredAt, actor, correlation } as Pick<DomainEvent, (typeof ENVELOPE_FIELDS)[number]>, data };
 }
 
+/**
+ * What parseEvent produced. The group commit validates each fact when it is submitted (so a bad
+ * one fails its submitter, not the whole flush) and hands the store that result; the store then
+ * need not validate it again. Only this module adds to it, and nothing mutates a parsed event.
+ */
+const parsedEvents = new WeakSet<object>();
+
 /** Validates an event against the catalogue; EVENT_INVALID names every problem. */
 export function parseEvent(input: unknown): DomainEvent {
+  if (typeof input === 'object' && input !== null && parsedEvents.has(input)) return input as DomainEvent;
   const result = EventSchema.safeParse(input);
-  if (result.success) return result.data;
+  if (result.success) {
+    parsedEvents.add(result.data);
+    return result.data;
+  }
   const type = typeof input === 'object' && input !== null && 'type' in input ? String((input as { type: unknown }).type) : '(no type)';
   throw new FleetpatchError('EVENT_INVALID', `event ${type} does not match the catalogue: ${z.prettifyError(result.error).replaceAll('\n', '; ')}`, {
     issues: result.error.issues,

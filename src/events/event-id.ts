@@ -7,6 +7,7 @@
  * continue-as-new, and a reset run really does the work again.
  */
 import { createHash, randomUUID } from 'node:crypto';
+import { oneShotHash } from './hash-chain.ts';
 
 /** The namespace of every fleetpatch event id (a random UUID fixed once; never change it). */
 export const EVENT_ID_NAMESPACE = '4f1c2d8e-5b7a-4c3e-9d10-6a2b8e7f3c51';
@@ -20,9 +21,16 @@ function formatUuid(bytes: Buffer): string {
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20, 32)}`;
 }
 
+const NAMESPACE_BYTES = uuidBytes(EVENT_ID_NAMESPACE);
+
 /** UUID v5 of `name` in `namespace`. */
 export function uuidV5(name: string, namespace = EVENT_ID_NAMESPACE): string {
-  const digest = createHash('sha1').update(uuidBytes(namespace)).update(name, 'utf8').digest();
+  // Every recorded event gets its id here: the one-shot hash and the namespace's bytes computed
+  // once keep it cheap.
+  const ns = namespace === EVENT_ID_NAMESPACE ? NAMESPACE_BYTES : uuidBytes(namespace);
+  const digest = oneShotHash
+    ? (oneShotHash('sha1', Buffer.concat([ns, Buffer.from(name, 'utf8')]), 'buffer') as Buffer)
+    : createHash('sha1').update(ns).update(name, 'utf8').digest();
   const bytes = Buffer.from(digest.subarray(0, 16));
   bytes[6] = (bytes[6]! & 0x0f) | 0x50;
   bytes[8] = (bytes[8]! & 0x3f) | 0x80;

@@ -134,7 +134,11 @@ export class GroupCommitter {
   submit(facts: Fact[], writes: RowWrite[] = []): Promise<number[]> {
     let prepared: Item['facts'];
     try {
-      prepared = facts.map((f) => ({ eventId: eventIdFromKey(f.key), streamId: streamFor(parseEvent(f.event)), event: f.event }));
+      prepared = facts.map((f) => {
+        // Parsed once, here: the store takes the parsed event as it is (catalogue.ts).
+        const event = parseEvent(f.event);
+        return { eventId: eventIdFromKey(f.key), streamId: streamFor(event), event };
+      });
     } catch (e) {
       return Promise.reject(e);
     }

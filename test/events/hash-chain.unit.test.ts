@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { canonicalJson, chainHash, GENESIS_HASH, sha256Hex, StreamChainChecker, type ChainRecord } from '../../src/events/hash-chain.ts';
@@ -58,6 +59,13 @@ describe('hash chain', () => {
     const r = record(1);
     expect(chainHash(GENESIS_HASH, r)).toBe(sha256Hex(GENESIS_HASH + canonicalJson(r)));
     expect(chainHash('f'.repeat(64), r)).not.toBe(chainHash(GENESIS_HASH, r));
+    // Pinned: chains written by earlier versions must keep verifying.
+    expect(sha256Hex('ключ é 🙂')).toBe(createHash('sha256').update('ключ é 🙂', 'utf8').digest('hex'));
+    expect(chainHash(GENESIS_HASH, { ...r, data: { hostId: 'h-1', payload: { name: 'fix', buildId: 'ab'.repeat(20) } } })).toBe(
+      createHash('sha256')
+        .update(GENESIS_HASH + canonicalJson({ ...r, data: { payload: { buildId: 'ab'.repeat(20), name: 'fix' }, hostId: 'h-1' } }))
+        .digest('hex'),
+    );
   });
 
   it('accepts an intact chain and matches its head', () => {
