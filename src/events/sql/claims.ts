@@ -78,30 +78,35 @@ export async function reclaimOwn(db: Db, rolloutId: string, claimantPrefix: stri
 }
 
 /**
- * Two index range scans, lapsed claims first (rollout_targets_claim for the running hosts, the
- * partial index of planned ones, migration 0010): one query with `status = 'planned' OR (running
- * and lapsed)` walked every finished host of the step on every claim, and so did the planned
- * scan alone once the planner's statistics said every host was planned. Either made a
- * 10,000-host step quadratic in PostgreSQL's CPU.
+ * Two index range scans, lapsed claims first, each on a partial index of the hosts a claim can
+ * take (migration 0010): one query with `status = 'planned' OR (running and lapsed)` walked every
+ * finished host of the step on every claim, and so did each scan alone once the planner's
+ * statistics (taken when every host was planned) steered it to the position-order index.
+ *
+ * The UPDATE finds the picked rows by their ctid (a TID scan), not by joining the work list on
+ * host id: with statistics from before the rollout's rows existed, the planner joined by walking
+ * the rollout's whole work list for each claim (10,000 rows at 10,000 hosts). Nothing else in the
+ * WHERE clause, or the planner prefers that walk again, filtering on ctid. A row locked by the
+ * pick cannot move before the UPDATE of the same statement reaches it.
  * k: lapsed (0) or planned (1); position: the host's place in its step.
  * $1 rollout, $2 wave, $3 step, $4 claimant, $5 lease ms, $6 limit.
  */
 export const CLAIM_HOSTS_SQL = `WITH lapsed AS (
-     SELECT host_id, 0 AS k, position FROM rollout_targets
+     SELECT ctid AS row, host_id, 0 AS k, position FROM rollout_targets
       WHERE rollout_id = $1 AND wave = $2 AND step = $3 AND status = 'running' AND lease_until < now()
       ORDER BY position LIMIT $6 FOR UPDATE SKIP LOCKED),
    planned AS (
-     SELECT host_id, 1 AS k, position FROM rollout_targets
+     SELECT ctid AS row, host_id, 1 AS k, position FROM rollout_targets
       WHERE rollout_id = $1 AND wave = $2 AND step = $3 AND status = 'planned'
       ORDER BY position LIMIT $6 FOR UPDATE SKIP LOCKED),
    pick AS (
-     SELECT host_id, k, position FROM (SELECT * FROM lapsed UNION ALL SELECT * FROM planned) c
+     SELECT row, host_id, k FROM (SELECT * FROM lapsed UNION ALL SELECT * FROM planned) c
       WHERE NOT EXISTS (SELECT 1 FROM rollout_control r WHERE r.rollout_id = $1 AND r.hold IS NOT NULL)
       ORDER BY k, position LIMIT $6)
    UPDATE rollout_targets t SET status = 'running', fence = t.fence + 1, claimed_by = $4,
           lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
-     FROM pick WHERE t.rollout_id = $1 AND t.host_id = pick.host_id
-   RETURNING ${CLAIM_COLUMNS}, pick.k, pick.position`;
+    WHERE t.ctid = ANY(ARRAY(SELECT row FROM pick))
+   RETURNING ${CLAIM_COLUMNS}, (SELECT p.k FROM pick p WHERE p.host_id = t.host_id) AS k, t.position`;
 
 /**
  * The next hosts of a step, up to `limit`: planned ones, or ones whose holder's lease lapsed (a
@@ -161,12 +166,13 @@ export async function releaseClaim(db: Db, list: keyof typeof WORK_LISTS, id: st
 }
 
 async function renewHeld(db: Db, list: (typeof WORK_LISTS)[keyof typeof WORK_LISTS], id: string, claimant: string, leaseMs: number): Promise<number> {
+  // By ctid, as the claims (CLAIM_HOSTS_SQL): no join the planner could turn into a walk of the
+  // whole work list per renewal.
   const r = await db.query(
     `UPDATE ${list.table} t SET lease_until = now() + $3 * interval '1 millisecond'
-       FROM (SELECT host_id FROM ${list.table}
-              WHERE ${list.id} = $1 AND claimed_by = $2 AND status = 'running'
-              ORDER BY host_id FOR UPDATE SKIP LOCKED) held
-      WHERE t.${list.id} = $1 AND t.host_id = held.host_id`,
+      WHERE t.ctid = ANY(ARRAY(SELECT ctid FROM ${list.table}
+                                WHERE ${list.id} = $1 AND claimed_by = $2 AND status = 'running'
+                                ORDER BY host_id FOR UPDATE SKIP LOCKED))`,
     [id, claimant, leaseMs],
   );
   return r.rowCount ?? 0;
@@ -343,27 +349,31 @@ const toRollbackClaim = (r: RollbackClaimRow): ClaimedRollbackHost => ({
 });
 
 /**
- * Running hosts to take back first, then planned ones: two index range scans
- * (rollback_targets_claim, and the partial index of planned hosts of migration 0010) rather
- * than a sort of every candidate, or a walk past every finished host, on every claim.
+ * Running hosts to take back first, then planned ones: two index range scans on partial indexes
+ * (migration 0010) rather than a sort of every candidate, or a walk past every finished host, on
+ * every claim. As in CLAIM_HOSTS_SQL, the UPDATE finds the picked rows by ctid, and each claimed
+ * host's former state is looked up by its key (OFFSET 0 keeps that lookup from being flattened
+ * into a join the planner could turn around).
  * $1 rollback, $2 rollout, $3 claimant prefix, $4 claimant, $5 lease ms, $6 limit.
  */
 export const CLAIM_ROLLBACK_HOSTS_SQL = `WITH retake AS (
-     SELECT host_id, 0 AS k FROM rollback_targets
+     SELECT ctid AS row, host_id, 0 AS k FROM rollback_targets
       WHERE rollback_id = $1 AND status = 'running' AND (lease_until < now() OR (claimed_by LIKE $3 || '%' AND claimed_by <> $4))
       ORDER BY host_id LIMIT $6 FOR UPDATE SKIP LOCKED),
    planned AS (
-     SELECT host_id, 1 AS k FROM rollback_targets
+     SELECT ctid AS row, host_id, 1 AS k FROM rollback_targets
       WHERE rollback_id = $1 AND status = 'planned'
       ORDER BY host_id LIMIT $6 FOR UPDATE SKIP LOCKED),
-   pick AS (SELECT host_id, k FROM (SELECT * FROM retake UNION ALL SELECT * FROM planned) c ORDER BY k, host_id LIMIT $6),
+   pick AS (SELECT row, host_id, k FROM (SELECT * FROM retake UNION ALL SELECT * FROM planned) c ORDER BY k, host_id LIMIT $6),
    claimed AS (
      UPDATE rollback_targets b SET status = 'running', fence = b.fence + 1, claimed_by = $4, lease_until = now() + $5 * interval '1 millisecond', updated_at = now()
-       FROM pick WHERE b.rollback_id = $1 AND b.host_id = pick.host_id
-     RETURNING b.host_id, b.fence, pick.k)
-   SELECT c.host_id, c.fence, c.k, t.former_stack, t.former_loaded, t.former_result, t.touched_boot_id, hb.boot_id AS last_boot_id
-     FROM claimed c JOIN rollout_targets t ON t.rollout_id = $2 AND t.host_id = c.host_id
-     LEFT JOIN host_boots hb ON hb.host_id = c.host_id
+      WHERE b.ctid = ANY(ARRAY(SELECT row FROM pick))
+     RETURNING b.host_id, b.fence, (SELECT p.k FROM pick p WHERE p.host_id = b.host_id) AS k)
+   SELECT c.host_id, c.fence, c.k, t.former_stack, t.former_loaded, t.former_result, t.touched_boot_id,
+          (SELECT hb.boot_id FROM host_boots hb WHERE hb.host_id = c.host_id) AS last_boot_id
+     FROM claimed c
+    CROSS JOIN LATERAL (SELECT former_stack, former_loaded, former_result, touched_boot_id FROM rollout_targets
+                         WHERE rollout_id = $2 AND host_id = c.host_id OFFSET 0) t
     ORDER BY c.k, c.host_id`;
 
 /**
