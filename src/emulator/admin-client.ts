@@ -3,7 +3,7 @@
  * the fault set, the server's stats, and the hypervisors' own journal. Authenticated with the
  * fleet file's admin token. (Talking to hosts is the agent's: src/agent/client.ts.)
  */
-import type http from 'node:http';
+import type { Dispatcher } from 'undici';
 import { z } from 'zod';
 import { DEFAULT_REQUEST_TIMEOUT_MS, Transport } from '../agent/client.ts';
 import { readFleetFile, type FleetFile } from '../agent/fleet-file.ts';
@@ -19,8 +19,8 @@ const JournalSchema = z.object({ hosts: z.record(z.string(), z.array(z.custom<Jo
 export class EmulatorAdmin {
   readonly #t: Transport;
 
-  constructor(fleet: FleetFile, opts: { timeoutMs?: number; agent?: http.Agent; logger?: Logger } = {}) {
-    this.#t = new Transport(fleet.url, 'admin', fleet.adminToken, opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, opts.agent, opts.logger);
+  constructor(fleet: FleetFile, opts: { timeoutMs?: number; dispatcher?: Dispatcher; logger?: Logger } = {}) {
+    this.#t = new Transport(fleet.url, 'admin', fleet.adminToken, opts.timeoutMs ?? DEFAULT_REQUEST_TIMEOUT_MS, opts.dispatcher, opts.logger);
   }
 
   static async open(fleetFile?: string): Promise<EmulatorAdmin> {

@@ -3,6 +3,7 @@
  * keep-alive sockets, and a token that never leaks into logs, errors or JSON.
  */
 import http from 'node:http';
+import { Agent as UndiciAgent, buildConnector } from 'undici';
 import type { AddressInfo } from 'node:net';
 import { Writable } from 'node:stream';
 import { inspect } from 'node:util';
@@ -162,19 +163,21 @@ describe('asynchronous actions', () => {
 });
 
 describe('sockets and secrets', () => {
-  it('shares keep-alive sockets: 300 requests to 100 hosts over at most 8 connections', async () => {
-    const agent = new http.Agent({ keepAlive: true, maxSockets: 8 });
+  it('shares keep-alive connections: 300 requests to 100 hosts over at most 8 connections', async () => {
+    const connect = buildConnector({});
     let connections = 0;
-    const create = agent.createConnection.bind(agent);
-    agent.createConnection = ((...args: Parameters<typeof create>) => {
-      connections++;
-      return create(...args);
-    }) as typeof agent.createConnection;
-    const client = new FleetClient(t.fleet.fleet, { agent });
+    const dispatcher = new UndiciAgent({
+      connections: 8,
+      connect: (opts, cb) => {
+        connections++;
+        return connect(opts, cb);
+      },
+    });
+    const client = new FleetClient(t.fleet.fleet, { dispatcher });
     await Promise.all(Array.from({ length: 300 }, (_, i) => client.host(t.fleet.fleet.hosts[i % 100]!.id).list()));
     expect(connections).toBeGreaterThan(0);
     expect(connections).toBeLessThanOrEqual(8);
-    agent.destroy();
+    await dispatcher.close();
   });
 
   it('never writes the token to logs, errors, JSON or inspect output', async () => {
