@@ -21,8 +21,9 @@
  * rollout, they take the first FLEETPATCH_BENCH_WORKER_WARMUP_HOSTS hosts (default 100; 0: none)
  * through a rollout and its rollback, not measured, so that the figures are those of a worker that
  * has run rollouts before (a cold worker spends its first thousand hosts compiling: about 0.3 s
- * more at 1,000 hosts). The measured rollout then patches every host of the fleet from its
- * former stack, those included.
+ * more at 1,000 hosts); with several workers, again (up to four times) until each of them has
+ * done some of it. The measured rollout then patches every host of the fleet from its former
+ * stack, those included.
  *
  * The workers run at LOG_LEVEL=warn; whatever they warn of during a run (a slow group commit, a
  * slow work-list query, PostgreSQL away) is printed under that run's line.
@@ -38,7 +39,8 @@
  * FLEETPATCH_BENCH_ROLLOUT_LATENCY_MS (default 100, emulated latency of every ACTION request),
  * FLEETPATCH_BENCH_ROLLOUT_CONCURRENCY (default 50); waves canary: 10, rest: 100%; verification
  * on. FLEETPATCH_BENCH_WORKER_NODE_ARGS (e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof") profiles the
- * workers, FLEETPATCH_BENCH_EMULATOR_NODE_ARGS the emulators. A quick run: FLEETPATCH_BENCH_ROLLOUT_HOSTS=200 FLEETPATCH_BENCH_RUNS=1 FLEETPATCH_BENCH_WARMUP=0.
+ * workers, FLEETPATCH_BENCH_EMULATOR_NODE_ARGS the emulators; FLEETPATCH_BENCH_TIMELINE=1 prints each
+ * measured workflow's history events with their times. A quick run: FLEETPATCH_BENCH_ROLLOUT_HOSTS=200 FLEETPATCH_BENCH_RUNS=1 FLEETPATCH_BENCH_WARMUP=0.
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -81,7 +83,10 @@ const LATENCY_MS = Number(env.FLEETPATCH_BENCH_ROLLOUT_LATENCY_MS ?? 100);
 const CONCURRENCY = Number(env.FLEETPATCH_BENCH_ROLLOUT_CONCURRENCY ?? 50);
 const CLUSTER_WORKERS = Math.max(1, Number(env.FLEETPATCH_BENCH_ROLLOUT_WORKERS ?? 2));
 const WORKER_WARMUP_HOSTS = Math.max(0, Number(env.FLEETPATCH_BENCH_WORKER_WARMUP_HOSTS ?? 100));
+/** CPU seconds a worker must have spent in the warm-up to count as warm (a batch of 100 hosts takes about 0.5). */
+const WARM_WORKER_CPU_S = 0.3;
 const WORKER_NODE_ARGS = env.FLEETPATCH_BENCH_WORKER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
+const TIMELINE = env.FLEETPATCH_BENCH_TIMELINE === '1';
 const EMULATOR_NODE_ARGS = env.FLEETPATCH_BENCH_EMULATOR_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
 const CANARY = 10;
 const VERIFY = { call: 'xen_extra_version', expect: '-fix' };
@@ -182,6 +187,18 @@ const cpuDelta = (a: CpuSnapshot, b: CpuSnapshot): CpuSnapshot => ({ temporal: b
 // ---- Temporal -----------------------------------------------------------------------------------
 
 /** Events over every run of a workflow (following continue-as-new), and the longest run. */
+/** Each history event's type and time from the run's first event (FLEETPATCH_BENCH_TIMELINE=1). */
+function printTimeline(workflowId: string, events: { eventTime?: { seconds?: unknown; nanos?: number | null } | null; eventType?: unknown; activityTaskScheduledEventAttributes?: { activityType?: { name?: string | null } | null } | null }[]): void {
+  const at = (e: (typeof events)[number]) => Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6;
+  const t0 = events[0] ? at(events[0]) : 0;
+  process.stderr.write(`  timeline of ${workflowId}:\n`);
+  for (const e of events) {
+    const type = String(e.eventType).replace(/^EVENT_TYPE_/, '');
+    const what = e.activityTaskScheduledEventAttributes?.activityType?.name;
+    process.stderr.write(`    ${(at(e) - t0).toFixed(0).padStart(6)} ms  ${type}${what ? ` ${what}` : ''}\n`);
+  }
+}
+
 async function historyStats(client: Client, workflowId: string): Promise<{ runs: number; total: number; longest: number }> {
   const latest = await client.workflow.getHandle(workflowId).describe();
   let runId: string | undefined = latest.raw.workflowExecutionInfo?.firstRunId ?? undefined;
@@ -195,6 +212,7 @@ async function historyStats(client: Client, workflowId: string): Promise<{ runs:
     total += d.historyLength;
     longest = Math.max(longest, d.historyLength);
     const history = await h.fetchHistory();
+    if (TIMELINE) printTimeline(workflowId, history.events ?? []);
     runId = history.events?.at(-1)?.workflowExecutionContinuedAsNewEventAttributes?.newExecutionRunId ?? undefined;
   }
   return { runs, total, longest };
@@ -599,7 +617,16 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
     const pids = { temporal: temporal.pid, workers: workers.map((w) => w.pid), emulator: emu.proc.pid, postmaster: s.postmaster };
     const requester = { kind: 'system' as const, id: 'bench' };
     const rolloutId = `bench-${spec.hosts}-${randomBytes(4).toString('hex')}`;
-    if (WORKER_WARMUP_HOSTS > 0) await warmWorkers(temporal.client, taskQueue, resolved, emu.fleet.hostIds.slice(0, Math.min(WORKER_WARMUP_HOSTS, spec.hosts)), requester);
+    if (WORKER_WARMUP_HOSTS > 0) {
+      // Batches go to whichever worker polls first, so one warm-up may leave a worker cold: again
+      // (up to four times) until every worker has done some of it.
+      const cpu = async () => Promise.all(workers.map(async (w) => (await procCpu(w.pid))?.self ?? 0));
+      const before = await cpu();
+      for (let round = 0; round < 4; round++) {
+        await warmWorkers(temporal.client, taskQueue, resolved, emu.fleet.hostIds.slice(0, Math.min(WORKER_WARMUP_HOSTS, spec.hosts)), requester);
+        if ((await cpu()).every((c, i) => c - before[i]! >= WARM_WORKER_CPU_S)) break;
+      }
+    }
 
     const measure = async <T>(fn: () => Promise<T>) => {
       await sleep(STATS_SETTLE_MS);
