@@ -96,6 +96,7 @@ export class Transport {
   readonly #dispatcher: Dispatcher;
   readonly #logger: Logger | undefined;
   readonly #base: URL;
+  readonly #origin: string;
   readonly #debug: boolean;
 
   constructor(
@@ -108,6 +109,7 @@ export class Transport {
   ) {
     this.#token = token;
     this.#base = new URL(url);
+    this.#origin = this.#base.origin;
     this.#dispatcher = dispatcher ?? sharedDispatcher;
     this.#logger = logger;
     // Every request's timing is a debug line: not even built when nobody reads it.
@@ -150,7 +152,7 @@ export class Transport {
       // the connection must look unreachable every time. Idle connections are closed by the
       // client (60 s) before the server would (65 s), so a stale one does not cause this.
       const res = await this.#dispatcher.request({
-        origin: this.#base.origin,
+        origin: this.#origin,
         path: target ? `${target.pathname}${target.search}` : path,
         method: method as Dispatcher.HttpMethod,
         headers,
@@ -171,7 +173,7 @@ export class Transport {
     }
     // A connection refused or reset, a host name that does not resolve, a socket closed under the
     // request ("other side closed"): the host cannot be reached. The system's code when there is one.
-    const cause = (e.cause as NodeJS.ErrnoException | undefined)?.code ?? (code === 'UND_ERR_SOCKET' ? 'ECONNRESET' : code) ?? '';
+    const cause = (e.cause as NodeJS.ErrnoException | undefined)?.code ?? (code === 'UND_ERR_SOCKET' ? 'ECONNRESET' : code);
     if (cause || /closed|hang up/i.test(e.message)) {
       return new FleetpatchError('HOST_UNREACHABLE', `${this.who} cannot be reached at ${this.url} (${cause || e.message})`, { hostId: this.who, cause: cause || e.message });
     }
