@@ -126,8 +126,12 @@ describe('the dashboard in a browser', () => {
     expect(started).toMatchObject({ rolloutId: 'browser-1', started: true });
 
     const bob = await open(tokens.bob!, 'browser-1');
-    expect(await bob.locator('#grid button.cell').count()).toBe(8);
+    // The page shows itself, then fills the grid from the live view's first answer.
+    await expect.poll(() => bob.locator('#grid button.cell').count(), { timeout: 10_000 }).toBe(8);
     await bob.waitForSelector('[data-testid="gate"]', { timeout: 60_000 });
+    // The gate comes with the workflow's progress, the grid with the events (polled every 200 ms):
+    // the canary host may turn green a poll after the gate shows.
+    await bob.waitForSelector('#grid button.cell[data-state="patched"]', { timeout: 10_000 });
     expect(await cells(bob, 'patched')).toBe(1);
     expect(await bob.locator('[data-testid="rollout-status"]').textContent()).toBe('awaiting-approval');
     await bob.screenshot({ path: path.join(SHOTS, 'dashboard-1-gate.png'), fullPage: true });
