@@ -5,7 +5,7 @@
  */
 import { Context } from '@temporalio/activity';
 import type { DomainEventInput } from '../src/events/catalogue.ts';
-import { insertPreflight, selectPreflight } from '../src/events/sql/rollout-targets.ts';
+import { insertPreflight, refreshWorkListStatistics, selectPreflight } from '../src/events/sql/rollout-targets.ts';
 import { selectStoredBuildIds } from '../src/events/sql/payloads.ts';
 import { readLiveStates } from '../src/agent/live-state.ts';
 import { noticeBoots } from '../src/events/host-boots.ts';
@@ -146,6 +146,8 @@ export function rolloutActivities(deps: ActivityDeps) {
       } finally {
         client.release();
       }
+      // The planner must know this rollout's rows before the batches write them (rollout-targets.ts).
+      await refreshWorkListStatistics(pool).catch((e: Error) => logger.warn({ err: e.message }, 'could not refresh the work list\'s statistics: host writes may be slower'));
       const sum = result.summary;
       await recordWithKeys(events, [
         {

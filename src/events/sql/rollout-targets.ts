@@ -35,3 +35,16 @@ export async function insertPreflight(client: pg.PoolClient, rolloutId: string, 
   }
   return true;
 }
+
+/**
+ * Brings the planner's statistics of the work list up to date after a rollout's hosts were
+ * written. Until autovacuum gets to it, PostgreSQL believes that a rollout which did not exist at
+ * the last ANALYZE has about one row, and plans each fenced write of a host (rollout, host, fence)
+ * as a walk of the rollout's rows in wave order (rollout_targets_order) rather than a primary-key
+ * lookup: measured at 10,000 hosts, 0.7 ms and 10,188 buffers a write instead of 0.09 ms and 5,
+ * which doubled PostgreSQL's CPU in the runs where it happened. ANALYZE samples at most 30,000
+ * rows, so it costs tens of milliseconds whatever the table's size.
+ */
+export async function refreshWorkListStatistics(db: Db): Promise<void> {
+  await db.query('ANALYZE rollout_targets');
+}
