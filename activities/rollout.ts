@@ -139,6 +139,9 @@ export function rolloutActivities(deps: ActivityDeps) {
         await client.query('BEGIN');
         const inserted = await insertPreflight(client, input.rolloutId, result.summary, result.targets);
         await client.query('COMMIT');
+        // The planner must know this rollout's rows before the batches write them
+        // (rollout-targets.ts); also when an earlier attempt wrote them and died before this.
+        await refreshWorkListStatistics(pool).catch((e: Error) => logger.warn({ err: e.message }, 'could not refresh the work list\'s statistics: host writes may be slower'));
         if (!inserted) return (await selectPreflight<PreflightSummary>(pool, input.rolloutId))!;
       } catch (e) {
         await client.query('ROLLBACK').catch(() => undefined);
@@ -146,8 +149,6 @@ export function rolloutActivities(deps: ActivityDeps) {
       } finally {
         client.release();
       }
-      // The planner must know this rollout's rows before the batches write them (rollout-targets.ts).
-      await refreshWorkListStatistics(pool).catch((e: Error) => logger.warn({ err: e.message }, 'could not refresh the work list\'s statistics: host writes may be slower'));
       const sum = result.summary;
       await recordWithKeys(events, [
         {

@@ -186,7 +186,6 @@ const cpuDelta = (a: CpuSnapshot, b: CpuSnapshot): CpuSnapshot => ({ temporal: b
 
 // ---- Temporal -----------------------------------------------------------------------------------
 
-/** Events over every run of a workflow (following continue-as-new), and the longest run. */
 /** Each history event's type and time from the run's first event (FLEETPATCH_BENCH_TIMELINE=1). */
 function printTimeline(workflowId: string, events: { eventTime?: { seconds?: unknown; nanos?: number | null } | null; eventType?: unknown; activityTaskScheduledEventAttributes?: { activityType?: { name?: string | null } | null } | null }[]): void {
   const at = (e: (typeof events)[number]) => Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6;
@@ -199,6 +198,7 @@ function printTimeline(workflowId: string, events: { eventTime?: { seconds?: unk
   }
 }
 
+/** Events over every run of a workflow (following continue-as-new), and the longest run. */
 async function historyStats(client: Client, workflowId: string): Promise<{ runs: number; total: number; longest: number }> {
   const latest = await client.workflow.getHandle(workflowId).describe();
   let runId: string | undefined = latest.raw.workflowExecutionInfo?.firstRunId ?? undefined;

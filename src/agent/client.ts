@@ -95,7 +95,7 @@ export class Transport {
   readonly #token: string;
   readonly #dispatcher: Dispatcher;
   readonly #logger: Logger | undefined;
-  readonly #base: URL;
+  /** Scheme, host and port of the fleet server; every path of ours starts at its root. */
   readonly #origin: string;
   readonly #debug: boolean;
 
@@ -108,8 +108,7 @@ export class Transport {
     logger: Logger | undefined,
   ) {
     this.#token = token;
-    this.#base = new URL(url);
-    this.#origin = this.#base.origin;
+    this.#origin = new URL(url).origin;
     this.#dispatcher = dispatcher ?? sharedDispatcher;
     this.#logger = logger;
     // Every request's timing is a debug line: not even built when nobody reads it.
@@ -145,15 +144,13 @@ export class Transport {
   private async send(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }): Promise<Answer> {
     const headers: Record<string, string> = { authorization: `Bearer ${this.#token}`, accept: 'application/json, text/plain' };
     if (opts.body !== undefined) headers['content-type'] = opts.contentType ?? 'application/octet-stream';
-    // A path of ours starts at the server's root, as new URL(path, base) would resolve it.
-    const target = path.startsWith('/') ? null : new URL(path, this.#base);
     try {
       // No automatic retry, even on a reused keep-alive connection: an emulated host that resets
       // the connection must look unreachable every time. Idle connections are closed by the
       // client (60 s) before the server would (65 s), so a stale one does not cause this.
       const res = await this.#dispatcher.request({
         origin: this.#origin,
-        path: target ? `${target.pathname}${target.search}` : path,
+        path,
         method: method as Dispatcher.HttpMethod,
         headers,
         ...(opts.body !== undefined ? { body: opts.body } : {}),
