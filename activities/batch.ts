@@ -39,6 +39,7 @@ import {
   type WaveCounts,
 } from '../src/events/sql/claims.ts';
 import { noticeBoots } from '../src/events/host-boots.ts';
+import { hostStream } from '../src/events/streams.ts';
 import { readLiveStates } from '../src/agent/live-state.ts';
 import { assignPayload, type PayloadMeta } from '../src/rollout/matching.ts';
 import { budgetVerdictOf, type RolloutProgress } from '../src/rollout/progress.ts';
@@ -403,6 +404,7 @@ export function batchActivities(deps: ActivityDeps) {
                   },
                 ],
                 finishRollbackWrites(input.rollbackId, input.rolloutId, host.hostId, host.fence, { outcome: result.outcome, stackNow: result.stackNow, formerStack: result.formerStack, ...(result.reason ? { reason: result.reason } : {}) }),
+                { background: true, keys: [hostStream(host.hostId)] },
               );
               recording.track(Promise.all([restoreRecorded, finished]), () => restored++);
             }

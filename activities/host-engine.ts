@@ -184,7 +184,7 @@ class HostRecorder {
       await this.last;
       return true;
     }
-    const counts = await this.flushLater(writes);
+    const counts = await this.submit(writes, false);
     return counts.every((n) => n > 0);
   }
 
@@ -203,12 +203,21 @@ class HostRecorder {
     return touch ? touch(what) : intentWrite(this.rolloutId, this.hostId, fence, what);
   }
 
-  /** Hands the queued facts (with `writes`) to the committer without waiting. */
+  /**
+   * Hands the queued facts (with `writes`) to the committer in the background: nobody waits for
+   * them before the next hypervisor call (a host's outcome, the last facts of a restore).
+   */
   flushLater(writes: RowWrite[] = []): Promise<number[]> {
+    return this.submit(writes, true);
+  }
+
+  private submit(writes: RowWrite[], background: boolean): Promise<number[]> {
     const facts = this.pending;
     this.pending = [];
-    const submitted = this.committer.submit(facts, writes);
-    // Flushes run in submission order: once the last submission settled, every earlier one has.
+    // The host's stream orders its row writes too, even in a submission without a fact of it.
+    const submitted = this.committer.submit(facts, writes, { background, keys: [hostStream(this.hostId)] });
+    // A host's submissions share its stream key, so they commit in the order they were made:
+    // once the last one settled, every earlier one has.
     this.last = submitted.catch(() => undefined);
     return submitted;
   }

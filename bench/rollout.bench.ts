@@ -316,7 +316,7 @@ class FloorRecorder {
   }
   /** Committed with the next flush, not waited for: as the engine records a host's outcome. */
   later(facts: Fact[]): void {
-    this.committer.submit(facts).catch((e: unknown) => (this.failed ??= e));
+    this.committer.submit(facts, [], { background: true }).catch((e: unknown) => (this.failed ??= e));
   }
   async drain(): Promise<void> {
     await this.committer.drain();

@@ -9,9 +9,20 @@
  * their number.
  *
  * A submitter that needs its facts durable before its next step (fleetpatch's dependency check
- * before APPLY, the intent before a hypervisor call) awaits `submit`; the others `submit` without
- * waiting and `drain()` before they report. Order is kept per stream: a lane submits its host's
- * facts in the order they happened, and flushes run one at a time.
+ * before APPLY, the intent before a hypervisor call) awaits `submit`; the others submit in the
+ * background (`{ background: true }`: a host's outcome, committed while its lane goes on) and
+ * `drain()` before they report.
+ *
+ * Flushes run one at a time, and what someone waits for goes first: a flush takes the waited
+ * items, and leaves the background ones for a flush of their own when nobody waits (or once the
+ * oldest of them has waited `backgroundMaxWaitMs`: they are never starved). At 1,000 hosts the
+ * outcomes were two thirds of every flush, and a lane waited 30-40 ms to make its intent durable
+ * instead of about 20. Order is kept per ordering key (each fact's stream, plus the keys the
+ * submitter names, e.g. the host whose work-list row it writes): a waited item takes into its
+ * flush every background item submitted before it that shares a key with it.
+ *
+ * Two flushes at once on two connections, waited and background, were tried: PostgreSQL spent a
+ * third more CPU on the extra transactions and the rollout was no faster on two cores.
  *
  * PostgreSQL being unreachable is not an error for the submitter: the flush is retried (with
  * backoff, for as long as it takes) and `onOutage` is told when the outage starts and ends. A
@@ -38,13 +49,51 @@ interface Item {
   at: number;
   facts: { eventId: string; streamId: string; event: DomainEventInput }[];
   writes: RowWrite[];
+  /** Nobody waits for it: flushed after what someone waits for, never before an earlier item sharing a key. */
+  background: boolean;
+  /** Ordering keys: the facts' streams and the submitter's own. */
+  keys: string[];
   resolve: (rowCounts: number[]) => void;
   reject: (e: unknown) => void;
+}
+
+export interface SubmitOptions {
+  /** Nobody waits for these facts: they never delay a flush someone waits for. */
+  background?: boolean;
+  /**
+   * Ordering keys besides the facts' streams: items sharing a key commit in submission order
+   * (a host's work-list row writes name the host's stream, so that they keep their order even
+   * when they travel without a fact of it).
+   */
+  keys?: readonly string[];
+}
+
+/**
+ * Which queued items the next flush takes, in submission order (pure; exported for tests): every
+ * item when none is waited for or when the oldest background item has waited `maxWaitMs` since
+ * `now`; otherwise the waited items and every background item submitted before one of them that
+ * shares a key with it (from the newest back, so that a chain of shared keys is followed).
+ */
+export function selectFlush<T extends Pick<Item, 'at' | 'background' | 'keys'>>(queue: readonly T[], now: number, maxWaitMs: number): T[] {
+  const oldestBackground = queue.find((i) => i.background);
+  if (!oldestBackground || now - oldestBackground.at >= maxWaitMs || queue.every((i) => i.background)) return [...queue];
+  const keys = new Set<string>();
+  const taken: T[] = [];
+  for (let i = queue.length - 1; i >= 0; i--) {
+    const item = queue[i]!;
+    if (!item.background || item.keys.some((k) => keys.has(k))) {
+      taken.push(item);
+      for (const k of item.keys) keys.add(k);
+    }
+  }
+  return taken.reverse();
 }
 
 export interface GroupCommitOptions {
   /** How long the first item waits for company when nothing is being flushed (ms). */
   lingerMs?: number;
+  /** How long a background item may wait behind waited ones before a flush takes it anyway (ms, default 100). */
+  backgroundMaxWaitMs?: number;
   /**
    * Told of a flush that took longer than `slowMs` (default 2,000) from its first submission to its
    * commit: every host waiting for it waited that long. Says how long it queued and how long the
@@ -114,12 +163,14 @@ export class GroupCommitter {
   private flushing: Promise<void> | null = null;
   private downSince: Date | null = null;
   private readonly lingerMs: number;
+  private readonly backgroundMaxWaitMs: number;
 
   constructor(
     private readonly store: EventStore,
     private readonly opts: GroupCommitOptions = {},
   ) {
     this.lingerMs = opts.lingerMs ?? 2;
+    this.backgroundMaxWaitMs = opts.backgroundMaxWaitMs ?? 100;
   }
 
   /** Whether PostgreSQL was unreachable at the last flush, and since when. */
@@ -131,7 +182,7 @@ export class GroupCommitter {
    * Queues facts (validated now, so a bad one fails its submitter, not the flush) and rows;
    * resolves with each row write's row count once they are committed.
    */
-  submit(facts: Fact[], writes: RowWrite[] = []): Promise<number[]> {
+  submit(facts: Fact[], writes: RowWrite[] = [], opts: SubmitOptions = {}): Promise<number[]> {
     let prepared: Item['facts'];
     try {
       prepared = facts.map((f) => {
@@ -142,8 +193,9 @@ export class GroupCommitter {
     } catch (e) {
       return Promise.reject(e);
     }
+    const keys = [...new Set([...prepared.map((f) => f.streamId), ...(opts.keys ?? [])])];
     return new Promise<number[]>((resolve, reject) => {
-      this.queue.push({ at: performance.now(), facts: prepared, writes, resolve, reject });
+      this.queue.push({ at: performance.now(), facts: prepared, writes, background: opts.background === true, keys, resolve, reject });
       this.kick();
     });
   }
@@ -161,8 +213,9 @@ export class GroupCommitter {
     this.flushing = (async () => {
       if (this.lingerMs > 0) await new Promise((r) => setTimeout(r, this.lingerMs));
       while (this.queue.length > 0) {
-        const items = this.queue;
-        this.queue = [];
+        const items = selectFlush(this.queue, performance.now(), this.backgroundMaxWaitMs);
+        const taken = new Set(items);
+        this.queue = items.length === this.queue.length ? [] : this.queue.filter((i) => !taken.has(i));
         await this.flush(items);
       }
     })().finally(() => {
