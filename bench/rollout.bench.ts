@@ -831,7 +831,9 @@ export default (async (ctx) => {
     if (CONFIGS.has('rollback')) specs.push({ label: `rollback ${first.toLocaleString('en-US')} hosts, dev server, 1 worker`, kind: 'rollback', hosts: first, server: 'dev', workers: 1 });
     if (CONFIGS.has('cluster')) specs.push({ label: `rollout ${first.toLocaleString('en-US')} hosts, cluster, ${CLUSTER_WORKERS} workers`, kind: 'rollout', hosts: first, server: 'cluster', workers: CLUSTER_WORKERS });
 
-    if (specs.some((c) => c.server === 'cluster')) {
+    // The cluster server starts when its configuration comes (the last): started with the others,
+    // it ran its system workflows (scanners) and polled PostgreSQL through the dev server's runs.
+    const startCluster = async () => {
       const stateDir = path.join(tmp, 'temporal-cluster');
       const cluster = await startTemporalCluster({ namespace: 'default', logger, stateDir, port: 0, database: clusterDatabaseFromUrl(serverUrl, `fp_bench_temporal_${randomBytes(3).toString('hex')}`) });
       stops.push(cluster.stop);
@@ -839,11 +841,12 @@ export default (async (ctx) => {
       const connection = await Connection.connect({ address: cluster.address });
       stops.push(() => connection.close());
       shared.cluster = { address: cluster.address, pid, client: new Client({ connection, namespace: 'default' }) };
-    }
+    };
 
     ctx.log(`${os.cpus().length} CPUs, load average ${os.loadavg().map((l) => l.toFixed(2)).join(' ')} at the start; ${WARMUP} warm-up + ${RUNS} run(s) per configuration`);
     const rows: string[] = [];
     for (const spec of specs) {
+      if (spec.server === 'cluster' && !shared.cluster) await startCluster();
       for (let i = 0; i < WARMUP; i++) {
         const w = await oneRun(shared, spec, -1 - i);
         ctx.log(`${spec.label}: warm-up ${fmt(w.measured)} s (ideal ${fmt(w.ideal)} s, floor ${fmt(w.floorRecording)} s)${w.ok ? '' : `; ${w.status}`}`);
