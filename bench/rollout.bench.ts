@@ -314,7 +314,7 @@ class FloorRecorder {
   async durable(facts: Fact[]): Promise<void> {
     await this.committer.submit(facts);
   }
-  /** Committed with the next flush, not waited for: as the engine records a host's outcome. */
+  /** Committed in the background, not waited for: as the engine records a host's outcome (flushed after what lanes wait for). */
   later(facts: Fact[]): void {
     this.committer.submit(facts, [], { background: true }).catch((e: unknown) => (this.failed ??= e));
   }
@@ -370,7 +370,7 @@ async function inLanes(ids: string[], lanes: number, fn: (id: string) => Promise
 /**
  * The engine's patch chain on one host, bare: LIST beside the former CALL, UPLOAD, APPLY + GETs, verify CALL.
  * Recording, the engine's one durable point: the former state and fleetpatch's check of the APPLY,
- * before the UPLOAD; the rest is committed without waiting, and drained at the end.
+ * before the UPLOAD; the rest is committed in the background, and drained at the end.
  */
 async function floorPatch(agent: HostAgent, p: FloorPayload, rec: FloorRecorder | undefined, wave: string): Promise<void> {
   const hostId = agent.hostId;
