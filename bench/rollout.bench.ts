@@ -171,30 +171,73 @@ async function peakRssMiB(pid: number): Promise<number> {
 interface CpuSnapshot {
   temporal: number;
   worker: number;
+  /** Each worker process's share of `worker`, in the order they were started. */
+  perWorker: number[];
   emulator: number;
   postgres: number;
 }
 
 async function cpuSnapshot(pids: { temporal: number; workers: number[]; emulator: number; postmaster: number }): Promise<CpuSnapshot> {
   const self = async (pid: number) => (await procCpu(pid))?.self ?? Number.NaN;
-  let worker = 0;
-  for (const w of pids.workers) worker += await self(w);
-  return { temporal: await self(pids.temporal), worker, emulator: await self(pids.emulator), postgres: await postgresCpu(pids.postmaster) };
+  const perWorker: number[] = [];
+  for (const w of pids.workers) perWorker.push(await self(w));
+  const worker = perWorker.reduce((a, b) => a + b, 0);
+  return { temporal: await self(pids.temporal), worker, perWorker, emulator: await self(pids.emulator), postgres: await postgresCpu(pids.postmaster) };
 }
 
-const cpuDelta = (a: CpuSnapshot, b: CpuSnapshot): CpuSnapshot => ({ temporal: b.temporal - a.temporal, worker: b.worker - a.worker, emulator: b.emulator - a.emulator, postgres: b.postgres - a.postgres });
+const cpuDelta = (a: CpuSnapshot, b: CpuSnapshot): CpuSnapshot => ({
+  temporal: b.temporal - a.temporal,
+  worker: b.worker - a.worker,
+  perWorker: b.perWorker.map((c, i) => c - (a.perWorker[i] ?? 0)),
+  emulator: b.emulator - a.emulator,
+  postgres: b.postgres - a.postgres,
+});
 
 // ---- Temporal -----------------------------------------------------------------------------------
 
-/** Each history event's type and time from the run's first event (FLEETPATCH_BENCH_TIMELINE=1). */
-function printTimeline(workflowId: string, events: { eventTime?: { seconds?: unknown; nanos?: number | null } | null; eventType?: unknown; activityTaskScheduledEventAttributes?: { activityType?: { name?: string | null } | null } | null }[]): void {
-  const at = (e: (typeof events)[number]) => Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6;
+/** Names of the history event types a rollout's workflow has (the API's enum numbers). */
+const EVENT_TYPE_NAMES: Record<number, string> = {
+  1: 'WorkflowExecutionStarted',
+  2: 'WorkflowExecutionCompleted',
+  5: 'WorkflowTaskScheduled',
+  6: 'WorkflowTaskStarted',
+  7: 'WorkflowTaskCompleted',
+  10: 'ActivityTaskScheduled',
+  11: 'ActivityTaskStarted',
+  12: 'ActivityTaskCompleted',
+  13: 'ActivityTaskFailed',
+  14: 'ActivityTaskTimedOut',
+  17: 'TimerStarted',
+  18: 'TimerFired',
+  19: 'TimerCanceled',
+  25: 'MarkerRecorded (local activity)',
+  26: 'WorkflowExecutionSignaled',
+  28: 'WorkflowExecutionContinuedAsNew',
+  41: 'WorkflowExecutionUpdateAccepted',
+  43: 'WorkflowExecutionUpdateCompleted',
+};
+
+type HistoryEvent = {
+  eventTime?: { seconds?: unknown; nanos?: number | null } | null;
+  eventType?: unknown;
+  activityTaskScheduledEventAttributes?: { activityType?: { name?: string | null } | null } | null;
+  activityTaskStartedEventAttributes?: { identity?: string | null } | null;
+  workflowTaskStartedEventAttributes?: { identity?: string | null } | null;
+};
+
+/**
+ * Each history event's type and time from the run's first event, and the worker that took each
+ * task (FLEETPATCH_BENCH_TIMELINE=1): with two workers, who ran which batch.
+ */
+function printTimeline(workflowId: string, events: HistoryEvent[]): void {
+  const at = (e: HistoryEvent) => Number(e.eventTime?.seconds ?? 0) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6;
   const t0 = events[0] ? at(events[0]) : 0;
   process.stderr.write(`  timeline of ${workflowId}:\n`);
   for (const e of events) {
-    const type = String(e.eventType).replace(/^EVENT_TYPE_/, '');
+    const type = typeof e.eventType === 'number' ? (EVENT_TYPE_NAMES[e.eventType] ?? String(e.eventType)) : String(e.eventType);
     const what = e.activityTaskScheduledEventAttributes?.activityType?.name;
-    process.stderr.write(`    ${(at(e) - t0).toFixed(0).padStart(6)} ms  ${type}${what ? ` ${what}` : ''}\n`);
+    const who = e.activityTaskStartedEventAttributes?.identity ?? e.workflowTaskStartedEventAttributes?.identity;
+    process.stderr.write(`    ${(at(e) - t0).toFixed(0).padStart(6)} ms  ${type.replace(/^EVENT_TYPE_/, '')}${what ? ` ${what}` : ''}${who ? ` (${who})` : ''}\n`);
   }
 }
 
@@ -757,6 +800,7 @@ function report(ctx: BenchContext, spec: ConfigSpec, all: RunFigures[]): string 
   const floorBare = m((r) => r.floorBare);
   const floorRec = m((r) => r.floorRecording);
   const cpu = { temporal: m((r) => r.cpu.temporal), worker: m((r) => r.cpu.worker), emulator: m((r) => r.cpu.emulator), postgres: m((r) => r.cpu.postgres) };
+  const perWorker = spec.workers > 1 ? `; per worker, each run: ${runs.map((r) => r.cpu.perWorker.map((c) => fmt(c, 1)).join(' + ')).join(', ')} s` : '';
   const r0 = runs[0]!;
   const of = `median of ${runs.length}${good.length < all.length ? ` (${all.length - good.length} of ${all.length} runs not counted: ${all.filter((r) => !r.ok).map((r) => `${fmt(r.measured)} s, ${r.status}`).join(' | ')})` : ''}`;
   ctx.report({ name: `${L}: measured`, value: measured, unit: 's', note: `${of}: ${runs.map((r) => fmt(r.measured)).join(', ')} s; ${r0.status}; ${fmt(spec.hosts / measured, 1)} hosts/s` });
@@ -770,7 +814,7 @@ function report(ctx: BenchContext, spec: ConfigSpec, all: RunFigures[]): string 
     name: `${L}: CPU worker`,
     value: cpu.worker,
     unit: 's',
-    note: `${spec.workers} fleetpatch worker process(es), summed; the floor's bare client (recording) used ${fmt(m((r) => r.floorClientCpu))} s, the emulator ${fmt(m((r) => r.floorEmulatorCpu))} s during it`,
+    note: `${spec.workers} fleetpatch worker process(es), summed${perWorker}; the floor's bare client (recording) used ${fmt(m((r) => r.floorClientCpu))} s, the emulator ${fmt(m((r) => r.floorEmulatorCpu))} s during it`,
   });
   ctx.report({ name: `${L}: CPU emulator`, value: cpu.emulator, unit: 's' });
   ctx.report({ name: `${L}: CPU PostgreSQL`, value: cpu.postgres, unit: 's', note: spec.server === 'cluster' ? 'postmaster + backends, including the Temporal cluster\'s persistence' : 'postmaster + backends' });
