@@ -47,6 +47,9 @@ const HOST_ATTEMPTS = 4;
 const RETRY_DELAYS_MS = [500, 1_000, 2_000, 4_000];
 /** More steps than any stack needs; beyond it the host is not converging. */
 const MAX_STEPS = 200;
+/** What a waited ACTION (`waitMs`) leaves of the request's timeout for the answer's way back. */
+const ACTION_WAIT_MARGIN_MS = 2_000;
+
 /** Reboots of one host during its patch before it is left for a later run. */
 const MAX_REBOOTS = 2;
 
@@ -257,8 +260,21 @@ export class HostEngine {
     return bytes;
   }
 
+  private waitOptions(): { pollMs: number; deadlineMs: number } {
+    return { pollMs: this.deps.actionPollMs ?? 20, deadlineMs: this.deps.actionDeadlineMs ?? 120_000 };
+  }
+
   private wait(agent: HostAgent, name: string): Promise<WireStatus> {
-    return agent.waitForAction(name, { pollMs: this.deps.actionPollMs ?? 20, deadlineMs: this.deps.actionDeadlineMs ?? 120_000 });
+    return agent.waitForAction(name, this.waitOptions());
+  }
+
+  /**
+   * How long the host may wait for an action's work before it answers (ACTION's `waitMs`): the
+   * status comes with the answer, one round trip instead of two. Short of the request's timeout,
+   * so that a host that waits is never taken for one that does not answer.
+   */
+  private actionWaitMs(agent: HostAgent): number {
+    return Math.max(0, Math.min(this.waitOptions().deadlineMs, agent.timeoutMs - ACTION_WAIT_MARGIN_MS));
   }
 
   /** LIST with the host retries; a host that stays unreachable fails with `stage`. */
@@ -380,9 +396,9 @@ export class HostEngine {
     const started = performance.now();
     // Told before the request: the wait may be the request's own or the polls' that follow.
     rec.lane.acting?.();
-    const r = await agent.action(payload.name, cmd);
+    const r = await agent.action(payload.name, cmd, { waitMs: this.actionWaitMs(agent) });
     if (r.dependencyCheck) this.recordHostCheck(rec, payload, r.dependencyCheck, checkKey);
-    const status = await this.wait(agent, payload.name);
+    const status = await agent.settled(payload.name, r, this.waitOptions());
     observe('hypervisorAction', cmd, (performance.now() - started) / 1000, status.rc === 0 ? 'ok' : (errnoName(status.rc) ?? `rc ${status.rc}`));
     const want = cmd === 'revert' ? 'CHECKED' : 'APPLIED';
     if (!(status.state === want && status.rc === 0)) {

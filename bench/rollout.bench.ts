@@ -92,6 +92,8 @@ const CANARY = 10;
 const VERIFY = { call: 'xen_extra_version', expect: '-fix' };
 /** The engine's GET interval while an action runs (activities/host-engine.ts, actionPollMs). */
 const POLL_MS = 20;
+/** How long the host waits for an action's work before it answers, as the engine asks (its request timeout less 2 s). */
+const ACTION_WAIT_MS = 8_000;
 const CLK_TCK = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
 // ---- processes --------------------------------------------------------------------------------
@@ -266,7 +268,7 @@ async function historyStats(client: Client, workflowId: string): Promise<{ runs:
 interface ChainStep {
   kind: RequestKind;
   label: string;
-  /** An asynchronous action: the GET polls last as long as the action stays at -EAGAIN. */
+  /** An asynchronous action: the host waits for its work before it answers (ACTION's waitMs). */
   async?: boolean;
   /** Sent at the same time as the step before it: the chain waits for the longer of the two. */
   beside?: boolean;
@@ -276,15 +278,13 @@ const PATCH_CHAIN: ChainStep[] = [
   { kind: 'list', label: 'LIST' },
   { kind: 'call', label: `CALL ${VERIFY.call} (former result, beside the LIST)`, beside: true },
   { kind: 'upload', label: 'UPLOAD' },
-  { kind: 'action', label: 'ACTION apply', async: true },
-  { kind: 'get', label: 'GET until rc != -EAGAIN' },
+  { kind: 'action', label: 'ACTION apply (waited on the host)', async: true },
   { kind: 'call', label: `CALL ${VERIFY.call} (verify)` },
 ];
 
 const RESTORE_CHAIN: ChainStep[] = [
   { kind: 'list', label: 'LIST' },
-  { kind: 'action', label: 'ACTION revert', async: true },
-  { kind: 'get', label: 'GET until rc != -EAGAIN' },
+  { kind: 'action', label: 'ACTION revert (waited on the host)', async: true },
   { kind: 'list', label: 'LIST' },
   { kind: 'action', label: 'ACTION unload' },
   { kind: 'list', label: 'LIST' },
@@ -411,7 +411,7 @@ async function inLanes(ids: string[], lanes: number, fn: (id: string) => Promise
 }
 
 /**
- * The engine's patch chain on one host, bare: LIST beside the former CALL, UPLOAD, APPLY + GETs, verify CALL.
+ * The engine's patch chain on one host, bare: LIST beside the former CALL, UPLOAD, APPLY (waited on the host; GETs only if it had not finished), verify CALL.
  * Recording, the engine's one durable point: the former state and fleetpatch's check of the APPLY,
  * before the UPLOAD; the rest is committed in the background, and drained at the end.
  */
@@ -446,8 +446,8 @@ async function floorPatch(agent: HostAgent, p: FloorPayload, rec: FloorRecorder 
     ]);
   }
   const up = await again(() => agent.upload(p.name, p.bytes));
-  const r = await again(() => agent.action(p.name, 'apply'));
-  const status = await again(() => agent.waitForAction(p.name, { pollMs: POLL_MS }));
+  const r = await again(() => agent.action(p.name, 'apply', { waitMs: ACTION_WAIT_MS }));
+  const status = await again(() => agent.settled(p.name, r, { pollMs: POLL_MS }));
   if (status.state !== 'APPLIED') throw new Error(`${hostId}: floor apply ended ${status.state} rc ${status.rc}`);
   const v = await again(() => agent.call(VERIFY.call));
   rec?.later([
@@ -460,14 +460,14 @@ async function floorPatch(agent: HostAgent, p: FloorPayload, rec: FloorRecorder 
   ]);
 }
 
-/** The engine's restore chain on one patched host, bare: LIST, REVERT + GETs, LIST, UNLOAD, LIST, CALL. */
+/** The engine's restore chain on one patched host, bare: LIST, REVERT (waited on the host), LIST, UNLOAD, LIST, CALL. */
 async function floorRestore(agent: HostAgent, p: FloorPayload, rec: FloorRecorder | undefined): Promise<void> {
   const hostId = agent.hostId;
   const payload = { name: p.name, buildId: p.buildId };
   await again(() => agent.listAll());
   await rec?.durable([]);
-  await again(() => agent.action(p.name, 'revert'));
-  const status = await again(() => agent.waitForAction(p.name, { pollMs: POLL_MS }));
+  const r = await again(() => agent.action(p.name, 'revert', { waitMs: ACTION_WAIT_MS }));
+  const status = await again(() => agent.settled(p.name, r, { pollMs: POLL_MS }));
   if (status.state !== 'CHECKED') throw new Error(`${hostId}: floor revert ended ${status.state} rc ${status.rc}`);
   await again(() => agent.listAll());
   await rec?.durable([rec.fact(`${hostId}/reverted`, { type: 'PayloadReverted', hostId, payload })]);

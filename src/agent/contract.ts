@@ -107,12 +107,26 @@ export type WireUpload = z.infer<typeof WireUploadSchema>;
 /** The longest a reboot may keep a host down (a day): every number the protocol takes is finite and bounded. */
 export const MAX_DOWN_MS = 86_400_000;
 
+/** The longest an ACTION may wait on the host for the work it scheduled (`waitMs`). */
+export const MAX_ACTION_WAIT_MS = 60_000;
+
 /** POST /hosts/:id/livepatch/:name/action. `cmd` is checked by the hypervisor (EINVAL), not here. */
 export const ActionRequestBodySchema = z.object({
   cmd: z.string({ error: 'the body needs "cmd": "apply" | "revert" | "replace" | "unload"' }),
   /** Nanoseconds; Xen's uint32 rule (EINVAL beyond it) is the hypervisor's to apply. */
   timeoutNs: z.number({ error: '"timeoutNs" must be a finite number of nanoseconds' }).refine(Number.isFinite, '"timeoutNs" must be a finite number of nanoseconds').optional(),
   nodeps: z.boolean({ error: '"nodeps" must be true or false' }).optional(),
+  /**
+   * Wait on the host, up to this many milliseconds, for the work the action scheduled to finish,
+   * polling its status there as `xen-livepatch apply` does, and answer with that status: one round
+   * trip over the network instead of the ACTION and then GETs. 0 or absent: answer at once.
+   */
+  waitMs: z
+    .number({ error: `"waitMs" must be a whole number of milliseconds from 0 to ${MAX_ACTION_WAIT_MS}` })
+    .int(`"waitMs" must be a whole number of milliseconds from 0 to ${MAX_ACTION_WAIT_MS}`)
+    .min(0, `"waitMs" must be a whole number of milliseconds from 0 to ${MAX_ACTION_WAIT_MS}`)
+    .max(MAX_ACTION_WAIT_MS, `"waitMs" must be a whole number of milliseconds from 0 to ${MAX_ACTION_WAIT_MS}`)
+    .optional(),
 });
 export type ActionRequestBody = z.infer<typeof ActionRequestBodySchema>;
 
@@ -122,9 +136,14 @@ export type RebootRequestBody = z.infer<typeof RebootRequestBodySchema>;
 
 export const WireActionSchema = z.object({
   rc: z.literal(0),
-  /** Work was scheduled: poll GET until rc is no longer -EAGAIN. */
+  /** Work was scheduled: poll GET until rc is no longer -EAGAIN (unless `status` says it is done). */
   scheduled: z.boolean(),
   dependencyCheck: HostDependencyCheckSchema.nullable(),
+  /**
+   * With `waitMs`, for scheduled work: the payload's status when the work finished or the wait
+   * ended (rc -EAGAIN: it had not finished; poll GET).
+   */
+  status: WireStatusSchema.optional(),
 });
 export type WireAction = z.infer<typeof WireActionSchema>;
 

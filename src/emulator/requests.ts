@@ -33,7 +33,7 @@ export type HostRequest =
   | { kind: 'list'; idx: number; nr: number }
   | { kind: 'get'; name: string }
   | { kind: 'upload'; name: string; bytes: Uint8Array }
-  | { kind: 'action'; name: string; cmd: string; timeoutNs?: number; nodeps?: boolean }
+  | { kind: 'action'; name: string; cmd: string; timeoutNs?: number; nodeps?: boolean; waitMs?: number }
   | { kind: 'functions' }
   | { kind: 'call'; fn: string }
   | { kind: 'dump' }
@@ -110,8 +110,8 @@ export function parseRequest(route: Route, query: URLSearchParams, body: Body | 
     case 'action': {
       const parsed = ActionRequestBodySchema.safeParse(jsonObject(body!));
       if (!parsed.success) throw refuse('REQUEST_INVALID', parsed.error.issues[0]!.message);
-      const { cmd, timeoutNs, nodeps } = parsed.data;
-      return { kind: 'action', name: route.name, cmd, ...(timeoutNs !== undefined ? { timeoutNs } : {}), ...(nodeps !== undefined ? { nodeps } : {}) };
+      const { cmd, timeoutNs, nodeps, waitMs } = parsed.data;
+      return { kind: 'action', name: route.name, cmd, ...(timeoutNs !== undefined ? { timeoutNs } : {}), ...(nodeps !== undefined ? { nodeps } : {}), ...(waitMs ? { waitMs } : {}) };
     }
     case 'reboot': {
       const parsed = RebootRequestBodySchema.safeParse(jsonObject(body!));

@@ -11,7 +11,7 @@
  *   GET  /hosts/:id/livepatch?idx=&nr=          LIST
  *   POST /hosts/:id/livepatch/:name             UPLOAD (application/octet-stream body)
  *   GET  /hosts/:id/livepatch/:name             GET
- *   POST /hosts/:id/livepatch/:name/action      ACTION {"cmd","timeoutNs"?,"nodeps"?}
+ *   POST /hosts/:id/livepatch/:name/action      ACTION {"cmd","timeoutNs"?,"nodeps"?,"waitMs"?}
  *   GET  /hosts/:id/functions                   the function table
  *   GET  /hosts/:id/functions/:fn               call a function
  *   GET  /hosts/:id/dump                        Xen's debug dump (text/plain)
@@ -34,8 +34,8 @@ import { transitions, type JournalEntry } from './journal.ts';
 import type { HypervisorImage } from '../payload/image.ts';
 import { DEFAULT_HOST_IMAGE, cachingChecker, hostImage, loadImageFile, payloadLibraryChecker } from './payload-adapter.ts';
 import * as sm from './state-machine.ts';
-import { toJson } from './views.ts';
-import { encodeError } from '../agent/contract.ts';
+import { statusView, toJson } from './views.ts';
+import { encodeError, type WireAction, type WireStatus } from '../agent/contract.ts';
 import { dispatch } from './dispatch.ts';
 import { MAX_JSON_BYTES, MAX_UPLOAD_BYTES, bodyOf, jsonObject, matchRoute, parseRequest, refuse, type Body } from './requests.ts';
 
@@ -264,9 +264,38 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
     if (out.check) note(served, { kind: 'checked', name: out.check.payload, buildId: out.check.payloadBuildId, check: out.check });
     if (out.refusal) throw out.refusal;
     const { status, json, text } = out.answer!;
+    if (request.kind === 'action' && request.waitMs && (json as WireAction).scheduled) {
+      const after = await awaitWork(served, request.name, request.waitMs);
+      if (after === 'down') return drop(req);
+      if (res.destroyed) return null;
+      send(res, status, { ...(json as WireAction), ...(after ? { status: after } : {}) });
+      return status;
+    }
     if (text !== undefined) sendText(res, status, text);
     else send(res, status, json);
     return status;
+  }
+
+  /**
+   * The agent's side of an ACTION's `waitMs`: it waits on the host for the scheduled work, as
+   * `xen-livepatch apply` polls its status, and reads the payload's status as GET would when the
+   * work is done or the wait is over. A host that crashed meanwhile answers nothing: its agent went
+   * down with it.
+   */
+  async function awaitWork(served: ServedHost, name: string, waitMs: number): Promise<WireStatus | null | 'down'> {
+    const until = clock() + waitMs;
+    // An injected clock may stand still: the wait also ends when that much real time has passed.
+    const realUntil = performance.now() + waitMs;
+    for (;;) {
+      const now = clock();
+      setState(served, sm.settle(served.state, now));
+      if (sm.isDown(served.state, now)) return 'down';
+      const pending = served.state.pending;
+      if (!pending || pending.name !== name || now >= until || performance.now() >= realUntil) break;
+      await sleep(Math.max(1, Math.min(pending.completesAt, until) - now));
+    }
+    const o = sm.getStatus(served.state, name, clock());
+    return o.ok ? statusView(o.value) : null;
   }
 
   async function handleAdmin(req: http.IncomingMessage, res: http.ServerResponse, rest: readonly string[]): Promise<number> {

@@ -12,7 +12,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { FleetpatchError, XenError } from '../../src/errors.ts';
 import { FleetClient, HostAgent } from '../../src/agent/client.ts';
 import { freePort } from '../../src/runtime/process-utils.ts';
-import { HELLO, payload, startTestFleet, type TestFleet } from './fleet-helpers.ts';
+import { HELLO, delay, payload, startTestFleet, type TestFleet } from './fleet-helpers.ts';
 
 let t: TestFleet;
 
@@ -159,6 +159,87 @@ describe('asynchronous actions', () => {
     } finally {
       await t.admin.setFaults({});
     }
+  });
+});
+
+describe('an action waited for on the host (waitMs)', () => {
+  it('answers once the work is done, with its status: one round trip, no GET', async () => {
+    await t.admin.setFaults({ rules: [{ kind: 'actionDuration', ms: 120, hosts: ['host-0040'] }] });
+    try {
+      const a = agentFor('host-0040');
+      await a.upload('hello', HELLO);
+      const before = (await t.admin.stats()).requests;
+      const started = performance.now();
+      const r = await a.action('hello', 'apply', { waitMs: 5_000 });
+      expect(performance.now() - started).toBeGreaterThanOrEqual(115);
+      expect(r).toMatchObject({ rc: 0, scheduled: true, status: { name: 'hello', state: 'APPLIED', rc: 0, reason: null } });
+      expect(r.dependencyCheck).toMatchObject({ outcome: 'satisfied' });
+      expect(await a.settled('hello', r)).toEqual(r.status);
+      // The ACTION was the only request (the stats request itself is the second).
+      expect((await t.admin.stats()).requests - before).toBe(2);
+      expect((await a.call('xen_extra_version')).result).toBe('Hello World');
+
+      // A revert waited for the same way; an UNLOAD schedules nothing and has no status.
+      const back = await a.action('hello', 'revert', { waitMs: 5_000 });
+      expect(back.status).toMatchObject({ state: 'CHECKED', rc: 0 });
+      expect(await a.action('hello', 'unload', { waitMs: 5_000 })).toEqual({ rc: 0, scheduled: false, dependencyCheck: null });
+    } finally {
+      await t.admin.setFaults({});
+    }
+  });
+
+  it('a wait shorter than the work answers rc -EAGAIN, and `settled` polls on to the end', async () => {
+    await t.admin.setFaults({ rules: [{ kind: 'actionDuration', ms: 150, hosts: ['host-0041'] }] });
+    try {
+      const a = agentFor('host-0041');
+      await a.upload('hello', HELLO);
+      const r = await a.action('hello', 'apply', { waitMs: 30 });
+      expect(r.status).toMatchObject({ state: 'CHECKED', rc: -11 });
+      expect(await a.settled('hello', r, { pollMs: 10 })).toMatchObject({ state: 'APPLIED', rc: 0 });
+    } finally {
+      await t.admin.setFaults({});
+    }
+  });
+
+  it('reports a failed rendezvous as the final status; a host that crashes meanwhile answers nothing', async () => {
+    await t.admin.setFaults({
+      rules: [
+        { kind: 'actionTimeout', rendezvousMs: 500, hosts: ['host-0042'] },
+        { kind: 'crashDuringApply', downMs: 300, hosts: ['host-0043'] },
+      ],
+    });
+    try {
+      const busy = agentFor('host-0042');
+      await busy.upload('hello', HELLO);
+      const r = await busy.action('hello', 'apply', { waitMs: 5_000, timeoutNs: 20_000_000 });
+      expect(r.status).toMatchObject({ state: 'CHECKED', rc: -16 });
+      expect(r.status!.reason).toContain('did not rendezvous');
+
+      const crashing = agentFor('host-0043');
+      await crashing.upload('hello', HELLO);
+      expect((await caught(crashing.action('hello', 'apply', { waitMs: 5_000 }))).code).toBe('HOST_UNREACHABLE');
+      await delay(350);
+      // Back up, with nothing loaded: the crash took the payload with it.
+      expect((await crashing.listAll()).entries).toEqual([]);
+    } finally {
+      await t.admin.setFaults({});
+    }
+  });
+
+  it('refuses a waitMs that is not a whole number of milliseconds up to a minute, naming it', async () => {
+    const a = agentFor('host-0044');
+    await a.upload('hello', HELLO);
+    for (const waitMs of [-1, 1.5, 60_001, '100']) {
+      const res = await fetch(`${t.fleet.url}/hosts/host-0044/livepatch/hello/action`, {
+        method: 'POST',
+        headers: { authorization: `Bearer ${t.fleet.fleet.hosts.find((h) => h.id === 'host-0044')!.token}`, 'content-type': 'application/json' },
+        body: JSON.stringify({ cmd: 'apply', waitMs }),
+      });
+      expect(res.status).toBe(400);
+      expect(await res.json()).toMatchObject({ error: 'REQUEST_INVALID', message: expect.stringContaining('"waitMs" must be a whole number of milliseconds from 0 to 60000') });
+    }
+    // Nothing was scheduled by the refused requests.
+    expect(await a.get('hello')).toMatchObject({ state: 'CHECKED', rc: 0 });
   });
 });
 
