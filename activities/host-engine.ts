@@ -396,9 +396,16 @@ export class HostEngine {
     const started = performance.now();
     // Told before the request: the wait may be the request's own or the polls' that follow.
     rec.lane.acting?.();
-    const r = await agent.action(payload.name, cmd, { waitMs: this.actionWaitMs(agent) });
-    if (r.dependencyCheck) this.recordHostCheck(rec, payload, r.dependencyCheck, checkKey);
-    const status = await agent.settled(payload.name, r, this.waitOptions());
+    // The host waits for the work: one request. Its check is recorded as soon as it is told, so
+    // a host that goes down during the work has still reported it.
+    const { status: done } = await agent.actAndWait(payload.name, cmd, {
+      ...this.waitOptions(),
+      waitMs: this.actionWaitMs(agent),
+      onScheduled: (r) => {
+        if (r.dependencyCheck) this.recordHostCheck(rec, payload, r.dependencyCheck, checkKey);
+      },
+    });
+    const status = done ?? (await this.wait(agent, payload.name));
     observe('hypervisorAction', cmd, (performance.now() - started) / 1000, status.rc === 0 ? 'ok' : (errnoName(status.rc) ?? `rc ${status.rc}`));
     const want = cmd === 'revert' ? 'CHECKED' : 'APPLIED';
     if (!(status.state === want && status.rc === 0)) {
@@ -756,12 +763,25 @@ export class HostEngine {
 
     let end: { outcome: RestoreOutcome['outcome']; reason?: string } | undefined;
     let attempt = 1;
+    // Whether `list` is what the host last said (a LIST), or what its answers since imply.
+    let read = true;
     for (let n = 0; !end; n++) {
       if (n >= MAX_STEPS) {
         end = { outcome: 'failed', reason: `the host did not reach its former stack after ${MAX_STEPS} steps; it runs ${describeStack(list.appliedStack)}` };
         break;
       }
       const step = nextRestoreStep(liveHostOf(list), goal);
+      if ((step.kind === 'done' || step.kind === 'blocked') && !read) {
+        // The restore ends on what the host itself reports, not on what its answers implied.
+        try {
+          list = await this.list(agent, 'revert');
+          read = true;
+          continue;
+        } catch (e) {
+          end = { outcome: 'failed', reason: `the host could not be read: ${failureOf('revert', e).reason}` };
+          break;
+        }
+      }
       if (step.kind === 'done') {
         end = done.length === 0 ? { outcome: 'nothing-to-do', reason: rebootNote ?? 'the host already runs its former stack, and nothing of the rollout is loaded' } : { outcome: 'restored', ...(rebootNote ? { reason: rebootNote } : {}) };
         break;
@@ -770,8 +790,9 @@ export class HostEngine {
         end = { outcome: step.cause === 'name-taken' ? 'failed' : step.cause, reason: step.reason };
         break;
       }
+      let after: WireList | null = null;
       try {
-        await this.restoreStep(agent, rec, fence, step, list, attempt);
+        after = await this.restoreStep(agent, rec, fence, step, list, attempt);
         if (step.kind !== 'wait') done.push({ kind: step.kind, payload: ref(step.payload) });
         attempt = 1;
       } catch (e) {
@@ -783,8 +804,15 @@ export class HostEngine {
         }
       }
       this.heartbeat();
+      if (after && !end) {
+        // The answer said it all (a REVERT done, an UNLOAD): the next step needs no LIST first.
+        list = after;
+        read = false;
+        continue;
+      }
       try {
         list = await this.list(agent, 'revert');
+        read = true;
       } catch (e) {
         end ??= { outcome: 'failed', reason: `the host could not be read: ${failureOf('revert', e).reason}` };
         break;
@@ -822,11 +850,16 @@ export class HostEngine {
     return { outcome: end.outcome, steps: done, stackNow: list.appliedStack.map(ref), formerStack: former.formerStack.map(ref), ...(end.reason ? { reason: end.reason } : {}) };
   }
 
-  private async restoreStep(agent: HostAgent, rec: HostRecorder, fence: number, step: Exclude<ReturnType<typeof nextRestoreStep>, { kind: 'done' | 'blocked' }>, list: WireList, attempt: number): Promise<void> {
+  /**
+   * Takes one restore step. Returns the host's state after it when the answer says it all (a
+   * REVERT that ended CHECKED with rc 0 pops the top; an UNLOAD removes the entry), else null: the
+   * host is read again.
+   */
+  private async restoreStep(agent: HostAgent, rec: HostRecorder, fence: number, step: Exclude<ReturnType<typeof nextRestoreStep>, { kind: 'done' | 'blocked' }>, list: WireList, attempt: number): Promise<WireList | null> {
     const hostId = agent.hostId;
     if (step.kind === 'wait') {
       await this.wait(agent, step.payload.name);
-      return;
+      return null;
     }
     const payload = ref(step.payload);
     const kind = { revert: 'reverted', unload: 'unloaded', upload: 'uploaded', apply: 'applied' }[step.kind];
@@ -857,24 +890,29 @@ export class HostEngine {
     }
     try {
       switch (step.kind) {
-        case 'revert':
+        case 'revert': {
           await this.act(agent, rec, payload, 'revert', key('revert-check'));
           rec.add(key('reverted'), { type: 'PayloadReverted', hostId, payload });
-          return;
+          // Only the top can be reverted, and act() saw it end CHECKED with rc 0.
+          const top = list.appliedStack.at(-1);
+          if (top?.buildId !== payload.buildId) return null;
+          const entries = list.entries.map((e) => (e.buildId === payload.buildId ? { ...e, state: 'CHECKED' as const, rc: 0, reason: null, reverted: true } : e));
+          return { ...list, entries, appliedStack: list.appliedStack.slice(0, -1) };
+        }
         case 'unload':
           await agent.action(payload.name, 'unload');
           rec.add(key('unloaded'), { type: 'PayloadUnloaded', hostId, payload });
-          return;
+          return { ...list, entries: list.entries.filter((e) => e.buildId !== payload.buildId) };
         case 'upload': {
           const r = await agent.upload(payload.name, await this.payloadBytes(payload.buildId));
           if (r.dependencyCheck) this.recordHostCheck(rec, payload, r.dependencyCheck, key('upload-check'));
           rec.add(key('uploaded'), { type: 'PayloadUploaded', hostId, payload });
-          return;
+          return null;
         }
         case 'apply':
           await this.act(agent, rec, payload, 'apply', key('apply-check'));
           rec.add(key('applied'), { type: 'PayloadApplied', hostId, payload });
-          return;
+          return null;
       }
     } catch (e) {
       this.recordRefusal(rec, fence, step.kind, payload, e, n, attempt);

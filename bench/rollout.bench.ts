@@ -285,7 +285,6 @@ const PATCH_CHAIN: ChainStep[] = [
 const RESTORE_CHAIN: ChainStep[] = [
   { kind: 'list', label: 'LIST' },
   { kind: 'action', label: 'ACTION revert (waited on the host)', async: true },
-  { kind: 'list', label: 'LIST' },
   { kind: 'action', label: 'ACTION unload' },
   { kind: 'list', label: 'LIST' },
   { kind: 'call', label: `CALL ${VERIFY.call} (former result again)` },
@@ -446,9 +445,8 @@ async function floorPatch(agent: HostAgent, p: FloorPayload, rec: FloorRecorder 
     ]);
   }
   const up = await again(() => agent.upload(p.name, p.bytes));
-  const r = await again(() => agent.action(p.name, 'apply', { waitMs: ACTION_WAIT_MS }));
-  const status = await again(() => agent.settled(p.name, r, { pollMs: POLL_MS }));
-  if (status.state !== 'APPLIED') throw new Error(`${hostId}: floor apply ended ${status.state} rc ${status.rc}`);
+  const { answer: r, status } = await again(() => agent.actAndWait(p.name, 'apply', { waitMs: ACTION_WAIT_MS, pollMs: POLL_MS }));
+  if (status?.state !== 'APPLIED') throw new Error(`${hostId}: floor apply ended ${status?.state} rc ${status?.rc}`);
   const v = await again(() => agent.call(VERIFY.call));
   rec?.later([
     ...(up.dependencyCheck ? [rec.fact(`${hostId}/upload-check`, hostCheckBody(hostId, payload, up.dependencyCheck))] : []),
@@ -460,16 +458,14 @@ async function floorPatch(agent: HostAgent, p: FloorPayload, rec: FloorRecorder 
   ]);
 }
 
-/** The engine's restore chain on one patched host, bare: LIST, REVERT (waited on the host), LIST, UNLOAD, LIST, CALL. */
+/** The engine's restore chain on one patched host, bare: LIST, REVERT (waited on the host), UNLOAD, LIST, CALL. */
 async function floorRestore(agent: HostAgent, p: FloorPayload, rec: FloorRecorder | undefined): Promise<void> {
   const hostId = agent.hostId;
   const payload = { name: p.name, buildId: p.buildId };
   await again(() => agent.listAll());
   await rec?.durable([]);
-  const r = await again(() => agent.action(p.name, 'revert', { waitMs: ACTION_WAIT_MS }));
-  const status = await again(() => agent.settled(p.name, r, { pollMs: POLL_MS }));
-  if (status.state !== 'CHECKED') throw new Error(`${hostId}: floor revert ended ${status.state} rc ${status.rc}`);
-  await again(() => agent.listAll());
+  const { status } = await again(() => agent.actAndWait(p.name, 'revert', { waitMs: ACTION_WAIT_MS, pollMs: POLL_MS }));
+  if (status?.state !== 'CHECKED') throw new Error(`${hostId}: floor revert ended ${status?.state} rc ${status?.rc}`);
   await rec?.durable([rec.fact(`${hostId}/reverted`, { type: 'PayloadReverted', hostId, payload })]);
   await again(() => agent.action(p.name, 'unload'));
   await again(() => agent.listAll());

@@ -27,7 +27,9 @@ import {
   WireRebootSchema,
   WireStatusSchema,
   WireUploadSchema,
+  WireActionDoneSchema,
   MAX_ACTION_WAIT_MS,
+  NDJSON,
   decodeError,
   parseAnswer,
   type ActionCmd,
@@ -68,12 +70,6 @@ export interface ActionOptions {
   timeoutNs?: number;
   /** LIVEPATCH_ACTION_APPLY_NODEPS. */
   nodeps?: boolean;
-  /**
-   * Have the host wait up to this long for the scheduled work and answer with its status
-   * (`WireAction.status`): one round trip instead of the ACTION and a GET. Keep it under the
-   * request timeout.
-   */
-  waitMs?: number;
 }
 
 export interface WaitOptions {
@@ -84,6 +80,13 @@ export interface WaitOptions {
   /** Called after every GET that still says -EAGAIN (activities heartbeat here). */
   onPoll?: (status: WireStatus, attempt: number) => void | Promise<void>;
   signal?: AbortSignal;
+}
+
+export interface ActAndWaitOptions extends ActionOptions, WaitOptions {
+  /** How long the host waits for the work before its answer's second part; keep it under the request timeout. */
+  waitMs: number;
+  /** Hears the scheduling result (the hypervisor's dependency check) as soon as the host sends it. */
+  onScheduled?: (answer: WireAction) => void;
 }
 
 interface Answer {
@@ -134,6 +137,51 @@ export class Transport {
     return parseAnswer(schema, value, this.who, `${method} ${path}`);
   }
 
+  /**
+   * A request whose answer may come as several JSON documents, one per line (NDJSON): `onPart`
+   * hears each as soon as its line is complete. A plain JSON answer is one part. A refusal throws
+   * as `request` does; a connection lost after some parts throws after those were heard.
+   */
+  async parts(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }, onPart: (value: unknown, index: number) => void): Promise<void> {
+    const what = `${method} ${path}`;
+    const part = (line: string, index: number) => {
+      let value: unknown;
+      try {
+        value = JSON.parse(line);
+      } catch {
+        throw new FleetpatchError('HOST_PROTOCOL', `${this.who}: ${what} answered something that is not JSON`, { hostId: this.who });
+      }
+      onPart(value, index);
+    };
+    const res = await this.open(method, path, opts, `${NDJSON}, application/json`);
+    if (res.statusCode < 200 || res.statusCode >= 300 || !String(res.headers['content-type'] ?? '').startsWith(NDJSON)) {
+      let text: string;
+      try {
+        text = await res.body.text();
+      } catch (e) {
+        throw this.transportError(method, path, e as NodeJS.ErrnoException);
+      }
+      if (res.statusCode < 200 || res.statusCode >= 300) throw this.refusal(method, path, { status: res.statusCode, text });
+      return part(text, 0);
+    }
+    let pending = '';
+    let index = 0;
+    try {
+      for await (const chunk of res.body as AsyncIterable<Buffer>) {
+        pending += chunk.toString('utf8');
+        for (let nl = pending.indexOf('\n'); nl !== -1; nl = pending.indexOf('\n')) {
+          const line = pending.slice(0, nl);
+          pending = pending.slice(nl + 1);
+          if (line.trim() !== '') part(line, index++);
+        }
+      }
+    } catch (e) {
+      if (e instanceof FleetpatchError) throw e;
+      throw this.transportError(method, path, e as NodeJS.ErrnoException);
+    }
+    if (pending.trim() !== '') part(pending, index);
+  }
+
   async request(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }): Promise<Answer> {
     const t0 = performance.now();
     let answer: Answer;
@@ -149,13 +197,23 @@ export class Transport {
   }
 
   private async send(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }): Promise<Answer> {
-    const headers: Record<string, string> = { authorization: `Bearer ${this.#token}`, accept: 'application/json, text/plain' };
+    const res = await this.open(method, path, opts, 'application/json, text/plain');
+    try {
+      return { status: res.statusCode, text: await res.body.text() };
+    } catch (e) {
+      throw this.transportError(method, path, e as NodeJS.ErrnoException);
+    }
+  }
+
+  /** Sends the request and returns once the answer's headers are in; the body is the caller's to read. */
+  private async open(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }, accept: string): Promise<Dispatcher.ResponseData> {
+    const headers: Record<string, string> = { authorization: `Bearer ${this.#token}`, accept };
     if (opts.body !== undefined) headers['content-type'] = opts.contentType ?? 'application/octet-stream';
     try {
       // No automatic retry, even on a reused keep-alive connection: an emulated host that resets
       // the connection must look unreachable every time. Idle connections are closed by the
       // client (60 s) before the server would (65 s), so a stale one does not cause this.
-      const res = await this.#dispatcher.request({
+      return await this.#dispatcher.request({
         origin: this.#origin,
         path,
         method: method as Dispatcher.HttpMethod,
@@ -164,7 +222,6 @@ export class Transport {
         headersTimeout: this.timeoutMs,
         bodyTimeout: this.timeoutMs,
       });
-      return { status: res.statusCode, text: await res.body.text() };
     } catch (e) {
       throw this.transportError(method, path, e as NodeJS.ErrnoException);
     }
@@ -257,23 +314,41 @@ export class HostAgent {
    * With `waitMs`, scheduled work comes back with its status once done (see `settled`).
    */
   action(name: string, cmd: ActionCmd, opts: ActionOptions = {}): Promise<WireAction> {
-    const request: ActionRequestBody = {
-      cmd,
-      ...(opts.timeoutNs !== undefined ? { timeoutNs: opts.timeoutNs } : {}),
-      ...(opts.nodeps ? { nodeps: true } : {}),
-      ...(opts.waitMs ? { waitMs: Math.min(MAX_ACTION_WAIT_MS, Math.max(0, Math.round(opts.waitMs))) } : {}),
-    };
+    const request: ActionRequestBody = { cmd, ...(opts.timeoutNs !== undefined ? { timeoutNs: opts.timeoutNs } : {}), ...(opts.nodeps ? { nodeps: true } : {}) };
     const body = JSON.stringify(request);
     return this.#t.json(WireActionSchema, 'POST', this.path('livepatch', name, 'action'), { body, contentType: 'application/json' });
   }
 
   /**
-   * The status an ACTION's answer already gives of the work it scheduled when that work is over
-   * (the host waited for it, `waitMs`); otherwise polls GET as waitForAction does.
+   * ACTION, with the host waiting up to `waitMs` for the work it schedules (as `xen-livepatch
+   * apply` polls): one request instead of an ACTION and GETs. Its answer comes in two parts, the
+   * scheduling result at once (`onScheduled` hears its dependency check even if the host goes down
+   * during the work) and the work's status when it ends. Returns that status, polling GET when the
+   * wait ended first (or the host did not wait); `status` is null when nothing was scheduled
+   * (UNLOAD, an action with nothing to do). Refusals throw as `action`'s do.
    */
-  async settled(name: string, answer: WireAction, opts: WaitOptions = {}): Promise<WireStatus> {
-    if (answer.status && answer.status.rc !== EAGAIN) return answer.status;
-    return this.waitForAction(name, opts);
+  async actAndWait(name: string, cmd: ActionCmd, opts: ActAndWaitOptions): Promise<{ answer: WireAction; status: WireStatus | null }> {
+    const request: ActionRequestBody = {
+      cmd,
+      ...(opts.timeoutNs !== undefined ? { timeoutNs: opts.timeoutNs } : {}),
+      ...(opts.nodeps ? { nodeps: true } : {}),
+      waitMs: Math.min(MAX_ACTION_WAIT_MS, Math.max(0, Math.round(opts.waitMs))),
+    };
+    const path = this.path('livepatch', name, 'action');
+    let answer: WireAction | undefined;
+    let done: WireStatus | null | undefined;
+    await this.#t.parts('POST', path, { body: JSON.stringify(request), contentType: 'application/json' }, (value, i) => {
+      if (i === 0) {
+        answer = parseAnswer(WireActionSchema, value, this.hostId, `POST ${path}`);
+        opts.onScheduled?.(answer);
+      } else if (i === 1) {
+        done = parseAnswer(WireActionDoneSchema, value, this.hostId, `POST ${path}`).status;
+      }
+    });
+    if (!answer) throw new FleetpatchError('HOST_PROTOCOL', `${this.hostId}: POST ${path} answered nothing`, { hostId: this.hostId });
+    if (!answer.scheduled) return { answer, status: null };
+    if (done && done.rc !== EAGAIN) return { answer, status: done };
+    return { answer, status: await this.waitForAction(name, opts) };
   }
 
   /**

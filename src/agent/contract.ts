@@ -118,8 +118,10 @@ export const ActionRequestBodySchema = z.object({
   nodeps: z.boolean({ error: '"nodeps" must be true or false' }).optional(),
   /**
    * Wait on the host, up to this many milliseconds, for the work the action scheduled to finish,
-   * polling its status there as `xen-livepatch apply` does, and answer with that status: one round
-   * trip over the network instead of the ACTION and then GETs. 0 or absent: answer at once.
+   * polling its status there as `xen-livepatch apply` does: one round trip over the network instead
+   * of the ACTION and then GETs. The answer then comes in two parts on the one request (NDJSON,
+   * WireAction at once, then WireActionDone), so its dependency check is known even when the host
+   * goes down during the work. 0 or absent: one JSON answer at once.
    */
   waitMs: z
     .number({ error: `"waitMs" must be a whole number of milliseconds from 0 to ${MAX_ACTION_WAIT_MS}` })
@@ -136,16 +138,21 @@ export type RebootRequestBody = z.infer<typeof RebootRequestBodySchema>;
 
 export const WireActionSchema = z.object({
   rc: z.literal(0),
-  /** Work was scheduled: poll GET until rc is no longer -EAGAIN (unless `status` says it is done). */
+  /** Work was scheduled: poll GET until rc is no longer -EAGAIN (or, with `waitMs`, read on). */
   scheduled: z.boolean(),
   dependencyCheck: HostDependencyCheckSchema.nullable(),
-  /**
-   * With `waitMs`, for scheduled work: the payload's status when the work finished or the wait
-   * ended (rc -EAGAIN: it had not finished; poll GET).
-   */
-  status: WireStatusSchema.optional(),
 });
 export type WireAction = z.infer<typeof WireActionSchema>;
+
+/**
+ * The second part of a waited ACTION's answer (`waitMs`): the payload's status when the work
+ * finished or the wait ended (rc -EAGAIN: not finished, poll GET); null if it is no longer loaded.
+ */
+export const WireActionDoneSchema = z.object({ status: WireStatusSchema.nullable() });
+export type WireActionDone = z.infer<typeof WireActionDoneSchema>;
+
+/** The media type of a waited ACTION's two-part answer: one JSON document per line. */
+export const NDJSON = 'application/x-ndjson';
 
 export const WireCallSchema = z.object({
   function: z.string(),

@@ -35,7 +35,7 @@ import type { HypervisorImage } from '../payload/image.ts';
 import { DEFAULT_HOST_IMAGE, cachingChecker, hostImage, loadImageFile, payloadLibraryChecker } from './payload-adapter.ts';
 import * as sm from './state-machine.ts';
 import { statusView, toJson } from './views.ts';
-import { encodeError, type WireAction, type WireStatus } from '../agent/contract.ts';
+import { NDJSON, encodeError, type WireAction, type WireActionDone, type WireStatus } from '../agent/contract.ts';
 import { dispatch } from './dispatch.ts';
 import { MAX_JSON_BYTES, MAX_UPLOAD_BYTES, bodyOf, jsonObject, matchRoute, parseRequest, refuse, type Body } from './requests.ts';
 
@@ -265,10 +265,12 @@ export async function startFleetServer(opts: FleetServerOptions): Promise<Runnin
     if (out.refusal) throw out.refusal;
     const { status, json, text } = out.answer!;
     if (request.kind === 'action' && request.waitMs && (json as WireAction).scheduled) {
+      // The scheduling result (and the hypervisor's check) goes out at once; the status follows.
+      res.writeHead(status, { 'content-type': `${NDJSON}; charset=utf-8` });
+      res.write(`${toJson(json)}\n`);
       const after = await awaitWork(served, request.name, request.waitMs);
       if (after === 'down') return drop(req);
-      if (res.destroyed) return null;
-      send(res, status, { ...(json as WireAction), ...(after ? { status: after } : {}) });
+      if (!res.destroyed) res.end(`${toJson({ status: after } satisfies WireActionDone)}\n`);
       return status;
     }
     if (text !== undefined) sendText(res, status, text);

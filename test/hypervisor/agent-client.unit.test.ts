@@ -163,61 +163,70 @@ describe('asynchronous actions', () => {
 });
 
 describe('an action waited for on the host (waitMs)', () => {
-  it('answers once the work is done, with its status: one round trip, no GET', async () => {
+  it('answers in one request: the scheduling result at once, the status when the work is done', async () => {
     await t.admin.setFaults({ rules: [{ kind: 'actionDuration', ms: 120, hosts: ['host-0040'] }] });
     try {
       const a = agentFor('host-0040');
       await a.upload('hello', HELLO);
       const before = (await t.admin.stats()).requests;
       const started = performance.now();
-      const r = await a.action('hello', 'apply', { waitMs: 5_000 });
-      expect(performance.now() - started).toBeGreaterThanOrEqual(115);
-      expect(r).toMatchObject({ rc: 0, scheduled: true, status: { name: 'hello', state: 'APPLIED', rc: 0, reason: null } });
-      expect(r.dependencyCheck).toMatchObject({ outcome: 'satisfied' });
-      expect(await a.settled('hello', r)).toEqual(r.status);
+      let heard = -1;
+      const r = await a.actAndWait('hello', 'apply', { waitMs: 5_000, onScheduled: () => void (heard = performance.now() - started) });
+      const took = performance.now() - started;
+      expect(took).toBeGreaterThanOrEqual(115);
+      // The check was heard before the work ended, not with its status.
+      expect(heard).toBeGreaterThanOrEqual(0);
+      expect(heard).toBeLessThan(took - 60);
+      expect(r.answer).toMatchObject({ rc: 0, scheduled: true, dependencyCheck: { outcome: 'satisfied' } });
+      expect(r.status).toEqual({ name: 'hello', state: 'APPLIED', rc: 0, reason: null });
       // The ACTION was the only request (the stats request itself is the second).
       expect((await t.admin.stats()).requests - before).toBe(2);
       expect((await a.call('xen_extra_version')).result).toBe('Hello World');
 
-      // A revert waited for the same way; an UNLOAD schedules nothing and has no status.
-      const back = await a.action('hello', 'revert', { waitMs: 5_000 });
-      expect(back.status).toMatchObject({ state: 'CHECKED', rc: 0 });
-      expect(await a.action('hello', 'unload', { waitMs: 5_000 })).toEqual({ rc: 0, scheduled: false, dependencyCheck: null });
+      // A revert waited for the same way; an UNLOAD schedules nothing: one JSON answer, no status.
+      expect((await a.actAndWait('hello', 'revert', { waitMs: 5_000 })).status).toMatchObject({ state: 'CHECKED', rc: 0 });
+      expect(await a.actAndWait('hello', 'unload', { waitMs: 5_000 })).toEqual({ answer: { rc: 0, scheduled: false, dependencyCheck: null }, status: null });
     } finally {
       await t.admin.setFaults({});
     }
   });
 
-  it('a wait shorter than the work answers rc -EAGAIN, and `settled` polls on to the end', async () => {
+  it('a wait shorter than the work ends with rc -EAGAIN on the host, and the client polls on to the end', async () => {
     await t.admin.setFaults({ rules: [{ kind: 'actionDuration', ms: 150, hosts: ['host-0041'] }] });
     try {
       const a = agentFor('host-0041');
       await a.upload('hello', HELLO);
-      const r = await a.action('hello', 'apply', { waitMs: 30 });
-      expect(r.status).toMatchObject({ state: 'CHECKED', rc: -11 });
-      expect(await a.settled('hello', r, { pollMs: 10 })).toMatchObject({ state: 'APPLIED', rc: 0 });
+      const polls: number[] = [];
+      const r = await a.actAndWait('hello', 'apply', { waitMs: 30, pollMs: 10, onPoll: (s) => void polls.push(s.rc) });
+      expect(r.status).toMatchObject({ state: 'APPLIED', rc: 0 });
+      expect(polls.length).toBeGreaterThanOrEqual(1);
+      expect(polls[0]).toBe(-11);
     } finally {
       await t.admin.setFaults({});
     }
   });
 
-  it('reports a failed rendezvous as the final status; a host that crashes meanwhile answers nothing', async () => {
+  it('reports a failed rendezvous as the final status; a host that crashes meanwhile has still told its check', async () => {
     await t.admin.setFaults({
       rules: [
         { kind: 'actionTimeout', rendezvousMs: 500, hosts: ['host-0042'] },
         { kind: 'crashDuringApply', downMs: 300, hosts: ['host-0043'] },
+        { kind: 'actionDuration', ms: 100, hosts: ['host-0043'] },
       ],
     });
     try {
       const busy = agentFor('host-0042');
       await busy.upload('hello', HELLO);
-      const r = await busy.action('hello', 'apply', { waitMs: 5_000, timeoutNs: 20_000_000 });
+      const r = await busy.actAndWait('hello', 'apply', { waitMs: 5_000, timeoutNs: 20_000_000 });
       expect(r.status).toMatchObject({ state: 'CHECKED', rc: -16 });
       expect(r.status!.reason).toContain('did not rendezvous');
 
       const crashing = agentFor('host-0043');
       await crashing.upload('hello', HELLO);
-      expect((await caught(crashing.action('hello', 'apply', { waitMs: 5_000 }))).code).toBe('HOST_UNREACHABLE');
+      const told: unknown[] = [];
+      const e = await caught(crashing.actAndWait('hello', 'apply', { waitMs: 5_000, onScheduled: (a) => void told.push(a.dependencyCheck?.outcome) }));
+      expect(e.code).toBe('HOST_UNREACHABLE');
+      expect(told).toEqual(['satisfied']);
       await delay(350);
       // Back up, with nothing loaded: the crash took the payload with it.
       expect((await crashing.listAll()).entries).toEqual([]);
@@ -238,8 +247,9 @@ describe('an action waited for on the host (waitMs)', () => {
       expect(res.status).toBe(400);
       expect(await res.json()).toMatchObject({ error: 'REQUEST_INVALID', message: expect.stringContaining('"waitMs" must be a whole number of milliseconds from 0 to 60000') });
     }
-    // Nothing was scheduled by the refused requests.
+    // Nothing was scheduled by the refused requests; a refusal of Xen's comes back as a XenError.
     expect(await a.get('hello')).toMatchObject({ state: 'CHECKED', rc: 0 });
+    expect(((await caught(a.actAndWait('missing', 'apply', { waitMs: 1_000 }))) as XenError).errnoName).toBe('ENOENT');
   });
 });
 

@@ -32,7 +32,7 @@ let dir: string;
 
 beforeAll(async () => {
   db = await createTestDatabase();
-  fleet = await startFleetServer({ hosts: 8, images: [IMAGE_A], seed: 1, port: 0, actionDurationMs: 20 });
+  fleet = await startFleetServer({ hosts: 10, images: [IMAGE_A], seed: 1, port: 0, actionDurationMs: 20 });
   dir = await tempDir('batch-recovery');
   fix = await writePayload(dir, 'fix', { funcs: [{ target: 'xen_extra_version', returns: '-fix' }] }, IMAGE_A);
   const logger = createLogger('warn', { destination: { write: () => undefined } });
@@ -64,6 +64,30 @@ function batch(rolloutId: string, plan: ResolvedPlan, planned: number) {
 }
 
 const applies = async (hostId: string) => ((await EmulatorAdmin.open(fleet.fleetFile).then((a) => a.journal(hostId)))[hostId] ?? []).filter((e) => e.kind === 'applied').length;
+
+describe('requests per host', () => {
+  it('patches a host in five requests and restores it in five, and the rollback ends on what the host reports', { timeout: 60_000 }, async () => {
+    const hosts = ['host-0008', 'host-0009'];
+    const plan = await prepare('requests', hosts);
+    const admin = await EmulatorAdmin.open(fleet.fleetFile);
+    const requests = async () => (await admin.stats()).requests - 1;
+    // LIST and the former result at once, UPLOAD, APPLY (the host waits for the work), the verification.
+    let before = await requests();
+    expect(await env('rollout-requests', 1).run(acts.patchBatch, batch('requests', plan, 2))).toMatchObject({ patched: 2, failed: 0, stopped: 'done' });
+    expect((await requests()) - before - 1).toBe(5 * hosts.length);
+
+    // LIST, REVERT (waited for), UNLOAD, LIST (what the restore ends on), the former result again.
+    expect(await env('rollback-requests', 1).run(acts.prepareRollback, { rollbackId: 'rb-requests', rolloutId: 'requests' })).toBe(2);
+    before = await requests();
+    const rb = { rollbackId: 'rb-requests', rolloutId: 'requests', lanes: 1, ours: plan.payloads.map((p) => p.buildId), verifyCall: 'xen_extra_version' };
+    expect(await env('rollback-requests', 1).run(acts.rollbackBatch, rb)).toEqual({ restored: 2 });
+    expect((await requests()) - before - 1).toBe(5 * hosts.length);
+    const client = await FleetClient.open(fleet.fleetFile);
+    for (const id of hosts) expect((await client.host(id).listAll()).entries).toEqual([]);
+    const outcomes = await db.pool.query<{ data: { hostId: string; outcome: string; stackNow: unknown[] } }>(`SELECT data FROM events WHERE type = 'HostRollbackFinished' AND correlation->>'rolloutId' = 'requests'`);
+    expect(outcomes.rows.map((r) => [r.data.hostId, r.data.outcome, r.data.stackNow]).sort()).toEqual(hosts.map((h) => [h, 'rolled-back', []]));
+  });
+});
 
 describe('patchBatch after a crash', () => {
   it('a retried batch takes back the host its dead attempt held, applies nothing twice and records what the dead attempt did not', { timeout: 60_000 }, async () => {
