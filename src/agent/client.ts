@@ -311,7 +311,7 @@ export class HostAgent {
   /**
    * ACTION: schedules apply/revert/replace (rc -EAGAIN until done; see waitForAction) or unloads.
    * A synchronous refusal throws XenError; an APPLY's dependency check comes back either way.
-   * With `waitMs`, scheduled work comes back with its status once done (see `settled`).
+   * `actAndWait` has the host wait for the work and answer with its status as well.
    */
   action(name: string, cmd: ActionCmd, opts: ActionOptions = {}): Promise<WireAction> {
     const request: ActionRequestBody = { cmd, ...(opts.timeoutNs !== undefined ? { timeoutNs: opts.timeoutNs } : {}), ...(opts.nodeps ? { nodeps: true } : {}) };
