@@ -166,9 +166,11 @@ export class Transport {
     }
     let pending = '';
     let index = 0;
+    // A character's bytes may be split between two chunks: the decoder keeps the first half.
+    const utf8 = new TextDecoder();
     try {
       for await (const chunk of res.body as AsyncIterable<Buffer>) {
-        pending += chunk.toString('utf8');
+        pending += utf8.decode(chunk, { stream: true });
         for (let nl = pending.indexOf('\n'); nl !== -1; nl = pending.indexOf('\n')) {
           const line = pending.slice(0, nl);
           pending = pending.slice(nl + 1);
@@ -179,6 +181,7 @@ export class Transport {
       if (e instanceof FleetpatchError) throw e;
       throw this.transportError(method, path, e as NodeJS.ErrnoException);
     }
+    pending += utf8.decode();
     if (pending.trim() !== '') part(pending, index);
   }
 

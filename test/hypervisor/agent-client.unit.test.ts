@@ -235,6 +235,28 @@ describe('an action waited for on the host (waitMs)', () => {
     }
   });
 
+  it('reads the two parts however the bytes arrive, a character split between two chunks included', async () => {
+    const reason = 'appliqué — done';
+    const second = Buffer.from(`${JSON.stringify({ status: { name: 'x', state: 'APPLIED', rc: 0, reason } })}\n`);
+    const cut = second.indexOf(Buffer.from('é')) + 1;
+    const agentHost = http.createServer((_req, res) => {
+      res.writeHead(202, { 'content-type': 'application/x-ndjson' });
+      res.write(`${JSON.stringify({ rc: 0, scheduled: true, dependencyCheck: null })}\n${second.subarray(0, cut).toString('latin1')}`, 'latin1');
+      setTimeout(() => res.end(second.subarray(cut)), 20);
+    });
+    await new Promise<void>((r) => agentHost.listen(0, '127.0.0.1', r));
+    try {
+      const a = new HostAgent({ url: `http://127.0.0.1:${(agentHost.address() as AddressInfo).port}`, hostId: 'host-0000', token: 'x'.repeat(20) });
+      const heard: unknown[] = [];
+      const r = await a.actAndWait('x', 'apply', { waitMs: 1_000, onScheduled: (s) => void heard.push(s.scheduled) });
+      expect(heard).toEqual([true]);
+      expect(r.status).toEqual({ name: 'x', state: 'APPLIED', rc: 0, reason });
+    } finally {
+      agentHost.closeAllConnections();
+      await new Promise((r) => agentHost.close(r));
+    }
+  });
+
   it('refuses a waitMs that is not a whole number of milliseconds up to a minute, naming it', async () => {
     const a = agentFor('host-0044');
     await a.upload('hello', HELLO);
