@@ -128,13 +128,16 @@ export class Transport {
   /** A JSON answer, parsed with its schema from the contract: any other shape is HOST_PROTOCOL. */
   async json<S extends z.ZodType>(schema: S, method: string, path: string, body: { body?: Buffer | string; contentType?: string } = {}): Promise<z.infer<S>> {
     const { text } = await this.request(method, path, body);
-    let value: unknown;
+    return parseAnswer(schema, this.parseJson(text, method, path), this.who, `${method} ${path}`);
+  }
+
+  /** JSON.parse, or HOST_PROTOCOL: an answer that is not JSON is not ours. */
+  private parseJson(text: string, method: string, path: string): unknown {
     try {
-      value = JSON.parse(text);
+      return JSON.parse(text);
     } catch {
       throw new FleetpatchError('HOST_PROTOCOL', `${this.who}: ${method} ${path} answered something that is not JSON`, { hostId: this.who });
     }
-    return parseAnswer(schema, value, this.who, `${method} ${path}`);
   }
 
   /**
@@ -143,16 +146,7 @@ export class Transport {
    * as `request` does; a connection lost after some parts throws after those were heard.
    */
   async parts(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }, onPart: (value: unknown, index: number) => void): Promise<void> {
-    const what = `${method} ${path}`;
-    const part = (line: string, index: number) => {
-      let value: unknown;
-      try {
-        value = JSON.parse(line);
-      } catch {
-        throw new FleetpatchError('HOST_PROTOCOL', `${this.who}: ${what} answered something that is not JSON`, { hostId: this.who });
-      }
-      onPart(value, index);
-    };
+    const part = (line: string, index: number) => onPart(this.parseJson(line, method, path), index);
     const res = await this.open(method, path, opts, `${NDJSON}, application/json`);
     if (res.statusCode < 200 || res.statusCode >= 300 || !String(res.headers['content-type'] ?? '').startsWith(NDJSON)) {
       let text: string;
