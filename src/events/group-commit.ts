@@ -31,7 +31,8 @@
  */
 import type { DomainEventInput } from './catalogue.ts';
 import { eventIdFromKey } from './event-id.ts';
-import type { EventStore, StreamAppend } from './store.ts';
+import type { StreamAppend } from './store.ts';
+import type { Appender } from './recorder/client.ts';
 import { streamFor } from './streams.ts';
 import { parseEvent } from './catalogue.ts';
 import { observe } from '../runtime/observers.ts';
@@ -166,7 +167,7 @@ export class GroupCommitter {
   private readonly backgroundMaxWaitMs: number;
 
   constructor(
-    private readonly store: EventStore,
+    private readonly store: Appender,
     private readonly opts: GroupCommitOptions = {},
   ) {
     this.lingerMs = opts.lingerMs ?? 2;
