@@ -123,7 +123,7 @@ class Outstanding {
 
 export function batchActivities(deps: ActivityDeps) {
   const { pool, logger } = deps;
-  const committer = new GroupCommitter(deps.recorder ?? deps.events, {
+  const committer = new GroupCommitter(deps.events, {
     onSlow: (f) => logger.warn(f, `a group commit took ${((f.queuedMs + f.commitMs) / 1000).toFixed(1)} s (${f.queuedMs} ms queued, ${f.commitMs} ms to commit ${f.events} events and ${f.writes} rows): every host in it waited`),
     onOutage: (s) =>
       s.down

@@ -3,7 +3,6 @@
  * only code that talks to hosts and to the event store.
  */
 import type { EventStore } from '../src/events/store.ts';
-import type { Appender } from '../src/events/recorder/client.ts';
 import type { PayloadStore } from '../src/events/payload-store.ts';
 import type { FleetClient } from '../src/agent/client.ts';
 import type { Pool } from '../src/runtime/database.ts';
@@ -13,8 +12,6 @@ import type { PublicKey } from '../src/payload/signing.ts';
 export interface ActivityDeps {
   pool: Pool;
   events: EventStore;
-  /** Where the batch engine's group commit makes its appends: a recording thread, else `events` in-process. */
-  recorder?: Appender;
   payloads: PayloadStore;
   /** The fleet (fleet file + a HostAgent per host). Re-read when a host id is unknown. */
   fleet: () => Promise<FleetClient>;

@@ -57,8 +57,8 @@ import { resolveTemporalCli, startTemporalDevServer } from '../src/runtime/tempo
 import { clusterDatabaseFromUrl, startTemporalCluster } from '../src/runtime/temporal-cluster.ts';
 import { createPool, type Pool } from '../src/runtime/database.ts';
 import { migrate } from '../src/events/migrate.ts';
+import { EventStore } from '../src/events/store.ts';
 import { GroupCommitter, type Fact } from '../src/events/group-commit.ts';
-import { RecorderThread, type Appender } from '../src/events/recorder/client.ts';
 import { FleetClient, type HostAgent } from '../src/agent/client.ts';
 import { FleetpatchError } from '../src/errors.ts';
 import { readLiveStates } from '../src/agent/live-state.ts';
@@ -345,10 +345,10 @@ const ACTOR = { kind: 'system' as const, id: 'bench-floor' };
 class FloorRecorder {
   private readonly committer: GroupCommitter;
   constructor(
-    appender: Appender,
+    store: EventStore,
     private readonly rolloutId: string,
   ) {
-    this.committer = new GroupCommitter(appender);
+    this.committer = new GroupCommitter(store);
   }
   fact(key: string, body: Record<string, unknown>): Fact {
     return { key: `${this.rolloutId}/${key}`, event: { ...body, schemaVersion: 1, occurredAt: new Date().toISOString(), actor: ACTOR, correlation: { rolloutId: this.rolloutId } } as Fact['event'] };
@@ -562,18 +562,17 @@ async function floorRun(
   const emu = await startEmulator(s, dir, spec.hosts);
   let db: { name: string; url: string } | undefined;
   let pool: Pool | undefined;
-  let recorder: RecorderThread | undefined;
   try {
     const ids = emu.fleet.hostIds;
     const rolloutId = `floor-${randomBytes(4).toString('hex')}`;
     let rec: FloorRecorder | undefined;
+    let store: EventStore | undefined;
     if (record) {
       db = await freshDatabase(s);
       pool = createPool(db.url, { max: 10 });
       await migrate(pool);
-      // Its appends on a thread of their own, as a worker's (src/events/recorder/client.ts).
-      recorder = new RecorderThread({ databaseUrl: db.url });
-      rec = new FloorRecorder(recorder, rolloutId);
+      store = new EventStore(pool);
+      rec = new FloorRecorder(store, rolloutId);
     }
     if (spec.kind === 'rollback') {
       // The fleet is patched first (not timed), as a rollout would leave it.
@@ -616,7 +615,6 @@ async function floorRun(
     const emulatorCpu = ((await procCpu(emu.proc.pid))?.self ?? Number.NaN) - emuCpu0;
     return { seconds, requestsPerHost: requests / spec.hosts, eventsPerHost: events / spec.hosts, clientCpu, emulatorCpu };
   } finally {
-    await recorder?.close();
     await pool?.end();
     if (db) await dropDatabase(s, db.name);
     await stop(emu.proc);

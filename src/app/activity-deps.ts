@@ -6,7 +6,6 @@
 import { stat } from 'node:fs/promises';
 import type { ActivityDeps } from '../../activities/deps.ts';
 import { EventStore } from '../events/store.ts';
-import type { Appender } from '../events/recorder/client.ts';
 import { PayloadStore } from '../events/payload-store.ts';
 import { FleetClient } from '../agent/client.ts';
 import type { Pool } from '../runtime/database.ts';
@@ -20,8 +19,6 @@ export function createActivityDeps(opts: {
   fleetFile: string;
   logger: Logger;
   actionDeadlineMs?: number;
-  /** Where the batch engine's appends run (a RecorderThread); in-process when absent. */
-  recorder?: Appender;
   /** Where the trusted keys are (default: FLEETPATCH_TRUSTED_KEYS), or the keys themselves. */
   trustedKeys?: Config['trustedKeys'] | readonly PublicKey[];
 }): ActivityDeps {
@@ -40,7 +37,6 @@ export function createActivityDeps(opts: {
   return {
     pool: opts.pool,
     events,
-    ...(opts.recorder ? { recorder: opts.recorder } : {}),
     payloads: new PayloadStore(events),
     fleet,
     logger: opts.logger.child({ component: 'activities' }),

@@ -8,7 +8,6 @@ import type { WorkerOptions } from '@temporalio/worker';
 import { workflowBundle } from '../runtime/workflow-bundle.ts';
 import { createActivities } from '../../activities/index.ts';
 import { createActivityDeps } from './activity-deps.ts';
-import { RecorderThread } from '../events/recorder/client.ts';
 import type { Logger } from '../runtime/logger.ts';
 import type { PublicKey } from '../payload/signing.ts';
 import type { Services } from '../runtime/services.ts';
@@ -27,15 +26,13 @@ export async function startFleetpatchWorker(opts: {
   trustedKeys?: readonly PublicKey[];
 }): Promise<RunningWorker> {
   const { services, logger } = opts;
-  const recorder = new RecorderThread({ databaseUrl: services.databaseUrl });
-  opts.shutdown.add('recording thread', () => recorder.close());
   const worker = await startWorker({
     workflowBundlePath: await workflowBundle(path.join(opts.dataDir, 'workflow-bundles'), logger),
     address: services.temporalAddress,
     namespace: services.namespace,
     taskQueue: services.taskQueue,
     logger,
-    activities: createActivities(createActivityDeps({ pool: services.pool, fleetFile: opts.fleetFile, logger, recorder, ...(opts.trustedKeys ? { trustedKeys: opts.trustedKeys } : {}) })),
+    activities: createActivities(createActivityDeps({ pool: services.pool, fleetFile: opts.fleetFile, logger, ...(opts.trustedKeys ? { trustedKeys: opts.trustedKeys } : {}) })),
     ...(opts.tuning ? { tuning: opts.tuning } : {}),
   });
   opts.shutdown.add('worker', worker.shutdown);

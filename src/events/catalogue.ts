@@ -375,20 +375,9 @@ export function splitEvent(event: DomainEvent): { envelope: Pick<DomainEvent, (t
 /**
  * What parseEvent produced. The group commit validates each fact when it is submitted (so a bad
  * one fails its submitter, not the whole flush) and hands the store that result; the store then
- * need not validate it again. Only this module adds to it (and adoptParsedEvent, below), and
- * nothing mutates a parsed event.
+ * need not validate it again. Only this module adds to it, and nothing mutates a parsed event.
  */
 const parsedEvents = new WeakSet<object>();
-
-/**
- * An exact copy of what parseEvent produced on another thread (the recording thread gets the
- * group commit's events by structured clone, recorder/thread.ts): taken as parsed, not validated
- * a second time. Never for events from anywhere else.
- */
-export function adoptParsedEvent(copy: DomainEvent): DomainEvent {
-  parsedEvents.add(copy);
-  return copy;
-}
 
 /** Validates an event against the catalogue; EVENT_INVALID names every problem. */
 export function parseEvent(input: unknown): DomainEvent {

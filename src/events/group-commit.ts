@@ -31,8 +31,7 @@
  */
 import type { DomainEventInput } from './catalogue.ts';
 import { eventIdFromKey } from './event-id.ts';
-import type { StreamAppend } from './store.ts';
-import type { Appender } from './recorder/client.ts';
+import type { EventStore, StreamAppend } from './store.ts';
 import { streamFor } from './streams.ts';
 import { parseEvent } from './catalogue.ts';
 import { observe } from '../runtime/observers.ts';
@@ -167,7 +166,7 @@ export class GroupCommitter {
   private readonly backgroundMaxWaitMs: number;
 
   constructor(
-    private readonly store: Appender,
+    private readonly store: EventStore,
     private readonly opts: GroupCommitOptions = {},
   ) {
     this.lingerMs = opts.lingerMs ?? 2;

@@ -8,7 +8,6 @@ import { Client, Connection } from '@temporalio/client';
 import { inject } from 'vitest';
 import { createActivities } from '../../activities/index.ts';
 import { createActivityDeps } from '../../src/app/activity-deps.ts';
-import { RecorderThread } from '../../src/events/recorder/client.ts';
 import type { Pool } from '../../src/runtime/database.ts';
 import { createLogger } from '../../src/runtime/logger.ts';
 import { startWorker, type RunningWorker } from '../../src/runtime/worker.ts';
@@ -25,9 +24,7 @@ export async function startTestWorker(opts: { pool: Pool; fleetFile: string; act
   const namespace = inject('temporalNamespace');
   const taskQueue = `test-${randomBytes(4).toString('hex')}`;
   const logger = createLogger((process.env.LOG_LEVEL as 'error') ?? 'error', { pretty: false, name: 'test' });
-  // Appends on a recording thread, as `fleetpatch worker` makes them (src/app/worker.ts).
-  const recorder = new RecorderThread({ databaseUrl: opts.pool.options.connectionString! });
-  const activities = createActivities(createActivityDeps({ pool: opts.pool, fleetFile: opts.fleetFile, logger, recorder, ...(opts.actionDeadlineMs !== undefined ? { actionDeadlineMs: opts.actionDeadlineMs } : {}) }));
+  const activities = createActivities(createActivityDeps({ pool: opts.pool, fleetFile: opts.fleetFile, logger, ...(opts.actionDeadlineMs !== undefined ? { actionDeadlineMs: opts.actionDeadlineMs } : {}) }));
   const worker = await startWorker({ address, namespace, taskQueue, logger, activities, workflowBundlePath: inject('workflowBundlePath') });
   const connection = await Connection.connect({ address });
   const client = new Client({ connection, namespace });
@@ -37,7 +34,6 @@ export async function startTestWorker(opts: { pool: Pool; fleetFile: string; act
     worker,
     close: async () => {
       await worker.shutdown();
-      await recorder.close();
       await connection.close();
     },
   };
