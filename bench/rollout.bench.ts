@@ -648,6 +648,9 @@ async function warmWorkers(client: Client, taskQueue: string, plan: ResolvedPlan
   return ran;
 }
 
+/** The Temporal identity of the bench's i-th worker process (0-based), as the timeline names it. */
+const workerIdentity = (i: number) => `bench-worker-${i + 1}`;
+
 /** The engine: fresh fleet and database, worker processes, the rollout (and, for rollback, then the rollback). */
 async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit<RunFigures, 'floorBare' | 'floorRecording' | 'floorRequestsPerHost' | 'floorEventsPerHost' | 'floorClientCpu' | 'floorEmulatorCpu'>> {
   const temporal = spec.server === 'cluster' ? s.cluster! : s.dev;
@@ -661,7 +664,7 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
     const resolved = await resolvePlanPayloads(plan, planDir, { pool: setupPool, actor: { kind: 'system', id: 'bench' }, store: true });
     const taskQueue = `bench-${randomBytes(4).toString('hex')}`;
     const wenv = { LOG_LEVEL: 'warn', FLEETPATCH_DATA_DIR: s.tmp, TEMPORAL_ADDRESS: temporal.address, DATABASE_URL: db.url, FLEETPATCH_FLEET_FILE: emu.fleetFile, TEMPORAL_TASK_QUEUE: taskQueue };
-    for (let i = 0; i < spec.workers; i++) workers.push(await spawnUntil(['worker', '--identity', `bench-worker-${i + 1}`], wenv, /worker polling/, WORKER_NODE_ARGS));
+    for (let i = 0; i < spec.workers; i++) workers.push(await spawnUntil(['worker', '--identity', workerIdentity(i)], wenv, /worker polling/, WORKER_NODE_ARGS));
     const faults = await new EmulatorAdmin(emu.fleet.fleet).faults();
     const pids = { temporal: temporal.pid, workers: workers.map((w) => w.pid), emulator: emu.proc.pid, postmaster: s.postmaster };
     const requester = { kind: 'system' as const, id: 'bench' };
@@ -674,7 +677,7 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
       const ranWorkflows = new Set<string>();
       for (let round = 0; round < 6; round++) {
         for (const who of await warmWorkers(temporal.client, taskQueue, resolved, emu.fleet.hostIds.slice(0, Math.min(WORKER_WARMUP_HOSTS, spec.hosts)), requester)) ranWorkflows.add(who);
-        const warm = (await cpu()).every((c, i) => c - before[i]! >= WARM_WORKER_CPU_S && ranWorkflows.has(`bench-worker-${i + 1}`));
+        const warm = (await cpu()).every((c, i) => c - before[i]! >= WARM_WORKER_CPU_S && ranWorkflows.has(workerIdentity(i)));
         if (warm) break;
       }
     }
