@@ -114,6 +114,9 @@ export function rolloutActivities(deps: ActivityDeps) {
         recorded += chunk.length;
         ctx.heartbeat({ read, recorded, of: selected.length });
       });
+      // Where a large fleet's preflight spends its time, for the log: reading and recording the
+      // hosts (overlapped), planning, then writing the work list and PreflightCompleted.
+      const began = performance.now();
       const live = await readLiveStates(
         fleet,
         selected.map((h) => h.id),
@@ -124,6 +127,7 @@ export function rolloutActivities(deps: ActivityDeps) {
         },
       );
       await recorder.drain();
+      const readMs = Math.round(performance.now() - began);
 
       // A REPLACE reverts whole stacks: which payloads could fleetpatch upload again if it had to?
       let storedBytes: Set<string> | undefined;
@@ -133,6 +137,7 @@ export function rolloutActivities(deps: ActivityDeps) {
         storedBytes = await selectStoredBuildIds(pool, [...seen]);
       }
       const result = planPreflight(input.plan, fleetHosts, live, input.rolloutId, storedBytes);
+      const planned = performance.now();
 
       const client = await pool.connect();
       try {
@@ -166,7 +171,8 @@ export function rolloutActivities(deps: ActivityDeps) {
           }),
         },
       ]);
-      logger.info({ rolloutId: input.rolloutId, ...sum, waves: undefined, incompatibleSamples: undefined, unrestorableSamples: undefined }, 'preflight done');
+      const timings = { readMs, planMs: Math.round(planned - began) - readMs, writeMs: Math.round(performance.now() - planned) };
+      logger.info({ rolloutId: input.rolloutId, ...sum, waves: undefined, incompatibleSamples: undefined, unrestorableSamples: undefined, ...timings }, 'preflight done');
       return sum;
     },
 
