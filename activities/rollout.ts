@@ -127,7 +127,7 @@ export function rolloutActivities(deps: ActivityDeps) {
         },
       );
       await recorder.drain();
-      const readMs = Math.round(performance.now() - began);
+      const readDone = performance.now();
 
       // A REPLACE reverts whole stacks: which payloads could fleetpatch upload again if it had to?
       let storedBytes: Set<string> | undefined;
@@ -171,7 +171,7 @@ export function rolloutActivities(deps: ActivityDeps) {
           }),
         },
       ]);
-      const timings = { readMs, planMs: Math.round(planned - began) - readMs, writeMs: Math.round(performance.now() - planned) };
+      const timings = { readMs: Math.round(readDone - began), planMs: Math.round(planned - readDone), writeMs: Math.round(performance.now() - planned) };
       logger.info({ rolloutId: input.rolloutId, ...sum, waves: undefined, incompatibleSamples: undefined, unrestorableSamples: undefined, ...timings }, 'preflight done');
       return sum;
     },

@@ -632,14 +632,15 @@ async function warmWorkers(client: Client, taskQueue: string, plan: ResolvedPlan
   const st = await startRollout(client, taskQueue, { ...plan, hosts: { ids: hostIds } }, { requestedBy, rolloutId });
   const progress = (await st.handle.result()) as RolloutProgress;
   if (progress.status !== 'succeeded') throw new Error(`the workers' warm-up rollout ended ${progress.status}: ${progress.stopReason ?? ''}`);
+  const rollbackId = `${st.workflowId}/rollback-warm-up`;
   const rb = await client.workflow.execute(rollbackWorkflow, {
     taskQueue,
-    workflowId: `${st.workflowId}/rollback-warm-up`,
+    workflowId: rollbackId,
     args: [{ rolloutId, requestedBy, reason: 'bench: the warm-up hosts go back to their former stack', ours: plan.payloads.map((p) => p.buildId), verifyCall: VERIFY.call, concurrency: CONCURRENCY }],
   });
   if (rb.outcome !== 'rolled-back') throw new Error(`the workers' warm-up rollback ended ${rb.outcome}`);
   const ran = new Set<string>();
-  for (const id of [st.workflowId, `${st.workflowId}/rollback-warm-up`]) {
+  for (const id of [st.workflowId, rollbackId]) {
     for (const e of (await client.workflow.getHandle(id).fetchHistory()).events ?? []) {
       const who = e.workflowTaskStartedEventAttributes?.identity;
       if (who) ran.add(who);
