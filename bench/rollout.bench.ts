@@ -10,7 +10,7 @@
  *   ceil(hosts / concurrency) x the emulated latency of one host's request chain;
  * - the floor: a bare client in this process making the same HTTP calls as the engine (the
  *   preflight's LIST of every host, then each host's chain), with the same waves and concurrency,
- *   against a fresh fleet: once without recording anything, once appending the same events in
+ *   against a fresh fleet, after the same warm-up as the engine's (below): once without recording anything, once appending the same events in
  *   groups to PostgreSQL (src/events/group-commit.ts) with the same points of durability;
  * - CPU seconds per process (Temporal server, worker(s), emulator, PostgreSQL: postmaster and every
  *   backend, from /proc/<pid>/stat utime+stime), Temporal history events over every workflow run
@@ -575,6 +575,16 @@ async function floorRun(
       store = new EventStore(pool);
       rec = new FloorRecorder(store, rolloutId);
     }
+    // The fleet warms up as the engine's does (its emulator is a fresh process too): the first
+    // hosts patched and restored, not timed, recorded under a rollout id of their own.
+    const warm = ids.slice(0, Math.min(WORKER_WARMUP_HOSTS, ids.length));
+    if (warm.length > 0) {
+      const warmRec = store ? new FloorRecorder(store, `${rolloutId}-warm-up`) : undefined;
+      await inLanes(warm, CONCURRENCY, (id) => floorPatch(emu.fleet.host(id), s.payload, warmRec, 'warm-up'));
+      await inLanes(warm, CONCURRENCY, (id) => floorRestore(emu.fleet.host(id), s.payload, warmRec));
+      await warmRec?.drain();
+    }
+    const eventsBefore = pool ? Number((await pool.query('SELECT count(*) AS n FROM events')).rows[0].n) : 0;
     if (spec.kind === 'rollback') {
       // The fleet is patched first (not timed), as a rollout would leave it.
       await inLanes(ids, CONCURRENCY, (id) => floorPatch(emu.fleet.host(id), s.payload, undefined, 'rest'));
@@ -610,7 +620,7 @@ async function floorRun(
     const seconds = (performance.now() - started) / 1000;
     const requests = (await new EmulatorAdmin(emu.fleet.fleet).stats()).requests - before - 1;
     let events = 0;
-    if (pool) events = Number((await pool.query('SELECT count(*) AS n FROM events')).rows[0].n);
+    if (pool) events = Number((await pool.query('SELECT count(*) AS n FROM events')).rows[0].n) - eventsBefore;
     const cpu = process.cpuUsage(cpu0);
     const clientCpu = (cpu.user + cpu.system) / 1e6;
     const emulatorCpu = ((await procCpu(emu.proc.pid))?.self ?? Number.NaN) - emuCpu0;
