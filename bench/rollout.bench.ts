@@ -83,7 +83,8 @@ const WARMUP = Math.max(0, Number(env.FLEETPATCH_BENCH_WARMUP ?? 1));
 const LATENCY_MS = Number(env.FLEETPATCH_BENCH_ROLLOUT_LATENCY_MS ?? 100);
 const CONCURRENCY = Number(env.FLEETPATCH_BENCH_ROLLOUT_CONCURRENCY ?? 50);
 const CLUSTER_WORKERS = Math.max(1, Number(env.FLEETPATCH_BENCH_ROLLOUT_WORKERS ?? 2));
-const WORKER_WARMUP_HOSTS = Math.max(0, Number(env.FLEETPATCH_BENCH_WORKER_WARMUP_HOSTS ?? 1000));
+/** Hosts the workers (and the floor's fleet) are warmed on before each measured run; the variable keeps its first name. */
+const WARM_UP_HOSTS = Math.max(0, Number(env.FLEETPATCH_BENCH_WORKER_WARMUP_HOSTS ?? 1000));
 /** CPU seconds a worker must have spent in the warm-up to count as warm (a batch of 100 hosts takes about 0.5). */
 const WARM_WORKER_CPU_S = 0.3;
 const WORKER_NODE_ARGS = env.FLEETPATCH_BENCH_WORKER_NODE_ARGS?.split(' ').filter(Boolean) ?? [];
@@ -577,7 +578,7 @@ async function floorRun(
     }
     // The fleet warms up as the engine's does (its emulator is a fresh process too): the first
     // hosts patched and restored, not timed, recorded under a rollout id of their own.
-    const warm = ids.slice(0, Math.min(WORKER_WARMUP_HOSTS, ids.length));
+    const warm = ids.slice(0, Math.min(WARM_UP_HOSTS, ids.length));
     if (warm.length > 0) {
       const warmRec = store ? new FloorRecorder(store, `${rolloutId}-warm-up`) : undefined;
       await inLanes(warm, CONCURRENCY, (id) => floorPatch(emu.fleet.host(id), s.payload, warmRec, 'warm-up'));
@@ -681,14 +682,14 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
     const pids = { temporal: temporal.pid, workers: workers.map((w) => w.pid), emulator: emu.proc.pid, postmaster: s.postmaster };
     const requester = { kind: 'system' as const, id: 'bench' };
     const rolloutId = `bench-${spec.hosts}-${randomBytes(4).toString('hex')}`;
-    if (WORKER_WARMUP_HOSTS > 0) {
+    if (WARM_UP_HOSTS > 0) {
       // Batches and workflow tasks go to whichever worker polls first, so one warm-up may leave a
       // worker cold: again (up to six times) until every worker has run batches and workflow tasks.
       const cpu = async () => Promise.all(workers.map(async (w) => (await procCpu(w.pid))?.self ?? 0));
       const before = await cpu();
       const ranWorkflows = new Set<string>();
       for (let round = 0; round < 6; round++) {
-        for (const who of await warmWorkers(temporal.client, taskQueue, resolved, emu.fleet.hostIds.slice(0, Math.min(WORKER_WARMUP_HOSTS, spec.hosts)), requester)) ranWorkflows.add(who);
+        for (const who of await warmWorkers(temporal.client, taskQueue, resolved, emu.fleet.hostIds.slice(0, Math.min(WARM_UP_HOSTS, spec.hosts)), requester)) ranWorkflows.add(who);
         const warm = (await cpu()).every((c, i) => c - before[i]! >= WARM_WORKER_CPU_S && ranWorkflows.has(workerIdentity(i)));
         if (warm) break;
       }
