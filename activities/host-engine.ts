@@ -20,12 +20,10 @@
  * committer and never fails a host.
  */
 import { FleetpatchError, XenError, errnoName } from '../src/errors.ts';
-import type { Actor, Correlation, DomainEventInput } from '../src/events/catalogue.ts';
-import { waitForDatabase, type Fact, type GroupCommitter } from '../src/events/group-commit.ts';
-import type { RowWrite } from '../src/events/sql/row-writes.ts';
+import { waitForDatabase, type GroupCommitter } from '../src/events/group-commit.ts';
 import { compareStacks, replayHost } from '../src/events/audit/replay.ts';
 import { foldHostStack, hostSnapshot } from '../src/events/projections/host-stack.ts';
-import { finishWrite, intentWrite, retouchWrite, touchWrite, type ClaimedHost } from '../src/events/sql/claims.ts';
+import { finishWrite, retouchWrite, touchWrite, type ClaimedHost } from '../src/events/sql/claims.ts';
 import { noticeBoots } from '../src/events/host-boots.ts';
 import { selectStoredBuildIds } from '../src/events/sql/payloads.ts';
 import type { RecordedEvent } from '../src/events/store.ts';
@@ -41,6 +39,9 @@ import type { CallOutcome, FormerState, HostFailure, HostPatchResult, RestoreOut
 import type { ActivityDeps } from './deps.ts';
 import { dependencyCheckEvent } from './recording.ts';
 import { observe } from '../src/runtime/observers.ts';
+import { HostRecorder, type EngineIdentity, type LaneHooks } from './host-recorder.ts';
+
+export type { EngineIdentity, LaneHooks };
 
 /** Attempts of one step on a host before a transient fault fails the host (as the old per-host retry policy). */
 const HOST_ATTEMPTS = 4;
@@ -52,20 +53,6 @@ const ACTION_WAIT_MARGIN_MS = 2_000;
 
 /** Reboots of one host during its patch before it is left for a later run. */
 const MAX_REBOOTS = 2;
-
-/** What the lane running a host wants to hear of it. */
-export interface LaneHooks {
-  /**
-   * A long hypervisor action (APPLY, REPLACE, REVERT) is under way on the host: the lane claims
-   * its next host meanwhile, so the claim's wait hides behind the action's.
-   */
-  acting?: () => void;
-}
-
-export interface EngineIdentity {
-  actor: Actor;
-  correlation: Correlation;
-}
 
 export interface PatchJob {
   rolloutId: string;
@@ -118,124 +105,6 @@ function failureOf(stage: HostFailure['stage'], e: unknown): HostFailure {
 }
 
 const transient = (e: unknown): boolean => e instanceof FleetpatchError && e.retryable && !(e instanceof StepFailed);
-
-/**
- * Facts of one host, with their idempotency keys. Ordinals count each kind of step per build-id
- * within the rollout, starting from what the host's stream already holds for it.
- */
-class HostRecorder {
-  private readonly ordinals = new Map<string, number>();
-  private pending: Fact[] = [];
-
-  constructor(
-    private readonly committer: GroupCommitter,
-    private readonly id: EngineIdentity,
-    readonly rolloutId: string,
-    readonly hostId: string,
-    /** The lane's hooks, for the steps that reach the host (act). */
-    readonly lane: LaneHooks = {},
-  ) {}
-
-  /** Continues the ordinals from the facts this rollout already recorded for the host. */
-  learn(events: readonly RecordedEvent[]): void {
-    for (const { event } of events) {
-      if (event.correlation?.rolloutId !== this.rolloutId) continue;
-      const kind = KIND_OF[event.type];
-      const payload = (event as { payload?: StackEntry }).payload;
-      if (kind && payload) this.next(kind, payload.buildId);
-    }
-  }
-
-  /** The ordinal the next step of this kind on this payload takes. */
-  next(kind: string, buildId: string): number {
-    const n = this.peek(kind, buildId);
-    this.ordinals.set(`${kind}/${buildId}`, n + 1);
-    return n;
-  }
-
-  /** The ordinal `next` would give, without taking it. */
-  peek(kind: string, buildId: string): number {
-    return this.ordinals.get(`${kind}/${buildId}`) ?? 0;
-  }
-
-  /**
-   * The APPLY or REPLACE whose check an upload already made and made durable (with the intent to
-   * take both steps): that step needs no second durable write. Taken once; any other step drops it.
-   */
-  ahead: { kind: 'apply' | 'replace'; buildId: string; against: string | null; n: number } | null = null;
-
-  key(...parts: (string | number)[]): string {
-    return [this.rolloutId, this.hostId, ...parts].join('/');
-  }
-
-  event(body: Record<string, unknown>): DomainEventInput {
-    return { ...body, schemaVersion: 1, occurredAt: new Date().toISOString(), actor: this.id.actor, correlation: this.id.correlation } as DomainEventInput;
-  }
-
-  /** Queues a fact; it is committed with the next durable write (or the batch's drain). */
-  add(key: string, body: Record<string, unknown>): void {
-    this.pending.push({ key, event: this.event(body) });
-  }
-
-  /**
-   * Commits the queued facts with `writes` and waits for it; false when a fenced
-   * write missed. With nothing to commit it only waits for what this host submitted before: no
-   * empty transaction.
-   */
-  async durable(writes: RowWrite[] = []): Promise<boolean> {
-    if (this.pending.length === 0 && writes.length === 0) {
-      await this.last;
-      return true;
-    }
-    const counts = await this.submit(writes, false);
-    return counts.every((n) => n > 0);
-  }
-
-  /**
-   * The host's former state and target, which must be durable before its first change, not
-   * sooner: written with the intent of that change, as one row update in the same commit.
-   */
-  touchWith(write: (intent: string) => RowWrite): void {
-    this.touch = write;
-  }
-
-  /** The row write that records the intent of the next hypervisor call (and the held touch). */
-  intent(fence: number, what: string): RowWrite {
-    const touch = this.touch;
-    this.touch = null;
-    return touch ? touch(what) : intentWrite(this.rolloutId, this.hostId, fence, what);
-  }
-
-  /**
-   * Hands the queued facts (with `writes`) to the committer in the background: nobody waits for
-   * them before the next hypervisor call (a host's outcome, the last facts of a restore).
-   */
-  flushLater(writes: RowWrite[] = []): Promise<number[]> {
-    return this.submit(writes, true);
-  }
-
-  private submit(writes: RowWrite[], background: boolean): Promise<number[]> {
-    const facts = this.pending;
-    this.pending = [];
-    // The host's stream orders its row writes too, even in a submission without a fact of it.
-    const submitted = this.committer.submit(facts, writes, { background, keys: [hostStream(this.hostId)] });
-    // A host's submissions share its stream key, so they commit in the order they were made:
-    // once the last one settled, every earlier one has.
-    this.last = submitted.catch(() => undefined);
-    return submitted;
-  }
-
-  private touch: ((intent: string) => RowWrite) | null = null;
-  private last: Promise<unknown> = Promise.resolve();
-}
-
-const KIND_OF: Partial<Record<string, string>> = {
-  PayloadUploaded: 'uploaded',
-  PayloadApplied: 'applied',
-  PayloadReplaced: 'replaced',
-  PayloadReverted: 'reverted',
-  PayloadUnloaded: 'unloaded',
-};
 
 export class HostEngine {
   private readonly bytesCache = new Map<string, Buffer>();
