@@ -45,7 +45,8 @@ import { assignPayload, type PayloadMeta } from '../src/rollout/matching.ts';
 import { budgetVerdictOf, type RolloutProgress } from '../src/rollout/progress.ts';
 import type { HostPatchResult, HostRollbackResult, ResolvedPlan, RolloutMode, VerifySpec } from '../src/rollout/types.ts';
 import type { ActivityDeps } from './deps.ts';
-import { HostEngine, type EngineIdentity } from './host-engine.ts';
+import { HostEngine } from './host-engine.ts';
+import type { EngineIdentity } from './host-recorder.ts';
 import { Claimer, Coalescer, LaneClaims } from './claimer.ts';
 
 /** A claim lapses this long after its batch last renewed it (renewed every LEASE_MS / 4). */

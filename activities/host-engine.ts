@@ -41,8 +41,6 @@ import { dependencyCheckEvent } from './recording.ts';
 import { observe } from '../src/runtime/observers.ts';
 import { HostRecorder, type EngineIdentity, type LaneHooks } from './host-recorder.ts';
 
-export type { EngineIdentity, LaneHooks };
-
 /** Attempts of one step on a host before a transient fault fails the host (as the old per-host retry policy). */
 const HOST_ATTEMPTS = 4;
 const RETRY_DELAYS_MS = [500, 1_000, 2_000, 4_000];
