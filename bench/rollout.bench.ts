@@ -10,8 +10,9 @@
  *   ceil(hosts / concurrency) x the emulated latency of one host's request chain;
  * - the floor: a bare client in this process making the same HTTP calls as the engine (the
  *   preflight's LIST of every host, then each host's chain), with the same waves and concurrency,
- *   against a fresh fleet, after the same warm-up as the engine's (below): once without recording anything, once appending the same events in
- *   groups to PostgreSQL (src/events/group-commit.ts) with the same points of durability;
+ *   against a fresh fleet, after the same warm-up as the engine's (below): once without recording
+ *   anything, once appending the same events in groups to PostgreSQL (src/events/group-commit.ts)
+ *   with the same points of durability;
  * - CPU seconds per process (Temporal server, worker(s), emulator, PostgreSQL: postmaster and every
  *   backend, from /proc/<pid>/stat utime+stime), Temporal history events over every workflow run
  *   (continue-as-new chain included), PostgreSQL commits (pg_stat_database.xact_commit of the
@@ -543,6 +544,11 @@ async function xactCommits(s: Shared, db: string): Promise<number> {
 }
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** Events stored in the database, to count what a run recorded (after minus before). */
+async function countEvents(db: Pool): Promise<number> {
+  return Number((await db.query('SELECT count(*) AS n FROM events')).rows[0].n);
+}
 /** Backends publish their statistics at most once a second when idle. */
 const STATS_SETTLE_MS = 1_600;
 
@@ -585,7 +591,7 @@ async function floorRun(
       await inLanes(warm, CONCURRENCY, (id) => floorRestore(emu.fleet.host(id), s.payload, warmRec));
       await warmRec?.drain();
     }
-    const eventsBefore = pool ? Number((await pool.query('SELECT count(*) AS n FROM events')).rows[0].n) : 0;
+    const eventsBefore = pool ? await countEvents(pool) : 0;
     if (spec.kind === 'rollback') {
       // The fleet is patched first (not timed), as a rollout would leave it.
       await inLanes(ids, CONCURRENCY, (id) => floorPatch(emu.fleet.host(id), s.payload, undefined, 'rest'));
@@ -621,7 +627,7 @@ async function floorRun(
     const seconds = (performance.now() - started) / 1000;
     const requests = (await new EmulatorAdmin(emu.fleet.fleet).stats()).requests - before - 1;
     let events = 0;
-    if (pool) events = Number((await pool.query('SELECT count(*) AS n FROM events')).rows[0].n) - eventsBefore;
+    if (pool) events = (await countEvents(pool)) - eventsBefore;
     const cpu = process.cpuUsage(cpu0);
     const clientCpu = (cpu.user + cpu.system) / 1e6;
     const emulatorCpu = ((await procCpu(emu.proc.pid))?.self ?? Number.NaN) - emuCpu0;
@@ -699,14 +705,14 @@ async function engineRun(s: Shared, dir: string, spec: ConfigSpec): Promise<Omit
       await sleep(STATS_SETTLE_MS);
       const commits0 = await xactCommits(s, db.name);
       const requests0 = (await new EmulatorAdmin(emu.fleet.fleet).stats()).requests;
-      const events0 = Number((await setupPool.query('SELECT count(*) AS n FROM events')).rows[0].n);
+      const events0 = await countEvents(setupPool);
       const cpu0 = await cpuSnapshot(pids);
       const t0 = performance.now();
       const value = await fn();
       const seconds = (performance.now() - t0) / 1000;
       const cpu = cpuDelta(cpu0, await cpuSnapshot(pids));
       const requests = (await new EmulatorAdmin(emu.fleet.fleet).stats()).requests - requests0 - 1;
-      const events = Number((await setupPool.query('SELECT count(*) AS n FROM events')).rows[0].n) - events0;
+      const events = (await countEvents(setupPool)) - events0;
       await sleep(STATS_SETTLE_MS);
       // Our own two queries above (events before and after) are commits too.
       const commits = (await xactCommits(s, db.name)) - commits0 - 2;
