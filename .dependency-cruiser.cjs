@@ -3,7 +3,8 @@
  * `npm run lint:deps`. docs/architecture.md states them in words; this file is where they live.
  *
  * Layers, top to bottom: bin, cli, api -> app -> control -> workflows -> activities -> emulator,
- * agent, events, payload, rollout, runtime -> errors. Arrows point down only.
+ * agent, events, payload, rollout, runtime -> errors. Arrows point down only. Beside them, host
+ * (the dom0 side of the agent contract), imported only by app and cli.
  */
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
@@ -55,6 +56,21 @@ module.exports = {
       to: { path: '^src/emulator/' },
     },
     {
+      name: 'only-the-front-ends-import-the-host-side',
+      severity: 'error',
+      comment: 'src/host is the dom0 agent that drives Xen through its own tools: the composition root and the CLI start it, nothing else uses it.',
+      from: { path: '^(src|activities|workflows)/', pathNot: '^src/(app|cli|host)/' },
+      to: { path: '^src/host/' },
+    },
+    {
+      name: 'the-host-side-imports-the-contract-and-below',
+      severity: 'error',
+      comment:
+        'The dom0 agent serves the agent contract from Xen itself: it may import the contract, payloads, domain, runtime and the error catalogue, never the emulator (it must not pass for Xen by asking the emulator) nor the engine above.',
+      from: { path: '^src/host/' },
+      to: { path: '^(src/(?!host/|agent/contract\\.ts$|payload/|domain/|runtime/|errors\\.ts$)|activities/|workflows/)' },
+    },
+    {
       name: 'runtime-is-infrastructure-only',
       severity: 'error',
       comment: 'Config, logger, local services, shutdown: imported by everyone, importing nothing of ours above it.',
@@ -64,8 +80,8 @@ module.exports = {
     {
       name: 'pure-cores-import-no-node-modules',
       severity: 'error',
-      comment: 'ELF parsing, the payload model, the Xen state machine and rollout planning are pure functions of their inputs.',
-      from: { path: '^src/(rollout/|payload/(elf|model|note|returns|x86|upload-check|build-id|image)\\.ts$|emulator/(state-machine|dispatch|requests)\\.ts$|events/catalogue\\.ts$|events/projections/)' },
+      comment: "ELF parsing, the payload model, the Xen state machine, rollout planning and the readers of Xen's tools' output are pure functions of their inputs.",
+      from: { path: '^src/(rollout/|payload/(elf|model|note|returns|x86|upload-check|build-id|image)\\.ts$|emulator/(state-machine|dispatch|requests)\\.ts$|events/catalogue\\.ts$|events/projections/|host/(tool-text|xen-livepatch-output|xl-info-output)\\.ts$)' },
       to: { dependencyTypes: ['core'] },
     },
     {
