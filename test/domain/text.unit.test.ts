@@ -1,5 +1,5 @@
 import { describe, expect, it } from 'vitest';
-import { findUnstorable, formatPath, StorableString, unstorable } from '../../src/domain/text.ts';
+import { findUnstorable, formatPath, printable, quoted, StorableString, unstorable } from '../../src/domain/text.ts';
 
 describe('storable text', () => {
   it('accepts ordinary text, emoji (a surrogate pair) and the empty string', () => {
@@ -21,6 +21,22 @@ describe('storable text', () => {
     expect(s.safeParse('x\u0000').success).toBe(false);
     expect(s.safeParse('ok').success).toBe(true);
     expect(s.safeParse('toolong').success).toBe(false);
+  });
+
+  it('refuses unstorable text for that one reason, not also for the checks chained after it', () => {
+    const name = StorableString.min(1).max(3).regex(/^[a-z]+$/);
+    const issues = name.safeParse('x\u0000yz!').error?.issues ?? [];
+    expect(issues.map((i) => i.message)).toEqual(['contains a NUL character (\\u0000) at position 1, which cannot be stored']);
+    expect(name.safeParse('TOOLONG').error?.issues.map((i) => i.code)).toEqual(['too_big', 'invalid_format']);
+  });
+
+  it('quotes hostile text in one printable, storable line, emoji kept whole', () => {
+    expect(printable('a\u0000b\nc\td\u001b\u2028')).toBe('a\\u0000b\\nc\\td\\u001b\\u2028');
+    expect(printable('x\uD800y\uDC00 🩹 שלום é')).toBe('x\\ud800y\\udc00 🩹 שלום é');
+    expect(unstorable(printable('\u0000\uDFFF\uD800'))).toBeUndefined();
+    expect(quoted('🩹🩹', 3)).toBe('"🩹"...');
+    expect(quoted('ab\u0000')).toBe('"ab\\u0000"');
+    expect(formatPath(['hosts', 'labels', 're\u0000gion'])).toBe('hosts.labels.re\\u0000gion');
   });
 
   it('finds the first unstorable string in a body, keys included, with its path', () => {
