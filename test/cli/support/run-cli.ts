@@ -6,7 +6,8 @@
  * too. A spawned `node bin/fleetpatch.js` costs a second or two of CPU to start (tsx, the
  * modules); this costs milliseconds, so a unit test can try a hundred hostile command lines.
  *
- * The capture is process-wide: one command at a time. `env` is set for the run and restored.
+ * The capture is process-wide, so commands run one at a time: a call made while another runs
+ * waits for it. `env` is set for the run and restored.
  */
 import fs from 'node:fs';
 import { main } from '../../../src/cli/main.ts';
@@ -21,11 +22,15 @@ export interface CliRun {
 /** The settings fleetpatch reads (src/runtime/config.ts); a run starts from none of them but `env`'s. */
 const SETTINGS = /^(FLEETPATCH_|TEMPORAL_|DATABASE_URL$|LOG_LEVEL$|NO_COLOR$)/;
 
-let running = false;
+let queue: Promise<unknown> = Promise.resolve();
 
-export async function runCli(args: string[], env: Record<string, string> = {}): Promise<CliRun> {
-  if (running) throw new Error('runCli runs one command at a time (it captures the process-wide stdout and stderr)');
-  running = true;
+export function runCli(args: string[], env: Record<string, string> = {}): Promise<CliRun> {
+  const run = queue.then(() => runNow(args, env));
+  queue = run.catch(() => undefined);
+  return run;
+}
+
+async function runNow(args: string[], env: Record<string, string>): Promise<CliRun> {
   const out: string[] = [];
   const err: string[] = [];
   const sink = (fd: number) => (fd === 1 ? out : fd === 2 ? err : undefined);
@@ -66,6 +71,5 @@ export async function runCli(args: string[], env: Record<string, string> = {}): 
     Object.assign(console, saved.console);
     for (const k of Object.keys(process.env)) if (!(k in savedEnv)) delete process.env[k];
     Object.assign(process.env, savedEnv);
-    running = false;
   }
 }
