@@ -3,6 +3,7 @@
  * imported only when used, so `fleetpatch payload inspect` does not pay for loading Temporal.
  */
 import { EXIT_CODES, FleetpatchError, exitCodeFor, maskSecrets, toCatalogued } from '../errors.ts';
+import { printable } from '../domain/text.ts';
 import { processIO, type CliIO, type Command } from './io.ts';
 
 const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }> = {
@@ -52,14 +53,17 @@ export async function main(argv: string[], io: CliIO = processIO): Promise<numbe
 
 /**
  * One line on stderr, `fleetpatch: CODE: message`, for every error: fleetpatch's own and any other
- * (mapped by toCatalogued; an unexpected one is INTERNAL). Passwords in URLs are masked. The stack
+ * (mapped by toCatalogued; an unexpected one is INTERNAL). Passwords in URLs are masked; control
+ * characters and lone surrogates are escaped. The stack
  * of an INTERNAL error is printed only at LOG_LEVEL=debug or trace. With --json, an error other
  * than USAGE or ARGUMENT is also written to stdout as `{"ok":false,"error":{code,message,details}}`; a usage
  * error writes nothing on stdout. Returns the exit code (EXIT_CODES).
  */
 export function reportError(e: unknown, io: CliIO, opts: { json?: boolean } = {}): number {
   const err = toCatalogued(e);
-  const message = maskSecrets(err.message).replace(/\s*\n\s*/g, '; ');
+  // A message may quote what the user gave (an unknown command, a value): control characters and
+  // lone surrogates in it are written as escapes, so the line stays one printable line.
+  const message = printable(maskSecrets(err.message).replace(/\s*\n\s*/g, '; '));
   io.err(`fleetpatch: ${err.code}: ${message}`);
   if (err.code === 'INTERNAL' && /^(debug|trace)$/.test(process.env.LOG_LEVEL ?? '')) {
     const original = (err as Error & { cause?: unknown }).cause;

@@ -4,13 +4,14 @@
  */
 import { z } from 'zod';
 import { ActorSchema } from './actor.ts';
+import { StorableString } from './text.ts';
 
 export const DecisionSchema = z.object({
   action: z.enum(['paused', 'resumed', 'aborted', 'approved']),
   by: ActorSchema,
   /** ISO instant. */
-  at: z.string(),
-  reason: z.string().nullable(),
-  wave: z.string().nullable(),
+  at: StorableString,
+  reason: StorableString.nullable(),
+  wave: StorableString.nullable(),
 });
 export type Decision = z.infer<typeof DecisionSchema>;

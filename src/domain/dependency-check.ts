@@ -6,6 +6,7 @@
  */
 import { z } from 'zod';
 import { BuildIdSchema, PayloadNameSchema, PayloadRefSchema } from './payload-ref.ts';
+import { StorableString } from './text.ts';
 
 /** Which of the host's build-ids a payload was compared with: the hypervisor's, or a payload's. */
 export const AgainstSchema = z.discriminatedUnion('kind', [
@@ -17,9 +18,9 @@ export type Against = z.infer<typeof AgainstSchema>;
 export const DependencyCheckSchema = z.object({
   payload: PayloadRefSchema,
   /** What the payload needs (its depends, or its xen_depends for `on: 'xen_depends'`). */
-  expected: z.string(),
+  expected: StorableString,
   /** What the host has. */
-  found: z.string(),
+  found: StorableString,
   against: AgainstSchema,
   on: z.enum(['depends', 'xen_depends']),
   outcome: z.enum(['match', 'mismatch']),

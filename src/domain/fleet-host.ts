@@ -4,8 +4,9 @@
  */
 import { z } from 'zod';
 import { BuildIdSchema } from './payload-ref.ts';
+import { StorableString } from './text.ts';
 
-export const FleetHostSchema = z.object({ id: z.string().min(1), labels: z.record(z.string(), z.string()), buildId: BuildIdSchema });
+export const FleetHostSchema = z.object({ id: StorableString.min(1), labels: z.record(StorableString, StorableString), buildId: BuildIdSchema });
 export type FleetHost = z.infer<typeof FleetHostSchema>;
 
 /** The registry's view of any host record that has at least these fields. */

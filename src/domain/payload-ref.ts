@@ -3,12 +3,13 @@
  * build-id (its identity). A stack is a list of these, bottom first. Pure (zod only).
  */
 import { z } from 'zod';
+import { StorableString } from './text.ts';
 
 /** Build-ids travel as lowercase hex, the way `readelf -n` and xen-livepatch print them. */
-export const BuildIdSchema = z.string().regex(/^(?:[0-9a-f]{2})+$/, 'must be a build-id in lowercase hex');
+export const BuildIdSchema = StorableString.regex(/^(?:[0-9a-f]{2})+$/, 'must be a build-id in lowercase hex');
 
 /** Xen's payload names: 1..127 characters. */
-export const PayloadNameSchema = z.string().min(1).max(127);
+export const PayloadNameSchema = StorableString.min(1).max(127);
 
 /** A payload on a host's stack, in a record, in a plan: its name and build-id. */
 export const PayloadRefSchema = z.object({ name: PayloadNameSchema, buildId: BuildIdSchema });

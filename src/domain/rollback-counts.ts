@@ -4,6 +4,7 @@
  */
 import { z } from 'zod';
 import { PayloadRefSchema } from './payload-ref.ts';
+import { StorableString } from './text.ts';
 
 const Count = z.number().int().min(0);
 
@@ -20,9 +21,9 @@ export type RollbackCounts = z.infer<typeof RollbackCountsSchema>;
 
 /** A host a rollback could not bring back: where it stands, where it should, and why. */
 export const RollbackProblemSchema = z.object({
-  hostId: z.string(),
+  hostId: StorableString,
   outcome: z.enum(['rolled-back', 'nothing-to-do', 'stack-grew', 'unrecoverable', 'failed']),
-  reason: z.string(),
+  reason: StorableString,
   stackNow: z.array(PayloadRefSchema),
   formerStack: z.array(PayloadRefSchema),
 });

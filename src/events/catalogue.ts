@@ -16,14 +16,17 @@ import { FleetpatchError, XEN_ERRNO, type XenErrnoName } from '../errors.ts';
 import { ActorSchema, type Actor } from '../domain/actor.ts';
 import { AgainstSchema } from '../domain/dependency-check.ts';
 import { BuildIdSchema, LoadedPayloadSchema, PayloadRefSchema, type LoadedPayload, type PayloadRef } from '../domain/payload-ref.ts';
+import { formatPath, printable, StorableString } from '../domain/text.ts';
 
 // The shared vocabulary (src/domain) is the catalogue's too.
 export { ActorSchema, AgainstSchema, BuildIdSchema, LoadedPayloadSchema, PayloadRefSchema, type Actor, type LoadedPayload, type PayloadRef };
 
-const Sha256Schema = z.string().regex(/^[0-9a-f]{64}$/, 'must be a sha256 in lowercase hex');
-const Name = z.string().min(1).max(127);
-const Id = z.string().min(1).max(200);
-const Reason = z.string().min(1).max(2000);
+/** Every text of every event: nothing PostgreSQL cannot store (NUL, a lone surrogate) can be recorded. */
+const Text = StorableString;
+const Sha256Schema = Text.regex(/^[0-9a-f]{64}$/, 'must be a sha256 in lowercase hex');
+const Name = Text.min(1).max(127);
+const Id = Text.min(1).max(200);
+const Reason = Text.min(1).max(2000);
 const Count = z.number().int().min(0);
 
 export const CorrelationSchema = z.object({
@@ -70,15 +73,15 @@ export const StackDifferenceSchema = z.object({
   where: z.enum(['applied', 'loaded', 'hypervisor']),
   /** Index in the applied stack (bottom = 0), for `applied`. */
   index: z.number().int().min(0).optional(),
-  replayed: z.string().nullable(),
-  live: z.string().nullable(),
+  replayed: Text.nullable(),
+  live: Text.nullable(),
   description: Reason,
 });
 export type StackDifference = z.infer<typeof StackDifferenceSchema>;
 
 const HostFailureSchema = z.object({
   stage: z.enum(['read', 'upload', 'check', 'apply', 'replace', 'verify', 'revert']),
-  code: z.string().min(1),
+  code: Text.min(1),
   reason: Reason,
   unreachable: z.boolean(),
 });
@@ -90,7 +93,7 @@ export const PayloadStored = event('PayloadStored', 1, {
   sha256: Sha256Schema,
   size: z.number().int().positive(),
   /** Detached signature metadata; the signature bytes stay in the payload store. */
-  signature: z.object({ algorithm: z.string().min(1), keyId: Id }).nullable(),
+  signature: z.object({ algorithm: Text.min(1), keyId: Id }).nullable(),
   depends: BuildIdSchema.optional(),
   xenDepends: BuildIdSchema.nullable().optional(),
 });
@@ -148,7 +151,7 @@ export const PayloadActionFailed = event('PayloadActionFailed', 1, {
   ...hostFacts,
   action: z.enum(['upload', 'apply', 'revert', 'replace', 'unload']),
   payload: PayloadRefSchema,
-  code: z.string().min(1),
+  code: Text.min(1),
   errno: ErrnoNameSchema.optional(),
   reason: Reason,
 });
@@ -156,8 +159,8 @@ export const PayloadActionFailed = event('PayloadActionFailed', 1, {
 export const HealthChecked = event('HealthChecked', 1, {
   ...hostFacts,
   outcome: z.enum(['healthy', 'unhealthy', 'unreachable']),
-  check: z.object({ call: Name, expect: z.string() }).optional(),
-  observed: z.string().optional(),
+  check: z.object({ call: Name, expect: Text }).optional(),
+  observed: Text.optional(),
   reason: Reason.optional(),
 });
 
@@ -173,7 +176,7 @@ export const HostPatchStarted = event('HostPatchStarted', 1, {
   formerStack: z.array(PayloadRefSchema),
   formerLoaded: z.array(PayloadRefSchema),
   /** What the plan's verify function returned before (absent: the plan verifies nothing). */
-  formerResult: z.object({ call: Name, kind: z.enum(['string', 'integer', 'undefined']), value: z.string().nullable() }).optional(),
+  formerResult: z.object({ call: Name, kind: z.enum(['string', 'integer', 'undefined']), value: Text.nullable() }).optional(),
   /** The boot the host was in: a later reboot makes this former state moot. */
   bootId: Id.optional(),
 });
@@ -314,8 +317,8 @@ export const ApprovalRequested = event('ApprovalRequested', 1, { ...rolloutFacts
  * made (its name, role, and the first 12 hex digits of its sha256, never the token) and revoked.
  */
 export const TokenRoleSchema = z.enum(['viewer', 'operator', 'admin']);
-const TokenName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/, 'must be 1 to 63 letters, digits, ".", "_", "@" or "-"');
-export const TokenCreated = event('TokenCreated', 1, { tokenName: TokenName, role: TokenRoleSchema, fingerprint: z.string().regex(/^[0-9a-f]{12}$/) });
+const TokenName = Text.regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/, 'must be 1 to 63 letters, digits, ".", "_", "@" or "-"');
+export const TokenCreated = event('TokenCreated', 1, { tokenName: TokenName, role: TokenRoleSchema, fingerprint: Text.regex(/^[0-9a-f]{12}$/) });
 export const TokenRevoked = event('TokenRevoked', 1, { tokenName: TokenName, reason: Reason.optional() });
 
 export const EventSchema = z.discriminatedUnion('type', [
@@ -387,8 +390,10 @@ export function parseEvent(input: unknown): DomainEvent {
     parsedEvents.add(result.data);
     return result.data;
   }
-  const type = typeof input === 'object' && input !== null && 'type' in input ? String((input as { type: unknown }).type) : '(no type)';
-  throw new FleetpatchError('EVENT_INVALID', `event ${type} does not match the catalogue: ${z.prettifyError(result.error).replaceAll('\n', '; ')}`, {
-    issues: result.error.issues,
+  const type = typeof input === 'object' && input !== null && 'type' in input ? printable(String((input as { type: unknown }).type).slice(0, 100)) : '(no type)';
+  const problems = result.error.issues.map((i) => `${formatPath(i.path)}: ${printable(i.message)}`);
+  throw new FleetpatchError('EVENT_INVALID', `event ${type} does not match the catalogue: ${problems.join('; ')}`, {
+    type,
+    issues: result.error.issues.map((i) => ({ path: formatPath(i.path), message: printable(i.message) })),
   });
 }

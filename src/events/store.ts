@@ -11,6 +11,7 @@
  */
 import type pg from 'pg';
 import { FleetpatchError } from '../errors.ts';
+import { findUnstorable, formatPath } from '../domain/text.ts';
 import { parseEvent, splitEvent, type DomainEvent, type DomainEventInput } from './catalogue.ts';
 import { UUID_PATTERN } from './event-id.ts';
 import { chainHash, GENESIS_HASH } from './hash-chain.ts';
@@ -175,12 +176,26 @@ function prepare(batches: StreamAppend[]): PreparedBatch[] {
       if (ids.has(eventId)) throw new FleetpatchError('EVENT_INVALID', `event id ${eventId} appears twice in one append`);
       ids.add(eventId);
       const parsed = parseEvent(event);
+      refuseUnstorable(eventId, parsed);
       const belongs = streamFor(parsed);
       if (belongs !== b.streamId) throw new FleetpatchError('EVENT_INVALID', `a ${parsed.type} event belongs to stream ${belongs}, not ${b.streamId}`, { eventId });
       return { eventId, event: parsed };
     });
     return { streamId: b.streamId, expectedVersion, events };
   });
+}
+
+/**
+ * The last line of defence behind the catalogue (whose texts refuse NUL and lone surrogates): an
+ * event holding text PostgreSQL cannot store, say one changed after it was validated, is refused
+ * here naming its type and field, before the transaction, not by PostgreSQL's "unsupported
+ * Unicode escape sequence" halfway through a batch.
+ */
+function refuseUnstorable(eventId: string, event: DomainEvent): void {
+  const found = findUnstorable(event);
+  if (!found) return;
+  const field = formatPath(found.path);
+  throw new FleetpatchError('EVENT_INVALID', `a ${event.type} event cannot be stored: ${field} ${found.problem}`, { eventId, type: event.type, field });
 }
 
 /**

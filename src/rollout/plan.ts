@@ -6,6 +6,7 @@
 import { z } from 'zod';
 import { Lexer, LineCounter, Parser, isScalar, parseDocument, visit } from 'yaml';
 import { FleetpatchError } from '../errors.ts';
+import { findUnstorable, formatPath, printable, StorableString } from '../domain/text.ts';
 import { parseBudget, type Budget } from './budget.ts';
 import { parseDuration } from './duration.ts';
 
@@ -45,20 +46,23 @@ export const PLAN_LIMITS = {
 } as const;
 
 const L = PLAN_LIMITS;
+/**
+ * Every text of a plan: what PostgreSQL cannot store (NUL, a lone surrogate) is refused here,
+ * naming the field, not when a rollout records it.
+ */
+const Text = StorableString;
 const percent = /^\s*\d+(\.\d+)?\s*%\s*$/;
 const utf8Length = (v: string) => new TextEncoder().encode(v).length;
 
 const WaveSizeSchema = z.union([
   z.number().int().positive().max(L.maxWaveHosts, `a host count is at most ${L.maxWaveHosts} (use "100%" for every host)`),
-  z
-    .string()
-    .max(L.textNumberLength)
+  Text.max(L.textNumberLength)
     .regex(percent, 'must be a host count or a percentage such as "10%"')
     .refine((v) => parseFloat(v) > 0 && parseFloat(v) <= 100, 'a percentage must be above 0% and at most 100%'),
 ]);
 
 const BudgetSchema = z
-  .union([z.number(), z.string().max(L.textNumberLength)])
+  .union([z.number(), Text.max(L.textNumberLength)])
   .transform((v, ctx): Budget => {
     const b = parseBudget(v);
     if (!b) {
@@ -73,7 +77,7 @@ const BudgetSchema = z
   });
 
 const DurationSchema = z
-  .union([z.string().max(L.textNumberLength), z.number()])
+  .union([Text.max(L.textNumberLength), z.number()])
   .transform((v, ctx) => {
     const ms = parseDuration(v);
     if (ms === undefined) {
@@ -87,24 +91,19 @@ const DurationSchema = z
     return ms;
   });
 
-const BuildIdSchema = z
-  .string()
-  .regex(/^[0-9a-fA-F]{2,128}$/, 'must be a build-id in hex')
+const BuildIdSchema = Text.regex(/^[0-9a-fA-F]{2,128}$/, 'must be a build-id in hex')
   .transform((v) => v.toLowerCase());
 
-/** Xen's payload name: 1 to 127 bytes, no NUL. */
-export const PayloadNameSchema = z
-  .string()
-  .min(1)
-  .refine((v) => utf8Length(v) <= L.payloadNameBytes && !v.includes('\0'), `a payload name is 1 to ${L.payloadNameBytes} bytes (Xen's limit) without NUL`);
+/** Xen's payload name: 1 to 127 bytes, no NUL (Text refuses it). */
+export const PayloadNameSchema = Text.min(1).refine((v) => utf8Length(v) <= L.payloadNameBytes, `a payload name is 1 to ${L.payloadNameBytes} bytes (Xen's limit) without NUL`);
 
 export const PayloadRefSchema = z.union([
-  z.object({ file: z.string().min(1).max(L.fileLength), name: PayloadNameSchema.optional(), signature: z.string().min(1).max(L.fileLength).optional() }).strict(),
+  z.object({ file: Text.min(1).max(L.fileLength), name: PayloadNameSchema.optional(), signature: Text.min(1).max(L.fileLength).optional() }).strict(),
   z.object({ buildId: BuildIdSchema }).strict(),
 ]);
 
-const ShortName = z.string().regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be a short name of letters, digits, ".", "_" or "-"');
-const Label = z.string().min(1).max(L.labelLength);
+const ShortName = Text.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be a short name of letters, digits, ".", "_" or "-"');
+const Label = Text.min(1).max(L.labelLength);
 
 export const WaveSchema = z
   .object({
@@ -120,7 +119,7 @@ export const WaveSchema = z
 export const PlanSchema = z
   .object({
     name: ShortName,
-    description: z.string().max(L.descriptionLength).optional(),
+    description: Text.max(L.descriptionLength).optional(),
     payloads: z.array(PayloadRefSchema).min(1, 'name at least one payload').max(L.maxPayloads),
     /**
      * Payloads must carry an ed25519 signature (`<file>.sig`, or `signature:`) by a trusted key
@@ -135,7 +134,7 @@ export const PlanSchema = z
           .record(Label, Label)
           .refine((r) => Object.keys(r).length <= L.maxLabels, `at most ${L.maxLabels} labels`)
           .optional(),
-        ids: z.array(z.string().min(1).max(L.hostIdLength)).max(L.maxHostIds).optional(),
+        ids: z.array(Text.min(1).max(L.hostIdLength)).max(L.maxHostIds).optional(),
       })
       .strict()
       .default({}),
@@ -151,7 +150,7 @@ export const PlanSchema = z
       .array(
         z
           .object({
-            after: z.string().max(64),
+            after: Text.max(64),
             approval: z.literal(true),
             /** The approval must come from someone other than who started the rollout (enforced by the workflow). */
             requireDifferentApprover: z.boolean().optional(),
@@ -162,8 +161,8 @@ export const PlanSchema = z
       .default([]),
     verify: z
       .object({
-        call: z.string().min(1).max(L.verifyCallLength),
-        expect: z.string().max(L.verifyExpectLength),
+        call: Text.min(1).max(L.verifyCallLength),
+        expect: Text.max(L.verifyExpectLength),
       })
       .strict()
       .optional(),
@@ -225,26 +224,48 @@ export type Plan = z.infer<typeof PlanSchema>;
 export type PlanInput = z.input<typeof PlanSchema>;
 export type Wave = Plan['waves'][number];
 
-/** Control characters (a key with a newline in it, found by fuzzing) as escapes: the sentence stays one line. */
-function oneLine(text: string): string {
-  const named: Record<string, string> = { '\n': '\\n', '\r': '\\r', '\t': '\\t' };
-  return text.replace(/[\u0000-\u001f\u007f\u2028\u2029]/g, (c) => named[c] ?? `\\u${c.charCodeAt(0).toString(16).padStart(4, '0')}`);
+/** Control characters (a key with a newline in it, found by fuzzing) and lone surrogates as escapes: the sentence stays one line. */
+function formatIssues(issues: readonly Issue[]): string {
+  return issues.map((i) => `${i.path.length > 0 ? formatPath(i.path) : '(plan)'}: ${printable(i.message)}`).join('; ');
 }
 
-function formatIssues(issues: readonly Issue[]): string {
-  return issues
-    .map((i) => {
-      const where = i.path.reduce<string>((acc, p) => (typeof p === 'number' ? `${acc}[${p}]` : acc ? `${acc}.${String(p)}` : String(p)), '');
-      return oneLine(`${where || '(plan)'}: ${i.message}`);
-    })
-    .join('; ');
+/**
+ * zod's issues as the plan reports them. A label name that cannot be stored is an `invalid_key`
+ * whose own message is only "Invalid key in record": the reason is in its inner issues. A field
+ * that takes one of several shapes (a count or a percentage, a file or a build-id) fails as an
+ * `invalid_union` ("Invalid input"): when one shape was the one meant (its type and keys fit),
+ * its own issues say what is wrong.
+ */
+function planIssues(issues: readonly z.core.$ZodIssue[], prefix: readonly PropertyKey[] = []): Issue[] {
+  return issues.flatMap((i): Issue[] => {
+    const path = [...prefix, ...i.path];
+    if (i.code === 'invalid_key') return [{ path, message: `its name ${i.issues.map((inner) => inner.message).join('; ')}` }];
+    if (i.code === 'invalid_union') {
+      const meant = i.errors.find((branch) => branch.length > 0 && branch.every((b) => b.code !== 'invalid_type' && b.code !== 'unrecognized_keys' && b.code !== 'invalid_union'));
+      if (meant) return planIssues(meant, path);
+    }
+    return [{ path, message: i.message }];
+  });
+}
+
+/**
+ * Any text of the plan that cannot be stored and that no field's schema refused already (a field
+ * whose schema is not built on Text): the plan as a whole is held to it, so that no plan that
+ * validates can make a rollout fail later when it records what it was given.
+ */
+function unstorableIssues(value: unknown, reported: readonly Issue[]): Issue[] {
+  const found = findUnstorable(value);
+  if (!found) return [];
+  const at = formatPath(found.path);
+  return reported.some((i) => formatPath(i.path) === at) ? [] : [{ path: found.path, message: found.problem }];
 }
 
 /** Validates an already-parsed object; PLAN_INVALID lists every problem at once, with its path. */
 export function validatePlan(value: unknown, source = 'plan'): Plan {
   const parsed = PlanSchema.safeParse(value);
-  const issues: Issue[] = [...(parsed.success ? [] : parsed.error.issues), ...crossFieldIssues(value)];
-  if (issues.length > 0 || !parsed.success) throw new FleetpatchError('PLAN_INVALID', `${source}: ${formatIssues(issues)}`, { issues: issues.map((i) => ({ path: i.path.map(String), message: i.message })) });
+  const fields: Issue[] = [...(parsed.success ? [] : planIssues(parsed.error.issues)), ...crossFieldIssues(value)];
+  const issues = [...fields, ...unstorableIssues(value, fields)];
+  if (issues.length > 0 || !parsed.success) throw new FleetpatchError('PLAN_INVALID', `${printable(source)}: ${formatIssues(issues)}`, { issues: issues.map((i) => ({ path: i.path.map((p) => printable(String(p))), message: printable(i.message) })) });
   return parsed.data;
 }
 

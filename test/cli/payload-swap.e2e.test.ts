@@ -35,7 +35,7 @@ describe('a payload swapped in the database', () => {
 
   function fleetpatch(args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
     return new Promise((resolve) => {
-      execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, timeout: 120_000 }, (error, stdout, stderr) => {
+      execFile(process.execPath, [BIN, ...args], { env: { ...process.env, ...env }, timeout: 180_000 }, (error, stdout, stderr) => {
         resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
       });
     });
@@ -85,7 +85,7 @@ describe('a payload swapped in the database', () => {
     await db?.drop();
   });
 
-  it('is named by audit verify and refused by every rollout before it touches a host', { timeout: 240_000 }, async () => {
+  it('is named by audit verify and refused by every rollout before it touches a host', { timeout: 420_000 }, async () => {
     // Stored the ordinary way: a rollout that patched host-0000 with it.
     const first = await startPlan({ client: temporal.client, taskQueue: temporal.taskQueue, pool: db.pool, dir, actor: ops }, { ...plan('first', { file: fix.file }), hosts: { ids: ['host-0000'] } }, 'swap-first');
     expect((await first.handle.result()).status).toBe('succeeded');
@@ -165,7 +165,7 @@ describe('signed payloads by default', () => {
   const refusals = async (buildId: string) =>
     (await new EventStore(db.pool).readStream(`payload-${buildId}`)).map((e) => e.event).filter((e) => e.type === 'PayloadRefused');
 
-  it('refuses an unsigned payload and one signed by a key nobody trusts, records the refusal and the key; allowUnsigned: true lets one through', { timeout: 120_000 }, async () => {
+  it('refuses an unsigned payload and one signed by a key nobody trusts, records the refusal and the key; allowUnsigned: true lets one through', { timeout: 300_000 }, async () => {
     const plain = await writePayload(dir, 'plain', { funcs: [{ target: 'xen_extra_version', returns: '-plain' }] }, IMAGE_A, { signed: false });
     const base: Omit<PlanInput, 'name' | 'payloads'> = { hosts: { ids: ['host-0000'] }, waves: [{ name: 'all', hosts: '100%' }] };
     await expect(start({ name: 'unsigned', payloads: [{ file: plain.file }], ...base }, 'unsigned-1')).rejects.toMatchObject({

@@ -45,7 +45,7 @@ describe('fleetpatch rollout, as an operator types it', () => {
     await db?.drop();
   });
 
-  it('plans, starts, reports, approves and finishes a rollout', { timeout: 180_000 }, async () => {
+  it('plans, starts, reports, approves and finishes a rollout', { timeout: 420_000 }, async () => {
     const dir = await tempDir('cli');
     const a = await writePayload(dir, 'fix-a', { funcs: [{ target: 'xen_extra_version', returns: '-fix' }] }, IMAGE_A);
     const b = await writePayload(dir, 'fix-b', { funcs: [{ target: 'xen_extra_version', returns: '-fix' }] }, IMAGE_B);

@@ -1,24 +1,20 @@
 /**
- * `fleetpatch payload ...` as a user runs it: `node bin/fleetpatch.js` in a subprocess.
+ * `fleetpatch payload ...` as a user runs it, on payloads and images the real toolchain built
+ * (test/fixtures/toolchain.ts). The commands run in this process (test/cli/support/run-cli.ts:
+ * main() with all of stdout and stderr captured); bin/fleetpatch.js as a process is tried in
+ * test/cli/hostile-args.int.test.ts. In the int tier: the fixtures are built by gcc, ld and
+ * objcopy, and readelf reads build-ids back.
  */
-import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { buildFixtures, type Fixtures } from '../fixtures/toolchain.ts';
+import { runCli } from '../cli/support/run-cli.ts';
 import { readelfBuildId } from './binutils.ts';
 
-const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../..');
-const bin = path.join(root, 'bin/fleetpatch.js');
-
 function fleetpatch(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [bin, ...args], { cwd: root, env: { ...process.env, NO_COLOR: '1' } }, (error, stdout, stderr) => {
-      resolve({ code: error ? Number((error as { code?: number }).code ?? 1) : 0, stdout, stderr });
-    });
-  });
+  return runCli(args, { NO_COLOR: '1' });
 }
 
 let fx: Fixtures;

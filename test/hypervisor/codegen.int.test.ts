@@ -2,12 +2,10 @@
  * The emulator with code as gcc writes it (test/fixtures/codegen.ts): payloads whose replacement
  * increments a counter or sets up a frame (-O0) are uploaded, applied and called; hosts running
  * non-PIE images answer `call xen_extra_version` with the string, in process, over HTTP and through
- * `fleetpatch hv call`; what cannot be told reads as a sentence.
+ * `fleetpatch hv call` (in this process, test/cli/support/run-cli.ts); what cannot be told reads as
+ * a sentence. In the int tier: gcc builds the fixtures.
  */
-import { execFile } from 'node:child_process';
 import { readFile } from 'node:fs/promises';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { callFunction } from '../../src/emulator/functions.ts';
 import { loadImageFile, payloadLibraryChecker } from '../../src/emulator/payload-adapter.ts';
@@ -15,9 +13,8 @@ import * as sm from '../../src/emulator/state-machine.ts';
 import { buildCodegenFixtures, VARIANTS, variant, type CodegenFixtures } from '../fixtures/codegen.ts';
 import { firstInstruction } from '../payload/binutils.ts';
 import { startTestFleet, type TestFleet } from './fleet-helpers.ts';
+import { runCli } from '../cli/support/run-cli.ts';
 
-const ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..');
-const BIN = path.join(ROOT, 'bin', 'fleetpatch.js');
 
 let fx: CodegenFixtures;
 let host: sm.HostImage;
@@ -29,7 +26,7 @@ beforeAll(async () => {
   fx = await buildCodegenFixtures();
   host = await loadImageFile(fx.host.path);
   t = await startTestFleet({ hosts: 4, images: [fx.host.path, ...IMAGE_IDS.map((id) => variant(fx, id).image.path)] });
-}, 180_000);
+}, 300_000);
 afterAll(() => t?.close());
 
 function called(h: sm.Host, fn: string, now = 0) {
@@ -38,12 +35,9 @@ function called(h: sm.Host, fn: string, now = 0) {
   return r.value;
 }
 
+/** `fleetpatch hv` in this process (test/cli/support/run-cli.ts), against the fleet's HTTP server. */
 function hv(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    execFile(process.execPath, [BIN, 'hv', '--fleet-file', t.fleet.fleetFile, ...args], { cwd: ROOT, env: { ...process.env, LOG_LEVEL: 'warn' } }, (error, stdout, stderr) => {
-      resolve({ code: error ? (typeof error.code === 'number' ? error.code : 1) : 0, stdout, stderr });
-    });
-  });
+  return runCli(['hv', '--fleet-file', t.fleet.fleetFile, ...args], { LOG_LEVEL: 'warn' });
 }
 
 describe('payloads compiled by gcc at every -O, applied on an emulated host', () => {
