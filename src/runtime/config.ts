@@ -4,7 +4,8 @@
  */
 import path from 'node:path';
 import { z } from 'zod';
-import { FleetpatchError, maskSecrets } from '../errors.ts';
+import { FleetpatchError } from '../errors.ts';
+import { maskSecrets } from './secrets.ts';
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
@@ -103,8 +104,9 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const problems = parsed.error.issues.map((i) => {
       const key = String(i.path[0] ?? 'environment');
       const value = present[key];
-      // A value may hold a password (DATABASE_URL): it is masked before it is shown anywhere.
-      const shown = value === undefined ? '(unset)' : /SECRET/.test(key) ? '(hidden)' : maskSecrets(JSON.stringify(value));
+      // A value may hold a password (DATABASE_URL in any form, valid or not): masked as the raw
+      // value, before quoting, so that JSON escapes cannot hide a piece of it from the mask.
+      const shown = value === undefined ? '(unset)' : /SECRET|PASSWORD|TOKEN/.test(key) ? '(hidden)' : JSON.stringify(maskSecrets(value));
       return `${key}=${shown}: ${i.message}`;
     });
     throw new FleetpatchError('CONFIG_INVALID', problems.join('; '), { issues: parsed.error.issues.map((i) => ({ path: i.path.map(String), message: i.message })) });
