@@ -14,6 +14,7 @@ import { redactUrl } from '../../src/runtime/database.ts';
 import { FleetpatchError } from '../../src/errors.ts';
 import { memoryIO } from '../../src/cli/io.ts';
 import { reportError } from '../../src/cli/main.ts';
+import { toActivityFailure } from '../../activities/failure.ts';
 
 const SECRET_LETTERS = ['µ', 'ç', '€'];
 const LEAK = /[µç€]/;
@@ -144,6 +145,17 @@ describe('maskSecrets: no generated password survives', () => {
         logger.child({ database: text }).info('child');
         expect(lines).toHaveLength(4);
         expect(lines.join('')).not.toMatch(LEAK);
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('in what an activity failure carries into Temporal', () => {
+    fc.assert(
+      fc.property(anyForm, ({ text }) => {
+        const own = toActivityFailure(new FleetpatchError('DATABASE_UNAVAILABLE', `cannot reach ${text}`)) as Error;
+        const other = toActivityFailure(new Error(`connect to ${text} failed`)) as Error;
+        expect(`${own.message} ${own.stack} ${other.message} ${other.stack}`).not.toMatch(LEAK);
       }),
       { numRuns: 300 },
     );
