@@ -1,6 +1,8 @@
 /**
  * `fleetpatch audit verify`: recomputes every stream's hash chain from the stored rows and reports
  * the first broken link of each stream (altered event, missing position, head that does not match),
+ * checks the stream registry's own chain and that every registered stream is still there (a stream
+ * deleted whole, events and head, is named) and every stored one registered,
  * re-hashes every stored payload against the digest its PayloadStored event recorded, checks what
  * can be checked of the global order (which the chains do not cover; docs/events.md says exactly
  * what is and is not protected), and prints a digest of all stream heads that an operator can keep
@@ -9,10 +11,11 @@
  */
 import { createHash } from 'node:crypto';
 import { FleetpatchError } from '../../errors.ts';
-import { canonicalJson, sha256Hex, StreamChainChecker, type ChainBreak } from '../hash-chain.ts';
+import { canonicalJson, checkRegistry, sha256Hex, StreamChainChecker, type ChainBreak, type RegistryBreak } from '../hash-chain.ts';
 import { toChainRecord, type Queryable } from '../sql/event-row.ts';
 import { countRewrittenRows, selectChainBatch, selectHeads, selectOrderProblems } from '../sql/audit.ts';
 import { selectPayloadBatch, selectRecordedDigests } from '../sql/payload-integrity.ts';
+import { selectRegistry, selectRegistryHead, type RegistryHeadRow, type RegistryRow } from '../sql/stream-registry.ts';
 import type { EventStore } from '../store.ts';
 import { parseStreamId } from '../streams.ts';
 
@@ -37,12 +40,23 @@ export interface OrderBreak {
   description: string;
 }
 
+/** A problem of the stream registry itself: its chain, its head, a row rewritten (whole verify only). */
+export interface RegistryProblem {
+  kind: RegistryBreak['kind'] | 'rewritten' | 'head-rewritten';
+  position: number;
+  streamId: string | null;
+  description: string;
+}
+
 export interface VerifyReport {
   ok: boolean;
   streams: number;
   events: number;
-  /** The first break of every broken stream, by stream name. */
+  /** The first break of every broken stream, by stream name (deleted and unregistered streams too). */
   breaks: ChainBreak[];
+  /** Streams the registry records (every stream the store opened; with --stream, that one's entry). */
+  registered: number;
+  registryBreaks: RegistryProblem[];
   /** Stored payloads checked against their PayloadStored digest. */
   payloads: number;
   payloadBreaks: PayloadBreak[];
@@ -62,6 +76,10 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const heads = await selectHeads(client, only);
+    const registry = await selectRegistry(client, only);
+    const registryHead = only === null ? await selectRegistryHead(client) : null;
+    /** Every stream with events or a head. */
+    const stored = new Set<string>();
     const breaks: ChainBreak[] = [];
     const ends: [string, number, string][] = [];
     let events = 0;
@@ -74,6 +92,7 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
       if (broken) breaks.push(broken);
       ends.push([checker.streamId, lastPosition, checker.headHash]);
       heads.delete(checker.streamId);
+      stored.add(checker.streamId);
       streams++;
     };
     let after: { streamId: string; position: number } | null = null;
@@ -98,8 +117,23 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
     for (const [streamId, head] of heads) {
       breaks.push({ kind: 'missing', streamId, position: 1, description: `the stream head says ${head.position} events, none is stored: every event was deleted` });
       ends.push([streamId, 0, '']);
+      stored.add(streamId);
       streams++;
     }
+    // Existence, checked against the registry: a stream can only vanish from both places at once
+    // by breaking the registry's own chain as well.
+    const registeredIds = new Set(registry.map((r) => r.streamId));
+    for (const r of registry) {
+      if (stored.has(r.streamId)) continue;
+      breaks.push({ kind: 'deleted', streamId: r.streamId, position: 0, registryPosition: r.position, description: `the stream registry records it (position ${r.position}), but neither its events nor its head are stored: the whole stream was deleted` });
+      streams++;
+    }
+    for (const streamId of stored) {
+      if (!registeredIds.has(streamId)) {
+        breaks.push({ kind: 'unregistered', streamId, position: 0, description: 'its events are stored, but the stream registry does not record it: it was written behind the store\'s back, or its registration was deleted' });
+      }
+    }
+    const registryBreaks = only === null ? registryProblems(registry, registryHead) : [];
     if (only !== null && streams === 0) {
       const payloadRows = onlyPayload ? await selectPayloadBatch(client, null, onlyPayload, 1) : [];
       if (payloadRows.length === 0) throw new FleetpatchError('STREAM_NOT_FOUND', `no stream ${only}: no event and no stream head has that name`, { streamId: only });
@@ -110,10 +144,12 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
     breaks.sort((a, b) => (a.streamId < b.streamId ? -1 : a.streamId > b.streamId ? 1 : 0));
     ends.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
     return {
-      ok: breaks.length === 0 && payloadCheck.payloadBreaks.length === 0 && orderBreaks.length === 0,
+      ok: breaks.length === 0 && registryBreaks.length === 0 && payloadCheck.payloadBreaks.length === 0 && orderBreaks.length === 0,
       streams,
       events,
       breaks,
+      registered: registry.length,
+      registryBreaks,
       ...payloadCheck,
       orderBreaks,
       notes,
@@ -125,6 +161,31 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
   } finally {
     client.release();
   }
+}
+
+/** The xid a row version's xmin shows for an xid8 (its low 32 bits). */
+const xmin32 = (xid8: string) => String(BigInt(xid8) % 4294967296n);
+
+/**
+ * The registry's chain and head (checkRegistry), and, as for events, rows written by another
+ * transaction than the one they record: a registration UPDATEd, a head that no opening wrote
+ * (rewound to hide the newest registrations). A store restored from a dump rewrites every row;
+ * verifyOrder notes that, and these checks say nothing then.
+ */
+function registryProblems(registry: readonly RegistryRow[], head: RegistryHeadRow | null): RegistryProblem[] {
+  const problems: RegistryProblem[] = [];
+  const chain = checkRegistry(registry, head);
+  if (chain) problems.push(chain);
+  const rewritten = registry.filter((r) => xmin32(r.transactionId) !== r.rowXid);
+  if (registry.length > 0 && rewritten.length === registry.length) return problems;
+  for (const r of rewritten.slice(0, 100)) {
+    problems.push({ kind: 'rewritten', position: r.position, streamId: r.streamId, description: `the registration of ${r.streamId} was recorded by transaction ${r.transactionId}, but this row version was written by transaction ${r.rowXid}: it was UPDATEd` });
+  }
+  const last = registry.at(-1);
+  if (head && last && head.position > 0 && xmin32(last.transactionId) !== head.rowXid) {
+    problems.push({ kind: 'head-rewritten', position: head.position, streamId: null, description: `the registry head was written by transaction ${head.rowXid}, not by the one that registered its last stream (${last.transactionId}): the head was rewritten` });
+  }
+  return problems;
 }
 
 /** Re-hashes every stored payload (or one) and compares it with its PayloadStored event. */
