@@ -254,7 +254,7 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
         }
         if (report.registryBreaks.length > 0) {
           io.out(`STREAM REGISTRY: ${report.registryBreaks.length} problem(s) (${report.registered} stream(s) recorded):`);
-          table(io, ['POSITION', 'STREAM', 'PROBLEM', 'WHAT'], report.registryBreaks.map((b) => [String(b.position), b.streamId ?? '-', b.kind, b.description]));
+          table(io, ['CHAIN', 'POSITION', 'STREAM', 'PROBLEM', 'WHAT'], report.registryBreaks.map((b) => [String(b.shard), String(b.position), b.streamId ?? '-', b.kind, b.description]));
         }
         if (report.payloadBreaks.length > 0) {
           io.out(`PAYLOADS: ${report.payloadBreaks.length} of ${report.payloads + report.payloadBreaks.filter((b) => b.kind === 'missing').length} stored payload(s) are not what was recorded:`);

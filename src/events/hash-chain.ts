@@ -92,7 +92,7 @@ export type ChainBreak =
   | { kind: 'missing'; streamId: string; position: number; description: string }
   | { kind: 'head'; streamId: string; position: number; expectedHash: string | null; storedHash: string | null; description: string }
   /** The registry records the stream; none of its events and no head are stored. */
-  | { kind: 'deleted'; streamId: string; position: 0; registryPosition: number; description: string }
+  | { kind: 'deleted'; streamId: string; position: 0; registry: { shard: number; position: number }; description: string }
   /** Events or a head are stored; the registry does not record the stream. */
   | { kind: 'unregistered'; streamId: string; position: 0; description: string };
 
@@ -105,40 +105,41 @@ export function registryLink(previousHash: string, position: number, streamId: s
   return sha256Hex(`${previousHash} ${position} ${Buffer.from(streamId, 'utf8').toString('hex')}`);
 }
 
-/** The first place the stream registry's own chain does not hold. */
+/** The first place one of the stream registry's chains does not hold. */
 export interface RegistryBreak {
   kind: 'missing' | 'altered' | 'head';
-  /** The registry position concerned. */
+  shard: number;
+  /** The position in the shard's chain concerned. */
   position: number;
   streamId: string | null;
   description: string;
 }
 
 /**
- * Checks the registry's entries, in position order, and its head: positions 1, 2, 3, ... without
- * a gap, every link from the one before, the head at the end of the chain. The first break only:
- * every link after an altered one fails too.
+ * Checks one registry chain's entries, in position order, and its head: positions 1, 2, 3, ...
+ * without a gap, every link from the one before, the head at the end of the chain. The first break
+ * only: every link after an altered one fails too.
  */
-export function checkRegistry(entries: readonly { position: number; streamId: string; hash: string }[], head: { position: number; lastHash: string } | null): RegistryBreak | null {
+export function checkRegistry(shard: number, entries: readonly { position: number; streamId: string; hash: string }[], head: { position: number; lastHash: string } | null): RegistryBreak | null {
+  const at = (position: number) => `registry chain ${shard}, position ${position}`;
   let previous = GENESIS_HASH;
   let last = 0;
   for (const e of entries) {
     if (e.position !== last + 1) {
-      return { kind: 'missing', position: last + 1, streamId: null, description: `registry position ${last + 1} is missing (the next entry is at ${e.position}, ${e.streamId}): a stream's registration was deleted` };
+      return { kind: 'missing', shard, position: last + 1, streamId: null, description: `${at(last + 1)} is missing (the next entry is at ${e.position}, ${e.streamId}): a stream's registration was deleted` };
     }
-    const expected = registryLink(previous, e.position, e.streamId);
-    if (expected !== e.hash) {
-      return { kind: 'altered', position: e.position, streamId: e.streamId, description: `the registration at position ${e.position} (${e.streamId}) does not hash to its stored link: it, or the one before it, was altered` };
+    if (registryLink(previous, e.position, e.streamId) !== e.hash) {
+      return { kind: 'altered', shard, position: e.position, streamId: e.streamId, description: `the registration at ${at(e.position)} (${e.streamId}) does not hash to its stored link: it, or the one before it, was altered` };
     }
     previous = e.hash;
     last = e.position;
   }
-  if (!head) return { kind: 'head', position: last, streamId: null, description: `the registry has ${last} entries but no head: the head was deleted` };
+  if (!head) return { kind: 'head', shard, position: last, streamId: null, description: `registry chain ${shard} has ${last} entries but no head: the head was deleted` };
   if (head.position > last) {
-    return { kind: 'missing', position: last + 1, streamId: null, description: `the registry head says ${head.position} streams, its chain ends at ${last}: registrations ${last + 1}..${head.position} were deleted` };
+    return { kind: 'missing', shard, position: last + 1, streamId: null, description: `the head of registry chain ${shard} says ${head.position} streams, the chain ends at ${last}: registrations ${last + 1}..${head.position} were deleted` };
   }
   if (head.position < last || head.lastHash !== previous) {
-    return { kind: 'head', position: last, streamId: null, description: `the registry head (position ${head.position}) does not match the end of its chain (position ${last})` };
+    return { kind: 'head', shard, position: last, streamId: null, description: `the head of registry chain ${shard} (position ${head.position}) does not match the end of the chain (position ${last})` };
   }
   return null;
 }

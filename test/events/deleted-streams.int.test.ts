@@ -37,12 +37,16 @@ afterAll(async () => {
 });
 
 async function registry(): Promise<string[]> {
-  return (await db.pool.query<{ stream_id: string }>('SELECT stream_id FROM stream_registry ORDER BY registry_position')).rows.map((r) => r.stream_id);
+  return (await db.pool.query<{ stream_id: string }>('SELECT stream_id FROM stream_registry ORDER BY stream_id')).rows.map((r) => r.stream_id);
+}
+
+async function shardOf(streamId: string): Promise<number> {
+  return (await db.pool.query<{ shard: number }>('SELECT stream_registry_shard($1) AS shard', [streamId])).rows[0]!.shard;
 }
 
 describe('the stream registry', () => {
-  it('records every stream the store opens, once, in the order it opened them', async () => {
-    expect(await registry()).toEqual(['host-gone', 'host-gone-too', 'host-kept', 'host-unlisted', 'host-newest', 'rollout-r1']);
+  it('records every stream the store opens, once', async () => {
+    expect(await registry()).toEqual(['host-gone', 'host-gone-too', 'host-kept', 'host-newest', 'host-unlisted', 'rollout-r1']);
     const report = await verifyChains(store);
     expect(report).toMatchObject({ ok: true, streams: 6, registered: 6, breaks: [], registryBreaks: [] });
   });
@@ -83,7 +87,7 @@ describe('audit verify names the stream that disappeared', () => {
     const report = await verifyChains(store);
     expect(report.ok).toBe(false);
     expect(report.breaks).toEqual([
-      { kind: 'deleted', streamId: 'host-gone', position: 0, registryPosition: 1, description: expect.stringContaining('neither its events nor its head are stored: the whole stream was deleted') },
+      { kind: 'deleted', streamId: 'host-gone', position: 0, registry: { shard: await shardOf('host-gone'), position: expect.any(Number) }, description: expect.stringContaining('neither its events nor its head are stored: the whole stream was deleted') },
     ]);
     expect(report.registryBreaks).toEqual([]);
     // Checked alone, it is reported deleted, not "no such stream".
@@ -98,18 +102,27 @@ describe('audit verify names the stream that disappeared', () => {
     await tamper(`DELETE FROM stream_registry WHERE stream_id = 'host-gone-too'`);
     const report = await verifyChains(store);
     expect(report.ok).toBe(false);
-    expect(report.registryBreaks).toEqual([expect.objectContaining({ kind: 'missing', position: 2, description: expect.stringContaining("registry position 2 is missing (the next entry is at 3, host-kept): a stream's registration was deleted") })]);
+    // The stream is not named (nothing of it is left), but its chain of the registry lost a link.
+    expect(report.breaks).toEqual([expect.objectContaining({ kind: 'deleted', streamId: 'host-gone' })]);
+    expect(report.registryBreaks).toEqual([expect.objectContaining({ kind: 'missing', shard: await shardOf('host-gone-too'), description: expect.stringMatching(/registrations? .*deleted/) })]);
   });
 
-  it('the newest stream deleted with its registration and the registry head rewound: the head was not written by its last opening', async () => {
-    const prev = await db.pool.query<{ position: string; hash: Buffer }>(`SELECT registry_position AS position, hash FROM stream_registry WHERE stream_id = 'host-newest'`);
+  it("the newest stream deleted with its registration and its chain's head rewound: the head was not written by its last opening", async () => {
+    const shard = await shardOf('rollout-r1');
+    // The link before it in its chain, or the chain's start when it was the first.
+    const prev = await db.pool.query<{ position: string; hash: Buffer }>(
+      `SELECT coalesce(max(registry_position), 0) AS position, coalesce((array_agg(hash ORDER BY registry_position DESC))[1], decode(repeat('00', 32), 'hex')) AS hash
+         FROM stream_registry WHERE shard = $1 AND stream_id <> 'rollout-r1'`,
+      [shard],
+    );
     await tamper(`DELETE FROM events WHERE stream_id = 'rollout-r1'`);
     await tamper(`DELETE FROM streams WHERE stream_id = 'rollout-r1'`);
     await tamper(`DELETE FROM stream_registry WHERE stream_id = 'rollout-r1'`);
-    await tamper('UPDATE stream_registry_head SET registry_position = $1, last_hash = $2', [prev.rows[0]!.position, prev.rows[0]!.hash]);
+    await tamper('UPDATE stream_registry_head SET registry_position = $2, last_hash = $3 WHERE shard = $1', [shard, prev.rows[0]!.position, prev.rows[0]!.hash]);
     const report = await verifyChains(store);
-    expect(report.registryBreaks.map((b) => b.kind)).toEqual(['missing', 'head-rewritten']);
-    expect(report.registryBreaks[1]!.description).toMatch(/the registry head was written by transaction \d+, not by the one that registered its last stream/);
+    const rewound = report.registryBreaks.filter((b) => b.shard === shard && b.kind === 'head-rewritten');
+    expect(rewound).toEqual([expect.objectContaining({ description: expect.stringMatching(new RegExp(`the head of registry chain ${shard} was written by transaction \\d+, not by (the one that registered its last stream|migration 0011)`)) })]);
+    expect(report.breaks.map((b) => b.streamId)).not.toContain('rollout-r1');
   });
 
   it('a stream inserted behind the store, with a chain that holds, is not registered', async () => {

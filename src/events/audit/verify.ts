@@ -15,7 +15,7 @@ import { canonicalJson, checkRegistry, sha256Hex, StreamChainChecker, type Chain
 import { toChainRecord, type Queryable } from '../sql/event-row.ts';
 import { countRewrittenRows, selectChainBatch, selectHeads, selectOrderProblems } from '../sql/audit.ts';
 import { selectPayloadBatch, selectRecordedDigests } from '../sql/payload-integrity.ts';
-import { selectRegistry, selectRegistryHead, type RegistryHeadRow, type RegistryRow } from '../sql/stream-registry.ts';
+import { REGISTRY_SHARDS, selectRegistry, selectRegistryHeads, selectRegistryOrigin, type RegistryHeadRow, type RegistryRow } from '../sql/stream-registry.ts';
 import type { EventStore } from '../store.ts';
 import { parseStreamId } from '../streams.ts';
 
@@ -43,6 +43,8 @@ export interface OrderBreak {
 /** A problem of the stream registry itself: its chain, its head, a row rewritten (whole verify only). */
 export interface RegistryProblem {
   kind: RegistryBreak['kind'] | 'rewritten' | 'head-rewritten';
+  /** Which of the registry's chains, and the position in it. */
+  shard: number;
   position: number;
   streamId: string | null;
   description: string;
@@ -77,7 +79,8 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const heads = await selectHeads(client, only);
     const registry = await selectRegistry(client, only);
-    const registryHead = only === null ? await selectRegistryHead(client) : null;
+    const registryHeads = only === null ? await selectRegistryHeads(client) : null;
+    const registryOrigin = only === null ? await selectRegistryOrigin(client) : null;
     /** Every stream with events or a head. */
     const stored = new Set<string>();
     const breaks: ChainBreak[] = [];
@@ -125,7 +128,7 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
     const registeredIds = new Set(registry.map((r) => r.streamId));
     for (const r of registry) {
       if (stored.has(r.streamId)) continue;
-      breaks.push({ kind: 'deleted', streamId: r.streamId, position: 0, registryPosition: r.position, description: `the stream registry records it (position ${r.position}), but neither its events nor its head are stored: the whole stream was deleted` });
+      breaks.push({ kind: 'deleted', streamId: r.streamId, position: 0, registry: { shard: r.shard, position: r.position }, description: `the stream registry records it (chain ${r.shard}, position ${r.position}), but neither its events nor its head are stored: the whole stream was deleted` });
       streams++;
     }
     for (const streamId of stored) {
@@ -133,7 +136,7 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
         breaks.push({ kind: 'unregistered', streamId, position: 0, description: 'its events are stored, but the stream registry does not record it: it was written behind the store\'s back, or its registration was deleted' });
       }
     }
-    const registryBreaks = only === null ? registryProblems(registry, registryHead) : [];
+    const registryBreaks = registryHeads ? registryProblems(registry, registryHeads, registryOrigin) : [];
     if (only !== null && streams === 0) {
       const payloadRows = onlyPayload ? await selectPayloadBatch(client, null, onlyPayload, 1) : [];
       if (payloadRows.length === 0) throw new FleetpatchError('STREAM_NOT_FOUND', `no stream ${only}: no event and no stream head has that name`, { streamId: only });
@@ -167,23 +170,32 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
 const xmin32 = (xid8: string) => String(BigInt(xid8) % 4294967296n);
 
 /**
- * The registry's chain and head (checkRegistry), and, as for events, rows written by another
+ * Each registry chain and its head (checkRegistry), and, as for events, rows written by another
  * transaction than the one they record: a registration UPDATEd, a head that no opening wrote
  * (rewound to hide the newest registrations). A store restored from a dump rewrites every row;
  * verifyOrder notes that, and these checks say nothing then.
  */
-function registryProblems(registry: readonly RegistryRow[], head: RegistryHeadRow | null): RegistryProblem[] {
+function registryProblems(registry: readonly RegistryRow[], heads: ReadonlyMap<number, RegistryHeadRow>, origin: string | null): RegistryProblem[] {
   const problems: RegistryProblem[] = [];
-  const chain = checkRegistry(registry, head);
-  if (chain) problems.push(chain);
   const rewritten = registry.filter((r) => xmin32(r.transactionId) !== r.rowXid);
-  if (registry.length > 0 && rewritten.length === registry.length) return problems;
-  for (const r of rewritten.slice(0, 100)) {
-    problems.push({ kind: 'rewritten', position: r.position, streamId: r.streamId, description: `the registration of ${r.streamId} was recorded by transaction ${r.transactionId}, but this row version was written by transaction ${r.rowXid}: it was UPDATEd` });
+  const restored = registry.length > 0 && rewritten.length === registry.length;
+  for (let shard = 0; shard < REGISTRY_SHARDS; shard++) {
+    const entries = registry.filter((r) => r.shard === shard);
+    const head = heads.get(shard) ?? null;
+    const chain = checkRegistry(shard, entries, head);
+    if (chain) problems.push(chain);
+    // A head is written by the opening of its chain's last stream, or, still at 0, by the migration.
+    const last = entries.at(-1);
+    const writer = head && head.position > 0 && last ? xmin32(last.transactionId) : head?.position === 0 ? origin : null;
+    if (!restored && head && writer !== null && writer !== head.rowXid) {
+      const by = head.position > 0 ? `the one that registered its last stream (${last!.transactionId})` : `migration 0011 (transaction ${writer}), the only writer of a head no stream moved`;
+      problems.push({ kind: 'head-rewritten', shard, position: head.position, streamId: null, description: `the head of registry chain ${shard} was written by transaction ${head.rowXid}, not by ${by}: the head was rewritten` });
+    }
   }
-  const last = registry.at(-1);
-  if (head && last && head.position > 0 && xmin32(last.transactionId) !== head.rowXid) {
-    problems.push({ kind: 'head-rewritten', position: head.position, streamId: null, description: `the registry head was written by transaction ${head.rowXid}, not by the one that registered its last stream (${last.transactionId}): the head was rewritten` });
+  if (!restored) {
+    for (const r of rewritten.slice(0, 100)) {
+      problems.push({ kind: 'rewritten', shard: r.shard, position: r.position, streamId: r.streamId, description: `the registration of ${r.streamId} was recorded by transaction ${r.transactionId}, but this row version was written by transaction ${r.rowXid}: it was UPDATEd` });
+    }
   }
   return problems;
 }

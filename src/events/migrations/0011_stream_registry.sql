@@ -1,57 +1,74 @@
--- The stream registry: every stream the store ever opened, in the order it opened them, in a hash
--- chain of its own. A stream's chain and its head prove what it holds, but only while its rows
+-- The stream registry: every stream the store ever opened, in the order it opened them, in hash
+-- chains of its own (16, by stream id). A stream's chain and its head prove what it holds, but only while its rows
 -- exist: deleting a whole stream, its events and its head, left nothing to compare with. Its entry
 -- here proves it existed, independently of its own rows, so `audit verify` names it.
 --
 -- An entry is written by the append that opens the stream (its first event), in the same
 -- transaction: only appends that open streams write here, so the registry costs nothing per event.
 -- link = sha256(utf8(hex(previous link) || ' ' || position || ' ' || hex(utf8(stream id)))), the
--- first from 32 zero bytes; src/events/hash-chain.ts (registryLink) computes the same.
+-- first of each chain from 32 zero bytes; src/events/hash-chain.ts (registryLink) computes the same.
 CREATE TABLE stream_registry (
-  registry_position bigint PRIMARY KEY CHECK (registry_position > 0),
+  -- 16 chains, a stream's by the low bits of hashtext(stream id), so that appends opening streams
+  -- at once mostly take different heads' locks.
+  shard smallint NOT NULL CHECK (shard BETWEEN 0 AND 15),
+  registry_position bigint NOT NULL CHECK (registry_position > 0),
   stream_id text NOT NULL,
   transaction_id xid8 NOT NULL DEFAULT pg_current_xact_id(),
   hash bytea NOT NULL CHECK (length(hash) = 32),
+  PRIMARY KEY (shard, registry_position),
   CONSTRAINT stream_registry_stream_key UNIQUE (stream_id)
 );
 
--- The registry's head: how many streams it holds and its last link. One row, updated by every
--- append that opens streams, under its row lock (which serialises openings, and only them).
+-- Each chain's head: how many streams it holds and its last link. Updated by the appends that
+-- open its streams, under its row lock (which serialises those openings, and only them).
 CREATE TABLE stream_registry_head (
-  only_row boolean PRIMARY KEY DEFAULT true CHECK (only_row),
+  shard smallint PRIMARY KEY CHECK (shard BETWEEN 0 AND 15),
   registry_position bigint NOT NULL CHECK (registry_position >= 0),
   last_hash bytea NOT NULL CHECK (length(last_hash) = 32)
 );
-INSERT INTO stream_registry_head (registry_position, last_hash) VALUES (0, decode(repeat('00', 32), 'hex'));
+INSERT INTO stream_registry_head (shard, registry_position, last_hash)
+  SELECT s, 0, decode(repeat('00', 32), 'hex') FROM generate_series(0, 15) AS s;
+
+CREATE FUNCTION stream_registry_shard(id text) RETURNS smallint
+  LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
+  AS $$ SELECT (hashtext(id) & 15)::smallint $$;
 
 CREATE FUNCTION stream_registry_link(previous bytea, at bigint, id text) RETURNS bytea
   LANGUAGE sql IMMUTABLE STRICT PARALLEL SAFE
   AS $$ SELECT sha256(convert_to(encode(previous, 'hex') || ' ' || at::text || ' ' || encode(convert_to(id, 'UTF8'), 'hex'), 'UTF8')) $$;
 
--- Registers the streams of `ids` not registered yet, in name order, and moves the head. Called by
--- the append that writes their first events (src/events/sql/append-events.ts). Under READ
--- COMMITTED each statement here takes a new snapshot, so after waiting for the head's lock it sees
--- every opening committed before.
+-- Registers the streams of `ids` not registered yet, shard by shard in shard order (so two appends
+-- never wait for each other's head locks the other way round), and moves those heads. Called by
+-- the append that writes their first events (src/events/sql/append-events.ts), after the stream
+-- locks: no append takes a stream lock while it holds a head's. Under READ COMMITTED each
+-- statement here takes a new snapshot, so after waiting for a head's lock it sees every opening
+-- committed before.
 CREATE FUNCTION register_streams(ids text[]) RETURNS void LANGUAGE plpgsql AS $$
 DECLARE
+  r record;
+  current_shard smallint := -1;
   head_position bigint;
   head_hash bytea;
-  s text;
-  added boolean := false;
+  moved boolean := false;
 BEGIN
-  SELECT h.registry_position, h.last_hash INTO head_position, head_hash FROM stream_registry_head h FOR UPDATE;
-  FOR s IN
-    SELECT DISTINCT u FROM unnest(ids) AS u
-     WHERE NOT EXISTS (SELECT 1 FROM stream_registry r WHERE r.stream_id = u)
-     ORDER BY u
-  LOOP
-    head_position := head_position + 1;
-    head_hash := stream_registry_link(head_hash, head_position, s);
-    INSERT INTO stream_registry (registry_position, stream_id, hash) VALUES (head_position, s, head_hash);
-    added := true;
+  FOR r IN SELECT DISTINCT stream_registry_shard(u) AS shard, u AS id FROM unnest(ids) AS u ORDER BY 1, 2 LOOP
+    IF r.shard <> current_shard THEN
+      IF moved THEN
+        UPDATE stream_registry_head SET registry_position = head_position, last_hash = head_hash WHERE shard = current_shard;
+      END IF;
+      SELECT h.registry_position, h.last_hash INTO head_position, head_hash FROM stream_registry_head h WHERE h.shard = r.shard FOR UPDATE;
+      current_shard := r.shard;
+      moved := false;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM stream_registry g WHERE g.stream_id = r.id) THEN
+      head_position := head_position + 1;
+      head_hash := stream_registry_link(head_hash, head_position, r.id);
+      INSERT INTO stream_registry (shard, registry_position, stream_id, hash) VALUES (r.shard, head_position, r.id, head_hash);
+      moved := true;
+    END IF;
   END LOOP;
-  IF added THEN
-    UPDATE stream_registry_head SET registry_position = head_position, last_hash = head_hash;
+  IF moved THEN
+    UPDATE stream_registry_head SET registry_position = head_position, last_hash = head_hash WHERE shard = current_shard;
   END IF;
 END
 $$;
@@ -61,8 +78,8 @@ $$;
 SELECT register_streams(ARRAY(SELECT stream_id FROM streams UNION SELECT DISTINCT stream_id FROM events));
 
 -- Registrations are facts like events: never changed, never removed; the head is never removed.
--- A superuser can disable these triggers; `audit verify` then finds the gap in the registry's
--- chain, or the stream whose registration is gone, or the head that no opening wrote.
+-- A superuser can disable these triggers; `audit verify` then finds the gap in a registry chain,
+-- or the stream whose registration is gone, or a head that no opening wrote.
 CREATE FUNCTION stream_registry_append_only() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   RAISE EXCEPTION 'the stream registry is append-only: % on % is refused', TG_OP, TG_TABLE_NAME
