@@ -233,7 +233,7 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
         return report.ok ? 0 : 1;
       }
       const payloadWords = `${report.payloads} stored payload(s) match the digest recorded when they were stored`;
-      const registryWords = values.stream !== undefined ? 'the stream registry records it' : `the stream registry's chain holds and every stream it records (${report.registered}) is there`;
+      const registryWords = values.stream !== undefined ? 'the stream registry records it' : `the stream registry's chains hold and every stream they record (${report.registered}) is there`;
       if (report.ok) {
         io.out(`OK: ${report.events} event(s) in ${report.streams} stream(s); every hash chain holds and ends at its stream head; ${registryWords}; ${payloadWords}; the global order checks hold.`);
       } else {
