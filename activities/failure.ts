@@ -6,11 +6,17 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { isFleetpatchError } from '../src/errors.ts';
+import { maskSecrets } from '../src/runtime/secrets.ts';
 
 export function toActivityFailure(e: unknown): unknown {
   if (e instanceof ApplicationFailure) return e;
   if (isFleetpatchError(e)) {
-    return ApplicationFailure.create({ type: e.code, message: e.message, nonRetryable: !e.retryable, details: [safeDetails(e.details)] });
+    return ApplicationFailure.create({ type: e.code, message: maskSecrets(e.message), nonRetryable: !e.retryable, details: [safeDetails(e.details)] });
+  }
+  // What travels into Temporal's history (message and stack) never holds a password.
+  if (e instanceof Error) {
+    e.message = maskSecrets(e.message);
+    if (e.stack) e.stack = maskSecrets(e.stack);
   }
   return e;
 }

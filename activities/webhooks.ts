@@ -11,12 +11,17 @@
 import { createHmac } from 'node:crypto';
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
+import { readFleetFile } from '../src/agent/fleet-file.ts';
+import { FleetpatchError } from '../src/errors.ts';
 import type { DomainEventInput } from '../src/events/catalogue.ts';
 import { eventIdFromKey } from '../src/events/event-id.ts';
 import type { EventStore } from '../src/events/store.ts';
 import { streamFor } from '../src/events/streams.ts';
 import { insertOutbox, recordAttempt, selectNextUndelivered } from '../src/events/sql/webhook-outbox.ts';
+import { webhookTargetProblem, type WebhookPolicy } from '../src/rollout/webhook-target.ts';
+import { loadConfig } from '../src/runtime/config.ts';
 import { observe } from '../src/runtime/observers.ts';
+import { maskSecrets } from '../src/runtime/secrets.ts';
 import { webhookSecret } from '../src/runtime/webhook-secret.ts';
 import type { ActivityDeps } from './deps.ts';
 
@@ -56,6 +61,31 @@ async function wakeDelivery(rolloutId: string): Promise<void> {
   });
 }
 
+/**
+ * Where this process's configuration says fleetpatch's services are (config.webhooks), plus the
+ * fleet server of the fleet file (`url`, where the emulator's /admin routes are) when there is one.
+ */
+export async function webhookPolicy(fleetUrl?: string | null): Promise<WebhookPolicy> {
+  const config = loadConfig();
+  const services = [...config.webhooks.services];
+  const fleet = fleetUrl === undefined ? await readFleetFile(config.fleetFile).then((f) => f.url, () => null) : fleetUrl;
+  if (fleet) {
+    const u = new URL(fleet);
+    services.unshift({ port: Number(u.port || (u.protocol === 'https:' ? 443 : 80)), service: "the fleet server's, with its /admin routes (the fleet file's url)" });
+  }
+  return { services, allow: config.webhooks.allow };
+}
+
+/**
+ * A plan's webhook checked against this process's configuration (where the plan is validated, by
+ * the CLI or the API); PLAN_INVALID naming notify.webhook when it is refused. The plan schema has
+ * already refused what no configuration allows (webhookUrlProblem).
+ */
+export async function checkPlanWebhook(url: string, source: string): Promise<void> {
+  const problem = webhookTargetProblem(url, await webhookPolicy());
+  if (problem) throw new FleetpatchError('PLAN_INVALID', `${source}: notify.webhook: ${problem}`, { issues: [{ path: ['notify', 'webhook'], message: problem }] });
+}
+
 /** `t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, as docs/api.md#webhooks says. */
 export function signWebhook(secret: string, timestamp: number, body: string): string {
   return `t=${timestamp},v1=${createHmac('sha256', secret).update(`${timestamp}.${body}`).digest('hex')}`;
@@ -71,11 +101,22 @@ export function webhookActivities(deps: ActivityDeps) {
     async deliverWebhooks(input: { rolloutId: string }): Promise<{ delivered: number }> {
       const ctx = Context.current();
       const secret = await webhookSecret();
+      // This worker's configuration decides, not the one that validated the plan.
+      const policy = await webhookPolicy(await deps.fleet().then((f) => f.fleet.url, () => null));
       let delivered = 0;
       for (;;) {
         const row = await selectNextUndelivered(pool, input.rolloutId);
         if (!row) return { delivered };
         const attempt = row.attempts + 1;
+        const shownUrl = maskSecrets(row.url);
+        const refused = webhookTargetProblem(row.url, policy);
+        if (refused) {
+          // Nothing is sent: recorded as an attempt without an answer, and not retried (only a
+          // change of the workers' configuration could make it go).
+          await recordAttempt(pool, { outboxId: row.id, attempt, httpStatus: null, error: `refused: notify.webhook ${refused}`, durationMs: 0, delivered: false });
+          logger.warn({ rolloutId: input.rolloutId, url: shownUrl, type: row.event_type, attempt, err: refused }, 'webhook refused by this worker; not sent');
+          throw ApplicationFailure.nonRetryable(`webhook ${shownUrl}: ${row.event_type} (notification ${row.id}) refused: notify.webhook ${refused}`, 'PLAN_INVALID');
+        }
         const body = JSON.stringify({ ...row.body, sequence: Number(row.id) });
         const timestamp = Math.floor(Date.now() / 1000);
         const started = performance.now();
@@ -99,18 +140,20 @@ export function webhookActivities(deps: ActivityDeps) {
           });
           httpStatus = r.status;
           await r.arrayBuffer().catch(() => undefined);
-          if (!r.ok) error = `the receiver answered HTTP ${r.status}`;
+          // Delivered means a 2xx answer: a 1xx, 3xx (redirects are not followed), 4xx or 5xx is not.
+          if (r.status < 200 || r.status > 299) error = `the receiver answered HTTP ${r.status}`;
         } catch (e) {
           const cause = (e as { cause?: { code?: string; message?: string } }).cause;
-          error = `${(e as Error).name === 'TimeoutError' ? `no answer within ${DELIVERY_TIMEOUT_MS / 1000} s` : (cause?.code ?? cause?.message ?? (e as Error).message)}`.slice(0, 500);
+          // fetch's words may quote the URL: masked before they are recorded or sent to Temporal.
+          error = maskSecrets(`${(e as Error).name === 'TimeoutError' ? `no answer within ${DELIVERY_TIMEOUT_MS / 1000} s` : (cause?.code ?? cause?.message ?? (e as Error).message)}`).slice(0, 500);
         }
         const durationMs = Math.round(performance.now() - started);
         await recordAttempt(pool, { outboxId: row.id, attempt, httpStatus, error, durationMs, delivered: error === null });
         observe('webhookDelivery', durationMs / 1000, error === null ? 'delivered' : 'failed');
         ctx.heartbeat({ outboxId: row.id, attempt });
         if (error !== null) {
-          logger.warn({ rolloutId: input.rolloutId, url: row.url, type: row.event_type, attempt, err: error }, 'webhook delivery failed; retried with backoff');
-          throw ApplicationFailure.retryable(`webhook ${row.url}: ${row.event_type} (notification ${row.id}, attempt ${attempt}): ${error}`, 'WebhookUndelivered');
+          logger.warn({ rolloutId: input.rolloutId, url: shownUrl, type: row.event_type, attempt, err: error }, 'webhook delivery failed; retried with backoff');
+          throw ApplicationFailure.retryable(`webhook ${shownUrl}: ${row.event_type} (notification ${row.id}, attempt ${attempt}): ${error}`, 'WebhookUndelivered');
         }
         delivered++;
       }

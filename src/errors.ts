@@ -8,6 +8,8 @@
  * is exactly the operator pain fleetpatch exists to fix.
  */
 
+import { maskSecrets } from './runtime/secrets.ts';
+
 /** Xen's errno values, as in xen/include/public/errno.h (identical to Linux on x86). */
 export const XEN_ERRNO = {
   ENOENT: 2,
@@ -229,15 +231,8 @@ export function exitCodeFor(code: ErrorCode): number {
   return code === 'USAGE' || code === 'ARGUMENT' ? EXIT_CODES.USAGE : code === 'INTERNAL' ? EXIT_CODES.INTERNAL : EXIT_CODES.FAILED;
 }
 
-/**
- * Passwords in URLs (postgres://user:secret@host, also with "@" or ":" inside the password) and
- * `password=` parameters become `***`, wherever they appear in a text.
- */
-export function maskSecrets(text: string): string {
-  return text
-    .replace(/([a-z][a-z0-9+.-]*:\/\/[^\s/?#@:]*:)[^\s/?#]*@/gi, '$1***@')
-    .replace(/([?&;\s]password=)[^&;\s]*/gi, '$1***');
-}
+// Passwords in every URL form become `***` (src/runtime/secrets.ts): the one masking function.
+export { maskSecrets };
 
 /** Node's errnos for a path that is not there or not a file (a usage error), as words. */
 const NOT_A_FILE: Record<string, string> = {

@@ -233,10 +233,11 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
         return report.ok ? 0 : 1;
       }
       const payloadWords = `${report.payloads} stored payload(s) match the digest recorded when they were stored`;
+      const registryWords = values.stream !== undefined ? 'the stream registry records it' : `the stream registry's chains hold and every stream they record (${report.registered}) is there`;
       if (report.ok) {
-        io.out(`OK: ${report.events} event(s) in ${report.streams} stream(s); every hash chain holds and ends at its stream head; ${payloadWords}; the global order checks hold.`);
+        io.out(`OK: ${report.events} event(s) in ${report.streams} stream(s); every hash chain holds and ends at its stream head; ${registryWords}; ${payloadWords}; the global order checks hold.`);
       } else {
-        if (report.breaks.length > 0 || (report.payloadBreaks.length === 0 && report.orderBreaks.length === 0)) {
+        if (report.breaks.length > 0 || (report.registryBreaks.length === 0 && report.payloadBreaks.length === 0 && report.orderBreaks.length === 0)) {
           io.out(`BROKEN: ${report.breaks.length} of ${report.streams} stream(s) fail verification (${report.events} event(s) read).`);
         } else {
           io.out(`BROKEN: every hash chain of ${report.streams} stream(s) holds (${report.events} event(s) read), but:`);
@@ -245,11 +246,15 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
           table(
             io,
             ['STREAM', 'POSITION', 'BREAK', 'WHAT'],
-            report.breaks.map((b) => [b.streamId, String(b.position), b.kind, b.description]),
+            report.breaks.map((b) => [b.streamId, b.kind === 'deleted' || b.kind === 'unregistered' ? '-' : String(b.position), b.kind, b.description]),
           );
           for (const b of report.breaks) {
-            if (b.kind !== 'missing') io.out(`  ${b.streamId}@${b.position}: expected hash ${b.expectedHash ?? '-'}, stored ${b.storedHash ?? '-'}`);
+            if (b.kind === 'altered' || b.kind === 'head') io.out(`  ${b.streamId}@${b.position}: expected hash ${b.expectedHash ?? '-'}, stored ${b.storedHash ?? '-'}`);
           }
+        }
+        if (report.registryBreaks.length > 0) {
+          io.out(`STREAM REGISTRY: ${report.registryBreaks.length} problem(s) (${report.registered} stream(s) recorded):`);
+          table(io, ['CHAIN', 'POSITION', 'STREAM', 'PROBLEM', 'WHAT'], report.registryBreaks.map((b) => [String(b.shard), String(b.position), b.streamId ?? '-', b.kind, b.description]));
         }
         if (report.payloadBreaks.length > 0) {
           io.out(`PAYLOADS: ${report.payloadBreaks.length} of ${report.payloads + report.payloadBreaks.filter((b) => b.kind === 'missing').length} stored payload(s) are not what was recorded:`);

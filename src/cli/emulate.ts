@@ -15,7 +15,7 @@ import { parseCommandArgs } from './args.ts';
 import { checkInputFile } from '../runtime/files.ts';
 import type { CliIO, Command } from './io.ts';
 
-const DEFAULT_PORT = 9400;
+export const DEFAULT_PORT = 9400;
 
 function usage(io: CliIO): void {
   io.out('Usage: fleetpatch emulate --hosts N [--images <elf>,<elf>...] [--port P] [--listen ADDR]');

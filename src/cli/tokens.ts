@@ -16,7 +16,7 @@ const USAGE = [
   'Usage: fleetpatch tokens <command> [options]',
   '',
   '  create --name NAME --role viewer|operator|admin [--by WHO] [--json]   print a new API token (shown once)',
-  '  list [--json]                                                         every token: name, role, who made it, revoked or not',
+  '  list [--json]                                                         every token: name, role, who made it, live, revoked or unusable (and why)',
   '  revoke --name NAME [--reason WHY] [--by WHO]                          the token stops working at once',
   '',
   'Roles: viewer reads and audits; operator also starts and steers rollouts and approves gates;',
@@ -69,13 +69,16 @@ export const tokensCommand: Command = async (args, io) => {
     case 'list':
       return withStore(async (tokens) => {
         const list = await tokens.list();
-        if (values.json) return (io.out(JSON.stringify(list, null, 2)), 0);
+        const unusable = list.filter((t) => t.status === 'unusable');
+        if (values.json) return (io.out(JSON.stringify(list, null, 2)), unusable.length > 0 ? 1 : 0);
         if (list.length === 0) return (io.out('No API tokens. Make one with: fleetpatch tokens create --name NAME --role viewer|operator|admin'), 0);
         renderTable(
-          ['NAME', 'ROLE', 'FINGERPRINT', 'CREATED', 'BY', 'REVOKED'],
-          list.map((t) => [t.name, t.role, t.fingerprint, t.createdAt, t.createdBy, t.revokedAt ? `${t.revokedAt} by ${t.revokedBy}` : '-']),
+          ['NAME', 'ROLE', 'FINGERPRINT', 'CREATED', 'BY', 'STATUS'],
+          list.map((t) => [t.name, t.role, t.fingerprint, t.createdAt, t.createdBy, t.status === 'revoked' ? `revoked ${t.revokedAt} by ${t.revokedBy}` : t.status === 'unusable' ? `UNUSABLE: ${t.problem}` : 'live']),
         ).forEach((l) => io.out(l));
-        return 0;
+        // Someone changed the tokens behind the event store's back: the command says so in its exit code.
+        if (unusable.length > 0) io.err(`${unusable.length} API token(s) are not honoured: their rows are not what their access-<name> streams record (fleetpatch audit verify tells more)`);
+        return unusable.length > 0 ? 1 : 0;
       });
     case 'revoke': {
       const name = required(values.name, '--name', sub);

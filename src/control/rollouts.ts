@@ -18,6 +18,7 @@ import type { Pool } from '../runtime/database.ts';
 import { loadConfig } from '../runtime/config.ts';
 import { fileExists, readInputFile, readInputText } from '../runtime/files.ts';
 import { loadTrustedKeys } from './trusted-keys.ts';
+import { checkPlanWebhook } from '../../activities/webhooks.ts';
 import { progressQuery } from '../../workflows/messages.ts';
 import type { rolloutWorkflow } from '../../workflows/rollout.ts';
 
@@ -64,6 +65,8 @@ type Resolved = { ok: true; meta: PayloadMeta } | { ok: false; error: Fleetpatch
 export async function resolvePlanPayloads(plan: Plan, dir: string, opts: ResolveOptions): Promise<ResolvedPlan> {
   const payloads = opts.pool ? new PayloadStore(new EventStore(opts.pool)) : undefined;
   const source = opts.planFile ?? `the plan in ${dir}`;
+  // Before any payload is stored: this process's configuration knows which ports are its services'.
+  if (plan.notify) await checkPlanWebhook(plan.notify.webhook, source);
   // Read only when a signature is to be checked, so a plan with missing files says so first.
   let keys: Promise<readonly PublicKey[]> | undefined;
   const trustedKeys = () => (keys ??= opts.trustedKeys ? Promise.resolve(opts.trustedKeys) : loadTrustedKeys(loadConfig()));

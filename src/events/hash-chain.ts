@@ -7,7 +7,9 @@
  * ones leaves the stream head (kept beside the chain) pointing past the end. Recomputing the chain
  * needs nothing but the rows, so `fleetpatch audit verify` can prove nothing was altered or removed
  * since it was written, short of someone recomputing every later hash and the head as well (the
- * heads digest lets an operator keep an outside copy to catch even that).
+ * heads digest lets an operator keep an outside copy to catch even that). Deleting a whole stream,
+ * events and head, leaves no row of it: the stream registry (below, migration 0011) keeps every
+ * stream's existence in a chain of its own.
  *
  * Canonical JSON (in the spirit of RFC 8785): object keys sorted by UTF-16 code units, no
  * whitespace, numbers and strings as JSON.stringify writes them, undefined members left out.
@@ -88,7 +90,59 @@ export function chainHash(previousHash: string, record: ChainRecord): string {
 export type ChainBreak =
   | { kind: 'altered'; streamId: string; position: number; expectedHash: string; storedHash: string; description: string }
   | { kind: 'missing'; streamId: string; position: number; description: string }
-  | { kind: 'head'; streamId: string; position: number; expectedHash: string | null; storedHash: string | null; description: string };
+  | { kind: 'head'; streamId: string; position: number; expectedHash: string | null; storedHash: string | null; description: string }
+  /** The registry records the stream; none of its events and no head are stored. */
+  | { kind: 'deleted'; streamId: string; position: 0; registry: { shard: number; position: number }; description: string }
+  /** Events or a head are stored; the registry does not record the stream. */
+  | { kind: 'unregistered'; streamId: string; position: 0; description: string };
+
+/**
+ * A link of the stream registry's chain: sha256 of `<previous link, hex> <position> <the stream
+ * id's UTF-8, hex>` (hex, so no stream id can be mistaken for a separator). The first entry
+ * chains from GENESIS_HASH. The migration's SQL function stream_registry_link computes the same.
+ */
+export function registryLink(previousHash: string, position: number, streamId: string): string {
+  return sha256Hex(`${previousHash} ${position} ${Buffer.from(streamId, 'utf8').toString('hex')}`);
+}
+
+/** The first place one of the stream registry's chains does not hold. */
+export interface RegistryBreak {
+  kind: 'missing' | 'altered' | 'head';
+  shard: number;
+  /** The position in the shard's chain concerned. */
+  position: number;
+  streamId: string | null;
+  description: string;
+}
+
+/**
+ * Checks one registry chain's entries, in position order, and its head: positions 1, 2, 3, ...
+ * without a gap, every link from the one before, the head at the end of the chain. The first break
+ * only: every link after an altered one fails too.
+ */
+export function checkRegistry(shard: number, entries: readonly { position: number; streamId: string; hash: string }[], head: { position: number; lastHash: string } | null): RegistryBreak | null {
+  const at = (position: number) => `registry chain ${shard}, position ${position}`;
+  let previous = GENESIS_HASH;
+  let last = 0;
+  for (const e of entries) {
+    if (e.position !== last + 1) {
+      return { kind: 'missing', shard, position: last + 1, streamId: null, description: `${at(last + 1)} is missing (the next entry is at ${e.position}, ${e.streamId}): a stream's registration was deleted` };
+    }
+    if (registryLink(previous, e.position, e.streamId) !== e.hash) {
+      return { kind: 'altered', shard, position: e.position, streamId: e.streamId, description: `the registration at ${at(e.position)} (${e.streamId}) does not hash to its stored link: it, or the one before it, was altered` };
+    }
+    previous = e.hash;
+    last = e.position;
+  }
+  if (!head) return { kind: 'head', shard, position: last, streamId: null, description: `registry chain ${shard} has ${last} entries but no head: the head was deleted` };
+  if (head.position > last) {
+    return { kind: 'missing', shard, position: last + 1, streamId: null, description: `the head of registry chain ${shard} says ${head.position} streams, the chain ends at ${last}: registrations ${last + 1}..${head.position} were deleted` };
+  }
+  if (head.position < last || head.lastHash !== previous) {
+    return { kind: 'head', shard, position: last, streamId: null, description: `the head of registry chain ${shard} (position ${head.position}) does not match the end of the chain (position ${last})` };
+  }
+  return null;
+}
 
 /**
  * Checks one stream's rows as they come, in position order, and keeps the first break. Fed row by

@@ -3,7 +3,9 @@
  *
  * - append/appendMany check the stream version the caller expects (STREAM_VERSION_CONFLICT when the
  *   stream moved on), validate every event against the catalogue and its stream, chain hashes per
- *   stream, and write a whole batch (many streams) in one transaction.
+ *   stream, and write a whole batch (many streams) in one transaction. An append that opens a
+ *   stream registers it in the stream registry (migration 0011) in that transaction, so that the
+ *   stream's existence is on record apart from its own rows.
  * - Event ids are the caller's, usually deterministic (event-id.ts): an id already stored is not
  *   written again and comes back as `alreadyRecorded`, so a retried activity never records twice.
  *   The first write wins; a reused id for another stream or type is EVENT_INVALID (a bug).
@@ -16,7 +18,7 @@ import { parseEvent, splitEvent, type DomainEvent, type DomainEventInput } from 
 import { UUID_PATTERN } from './event-id.ts';
 import { chainHash, GENESIS_HASH } from './hash-chain.ts';
 import { streamFor } from './streams.ts';
-import { insertEventsStatement, lockStreamsStatement, parseAppendState, parseInserted, readAppendStateStatement, type NewEventRow, type NewHead } from './sql/append-events.ts';
+import { insertEventsStatement, lockStreamsStatement, parseAppendState, parseInserted, readAppendStateStatement, registerStreamsStatement, type NewEventRow, type NewHead } from './sql/append-events.ts';
 import { inlineWrite, runStatements, type RowWrite } from './sql/row-writes.ts';
 import { toRecordedEvent, type RecordedEvent } from './sql/event-row.ts';
 import { selectAllAfter, selectCursorAt, selectStream, selectStreamVersion, START, type GlobalCursor, type StreamRange } from './sql/read-events.ts';
@@ -211,6 +213,8 @@ async function appendInTransaction(client: pg.PoolClient, batches: PreparedBatch
 
   const rows: NewEventRow[] = [];
   const heads: NewHead[] = [];
+  /** Streams whose first events this append writes: registered with them (stream registry). */
+  const newStreams: string[] = [];
   const planned = batches.map((b) => {
     const head = state.heads.get(b.streamId);
     const current = head?.position ?? 0;
@@ -258,10 +262,11 @@ async function appendInTransaction(client: pg.PoolClient, batches: PreparedBatch
       positions.set(eventId, position);
     }
     if (fresh.length > 0) heads.push({ streamId: b.streamId, position, lastHash: previousHash, lastRecordedAt: recordedAt });
+    if (fresh.length > 0 && !head) newStreams.push(b.streamId);
     return { batch: b, positions, version: position };
   });
 
-  const insert = rows.length > 0 ? [insertEventsStatement(rows, heads)] : [];
+  const insert = rows.length > 0 ? [insertEventsStatement(rows, heads), ...(newStreams.length > 0 ? [registerStreamsStatement(newStreams)] : [])] : [];
   const answered = await runStatements(client, [...insert, ...writes, ...(commit ? ['COMMIT'] : [])]);
   const inserted = rows.length > 0 ? parseInserted(answered[0]!) : new Map<string, { globalPosition: number; transactionId: string }>();
   const rowCounts = answered.slice(insert.length, insert.length + writes.length).map((r) => r.rowCount ?? 0);

@@ -6,9 +6,10 @@
 import { z } from 'zod';
 import { Lexer, LineCounter, Parser, isScalar, parseDocument, visit } from 'yaml';
 import { FleetpatchError } from '../errors.ts';
-import { findUnstorable, formatPath, printable, StorableString } from '../domain/text.ts';
+import { findUnstorable, formatPath, printable, StorableString, unstorable } from '../domain/text.ts';
 import { parseBudget, type Budget } from './budget.ts';
 import { parseDuration } from './duration.ts';
+import { webhookUrlProblem } from './webhook-target.ts';
 
 /**
  * The bounds of every number and text in a plan: what the workflow, Temporal and the event
@@ -102,6 +103,13 @@ export const PayloadRefSchema = z.union([
   z.object({ buildId: BuildIdSchema }).strict(),
 ]);
 
+const WebhookSchema = StorableString.max(L.webhookLength).superRefine((v, ctx) => {
+  // Text too long or unstorable has its refusal already: one reason per field.
+  if (v.length > L.webhookLength || unstorable(v)) return;
+  const problem = webhookUrlProblem(v);
+  if (problem) ctx.addIssue({ code: 'custom', message: problem });
+});
+
 const ShortName = Text.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be a short name of letters, digits, ".", "_" or "-"');
 const Label = Text.min(1).max(L.labelLength);
 
@@ -167,8 +175,12 @@ export const PlanSchema = z
       .strict()
       .optional(),
     onFailure: z.enum(['rollback', 'pause']).default('rollback'),
-    /** POSTed a JSON line for every rollout event (started, wave finished, paused, ...). */
-    notify: z.object({ webhook: z.string().max(L.webhookLength).url() }).strict().optional(),
+    /**
+     * POSTed a JSON line for every rollout event (started, wave finished, paused, ...): http(s)
+     * only, without credentials (webhook-target.ts); the ports of fleetpatch's own services are
+     * refused where the configuration is known (the CLI, the API, the sending worker).
+     */
+    notify: z.object({ webhook: WebhookSchema }).strict().optional(),
   })
   .strict();
 

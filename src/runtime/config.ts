@@ -4,7 +4,8 @@
  */
 import path from 'node:path';
 import { z } from 'zod';
-import { FleetpatchError, maskSecrets } from '../errors.ts';
+import { FleetpatchError } from '../errors.ts';
+import { maskSecrets } from './secrets.ts';
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
@@ -26,6 +27,12 @@ const postgresUrl = z
       return false;
     }
   }, 'must be a URL like postgres://user@host:5432/database (with :password after the user if it needs one)');
+
+/** FLEETPATCH_WEBHOOK_ALLOW: host:port endpoints, comma-separated, host names in lower case. */
+const endpointList = z
+  .string()
+  .transform((v) => v.split(',').map((e) => e.trim()).filter((e) => e !== ''))
+  .pipe(z.array(hostPort.transform((e) => e.toLowerCase()), { error: 'must be host:port endpoints separated by commas, e.g. 127.0.0.1:9999,hooks.internal:443' }));
 
 /** A port as decimal digits only: "0x1F91", " " or "1e3" are refused, not read as numbers. */
 const port = z
@@ -65,6 +72,12 @@ export const ConfigSchema = z.object({
   FLEETPATCH_TRUSTED_KEYS: z.string().min(1).optional(),
   /** The HMAC key webhook notifications are signed with; default: one made once in <data dir>/webhook-secret. */
   FLEETPATCH_WEBHOOK_SECRET: z.string().min(16, 'must be at least 16 characters (a receiver checks signatures with it)').optional(),
+  /**
+   * Endpoints (host:port) a plan's webhook may name although one of fleetpatch's own services
+   * uses that port (src/rollout/webhook-target.ts); checked where the plan is validated and again
+   * by the worker that sends.
+   */
+  FLEETPATCH_WEBHOOK_ALLOW: endpointList.optional(),
   LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
 });
 
@@ -91,6 +104,12 @@ export interface Config {
   trustedKeys: { path: string; explicit: boolean };
   /** FLEETPATCH_WEBHOOK_SECRET when set (webhook-secret.ts makes one otherwise). */
   webhookSecret?: string;
+  webhooks: {
+    /** The ports of fleetpatch's own services this configuration knows: no webhook goes there. */
+    services: { port: number; service: string }[];
+    /** FLEETPATCH_WEBHOOK_ALLOW: host:port endpoints allowed although a service uses the port. */
+    allow: string[];
+  };
   logLevel: (typeof LOG_LEVELS)[number];
 }
 
@@ -103,29 +122,59 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     const problems = parsed.error.issues.map((i) => {
       const key = String(i.path[0] ?? 'environment');
       const value = present[key];
-      // A value may hold a password (DATABASE_URL): it is masked before it is shown anywhere.
-      const shown = value === undefined ? '(unset)' : /SECRET/.test(key) ? '(hidden)' : maskSecrets(JSON.stringify(value));
+      // A value may hold a password (DATABASE_URL in any form, valid or not): masked as the raw
+      // value, before quoting, so that JSON escapes cannot hide a piece of it from the mask.
+      const shown = value === undefined ? '(unset)' : /SECRET|PASSWORD|TOKEN/.test(key) ? '(hidden)' : JSON.stringify(maskSecrets(value));
       return `${key}=${shown}: ${i.message}`;
     });
     throw new FleetpatchError('CONFIG_INVALID', problems.join('; '), { issues: parsed.error.issues.map((i) => ({ path: i.path.map(String), message: i.message })) });
   }
   const c = parsed.data;
+  const temporal: Config['temporal'] = {
+    ...(c.TEMPORAL_ADDRESS ? { address: c.TEMPORAL_ADDRESS } : {}),
+    namespace: c.TEMPORAL_NAMESPACE,
+    taskQueue: c.TEMPORAL_TASK_QUEUE,
+    port: c.TEMPORAL_PORT ?? 7233,
+    uiPort: c.TEMPORAL_UI_PORT ?? 8233,
+    ...(c.TEMPORAL_CLI ? { cli: c.TEMPORAL_CLI } : {}),
+    mode: c.FLEETPATCH_TEMPORAL,
+    cluster: { port: c.FLEETPATCH_CLUSTER_PORT ?? 7333, database: c.FLEETPATCH_CLUSTER_DB },
+  };
+  const database: Config['database'] = { ...(c.DATABASE_URL ? { url: c.DATABASE_URL } : {}), embeddedPort: c.FLEETPATCH_PG_PORT ?? 54329 };
   return {
-    temporal: {
-      ...(c.TEMPORAL_ADDRESS ? { address: c.TEMPORAL_ADDRESS } : {}),
-      namespace: c.TEMPORAL_NAMESPACE,
-      taskQueue: c.TEMPORAL_TASK_QUEUE,
-      port: c.TEMPORAL_PORT ?? 7233,
-      uiPort: c.TEMPORAL_UI_PORT ?? 8233,
-      ...(c.TEMPORAL_CLI ? { cli: c.TEMPORAL_CLI } : {}),
-      mode: c.FLEETPATCH_TEMPORAL,
-      cluster: { port: c.FLEETPATCH_CLUSTER_PORT ?? 7333, database: c.FLEETPATCH_CLUSTER_DB },
-    },
-    database: { ...(c.DATABASE_URL ? { url: c.DATABASE_URL } : {}), embeddedPort: c.FLEETPATCH_PG_PORT ?? 54329 },
+    temporal,
+    database,
     dataDir: path.resolve(c.FLEETPATCH_DATA_DIR),
     fleetFile: path.resolve(c.FLEETPATCH_FLEET_FILE ?? path.join(c.FLEETPATCH_DATA_DIR, 'fleet.json')),
     trustedKeys: { path: path.resolve(c.FLEETPATCH_TRUSTED_KEYS ?? path.join(c.FLEETPATCH_DATA_DIR, 'trusted-keys')), explicit: c.FLEETPATCH_TRUSTED_KEYS !== undefined },
     ...(c.FLEETPATCH_WEBHOOK_SECRET ? { webhookSecret: c.FLEETPATCH_WEBHOOK_SECRET } : {}),
+    webhooks: { services: servicePorts(temporal, database), allow: c.FLEETPATCH_WEBHOOK_ALLOW ?? [] },
     logLevel: c.LOG_LEVEL,
   };
+}
+
+/** `fleetpatch api`'s port when --port is not given (src/cli/api.ts; a test keeps the two equal). */
+export const DEFAULT_API_PORT = 8300;
+/** `fleetpatch emulate`'s port when --port is not given (src/cli/emulate.ts; a test keeps the two equal). */
+export const DEFAULT_FLEET_PORT = 9400;
+
+/** The ports this configuration says fleetpatch's services listen on (0 = a free port: unknown here). */
+function servicePorts(temporal: Config['temporal'], database: Config['database']): Config['webhooks']['services'] {
+  const ports: Config['webhooks']['services'] = [];
+  const add = (port: number, service: string) => {
+    if (port > 0 && !ports.some((p) => p.port === port)) ports.push({ port, service });
+  };
+  if (database.url) add(Number(new URL(database.url).port || 5432), "PostgreSQL's (DATABASE_URL)");
+  else add(database.embeddedPort, "the embedded PostgreSQL's (FLEETPATCH_PG_PORT)");
+  if (temporal.address) add(Number(temporal.address.slice(temporal.address.lastIndexOf(':') + 1)), "Temporal's (TEMPORAL_ADDRESS)");
+  else if (temporal.mode === 'dev') {
+    add(temporal.port, "the Temporal dev server's (TEMPORAL_PORT)");
+    add(temporal.uiPort, "the Temporal UI's (TEMPORAL_UI_PORT)");
+  } else if (temporal.cluster.port > 0) {
+    // The cluster's services take the eight ports after its frontend's (temporal-cluster.ts).
+    for (let i = 0; i <= 8; i++) add(temporal.cluster.port + i, "the Temporal cluster's (FLEETPATCH_CLUSTER_PORT and the eight after it)");
+  }
+  add(DEFAULT_API_PORT, "the HTTP API's (fleetpatch api's default port)");
+  add(DEFAULT_FLEET_PORT, "the emulated fleet server's, with its /admin routes (fleetpatch emulate's default port)");
+  return ports;
 }

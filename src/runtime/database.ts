@@ -4,6 +4,7 @@
  */
 import pg from 'pg';
 import { FleetpatchError } from '../errors.ts';
+import { maskSecrets } from './secrets.ts';
 
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;
@@ -34,13 +35,7 @@ export async function assertReachable(pool: pg.Pool, url: string): Promise<void>
   }
 }
 
-/** The URL without its password, for logs and error messages. */
+/** The URL without its password, for logs and error messages: maskSecrets, under the name callers know. */
 export function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    if (u.password) u.password = '***';
-    return u.toString();
-  } catch {
-    return '(unparseable URL)';
-  }
+  return maskSecrets(url);
 }

@@ -6,7 +6,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 import pretty from 'pino-pretty';
-import { maskSecrets } from '../errors.ts';
+import { maskSecrets } from './secrets.ts';
 import type { Config } from './config.ts';
 
 export type { Logger };
@@ -33,9 +33,22 @@ export function createCommandLogger(level: Config['logLevel'], dataDir: string, 
   mkdirSync(dir, { recursive: true });
   const file = pino.destination({ dest: path.join(dir, 'fleetpatch.log'), sync: true, mkdir: true });
   const terminal = pretty({ destination: 2, colorize: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss.l', sync: true });
-  if (level === 'silent') return pino(baseOptions('silent', opts.name));
+  if (level === 'silent') return maskingChildren(pino(baseOptions('silent', opts.name)));
   const warnOrAbove = pino.levels.values[level]! > pino.levels.values.warn! ? level : 'warn';
-  return pino(baseOptions(level, opts.name), pino.multistream([{ level: warnOrAbove, stream: terminal }, { level, stream: file }]));
+  return maskingChildren(pino(baseOptions(level, opts.name), pino.multistream([{ level: warnOrAbove, stream: terminal }, { level, stream: file }])));
+}
+
+/**
+ * Child bindings (logger.child({ database })) are serialised once, when the child is made, past
+ * logMethod; pino's bindings formatter applies to the root only. Children are made from their
+ * parent by Object.create, so they inherit this `child` too.
+ */
+function maskingChildren(logger: Logger): Logger {
+  const child = logger.child;
+  logger.child = function (this: Logger, bindings, options) {
+    return child.call(this, masked(bindings) as typeof bindings, options);
+  } as Logger['child'];
+  return logger;
 }
 
 function baseOptions(level: Config['logLevel'], name?: string): LoggerOptions {
@@ -55,14 +68,16 @@ function baseOptions(level: Config['logLevel'], name?: string): LoggerOptions {
 export function createLogger(level: Config['logLevel'], opts: { pretty?: boolean; name?: string; destination?: DestinationStream } = {}): Logger {
   const pretty = opts.pretty ?? Boolean(process.stderr.isTTY);
   const base = baseOptions(level, opts.name);
-  if (opts.destination) return pino(base, opts.destination);
+  if (opts.destination) return maskingChildren(pino(base, opts.destination));
   if (pretty) {
-    return pino({
-      ...base,
-      transport: { target: 'pino-pretty', options: { destination: 2, colorize: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss.l' } },
-    });
+    return maskingChildren(
+      pino({
+        ...base,
+        transport: { target: 'pino-pretty', options: { destination: 2, colorize: true, ignore: 'pid,hostname', translateTime: 'HH:MM:ss.l' } },
+      }),
+    );
   }
-  return pino(base, pino.destination({ dest: 2, sync: true }));
+  return maskingChildren(pino(base, pino.destination({ dest: 2, sync: true })));
 }
 
 /** Adapts pino to Temporal's Logger interface (used by Runtime.install). */

@@ -83,14 +83,25 @@ describe('configuration from the environment', () => {
     expect(c.database.embeddedPort).toBe(5432);
   });
 
-  it('never shows a password, even in a DATABASE_URL it refuses', () => {
-    for (const url of ['postgres://user:secret@:5432/x', 'postgres://user:s3cr@t:pw@/x', 'mysql://root:secret@localhost/db']) {
-      const e = configError({ DATABASE_URL: url });
-      expect(e.message).not.toContain('secret');
-      expect(e.message).not.toContain('s3cr');
-      expect(e.message).toContain('***');
-      expect(JSON.stringify(e.details)).not.toContain('secret');
-    }
+  it.each([
+    'postgres://user:secret@:5432/x',
+    'postgres://user:s3cr@t:pw@/x',
+    'mysql://root:secret@localhost/db',
+    // Unencoded /, # and ? end the authority for a URL parser, so these do not parse at all.
+    'postgres://u:ab/cdsecret@127.0.0.1:1/x',
+    'postgres://u:ab#cdsecret@127.0.0.1:1/x',
+    'postgres://u:ab?cdsecret@127.0.0.1:1/x',
+    'mysql://db/x?password=secret',
+    'mysql://db/x?user=u&sslpassword=secret&sslmode=require',
+    'host=db user=fp password=secret dbname=x',
+    "host=db password='my secret' dbname=x",
+    'fp:secret@db:5432/x',
+  ])('never shows the password of DATABASE_URL=%s, which it refuses', (url) => {
+    const e = configError({ DATABASE_URL: url });
+    expect(e.message).toMatch(/^DATABASE_URL="/);
+    expect(e.message).not.toMatch(/secret|s3cr|cdsecret/);
+    expect(e.message).toContain('***');
+    expect(JSON.stringify(e.details)).not.toContain('secret');
   });
 
   it('takes the webhook secret from the environment, and never shows one it refuses', () => {

@@ -1,6 +1,8 @@
 /**
  * `fleetpatch audit verify`: recomputes every stream's hash chain from the stored rows and reports
  * the first broken link of each stream (altered event, missing position, head that does not match),
+ * checks the stream registry's own chain and that every registered stream is still there (a stream
+ * deleted whole, events and head, is named) and every stored one registered,
  * re-hashes every stored payload against the digest its PayloadStored event recorded, checks what
  * can be checked of the global order (which the chains do not cover; docs/events.md says exactly
  * what is and is not protected), and prints a digest of all stream heads that an operator can keep
@@ -9,10 +11,11 @@
  */
 import { createHash } from 'node:crypto';
 import { FleetpatchError } from '../../errors.ts';
-import { canonicalJson, sha256Hex, StreamChainChecker, type ChainBreak } from '../hash-chain.ts';
+import { canonicalJson, checkRegistry, sha256Hex, StreamChainChecker, type ChainBreak, type RegistryBreak } from '../hash-chain.ts';
 import { toChainRecord, type Queryable } from '../sql/event-row.ts';
 import { countRewrittenRows, selectChainBatch, selectHeads, selectOrderProblems } from '../sql/audit.ts';
 import { selectPayloadBatch, selectRecordedDigests } from '../sql/payload-integrity.ts';
+import { REGISTRY_SHARDS, selectRegistry, selectRegistryHeads, selectRegistryOrigin, type RegistryHeadRow, type RegistryRow } from '../sql/stream-registry.ts';
 import type { EventStore } from '../store.ts';
 import { parseStreamId } from '../streams.ts';
 
@@ -37,12 +40,25 @@ export interface OrderBreak {
   description: string;
 }
 
+/** A problem of the stream registry itself: its chain, its head, a row rewritten (whole verify only). */
+export interface RegistryProblem {
+  kind: RegistryBreak['kind'] | 'rewritten' | 'head-rewritten';
+  /** Which of the registry's chains, and the position in it. */
+  shard: number;
+  position: number;
+  streamId: string | null;
+  description: string;
+}
+
 export interface VerifyReport {
   ok: boolean;
   streams: number;
   events: number;
-  /** The first break of every broken stream, by stream name. */
+  /** The first break of every broken stream, by stream name (deleted and unregistered streams too). */
   breaks: ChainBreak[];
+  /** Streams the registry records (every stream the store opened; with --stream, that one's entry). */
+  registered: number;
+  registryBreaks: RegistryProblem[];
   /** Stored payloads checked against their PayloadStored digest. */
   payloads: number;
   payloadBreaks: PayloadBreak[];
@@ -62,6 +78,11 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
   try {
     await client.query('BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY');
     const heads = await selectHeads(client, only);
+    const registry = await selectRegistry(client, only);
+    const registryHeads = only === null ? await selectRegistryHeads(client) : null;
+    const registryOrigin = only === null ? await selectRegistryOrigin(client) : null;
+    /** Every stream with events or a head. */
+    const stored = new Set<string>();
     const breaks: ChainBreak[] = [];
     const ends: [string, number, string][] = [];
     let events = 0;
@@ -74,6 +95,7 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
       if (broken) breaks.push(broken);
       ends.push([checker.streamId, lastPosition, checker.headHash]);
       heads.delete(checker.streamId);
+      stored.add(checker.streamId);
       streams++;
     };
     let after: { streamId: string; position: number } | null = null;
@@ -98,8 +120,23 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
     for (const [streamId, head] of heads) {
       breaks.push({ kind: 'missing', streamId, position: 1, description: `the stream head says ${head.position} events, none is stored: every event was deleted` });
       ends.push([streamId, 0, '']);
+      stored.add(streamId);
       streams++;
     }
+    // Existence, checked against the registry: a stream can only vanish from both places at once
+    // by breaking the registry's own chain as well.
+    const registeredIds = new Set(registry.map((r) => r.streamId));
+    for (const r of registry) {
+      if (stored.has(r.streamId)) continue;
+      breaks.push({ kind: 'deleted', streamId: r.streamId, position: 0, registry: { shard: r.shard, position: r.position }, description: `the stream registry records it (chain ${r.shard}, position ${r.position}), but neither its events nor its head are stored: the whole stream was deleted` });
+      streams++;
+    }
+    for (const streamId of stored) {
+      if (!registeredIds.has(streamId)) {
+        breaks.push({ kind: 'unregistered', streamId, position: 0, description: 'its events are stored, but the stream registry does not record it: it was written behind the store\'s back, or its registration was deleted' });
+      }
+    }
+    const registryBreaks = registryHeads ? registryProblems(registry, registryHeads, registryOrigin) : [];
     if (only !== null && streams === 0) {
       const payloadRows = onlyPayload ? await selectPayloadBatch(client, null, onlyPayload, 1) : [];
       if (payloadRows.length === 0) throw new FleetpatchError('STREAM_NOT_FOUND', `no stream ${only}: no event and no stream head has that name`, { streamId: only });
@@ -110,10 +147,12 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
     breaks.sort((a, b) => (a.streamId < b.streamId ? -1 : a.streamId > b.streamId ? 1 : 0));
     ends.sort((a, b) => (a[0] < b[0] ? -1 : a[0] > b[0] ? 1 : 0));
     return {
-      ok: breaks.length === 0 && payloadCheck.payloadBreaks.length === 0 && orderBreaks.length === 0,
+      ok: breaks.length === 0 && registryBreaks.length === 0 && payloadCheck.payloadBreaks.length === 0 && orderBreaks.length === 0,
       streams,
       events,
       breaks,
+      registered: registry.length,
+      registryBreaks,
       ...payloadCheck,
       orderBreaks,
       notes,
@@ -125,6 +164,40 @@ export async function verifyChains(store: EventStore, options: { streamId?: stri
   } finally {
     client.release();
   }
+}
+
+/** The xid a row version's xmin shows for an xid8 (its low 32 bits). */
+const xmin32 = (xid8: string) => String(BigInt(xid8) % 4294967296n);
+
+/**
+ * Each registry chain and its head (checkRegistry), and, as for events, rows written by another
+ * transaction than the one they record: a registration UPDATEd, a head that no opening wrote
+ * (rewound to hide the newest registrations). A store restored from a dump rewrites every row;
+ * verifyOrder notes that, and these checks say nothing then.
+ */
+function registryProblems(registry: readonly RegistryRow[], heads: ReadonlyMap<number, RegistryHeadRow>, origin: string | null): RegistryProblem[] {
+  const problems: RegistryProblem[] = [];
+  const rewritten = registry.filter((r) => xmin32(r.transactionId) !== r.rowXid);
+  const restored = registry.length > 0 && rewritten.length === registry.length;
+  for (let shard = 0; shard < REGISTRY_SHARDS; shard++) {
+    const entries = registry.filter((r) => r.shard === shard);
+    const head = heads.get(shard) ?? null;
+    const chain = checkRegistry(shard, entries, head);
+    if (chain) problems.push(chain);
+    // A head is written by the opening of its chain's last stream, or, still at 0, by the migration.
+    const last = entries.at(-1);
+    const writer = head && head.position > 0 && last ? xmin32(last.transactionId) : head?.position === 0 ? origin : null;
+    if (!restored && head && writer !== null && writer !== head.rowXid) {
+      const by = head.position > 0 ? `the one that registered its last stream (${last!.transactionId})` : `migration 0011 (transaction ${writer}), the only writer of a head no stream moved`;
+      problems.push({ kind: 'head-rewritten', shard, position: head.position, streamId: null, description: `the head of registry chain ${shard} was written by transaction ${head.rowXid}, not by ${by}: the head was rewritten` });
+    }
+  }
+  if (!restored) {
+    for (const r of rewritten.slice(0, 100)) {
+      problems.push({ kind: 'rewritten', shard: r.shard, position: r.position, streamId: r.streamId, description: `the registration of ${r.streamId} was recorded by transaction ${r.transactionId}, but this row version was written by transaction ${r.rowXid}: it was UPDATEd` });
+    }
+  }
+  return problems;
 }
 
 /** Re-hashes every stored payload (or one) and compares it with its PayloadStored event. */

@@ -14,8 +14,9 @@
  *    its own snapshot when it starts, so this one sees everything committed before the locks were
  *    granted.
  *
- * Second round trip: insertEvents (the events and the new heads, in one statement), then whatever
- * the caller writes in the same transaction, then COMMIT.
+ * Second round trip: insertEvents (the events and the new heads, in one statement), when the
+ * append opens streams registerStreams (their entries in the stream registry, migration 0011),
+ * then whatever the caller writes in the same transaction, then COMMIT.
  */
 import type pg from 'pg';
 import type { ChainRecord } from '../hash-chain.ts';
@@ -122,6 +123,15 @@ export function insertEventsStatement(events: readonly NewEventRow[], heads: rea
          SET stream_position = EXCLUDED.stream_position, last_hash = EXCLUDED.last_hash, last_recorded_at = EXCLUDED.last_recorded_at
      )
      SELECT event_id, global_position, transaction_id FROM inserted`;
+}
+
+/**
+ * Registers streams the append opens (their first events are in it) in the stream registry's hash
+ * chain. It waits for the registry head's row lock, held to COMMIT: appends that open streams
+ * take turns there; appends to streams that exist never send it.
+ */
+export function registerStreamsStatement(streamIds: readonly string[]): string {
+  return `SELECT register_streams(${arrayLiteral(streamIds, 'text')})`;
 }
 
 /** What insertEventsStatement gives back: each new event's global position and transaction. */
