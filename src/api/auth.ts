@@ -24,19 +24,24 @@ declare module 'fastify' {
 
 const BEARER = /^Bearer ([^\s]+)$/i;
 
+/** The bearer token a request presents, if it presents one. */
+export function presentedToken(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  return typeof header === 'string' ? BEARER.exec(header.trim())?.[1] : undefined;
+}
+
 export function authenticator(ctx: ApiContext) {
   return async (request: FastifyRequest, reply: FastifyReply): Promise<void> => {
     const needed = request.routeOptions.config?.role;
     // No route matched: the not-found handler answers (which routes exist is public: /openapi.json).
     if (needed === 'public' || request.routeOptions.url === undefined) return;
     // A route that names no role is a bug, and is refused (below) rather than left open.
-    const header = request.headers.authorization;
-    const match = typeof header === 'string' ? BEARER.exec(header.trim()) : null;
-    if (!match) {
+    const token = presentedToken(request);
+    if (!token) {
       reply.header('www-authenticate', 'Bearer realm="fleetpatch"');
       throw new FleetpatchError('AUTH_REQUIRED', 'send an API token: Authorization: Bearer <token> (fleetpatch tokens create --name NAME --role viewer|operator|admin)');
     }
-    const principal = await ctx.tokens.authenticate(match[1]!);
+    const principal = await ctx.tokens.authenticate(token);
     if (!principal) {
       reply.header('www-authenticate', 'Bearer realm="fleetpatch", error="invalid_token"');
       throw new FleetpatchError('AUTH_REQUIRED', 'the API token is unknown or revoked');

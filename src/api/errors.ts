@@ -49,15 +49,22 @@ export function apiError(code: ErrorCode, reason: string, extra: Partial<ApiErro
   return { status: e.httpStatus, body: { code, reason, retryable: e.retryable, ...extra } };
 }
 
-/** Fastify's own request errors (parsing, limits, content types) by their codes. */
-const FASTIFY_CODES: Record<string, { code: ErrorCode; field: string; reason: (m: string) => string }> = {
+/** Fastify's own request errors (parsing, limits, content types, URLs, timeouts) by their codes. */
+const FASTIFY_CODES: Record<string, { code: ErrorCode; field?: string; reason: (m: string) => string }> = {
   FST_ERR_CTP_BODY_TOO_LARGE: { code: 'BODY_TOO_LARGE', field: 'body', reason: () => 'the request body is larger than this route takes' },
   FST_ERR_CTP_INVALID_MEDIA_TYPE: { code: 'MEDIA_TYPE_UNSUPPORTED', field: 'content-type', reason: (m) => `${m}; send JSON with content-type: application/json` },
   FST_ERR_CTP_INVALID_CONTENT_LENGTH: { code: 'BODY_INVALID', field: 'content-length', reason: () => 'the content-length does not match the body' },
   FST_ERR_CTP_EMPTY_JSON_BODY: { code: 'BODY_INVALID', field: 'body', reason: () => 'the body is empty; this route takes a JSON object' },
   FST_ERR_CTP_INVALID_JSON_BODY: { code: 'BODY_INVALID', field: 'body', reason: (m) => `the body is not valid JSON: ${m}` },
   FST_ERR_CTP_INVALID_TYPE: { code: 'MEDIA_TYPE_UNSUPPORTED', field: 'content-type', reason: (m) => m },
+  // The router could not decode the path: "%ZZ", or bytes that are not UTF-8 ("%C0%AF", an overlong "/").
+  FST_ERR_BAD_URL: { code: 'BODY_INVALID', field: 'url', reason: (m) => `the URL's path is not percent-encoded UTF-8 text: ${(/^'(.*)' is not a valid url component$/.exec(m)?.[1] ?? m).slice(0, 200)}` },
+  FST_ERR_MAX_PARAM_LENGTH: { code: 'BODY_INVALID', field: 'url', reason: () => `a segment of the URL's path is longer than the API reads (${MAX_PATH_SEGMENT} characters)` },
+  FST_ERR_HANDLER_TIMEOUT: { code: 'RESPONSE_TIMEOUT', reason: () => 'the API did not finish answering in time; what was asked may still be under way: look before asking again' },
 };
+
+/** The longest segment of a path the router reads; longer ones are refused before routing. */
+export const MAX_PATH_SEGMENT = 2048;
 
 /** Any error as the status and JSON the API answers with. */
 export function toApiError(e: unknown): { status: number; body: ApiError; internal?: FleetpatchError } {
@@ -74,7 +81,7 @@ export function toApiError(e: unknown): { status: number; body: ApiError; intern
   }
   if (err && typeof err.code === 'string' && FASTIFY_CODES[err.code]) {
     const f = FASTIFY_CODES[err.code]!;
-    return apiError(f.code, f.reason(maskSecrets(String(err.message ?? '')).split('\n')[0]!.slice(0, 300)), { field: f.field });
+    return apiError(f.code, f.reason(maskSecrets(String(err.message ?? '')).split('\n')[0]!).slice(0, 400), f.field ? { field: f.field } : {});
   }
   if (err instanceof SyntaxError && err.statusCode === 400) {
     return apiError('BODY_INVALID', `the body is not valid JSON: ${err.message.split('\n')[0]!.slice(0, 300)}`, { field: 'body' });
@@ -93,8 +100,11 @@ export function toApiError(e: unknown): { status: number; body: ApiError; intern
     body.issues = (c.details.issues as { path: string[]; message: string }[]).slice(0, 100).map((i) => ({ field: fieldOf('body.plan', `/${i.path.join('/')}`), message: i.message }));
     body.field = body.issues[0]?.field;
   }
+  // An error that names the field at fault (text that cannot be stored, say) says so as a schema error would.
+  if (typeof c.details.field === 'string' && !body.field) body.field = c.details.field;
   if (c.code !== 'INTERNAL') {
-    const d = publicDetails(c.details);
+    const { field: _field, ...rest } = c.details;
+    const d = publicDetails(rest);
     if (d && !body.issues) body.details = d;
   }
   return { status: c.httpStatus, body, ...(c.code === 'INTERNAL' ? { internal: c } : {}) };

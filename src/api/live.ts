@@ -7,7 +7,9 @@
  * - each rollout's summary (the rollout-summary reducer): status, hosts patched/failed/rolled back,
  * - counts of dependency-check outcomes and of events by type,
  * and tells its subscribers what changed. Rollouts a page watches are also asked for their live
- * progress (the workflow's query) and pushed when it changes.
+ * progress (the workflow's query) and pushed when it changes. A revoked token is told too
+ * (`revoked`, its name): the API may run in another process than `fleetpatch tokens revoke`, and the
+ * event store is what both see, so its open live streams close within a poll of the revocation.
  */
 import { EventEmitter } from 'node:events';
 import type { DomainEvent } from '../events/catalogue.ts';
@@ -150,12 +152,13 @@ export class LiveView extends EventEmitter {
   private async pollOnce(): Promise<void> {
     const changedHosts = new Set<string>();
     const changedRollouts = new Set<string>();
+    const revokedTokens = new Set<string>();
     await this.refreshFleet(changedHosts);
     const lines: EventLine[] = [];
     for (;;) {
       const batch = await this.ctx.events.readAllAfter(this.cursor, 1000);
       for (const e of batch) {
-        this.fold(e, changedHosts, changedRollouts);
+        this.fold(e, changedHosts, changedRollouts, revokedTokens);
         lines.push(eventLine(e));
       }
       if (batch.length > 0) this.cursor = cursorOf(batch[batch.length - 1]!);
@@ -169,6 +172,7 @@ export class LiveView extends EventEmitter {
       const update: LiveUpdate = { hosts: [...changedHosts].map((id) => this.hosts.get(id)!).filter(Boolean), events: lines.slice(-RECENT), rollouts: [...changedRollouts] };
       this.emit('update', update);
     }
+    for (const name of revokedTokens) this.emit('revoked', name);
   }
 
   private async refreshFleet(changed: Set<string>): Promise<void> {
@@ -199,7 +203,7 @@ export class LiveView extends EventEmitter {
     return h;
   }
 
-  private fold(recorded: RecordedEvent, changedHosts: Set<string>, changedRollouts: Set<string>): void {
+  private fold(recorded: RecordedEvent, changedHosts: Set<string>, changedRollouts: Set<string>, revokedTokens: Set<string>): void {
     const e = recorded.event;
     this.eventTypes.set(e.type, (this.eventTypes.get(e.type) ?? 0) + 1);
     let stream: { kind: string; id: string };
@@ -238,6 +242,7 @@ export class LiveView extends EventEmitter {
       changedHosts.add(stream.id);
       return;
     }
+    if (e.type === 'TokenRevoked') revokedTokens.add(e.tokenName);
     if (stream.kind !== 'rollout') return;
     const summary = evolveRolloutSummary(this.rollouts.get(stream.id) ?? emptyRolloutSummary(stream.id), recorded);
     this.rollouts.set(stream.id, summary);

@@ -4,25 +4,30 @@
  * server-sent events behind the dashboard.
  *
  * Requests: JSON only (application/json), at most 1 MiB (payload uploads: 3 MiB), objects strict
- * (an unknown field is refused, named); every refusal is JSON from the error catalogue. Routes
- * each name the least role they need (auth.ts); `routes` lists them with their roles.
+ * (an unknown field is refused, named), no text PostgreSQL cannot store (storable.ts), bounded in
+ * time (connection.ts); every refusal is JSON from the error catalogue, also those made before any
+ * route (a URL that cannot be decoded, a request too slow). Routes each name the least role they
+ * need (auth.ts); `routes` lists them with their roles.
  */
 import fastifySwagger from '@fastify/swagger';
-import Fastify from 'fastify';
+import Fastify, { type FastifyReply } from 'fastify';
 import { jsonSchemaTransform, serializerCompiler, validatorCompiler, type ZodTypeProvider } from 'fastify-type-provider-zod';
 import { z } from 'zod';
 import { FleetpatchError } from '../errors.ts';
 import { authenticator, type RouteRole } from './auth.ts';
 import type { ApiContext } from '../app/api-context.ts';
+import { LIMITS, SECURITY_HEADERS, clientErrorHandler, limitOptions, stopReadingUnreadBody, refuseBodyWithoutUse, type ApiLimits } from './connection.ts';
 import { dashboardRoutes } from './dashboard.ts';
-import { ApiErrorSchema, apiError, toApiError } from './errors.ts';
+import { ApiErrorSchema, MAX_PATH_SEGMENT, apiError, toApiError } from './errors.ts';
 import { LiveView } from './live.ts';
+import { LiveStreams } from './live-streams.ts';
 import { apiMetrics } from './metrics.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { auditRoutes } from './routes/audit.ts';
 import { fleetRoutes } from './routes/fleet.ts';
 import { rolloutRoutes } from './routes/rollouts.ts';
 import type { Api } from './schemas.ts';
+import { refuseUnstorable } from './storable.ts';
 
 export const BODY_LIMIT = 1024 * 1024;
 
@@ -35,6 +40,7 @@ export interface RouteInfo {
 export interface ApiServer {
   app: Api;
   view: LiveView;
+  streams: LiveStreams;
   routes: RouteInfo[];
 }
 
@@ -43,19 +49,32 @@ export interface ApiOptions {
   trustProxy?: boolean | string;
   /** How often the live view reads new events (ms). */
   pollMs?: number;
+  /** Time limits other than the API's own (LIMITS); tests shorten them. */
+  limits?: Partial<ApiLimits>;
 }
 
 export async function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Promise<ApiServer> {
+  const limits: ApiLimits = { ...LIMITS, ...opts.limits };
   const app = Fastify({
     bodyLimit: BODY_LIMIT,
+    ...limitOptions(limits),
     trustProxy: opts.trustProxy ?? false,
     // Requests are not logged one by one; errors and decisions are, through the context's logger.
     logger: false,
     // Deeply nested or huge JSON is refused by size; prototype pollution by the parser itself.
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
-    return503OnClosing: true,
-    routerOptions: { ignoreTrailingSlash: true, maxParamLength: 300 },
+    // Fastify's own 503 while closing is not the catalogue's; the onRequest hook below answers instead.
+    return503OnClosing: false,
+    // Long enough for every schema to see (and name) a parameter that is too long; longer still is refused as a URL.
+    routerOptions: { ignoreTrailingSlash: true, maxParamLength: MAX_PATH_SEGMENT },
+    // Answers made before any route (the path cannot be decoded, a segment too long) in the catalogue's shape.
+    frameworkErrors: (error, request, reply) => {
+      const { status, body } = toApiError(error);
+      stopReadingUnreadBody(request.raw, reply.raw);
+      void (reply as FastifyReply).code(status).headers({ ...SECURITY_HEADERS, 'cache-control': 'no-store' }).type('application/json; charset=utf-8').send(JSON.stringify(body));
+    },
+    clientErrorHandler: clientErrorHandler(limits),
   }).withTypeProvider<ZodTypeProvider>();
   app.setValidatorCompiler(validatorCompiler);
   app.setSerializerCompiler(serializerCompiler);
@@ -97,17 +116,34 @@ export async function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Promise<
     },
   });
 
+  const view = new LiveView(ctx);
+  const streams = new LiveStreams(ctx, view);
+  let closing = false;
+  app.addHook('preClose', async () => {
+    closing = true;
+    streams.closeAll(new FleetpatchError('SHUTTING_DOWN', 'the API is shutting down; connect again (to another instance, or once it is back)'));
+  });
+
+  // In this order: shutting down, a body no route reads, the token, then (preValidation) text that cannot be stored.
+  app.addHook('onRequest', async (_request, reply) => {
+    if (!closing) return;
+    reply.header('connection', 'close');
+    throw new FleetpatchError('SHUTTING_DOWN', 'the API is shutting down; send the request again (to another instance, or once it is back)');
+  });
+  app.addHook('onRequest', refuseBodyWithoutUse);
   app.addHook('onRequest', authenticator(ctx));
+  app.addHook('preValidation', refuseUnstorable);
   app.addHook('onSend', async (request, reply, payload) => {
-    reply.header('x-content-type-options', 'nosniff');
-    reply.header('referrer-policy', 'no-referrer');
-    reply.header('x-frame-options', 'DENY');
+    reply.headers(SECURITY_HEADERS);
     if (!reply.hasHeader('cache-control')) reply.header('cache-control', 'no-store');
+    if (stopReadingUnreadBody(request.raw, reply.raw) && !closing) reply.removeHeader('connection');
     return payload;
   });
 
   app.setErrorHandler((error, request, reply) => {
     const { status, body, internal } = toApiError(error);
+    // A body cut off (too slow, the client gone) fails its parser; there is no one left to answer, and nothing went wrong here.
+    if (request.raw.destroyed && !request.raw.complete) return reply.code(status).send();
     if (internal) ctx.logger.error({ err: internal.cause ?? internal, method: request.method, url: request.routeOptions.url ?? request.url }, 'API request failed with an unexpected error');
     return reply.code(status).type('application/json').send(body);
   });
@@ -119,7 +155,6 @@ export async function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Promise<
     return reply.code(status).type('application/json').send(body);
   });
 
-  const view = new LiveView(ctx);
   const metrics = apiMetrics(view, ctx.workerMetrics);
 
   app.get('/openapi.json', { config: { role: 'public' }, schema: { hide: true } }, async () => app.swagger());
@@ -150,12 +185,12 @@ export async function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Promise<
 
   rolloutRoutes(app, ctx);
   auditRoutes(app, ctx);
-  fleetRoutes(app, ctx, view);
+  fleetRoutes(app, ctx, view, streams);
   adminRoutes(app, ctx);
   dashboardRoutes(app);
 
   await app.ready();
-  return { app, view, routes };
+  return { app, view, streams, routes };
 }
 
 /** Whether a route pattern (/api/rollouts/:id) matches a path. */

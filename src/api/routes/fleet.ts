@@ -13,13 +13,14 @@ import { hostTimeline } from '../../events/audit/timeline.ts';
 import { hostSnapshot } from '../../events/projections/host-stack.ts';
 import { ApiErrorSchema } from '../errors.ts';
 import type { ApiContext } from '../../app/api-context.ts';
-import type { LiveUpdate, LiveView } from '../live.ts';
+import type { LiveView } from '../live.ts';
+import type { LiveStreams } from '../live-streams.ts';
 import { described, liveStateReader } from './audit.ts';
 import { DifferenceOut, EventLineOut, HostParams, HostStackOut, HostViewOut, RecordedEventOut, RolloutIdSchema, type Api } from '../schemas.ts';
 
 const errors = { 400: ApiErrorSchema, 401: ApiErrorSchema, 403: ApiErrorSchema, 404: ApiErrorSchema, 503: ApiErrorSchema };
 
-export function fleetRoutes(app: Api, ctx: ApiContext, view: LiveView): void {
+export function fleetRoutes(app: Api, ctx: ApiContext, view: LiveView, streams: LiveStreams): void {
   app.get('/api/fleet', {
     config: { role: 'viewer' },
     schema: {
@@ -80,45 +81,9 @@ export function fleetRoutes(app: Api, ctx: ApiContext, view: LiveView): void {
     schema: {
       tags: ['fleet'],
       summary:
-        'Server-sent events (text/event-stream): `snapshot` (the grid) at once, then `hosts` (hosts whose state changed), `events` (new events, in the global order), `rollout` (the watched rollout\'s live progress when it changes); a comment every 15 s keeps proxies from closing it',
+        'Server-sent events (text/event-stream): `snapshot` (the grid) at once, then `hosts` (hosts whose state changed), `events` (new events, in the global order), `rollout` (the watched rollout\'s live progress when it changes); a comment every 15 s keeps proxies from closing it; `closed` (a catalogue error) ends it when its token is revoked or the API shuts down',
       querystring: z.object({ rollout: RolloutIdSchema.optional().describe('a rollout whose live progress to push') }).strict(),
     },
-    handler: async (request, reply) => {
-      await view.poll();
-      reply.hijack();
-      const res = reply.raw;
-      res.writeHead(200, {
-        'content-type': 'text/event-stream; charset=utf-8',
-        'cache-control': 'no-store',
-        connection: 'keep-alive',
-        // nginx and friends: do not buffer the stream.
-        'x-accel-buffering': 'no',
-        'x-content-type-options': 'nosniff',
-      });
-      const send = (event: string, data: unknown) => res.write(`event: ${event}\ndata: ${JSON.stringify(data)}\n\n`);
-      send('snapshot', { hosts: view.fleet(), recent: view.recent.slice(-50) });
-      const onUpdate = (u: LiveUpdate) => {
-        if (u.hosts.length) send('hosts', u.hosts);
-        if (u.events.length) send('events', u.events);
-      };
-      const rolloutId = request.query.rollout;
-      const onRollout = (p: { rolloutId: string }) => {
-        if (p.rolloutId === rolloutId) send('rollout', p);
-      };
-      view.on('update', onUpdate);
-      view.on('rollout', onRollout);
-      const unwatch = rolloutId ? view.watch(rolloutId) : () => undefined;
-      const known = rolloutId ? view.lastRollout(rolloutId) : undefined;
-      if (known) send('rollout', known);
-      const ping = setInterval(() => res.write(': keep-alive\n\n'), 15_000);
-      const close = () => {
-        clearInterval(ping);
-        view.off('update', onUpdate);
-        view.off('rollout', onRollout);
-        unwatch();
-      };
-      request.raw.on('close', close);
-      res.on('error', close);
-    },
+    handler: async (request, reply) => streams.serve(request, reply, request.query.rollout),
   });
 }
