@@ -9,6 +9,7 @@ import { FleetClient } from '../agent/client.ts';
 import type { Actor } from '../rollout/types.ts';
 import { loadConfig } from '../runtime/config.ts';
 import { liveProgress, startRepair, startRollback, steeringError, steerRollout } from '../control/steer.ts';
+import { taskQueueWorkers } from '../control/workers.ts';
 import { boundedInteger, boundedText, parseCommandArgs, requirePositional } from './args.ts';
 import { withServices } from '../app/context.ts';
 import type { CliIO, Command } from './io.ts';
@@ -187,9 +188,7 @@ async function startCommand(file: string, values: Values, io: CliIO): Promise<nu
     const s = await startRollout(client, services.taskQueue, resolved, { requestedBy: by, ...(values.reason ? { reason: values.reason } : {}), ...(values.id ? { rolloutId: values.id } : {}) });
     io.out(s.started ? `started rollout ${s.rolloutId} (workflow ${s.workflowId})` : `rollout ${s.rolloutId} already exists (workflow ${s.workflowId}); not started again`);
     if (!values['with-worker']) {
-      const pollers = await client.workflowService
-        .describeTaskQueue({ namespace: services.namespace, taskQueue: { name: services.taskQueue }, taskQueueType: 1 })
-        .then((r) => r.pollers?.length ?? 0, () => 0);
+      const pollers = await taskQueueWorkers(client, services.taskQueue).then((w) => w.live, () => 0);
       if (pollers === 0) io.err(`note: no worker polls task queue "${services.taskQueue}" yet; run \`fleetpatch worker\` (or start with --with-worker)`);
     }
     if (values.watch || values['with-worker']) return watch(client, s.rolloutId, io, intervalMs(values, 'start'), shutdown.signal);
@@ -259,6 +258,7 @@ async function controlCommand(sub: string, id: string, values: Values, io: CliIO
         const reason = requireReason(values.reason, sub);
         const p = await steerRollout(client, id, sub, { by, reason, ...(values.wave ? { wave: values.wave } : {}), rollback: Boolean(values.rollback) });
         io.out(describeProgress(p)[0]!);
+        if (p.waiting) io.out(`waiting: ${p.waiting}`);
         return 0;
       }
       case 'repair': {
