@@ -17,6 +17,7 @@ import { WorkflowIdReusePolicy, type UpdateDefinition } from '@temporalio/common
 import type { EventStore } from '../events/store.ts';
 import { rolloutStream } from '../events/streams.ts';
 import { boundedUpdate, type BoundedUpdateOptions } from './bounded-update.ts';
+import { withLaterRuns } from './later-runs.ts';
 import { isFinal, readProgress, rolloutIdOf, workflowIdOf } from './rollouts.ts';
 import { noWorkerWords, taskQueueWorkers } from './workers.ts';
 
@@ -173,13 +174,15 @@ export type { RollbackSummary };
 export const QUERY_DEADLINE_MS = 10_000;
 
 /**
- * The live progress of a rollout, or why it cannot be had now: a running rollout answers
+ * The latest progress of a rollout, or why it cannot be had now: a running rollout answers
  * through its worker; with no worker polling its task queue (or none answering in time) it says so
- * at once rather than waiting for Temporal's own timeout.
+ * at once rather than waiting for Temporal's own timeout. A rollout that ended shows what came
+ * after it too: a rollback asked for later (its outcome becomes the rollout's status) and its
+ * repairs (as waves of their own).
  */
 export async function liveProgress(client: Client, id: string, deadlineMs = QUERY_DEADLINE_MS): Promise<{ progress: RolloutProgress } | { unavailable: string; taskQueue: string }> {
   const state = await describeRollout(client, id);
-  if (state.status !== 'RUNNING') return { progress: await readProgress(client, id) };
+  if (state.status !== 'RUNNING') return { progress: await withLaterRuns(client, await readProgress(client, id), deadlineMs) };
   const workers = await taskQueueWorkers(client, state.taskQueue);
   if (workers.live === 0) {
     return { unavailable: `${noWorkerWords(state.taskQueue, workers)}, so the running rollout cannot answer; start one with \`fleetpatch worker\``, taskQueue: state.taskQueue };
