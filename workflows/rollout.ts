@@ -8,7 +8,23 @@
  * hosts (or when Temporal suggests it) the workflow continues as new, carrying only the compact
  * RolloutProgress, so a 10,000-host rollout stays far from the history limits.
  */
-import { condition, continueAsNew, executeChild, allHandlersFinished, patched, setHandler, workflowInfo, ParentClosePolicy } from '@temporalio/workflow';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancellationScope,
+  ChildWorkflowFailure,
+  ContinueAsNew,
+  condition,
+  continueAsNew,
+  executeChild,
+  allHandlersFinished,
+  isCancellation,
+  patched,
+  proxyLocalActivities,
+  setHandler,
+  workflowInfo,
+  ParentClosePolicy,
+} from '@temporalio/workflow';
 import {
   acceptFailures,
   applyCounts,
@@ -25,10 +41,11 @@ import {
 } from '../src/rollout/progress.ts';
 import { batchLanes } from '../src/rollout/batches.ts';
 import type { Actor, RolloutInput } from '../src/rollout/types.ts';
+import type { Activities } from '../activities/index.ts';
 import type { EventBody } from '../activities/recording.ts';
 import { batchOps, bookkeeping, liveView, preflightOps } from './activities.ts';
 import { hostFailure } from './failures.ts';
-import { abortUpdate, approveUpdate, pauseUpdate, progressQuery, resumeUpdate, type AbortRequest } from './messages.ts';
+import { abortUpdate, approveUpdate, EXPIRED_REQUEST, pauseUpdate, progressQuery, resumeUpdate, type AbortRequest, type ControlRequest } from './messages.ts';
 import { rollbackWorkflow } from './rollback.ts';
 
 export interface RolloutCarry {
@@ -41,6 +58,18 @@ export interface RolloutCarry {
 
 const SYSTEM: Actor = { kind: 'system', id: 'fleetpatch' };
 
+/**
+ * Recording how a rollout ended after an error: a bounded number of tries (about two minutes), so
+ * a store that stays away, or an event it refuses, cannot hold the workflow forever.
+ */
+const lastWord = proxyLocalActivities<Activities>({
+  startToCloseTimeout: '1m',
+  retry: { initialInterval: '1s', backoffCoefficient: 2, maximumInterval: '30s', maximumAttempts: 7 },
+});
+
+/** A recorded reason is at most 2000 characters (the catalogue): an error's words are cut well before. */
+const MAX_ERROR_WORDS = 1200;
+
 export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry): Promise<RolloutProgress> {
   const { plan, rolloutId } = input;
   const info = workflowInfo();
@@ -50,8 +79,8 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
   const approvedAfter = new Set(carry?.approvedAfter ?? []);
   let pausedBeforeStatus: RolloutStatus | undefined = p.status === 'paused' ? 'running' : undefined;
 
-  const record = (key: string, body: EventBody, actor: Actor = SYSTEM) =>
-    bookkeeping.recordRolloutEvent({ rolloutId, key, body, actor, ...(plan.notifyWebhook ? { webhook: plan.notifyWebhook } : {}) });
+  const record = (key: string, body: EventBody, actor: Actor = SYSTEM, ops: Pick<Activities, 'recordRolloutEvent'> = bookkeeping) =>
+    ops.recordRolloutEvent({ rolloutId, key, body, actor, ...(plan.notifyWebhook ? { webhook: plan.notifyWebhook } : {}) });
   const decide = async (action: 'paused' | 'resumed' | 'aborted' | 'approved', by: Actor, reason: string, wave?: string) => {
     const n = p.decisions.length;
     p.decisions.push({ action, by, reason, at: new Date().toISOString(), wave: wave ?? null });
@@ -98,6 +127,7 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
       })(),
     {
       validator: (req) => {
+        refuseExpired(req);
         notSteering();
         refuseUnless(!isFinal() && p.status !== 'paused' && p.status !== 'rolling-back', `cannot pause a rollout that is ${p.status}`, req.reason);
       },
@@ -115,6 +145,7 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
       })(),
     {
       validator: (req) => {
+        refuseExpired(req);
         notSteering();
         refuseUnless(p.status === 'paused', `cannot resume a rollout that is ${p.status}, not paused`, req.reason);
       },
@@ -131,6 +162,7 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
       })(),
     {
       validator: (req) => {
+        refuseExpired(req);
         notSteering();
         refuseUnless(!isFinal() && !abort, isFinal() ? `the rollout already ended (${p.status})` : 'the rollout is already being aborted', req.reason);
       },
@@ -147,6 +179,7 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
       })(),
     {
       validator: (req) => {
+        refuseExpired(req);
         notSteering();
         refuseUnless(p.status === 'awaiting-approval' && p.awaitingApprovalAfter !== undefined, `no approval is pending: the rollout is ${p.status}`, req.reason);
         if (req.wave && req.wave !== p.awaitingApprovalAfter) throw new Error(`the pending gate is after wave "${p.awaitingApprovalAfter}", not "${req.wave}"`);
@@ -165,110 +198,120 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
     return abort === undefined;
   };
 
-  if (!carry) {
-    await record(
-      'started',
-      {
-        type: 'RolloutStarted',
-        rolloutId,
-        planName: plan.name,
-        mode: plan.mode,
-        payloads: plan.payloads,
-        waves: plan.waves.map((w) => ({ name: w.name })),
-        ...(input.reason ? { reason: input.reason } : {}),
-      },
-      input.requestedBy,
-    );
-  }
+  const startedBody: EventBody = {
+    type: 'RolloutStarted',
+    rolloutId,
+    planName: plan.name,
+    mode: plan.mode,
+    payloads: plan.payloads,
+    waves: plan.waves.map((w) => ({ name: w.name })),
+    ...(input.reason ? { reason: input.reason } : {}),
+  };
+  // A continued run's first run recorded the start.
+  let startRecorded = carry !== undefined;
+  /** Set once the rollout has decided how it ends, before that is recorded. */
+  let ending: { status: FinalRolloutStatus; reason?: string } | undefined;
 
-  // ---- preflight -----------------------------------------------------------------------------
-  if (!p.preflight) {
-    const preflight = await preflightOps.preflight({ rolloutId, plan });
-    Object.assign(p, applyPreflight(p, preflight));
-    if (preflight.selected === 0) {
-      return finish('failed', 'the plan selects no host of the fleet: check hosts.labels and hosts.ids');
-    }
-    if (preflight.unknownHostIds.length > 0) {
-      return finish('failed', `the plan names hosts the fleet does not have: ${preflight.unknownHostIds.slice(0, 10).join(', ')}`);
-    }
-  }
-
-  // ---- waves ---------------------------------------------------------------------------------
-  const waves = p.preflight!.waves;
-  while (p.cursor.wave < waves.length) {
-    const w = p.cursor.wave;
-    const wave = waves[w]!;
-    const progress = p.waves[w]!;
-    if (!(await mayContinue())) return stopForAbort();
-    if (progress.planned === 0) {
-      progress.status = 'skipped';
-      p.cursor = { wave: w + 1, step: 0, offset: 0 };
-      continue;
-    }
-    if (progress.status === 'pending') {
-      progress.status = 'running';
-      if (p.status !== 'paused') p.status = 'running';
-      await record(`wave-${w}-started`, { type: 'WaveStarted', rolloutId, wave: wave.name, waveIndex: w, plannedHosts: progress.planned });
+  try {
+    if (!carry) {
+      await record('started', startedBody, input.requestedBy);
+      startRecorded = true;
     }
 
-    while (p.cursor.step < wave.steps.length) {
-      const s = p.cursor.step;
-      for (;;) {
-        if (!(await mayContinue())) return stopForAbort();
-        const stopped = await runStep(w, s, wave.name, wave.concurrency);
-        if (stopped.kind === 'budget') {
-          const outcome = await onBudgetExceeded(w, stopped.reason);
-          if (outcome) return outcome;
-          continue; // resumed past the budget: the step goes on
-        }
-        if (stopped.kind === 'aborted' || abort) return stopForAbort();
-        if (stopped.kind === 'paused') continue; // mayContinue waits for the resume
-        if ((await bookkeeping.unfinishedHosts({ rolloutId, wave: w, step: s })) === 0) break;
-        // Hosts still held by a batch whose worker vanished: their lease lapses, then a batch takes them.
-        await condition(() => abort !== undefined, '10s');
+    // ---- preflight -----------------------------------------------------------------------------
+    if (!p.preflight) {
+      const preflight = await preflightOps.preflight({ rolloutId, plan });
+      Object.assign(p, applyPreflight(p, preflight));
+      if (preflight.selected === 0) {
+        return await finish('failed', 'the plan selects no host of the fleet: check hosts.labels and hosts.ids');
       }
-      p.cursor = { wave: w, step: s + 1, offset: 0 };
+      if (preflight.unknownHostIds.length > 0) {
+        return await finish('failed', `the plan names hosts the fleet does not have: ${preflight.unknownHostIds.slice(0, 10).join(', ')}`);
+      }
+    }
+
+    // ---- waves ---------------------------------------------------------------------------------
+    const waves = p.preflight!.waves;
+    while (p.cursor.wave < waves.length) {
+      const w = p.cursor.wave;
+      const wave = waves[w]!;
+      const progress = p.waves[w]!;
+      if (!(await mayContinue())) return await stopForAbort();
+      if (progress.planned === 0) {
+        progress.status = 'skipped';
+        p.cursor = { wave: w + 1, step: 0, offset: 0 };
+        continue;
+      }
+      if (progress.status === 'pending') {
+        progress.status = 'running';
+        if (p.status !== 'paused') p.status = 'running';
+        await record(`wave-${w}-started`, { type: 'WaveStarted', rolloutId, wave: wave.name, waveIndex: w, plannedHosts: progress.planned });
+      }
+
+      while (p.cursor.step < wave.steps.length) {
+        const s = p.cursor.step;
+        for (;;) {
+          if (!(await mayContinue())) return await stopForAbort();
+          const stopped = await runStep(w, s, wave.name, wave.concurrency);
+          if (stopped.kind === 'budget') {
+            const outcome = await onBudgetExceeded(w, stopped.reason);
+            if (outcome) return outcome;
+            continue; // resumed past the budget: the step goes on
+          }
+          if (stopped.kind === 'aborted' || abort) return await stopForAbort();
+          if (stopped.kind === 'paused') continue; // mayContinue waits for the resume
+          if ((await bookkeeping.unfinishedHosts({ rolloutId, wave: w, step: s })) === 0) break;
+          // Hosts still held by a batch whose worker vanished: their lease lapses, then a batch takes them.
+          await condition(() => abort !== undefined, '10s');
+        }
+        p.cursor = { wave: w, step: s + 1, offset: 0 };
+        if (workflowInfo().continueAsNewSuggested) {
+          await condition(allHandlersFinished);
+          return await continueAsNew<typeof rolloutWorkflow>(input, carryNow());
+        }
+      }
+
+      const verdict = budgetVerdict(p, plan, w);
+      progress.status = verdict.exceeded ? 'failed' : 'succeeded';
+      await record(`wave-${w}-finished`, { type: 'WaveFinished', rolloutId, wave: wave.name, waveIndex: w, outcome: progress.status, ...counts(progress) });
+      p.cursor = { wave: w + 1, step: 0, offset: 0 };
+      const more = p.waves.slice(w + 1).some((x) => x.planned > 0);
+      if (!more) break;
+
+      if (plan.approvalAfter.includes(wave.name) && !approvedAfter.has(wave.name)) {
+        p.status = 'awaiting-approval';
+        p.awaitingApprovalAfter = wave.name;
+        if (patched('approval-requested-event')) {
+          await record(`wave-${w}-awaiting-approval`, { type: 'ApprovalRequested', rolloutId, wave: wave.name, ...(plan.distinctApproverAfter?.includes(wave.name) ? { requireDifferentApprover: true } : {}) });
+        }
+        await condition(() => approvedAfter.has(wave.name) || abort !== undefined);
+        p.awaitingApprovalAfter = undefined;
+        if (abort) return await stopForAbort();
+        p.status = 'running';
+      }
+      if (plan.bakeMs > 0) {
+        p.status = 'baking';
+        p.bakingUntil = new Date(Date.now() + plan.bakeMs).toISOString();
+        await condition(() => abort !== undefined, plan.bakeMs);
+        p.bakingUntil = undefined;
+        if (abort) return await stopForAbort();
+        if (p.status === 'baking') p.status = 'running';
+      }
+      // A continue-as-new between waves keeps each run's history to one wave at most.
       if (workflowInfo().continueAsNewSuggested) {
         await condition(allHandlersFinished);
-        return continueAsNew<typeof rolloutWorkflow>(input, carryNow());
+        return await continueAsNew<typeof rolloutWorkflow>(input, carryNow());
       }
     }
 
-    const verdict = budgetVerdict(p, plan, w);
-    progress.status = verdict.exceeded ? 'failed' : 'succeeded';
-    await record(`wave-${w}-finished`, { type: 'WaveFinished', rolloutId, wave: wave.name, waveIndex: w, outcome: progress.status, ...counts(progress) });
-    p.cursor = { wave: w + 1, step: 0, offset: 0 };
-    const more = p.waves.slice(w + 1).some((x) => x.planned > 0);
-    if (!more) break;
-
-    if (plan.approvalAfter.includes(wave.name) && !approvedAfter.has(wave.name)) {
-      p.status = 'awaiting-approval';
-      p.awaitingApprovalAfter = wave.name;
-      if (patched('approval-requested-event')) {
-        await record(`wave-${w}-awaiting-approval`, { type: 'ApprovalRequested', rolloutId, wave: wave.name, ...(plan.distinctApproverAfter?.includes(wave.name) ? { requireDifferentApprover: true } : {}) });
-      }
-      await condition(() => approvedAfter.has(wave.name) || abort !== undefined);
-      p.awaitingApprovalAfter = undefined;
-      if (abort) return stopForAbort();
-      p.status = 'running';
-    }
-    if (plan.bakeMs > 0) {
-      p.status = 'baking';
-      p.bakingUntil = new Date(Date.now() + plan.bakeMs).toISOString();
-      await condition(() => abort !== undefined, plan.bakeMs);
-      p.bakingUntil = undefined;
-      if (abort) return stopForAbort();
-      if (p.status === 'baking') p.status = 'running';
-    }
-    // A continue-as-new between waves keeps each run's history to one wave at most.
-    if (workflowInfo().continueAsNewSuggested) {
-      await condition(allHandlersFinished);
-      return continueAsNew<typeof rolloutWorkflow>(input, carryNow());
-    }
+    const t = totals(p);
+    return await finish('succeeded', t.failed > 0 ? `${t.failed} host(s) failed within the failure budget` : undefined);
+  } catch (err) {
+    // Whatever stops the rollout, the store ends with how it ended. A history recorded before this
+    // path existed failed its workflow here, and replays that way.
+    if (err instanceof ContinueAsNew || !patched('rollout-end-recorded-after-error')) throw err;
+    return await endAfterError(err);
   }
-
-  const t = totals(p);
-  return finish('succeeded', t.failed > 0 ? `${t.failed} host(s) failed within the failure budget` : undefined);
 
   // ---- helpers (closures over this run's state) ----------------------------------------------
 
@@ -388,18 +431,90 @@ export async function rolloutWorkflow(input: RolloutInput, carry?: RolloutCarry)
     return `the rollback could not restore ${notBack} of ${r.hosts} host(s): ${r.problems.slice(0, 3).map((x) => `${x.hostId} (${x.outcome})`).join(', ')}${notBack > 3 ? ', ...' : ''}`;
   }
 
-  async function finish(status: RolloutStatus, reason?: string): Promise<RolloutProgress> {
+  async function finish(status: FinalRolloutStatus, reason?: string): Promise<RolloutProgress> {
     p.status = status;
     if (reason) p.stopReason = reason;
     p.finishedAt = new Date().toISOString();
-    await record('finished', { type: 'RolloutFinished', rolloutId, status: status as FinalRolloutStatus, ...(reason ? { reason } : {}) });
+    ending = { status, ...(reason ? { reason } : {}) };
+    await record('finished', { type: 'RolloutFinished', rolloutId, status, ...(reason ? { reason } : {}) });
     await condition(allHandlersFinished);
     return p;
+  }
+
+  /**
+   * The rollout stopped on an error (an activity or the rollback gave up, the workflow was
+   * cancelled): it ends `failed` (`aborted` when cancelled), recorded with the error in words. If
+   * the error came while recording an end already decided, that end is recorded instead. The
+   * hosts it patched stay as they are; `fleetpatch rollout rollback` restores them.
+   */
+  async function endAfterError(err: unknown): Promise<RolloutProgress> {
+    const cancelled = isCancellation(err);
+    const words = clip(describeError(err));
+    const end = ending ?? {
+      status: cancelled ? ('aborted' as const) : ('failed' as const),
+      reason: cancelled ? `the rollout's workflow was cancelled in Temporal (not by fleetpatch rollout abort): ${words}` : `the rollout stopped on an error: ${words}`,
+    };
+    p.status = end.status;
+    if (end.reason) p.stopReason = end.reason;
+    p.finishedAt ??= new Date().toISOString();
+    p.waiting = undefined;
+    const notRecorded = await CancellationScope.nonCancellable(() => recordEnd(end));
+    if (notRecorded) p.stopReason = `${p.stopReason ?? end.status}; this end could not be recorded in the event store: ${clip(notRecorded)}`;
+    if (cancelled) throw err;
+    return p;
+  }
+
+  /**
+   * Records the start (when its own record failed: without the free-text reason, the one part a
+   * plan's validation does not bound) and the end, each with a bounded number of tries; an end
+   * whose reason the store refuses is recorded with a plain one. Returns why nothing could be
+   * recorded, or undefined once the end is.
+   */
+  async function recordEnd(end: { status: FinalRolloutStatus; reason?: string }): Promise<string | undefined> {
+    if (!startRecorded) {
+      const { reason: _left, ...plain } = startedBody as Extract<EventBody, { type: 'RolloutStarted' }>;
+      await record('started', plain, input.requestedBy, lastWord).then(
+        () => (startRecorded = true),
+        () => undefined,
+      );
+    }
+    const body = (reason?: string): EventBody => ({ type: 'RolloutFinished', rolloutId, status: end.status, ...(reason ? { reason } : {}) });
+    try {
+      await record('finished', body(end.reason), SYSTEM, lastWord);
+      return undefined;
+    } catch (first) {
+      try {
+        await record('finished', body(`the rollout ended ${end.status}; why could not be recorded (${clip(describeError(first), 300)}); its workflow's history in Temporal has it`), SYSTEM, lastWord);
+        return undefined;
+      } catch (second) {
+        return describeError(second);
+      }
+    }
   }
 }
 
 function counts(w: { planned: number; patched: number; already: number; failed: number; unreachable: number }) {
   return { planned: w.planned, patched: w.patched, already: w.already, failed: w.failed, unreachable: w.unreachable };
+}
+
+/** A request whose caller stopped waiting is refused, so it never takes effect after its caller was told it did not. */
+function refuseExpired(req: ControlRequest): void {
+  if (req.notAfter !== undefined && Date.now() > Date.parse(req.notAfter)) {
+    throw new Error(`${EXPIRED_REQUEST} at ${req.notAfter}, before the rollout could take it; nothing was changed`);
+  }
+}
+
+/** An error as words: which activity or child workflow failed, and the failure's own message. */
+function describeError(err: unknown): string {
+  if (err instanceof ActivityFailure) return `${err.activityType ?? 'an activity'} failed: ${describeError(err.cause ?? err.message)}`;
+  if (err instanceof ChildWorkflowFailure) return `the workflow ${err.execution.workflowId} failed: ${describeError(err.cause ?? err.message)}`;
+  if (err instanceof ApplicationFailure) return err.type && !err.message.startsWith(err.type) ? `${err.type}: ${err.message}` : err.message;
+  if (err instanceof Error) return err.cause ? `${err.message}: ${describeError(err.cause)}` : `${err.name}: ${err.message}`;
+  return String(err);
+}
+
+function clip(text: string, max = MAX_ERROR_WORDS): string {
+  return text.length <= max ? text : `${text.slice(0, max - 1)}…`;
 }
 
 function refuseUnless(ok: boolean, message: string, reason: string): void {

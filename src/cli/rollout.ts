@@ -3,20 +3,23 @@
  * `plan` is the dry run: it reads the live hosts and changes nothing (no host, no record).
  */
 import os from 'node:os';
-import type { Client } from '@temporalio/client';
 import { FleetpatchError } from '../errors.ts';
 import { FleetClient } from '../agent/client.ts';
 import type { Actor } from '../rollout/types.ts';
 import { loadConfig } from '../runtime/config.ts';
-import { liveProgress, startRepair, startRollback, steeringError, steerRollout } from '../control/steer.ts';
+import { startRepair, startRollback, steeringError, steerRollout } from '../control/steer.ts';
+import { latestProgress } from '../control/later-runs.ts';
+import { rolloutStatus } from '../control/status.ts';
+import { taskQueueWorkers } from '../control/workers.ts';
 import { boundedInteger, boundedText, parseCommandArgs, requirePositional } from './args.ts';
 import { withServices } from '../app/context.ts';
 import type { CliIO, Command } from './io.ts';
-import { connectClient, describeProgress, describeRollback, isFinal, readPlanFile, readProgress, resolvePlanPayloads, rolloutIdOf, startRollout } from './rollouts.ts';
+import { connectClient, describeProgress, describeRollback, readPlanFile, resolvePlanPayloads, rolloutIdOf, startRollout, watchProgress } from './rollouts.ts';
 import { renderTable } from './table.ts';
 import { startFleetpatchWorker } from '../app/worker.ts';
 import { EventStore } from '../events/store.ts';
-import { rolloutReport } from '../events/audit/rollout-report.ts';
+import { migrate } from '../events/migrate.ts';
+import { startServices } from '../runtime/services.ts';
 import { describeRolloutReport } from './audit.ts';
 import { dryRunPreflight } from '../control/dry-run.ts';
 
@@ -187,69 +190,23 @@ async function startCommand(file: string, values: Values, io: CliIO): Promise<nu
     const s = await startRollout(client, services.taskQueue, resolved, { requestedBy: by, ...(values.reason ? { reason: values.reason } : {}), ...(values.id ? { rolloutId: values.id } : {}) });
     io.out(s.started ? `started rollout ${s.rolloutId} (workflow ${s.workflowId})` : `rollout ${s.rolloutId} already exists (workflow ${s.workflowId}); not started again`);
     if (!values['with-worker']) {
-      const pollers = await client.workflowService
-        .describeTaskQueue({ namespace: services.namespace, taskQueue: { name: services.taskQueue }, taskQueueType: 1 })
-        .then((r) => r.pollers?.length ?? 0, () => 0);
+      const pollers = await taskQueueWorkers(client, services.taskQueue).then((w) => w.live, () => 0);
       if (pollers === 0) io.err(`note: no worker polls task queue "${services.taskQueue}" yet; run \`fleetpatch worker\` (or start with --with-worker)`);
     }
-    if (values.watch || values['with-worker']) return watch(client, s.rolloutId, io, intervalMs(values, 'start'), shutdown.signal);
+    if (values.watch || values['with-worker']) return watchProgress(() => latestProgress(client, s.rolloutId), io, intervalMs(values, 'start'), shutdown.signal);
     return 0;
   });
 }
 
-async function watch(client: import('@temporalio/client').Client, id: string, io: CliIO, intervalMs: number, signal: AbortSignal): Promise<number> {
-  let last = '';
-  let down: { since: Date } | undefined;
-  for (;;) {
-    let p;
-    try {
-      p = await readProgress(client, id);
-      down = undefined;
-    } catch (e) {
-      // Temporal away (restarting, network): say so once, and keep watching until it is back.
-      if (!(e instanceof FleetpatchError && (e.code === 'TEMPORAL_UNAVAILABLE' || e.code === 'NO_WORKER')) && !isUnavailable(e)) throw e;
-      if (!down) {
-        down = { since: new Date() };
-        io.err(`waiting: the rollout cannot be read since ${down.since.toISOString()} (${e instanceof Error ? e.message.split('\n')[0] : String(e)}); retrying`);
-      }
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, Math.max(intervalMs, 1000));
-        signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
-      });
-      if (signal.aborted) return 130;
-      continue;
-    }
-    const text = describeProgress(p).join('\n');
-    if (text !== last) {
-      if (io.isTTY) io.out('\x1b[2J\x1b[H' + text);
-      else io.out(`--- ${new Date().toISOString()}\n${text}`);
-      last = text;
-    }
-    if (isFinal(p)) return p.status === 'succeeded' ? 0 : 1;
-    await new Promise<void>((resolve) => {
-      const t = setTimeout(resolve, intervalMs);
-      signal.addEventListener('abort', () => (clearTimeout(t), resolve()), { once: true });
-    });
-    if (signal.aborted) return 130;
-  }
-}
-
-/** A gRPC error that means the Temporal server is not answering (UNAVAILABLE, DEADLINE_EXCEEDED). */
-function isUnavailable(e: unknown): boolean {
-  const code = (e as { code?: number; cause?: { code?: number } } | undefined)?.code ?? (e as { cause?: { code?: number } } | undefined)?.cause?.code;
-  return code === 14 || code === 4;
-}
-
 async function controlCommand(sub: string, id: string, values: Values, io: CliIO): Promise<number> {
-  return withServices({ database: sub === 'rollback' || sub === 'repair' || sub === 'status', temporal: true }, async ({ services, shutdown }) => {
+  if (sub === 'status') return statusCommand(id, values, io);
+  return withServices({ database: sub === 'rollback' || sub === 'repair', temporal: true }, async ({ services, shutdown }) => {
     const { client, close } = await connectClient(services.temporalAddress, services.namespace);
     shutdown.add('temporal client', close);
     const by = actor(values.by);
     switch (sub) {
-      case 'status':
-        return statusCommand(client, id, values, io, services.pool);
       case 'watch':
-        return watch(client, id, io, intervalMs(values, sub), shutdown.signal);
+        return watchProgress(() => latestProgress(client, id), io, intervalMs(values, sub), shutdown.signal);
       case 'pause':
       case 'resume':
       case 'abort':
@@ -259,6 +216,7 @@ async function controlCommand(sub: string, id: string, values: Values, io: CliIO
         const reason = requireReason(values.reason, sub);
         const p = await steerRollout(client, id, sub, { by, reason, ...(values.wave ? { wave: values.wave } : {}), rollback: Boolean(values.rollback) });
         io.out(describeProgress(p)[0]!);
+        if (p.waiting) io.out(`waiting: ${p.waiting}`);
         return 0;
       }
       case 'repair': {
@@ -287,30 +245,41 @@ async function controlCommand(sub: string, id: string, values: Values, io: CliIO
 }
 
 /**
- * The live progress of a rollout. A running rollout answers through its worker: with no worker
- * polling its task queue (or none answering in time) the command says so, shows what the event
- * store recorded instead, and exits 1 rather than waiting for Temporal's own timeout.
+ * The status of a rollout from whichever source can give it: Temporal (live, and with what ran
+ * after the rollout ended), which needs no PostgreSQL; else what the event store recorded, saying
+ * why on one line of stderr and exiting 1. Each service is started only when it is needed, so an
+ * outage of one never hides what the other knows.
  */
-async function statusCommand(client: Client, id: string, values: Values, io: CliIO, pool: import('../runtime/database.ts').Pool): Promise<number> {
-  const live = await liveProgress(client, id);
-  const progress = 'progress' in live ? live.progress : undefined;
-  const unavailable = 'unavailable' in live ? live.unavailable : undefined;
-  if (progress) {
-    if (values.json) io.out(JSON.stringify(progress, null, 2));
-    else describeProgress(progress).forEach((l) => io.out(l));
-    return 0;
-  }
-  const recorded = await rolloutReport(new EventStore(pool), rolloutIdOf(id)).catch((e: unknown) => {
-    if (e instanceof FleetpatchError && e.code === 'ROLLOUT_NOT_FOUND') return null;
-    throw e;
+async function statusCommand(id: string, values: Values, io: CliIO): Promise<number> {
+  return withServices({ database: false, temporal: false }, async ({ config, logger, shutdown }) => {
+    const view = await rolloutStatus(
+      {
+        temporal: async () => {
+          const services = await startServices(config, logger, shutdown, { temporal: true, database: false });
+          const { client, close } = await connectClient(services.temporalAddress, services.namespace);
+          shutdown.add('temporal client', close);
+          return client;
+        },
+        store: async () => {
+          const services = await startServices(config, logger, shutdown, { database: true, temporal: false, prepareDatabase: async (pool) => void (await migrate(pool)) });
+          return new EventStore(services.pool);
+        },
+      },
+      id,
+    );
+    if (view.source === 'temporal') {
+      if (values.json) io.out(JSON.stringify(view.progress, null, 2));
+      else describeProgress(view.progress).forEach((l) => io.out(l));
+      return 0;
+    }
+    const message = `${view.why}; ${view.recorded ? 'what the event store recorded is shown instead' : 'the event store has recorded nothing for it yet'}`;
+    if (values.json) {
+      io.out(JSON.stringify({ ok: false, source: 'event store', error: { code: view.code, message, details: { ...(view.taskQueue ? { taskQueue: view.taskQueue } : {}) } }, recorded: view.recorded?.summary ?? null }, null, 2));
+    } else if (view.recorded) {
+      io.out(`(from the event store: ${view.why})`);
+      describeRolloutReport(view.recorded).forEach((l) => io.out(l));
+    }
+    io.err(`fleetpatch: ${view.code}: ${message}`);
+    return 1;
   });
-  const message = `${unavailable}; ${recorded ? 'what the event store recorded is shown instead' : 'the event store has recorded nothing for it yet'}`;
-  if (values.json) {
-    io.out(JSON.stringify({ ok: false, error: { code: 'NO_WORKER', message, details: { taskQueue: 'taskQueue' in live ? live.taskQueue : undefined } }, recorded: recorded?.summary ?? null }, null, 2));
-  } else if (recorded) {
-    io.out(`(from the event store; the live rollout did not answer)`);
-    describeRolloutReport(recorded).forEach((l) => io.out(l));
-  }
-  io.err(`fleetpatch: NO_WORKER: ${message}`);
-  return 1;
 }

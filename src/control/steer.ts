@@ -2,20 +2,24 @@
  * Steering a running rollout, for every front end (the CLI and the HTTP API): pause, resume, abort
  * and approve as Temporal updates, a rollback of a finished rollout, and its live progress, each
  * refused in words (not left waiting) when the rollout does not exist, has ended, or no worker
- * runs it.
+ * runs it. A steering command answers within seconds: applied, refused, or not taken (nothing
+ * changed, and the request expires so that no worker applies it later).
  */
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { FleetpatchError } from '../errors.ts';
 import type { RolloutProgress } from '../rollout/progress.ts';
 import type { Actor, RolloutInput } from '../rollout/types.ts';
-import { abortUpdate, approveUpdate, pauseUpdate, resumeUpdate } from '../../workflows/messages.ts';
+import { abortUpdate, approveUpdate, pauseUpdate, progressQuery, resumeUpdate, type ControlRequest } from '../../workflows/messages.ts';
 import type { rolloutWorkflow } from '../../workflows/rollout.ts';
 import { rollbackWorkflow, type RollbackSummary } from '../../workflows/rollback.ts';
 import { repairWorkflow } from '../../workflows/repair.ts';
-import { WorkflowIdReusePolicy } from '@temporalio/common';
+import { WorkflowIdReusePolicy, type UpdateDefinition } from '@temporalio/common';
 import type { EventStore } from '../events/store.ts';
 import { rolloutStream } from '../events/streams.ts';
+import { boundedUpdate, type BoundedUpdateOptions } from './bounded-update.ts';
+import { withLaterRuns } from './later-runs.ts';
 import { isFinal, readProgress, rolloutIdOf, workflowIdOf } from './rollouts.ts';
+import { noWorkerWords, taskQueueWorkers } from './workers.ts';
 
 export type SteerAction = 'pause' | 'resume' | 'abort' | 'approve';
 
@@ -39,22 +43,17 @@ export async function describeRollout(client: Client, id: string): Promise<{ sta
   }
 }
 
-/** Workers polling a task queue for workflow tasks (0 when Temporal cannot say). */
-export async function workflowPollers(client: Client, taskQueue: string): Promise<number> {
-  return client.workflowService
-    .describeTaskQueue({ namespace: client.options.namespace, taskQueue: { name: taskQueue }, taskQueueType: 1 })
-    .then((r) => r.pollers?.length ?? 0, () => 0);
-}
-
 /** Refuses, in words, to steer a rollout that does not exist, has ended, or that no worker runs. */
-export async function requireSteerable(client: Client, id: string, sub: string): Promise<void> {
+export async function requireSteerable(client: Client, id: string, sub: string): Promise<{ taskQueue: string }> {
   const state = await describeRollout(client, id);
   if (state.status !== 'RUNNING') {
     throw new FleetpatchError('ROLLOUT_STATE', `rollout ${rolloutIdOf(id)} has already ended (${state.status.toLowerCase()}); there is nothing to ${sub}`, { rolloutId: rolloutIdOf(id), status: state.status });
   }
-  if ((await workflowPollers(client, state.taskQueue)) === 0) {
-    throw new FleetpatchError('NO_WORKER', `no worker polls task queue "${state.taskQueue}", so rollout ${rolloutIdOf(id)} cannot take the ${sub} now; start one with \`fleetpatch worker\` (nothing was changed)`, { taskQueue: state.taskQueue });
+  const workers = await taskQueueWorkers(client, state.taskQueue);
+  if (workers.live === 0) {
+    throw new FleetpatchError('NO_WORKER', `${noWorkerWords(state.taskQueue, workers)}, so rollout ${rolloutIdOf(id)} cannot take the ${sub} now; start one with \`fleetpatch worker\` (nothing was changed)`, { taskQueue: state.taskQueue });
   }
+  return { taskQueue: state.taskQueue };
 }
 
 /** Update failures and a rollout that vanished meanwhile, as catalogue errors in words. */
@@ -69,22 +68,40 @@ export function steeringError(e: unknown, id: string, sub: string): unknown {
   return e;
 }
 
-/** Pause, resume, abort or approve a running rollout; the workflow records who and why. */
-export async function steerRollout(client: Client, id: string, action: SteerAction, req: SteerRequest): Promise<RolloutProgress> {
+/**
+ * Pause, resume, abort or approve a running rollout; the workflow records who and why. Answers
+ * within seconds: the progress once the rollout applied it; ROLLOUT_STATE when it refused;
+ * NO_WORKER when no worker took it in time (nothing was changed, and the rollout refuses the
+ * request if a worker takes it later). A request taken but still being applied (its recording
+ * waits on PostgreSQL) answers with the progress and `waiting` saying so.
+ */
+export async function steerRollout(client: Client, id: string, action: SteerAction, req: SteerRequest, opts: BoundedUpdateOptions = {}): Promise<RolloutProgress> {
   try {
-    await requireSteerable(client, id, action);
+    const { taskQueue } = await requireSteerable(client, id, action);
     const handle = client.workflow.getHandle<typeof rolloutWorkflow>(workflowIdOf(id));
     const base = { by: req.by, reason: req.reason };
-    switch (action) {
-      case 'pause':
-        return await handle.executeUpdate(pauseUpdate, { args: [base] });
-      case 'resume':
-        return await handle.executeUpdate(resumeUpdate, { args: [base] });
-      case 'abort':
-        return await handle.executeUpdate(abortUpdate, { args: [{ ...base, rollback: Boolean(req.rollback) }] });
-      case 'approve':
-        return await handle.executeUpdate(approveUpdate, { args: [{ ...base, ...(req.wave ? { wave: req.wave } : {}) }] });
+    const send = <A extends ControlRequest>(def: UpdateDefinition<RolloutProgress, [A]>, request: Omit<A, 'notAfter'>) => boundedUpdate(client, handle, def, request, opts);
+    const outcome =
+      action === 'pause'
+        ? await send(pauseUpdate, base)
+        : action === 'resume'
+          ? await send(resumeUpdate, base)
+          : action === 'abort'
+            ? await send(abortUpdate, { ...base, rollback: Boolean(req.rollback) })
+            : await send(approveUpdate, { ...base, ...(req.wave ? { wave: req.wave } : {}) });
+    if (outcome.kind === 'done') return outcome.result;
+    if (outcome.kind === 'not-taken') {
+      throw new FleetpatchError(
+        'NO_WORKER',
+        `no worker took the ${action} of rollout ${rolloutIdOf(id)} within ${Math.round(outcome.waitedMs / 1000)} s (task queue "${taskQueue}": its worker may have stopped or be overloaded); nothing was changed, and a worker that comes back refuses the request`,
+        { taskQueue, updateId: outcome.updateId },
+      );
     }
+    // Taken: it will be applied. Say so, with the progress as the rollout reports it now.
+    const p = await client.connection.withDeadline(Date.now() + 5000, () => handle.query(progressQuery)).catch((e: unknown) => {
+      throw new FleetpatchError('TEMPORAL_UNAVAILABLE', `rollout ${rolloutIdOf(id)} took the ${action} and is applying it, but its progress could not be read (${(e as Error).message.split('\n')[0]}); see fleetpatch rollout status ${rolloutIdOf(id)}`, { updateId: outcome.updateId });
+    });
+    return { ...p, waiting: `the ${action} was taken and is being applied (it is recorded first, and recording waits while PostgreSQL is away); see fleetpatch rollout status ${rolloutIdOf(id)}` };
   } catch (e) {
     throw steeringError(e, id, action);
   }
@@ -157,15 +174,18 @@ export type { RollbackSummary };
 export const QUERY_DEADLINE_MS = 10_000;
 
 /**
- * The live progress of a rollout, or why it cannot be had now: a running rollout answers through
- * its worker; with no worker polling its task queue (or none answering in time) it says so at
- * once rather than waiting for Temporal's own timeout.
+ * The latest progress of a rollout, or why it cannot be had now: a running rollout answers
+ * through its worker; with no worker polling its task queue (or none answering in time) it says so
+ * at once rather than waiting for Temporal's own timeout. A rollout that ended shows what came
+ * after it too: a rollback asked for later (its outcome becomes the rollout's status) and its
+ * repairs (as waves of their own).
  */
 export async function liveProgress(client: Client, id: string, deadlineMs = QUERY_DEADLINE_MS): Promise<{ progress: RolloutProgress } | { unavailable: string; taskQueue: string }> {
   const state = await describeRollout(client, id);
-  if (state.status !== 'RUNNING') return { progress: await readProgress(client, id) };
-  if ((await workflowPollers(client, state.taskQueue)) === 0) {
-    return { unavailable: `no worker polls task queue "${state.taskQueue}", so the running rollout cannot answer; start one with \`fleetpatch worker\``, taskQueue: state.taskQueue };
+  if (state.status !== 'RUNNING') return { progress: await withLaterRuns(client, await readProgress(client, id), deadlineMs) };
+  const workers = await taskQueueWorkers(client, state.taskQueue);
+  if (workers.live === 0) {
+    return { unavailable: `${noWorkerWords(state.taskQueue, workers)}, so the running rollout cannot answer; start one with \`fleetpatch worker\``, taskQueue: state.taskQueue };
   }
   try {
     return { progress: await client.connection.withDeadline(Date.now() + deadlineMs, () => readProgress(client, id)) };

@@ -64,11 +64,35 @@ export const PreflightSummarySchema = z.object({
   });
 
 export const RollbackProgressSchema = RollbackCountsSchema.extend({
-  status: z.enum(['running', 'finished']),
+  /** `failed`: its workflow stopped on an error before every host had an outcome (`error` says why). */
+  status: z.enum(['running', 'finished', 'failed']),
   requestedBy: ActorSchema,
   reason: z.string(),
   /** Hosts not back to their former stack: where each stands, where it should, and why. */
   problems: z.array(RollbackProblemSchema),
+  /** When it was asked for after the rollout ended (a later `rollout rollback`). */
+  startedAt: z.string().optional(),
+  error: z.string().optional(),
+});
+
+/**
+ * A repair of the ended rollout (`rollout repair`): its hosts, those that had lost the payload, and
+ * what patching them again did. It runs as a wave of its own, named like the repair.
+ */
+export const RepairProgressSchema = z.object({
+  name: z.string(),
+  /** `failed`: its workflow stopped on an error (`stopReason` says why). */
+  status: z.enum(['running', 'finished', 'failed']),
+  requestedBy: ActorSchema,
+  reason: z.string(),
+  startedAt: z.string(),
+  /** Hosts the rollout had patched, read again; those that no longer ran the payload. */
+  checked: z.number(),
+  lost: z.number(),
+  patched: z.number(),
+  failed: z.number(),
+  /** Why it stopped before patching every lost host (a failure budget), or why its workflow failed. */
+  stopReason: z.string().optional(),
 });
 
 export const RolloutProgressSchema = z.object({
@@ -90,6 +114,8 @@ export const RolloutProgressSchema = z.object({
     awaitingApprovalAfter: z.string().optional(),
     bakingUntil: z.string().optional(),
     rollback: RollbackProgressSchema.optional(),
+    /** Repairs after the rollout ended, oldest first (read by `rollout status`, not kept by the workflow). */
+    repairs: z.array(RepairProgressSchema).optional(),
     /** Continue-as-new generations so far (for diagnostics). */
     generation: z.number(),
     /** Failures a person accepted by resuming after the budget paused the rollout. */

@@ -6,7 +6,7 @@
 import { budgetExceeded, describeBudget } from './budget.ts';
 import { describeStack } from './restore.ts';
 import type { z } from 'zod';
-import type { DecisionSchema, RollbackProgressSchema, RolloutProgressSchema, RolloutStatusSchema, WaveProgressSchema } from './progress-schema.ts';
+import type { DecisionSchema, RepairProgressSchema, RollbackProgressSchema, RolloutProgressSchema, RolloutStatusSchema, WaveProgressSchema } from './progress-schema.ts';
 import type { Actor, HostPatchResult, PreflightSummary, ResolvedPlan, StackEntry } from './types.ts';
 
 export type RolloutStatus = z.infer<typeof RolloutStatusSchema>;
@@ -23,6 +23,9 @@ export type RolloutProgress = z.infer<typeof RolloutProgressSchema>;
 
 /** The rollback's counts and the hosts it could not bring back (a bounded sample). */
 export type RollbackProgress = z.infer<typeof RollbackProgressSchema>;
+
+/** A repair of an ended rollout, as `rollout status` shows it. */
+export type RepairProgress = z.infer<typeof RepairProgressSchema>;
 
 /** At most this many hosts a rollback could not restore are kept in the progress. */
 export const ROLLBACK_PROBLEM_SAMPLE = 50;
@@ -173,4 +176,76 @@ export function budgetVerdictOf(
 /** Records that a person resumed past an exceeded budget: the failures so far are accepted. */
 export function acceptFailures(p: RolloutProgress, waveIndex: number): void {
   p.accepted = { wave: waveIndex, waveFailures: p.waves[waveIndex]!.failed, totalFailures: totals(p).failed };
+}
+
+/**
+ * What ran for a rollout after it ended, as read from Temporal: a rollback a person asked for
+ * (`rollout rollback`) or a repair (`rollout repair`). `state` is `ended` when the workflow stopped
+ * without a result (failed, terminated, timed out), with Temporal's words in `endedAs`.
+ */
+export type LaterRun =
+  | {
+      kind: 'rollback';
+      startedAt: string;
+      requestedBy: Actor;
+      reason: string;
+      state: 'running' | 'finished' | 'ended';
+      /** Its counts (the result once finished, the live query while running; absent when it could not be read). */
+      counts?: { hosts: number; rolledBack: number; nothingToDo: number; stackGrew: number; unrecoverable: number; failed: number; problems: RollbackProgress['problems'] };
+      endedAs?: string;
+    }
+  | {
+      kind: 'repair';
+      name: string;
+      startedAt: string;
+      requestedBy: Actor;
+      reason: string;
+      state: 'running' | 'finished' | 'ended';
+      result?: { checked: number; lost: number; patched: number; failed: number; budgetReason?: string };
+      endedAs?: string;
+    };
+
+/**
+ * The rollout's progress with what ran after it ended folded in, oldest first: the latest
+ * rollback decides the status (`rolling-back` while it runs, then its outcome; a rollback that
+ * stopped on an error leaves the rollout `rollback-incomplete`), and every repair is listed with
+ * its counts. The rollout's own waves and totals stay what the rollout did.
+ */
+export function foldLaterRuns(p: RolloutProgress, runs: readonly LaterRun[]): RolloutProgress {
+  let out: RolloutProgress = { ...p };
+  for (const run of [...runs].sort((a, b) => (a.startedAt < b.startedAt ? -1 : a.startedAt > b.startedAt ? 1 : 0))) {
+    if (run.kind === 'repair') {
+      const r = run.result;
+      const repair: RepairProgress = {
+        name: run.name,
+        status: run.state === 'ended' ? 'failed' : run.state,
+        requestedBy: run.requestedBy,
+        reason: run.reason,
+        startedAt: run.startedAt,
+        checked: r?.checked ?? 0,
+        lost: r?.lost ?? 0,
+        patched: r?.patched ?? 0,
+        failed: r?.failed ?? 0,
+        ...(run.endedAs ? { stopReason: run.endedAs } : r?.budgetReason ? { stopReason: r.budgetReason } : {}),
+      };
+      out = { ...out, repairs: [...(out.repairs ?? []), repair] };
+      continue;
+    }
+    const c = run.counts ?? { hosts: 0, rolledBack: 0, nothingToDo: 0, stackGrew: 0, unrecoverable: 0, failed: 0, problems: [] };
+    const rollback: RollbackProgress = {
+      ...rollbackProgress(c, run.requestedBy, run.reason),
+      status: run.state === 'ended' ? 'failed' : run.state,
+      startedAt: run.startedAt,
+      ...(run.endedAs ? { error: run.endedAs } : {}),
+    };
+    const notBack = c.stackGrew + c.unrecoverable + c.failed;
+    const asked = `rolled back after it ended, asked by ${run.requestedBy.id}: ${run.reason}`;
+    if (run.state === 'running') out = { ...out, status: 'rolling-back', rollback, stopReason: asked };
+    else if (run.state === 'ended') out = { ...out, status: 'rollback-incomplete', rollback, stopReason: `${asked}; the rollback stopped before every host had an outcome: ${run.endedAs ?? 'its workflow did not complete'}` };
+    else {
+      const words = notBack === 0 ? asked : `${asked}; the rollback could not restore ${notBack} of ${c.hosts} host(s): ${c.problems.slice(0, 3).map((x) => `${x.hostId} (${x.outcome})`).join(', ')}${notBack > 3 ? ', ...' : ''}`;
+      out = { ...out, status: notBack === 0 ? 'rolled-back' : 'rollback-incomplete', rollback, stopReason: words };
+    }
+  }
+  return out;
 }
