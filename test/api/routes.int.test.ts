@@ -195,6 +195,17 @@ describe('HTTP API: routes, roles and bad input', () => {
 
     expect((await call('POST', '/api/tokens/ci-bot/revoke', { token: tokens.admin!, body: { reason: 'rotated' } })).statusCode).toBe(200);
     expect((await call('GET', '/api/whoami', { token })).statusCode).toBe(401);
+    const listed = (await call('GET', '/api/tokens', { token: tokens.admin! })).json() as { name: string; status: string; problem: string | null }[];
+    expect(listed.find((t) => t.name === 'ci-bot')).toMatchObject({ status: 'revoked', problem: null });
+    expect(listed.find((t) => t.name === 'admin-bot')).toMatchObject({ status: 'live' });
+    // A token whose access stream is gone is shown unusable, with why.
+    await ctx.tokens.create('doomed-bot', 'viewer', { kind: 'user', id: 'test' });
+    await db.pool.query("ALTER TABLE events DISABLE TRIGGER USER");
+    await db.pool.query("DELETE FROM events WHERE stream_id = 'access-doomed-bot'");
+    await db.pool.query("DELETE FROM streams WHERE stream_id = 'access-doomed-bot'");
+    await db.pool.query("ALTER TABLE events ENABLE TRIGGER USER");
+    const after = (await call('GET', '/api/tokens', { token: tokens.admin! })).json() as { name: string; status: string; problem: string | null }[];
+    expect(after.find((t) => t.name === 'doomed-bot')).toMatchObject({ status: 'unusable', problem: expect.stringContaining('access-doomed-bot') });
     const events = (await new EventStore(db.pool).readStream('access-ci-bot')).map((e) => [e.event.type, e.event.actor.id]);
     expect(events).toEqual([
       ['TokenCreated', 'admin-bot'],

@@ -1,6 +1,6 @@
 /**
  * The state machine against every row of xen-livepatch.md sections 2-4, with payloads given as
- * facts (model-payloads.ts). The same rules with real gcc-built payloads: xen-fixtures.unit.test.ts.
+ * facts (model-payloads.ts). The same rules with real gcc-built payloads: xen-fixtures.int.test.ts.
  */
 import { describe, expect, it } from 'vitest';
 import { XEN_ERRNO, XenError } from '../../src/errors.ts';

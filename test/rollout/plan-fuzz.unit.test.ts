@@ -29,12 +29,11 @@ describe('plan files found by fuzzing', () => {
   it('a mapping with 40,000 keys is read in linear time, and a duplicate among them is still refused', () => {
     const keys = Array.from({ length: 40_000 }, (_, i) => `"k${i}": "v${i}"`);
     const unique = `{"name": "p", "payloads": [{"buildId": "ab"}], "waves": [{"name": "a", "hosts": 1}], "hosts": {"labels": {${keys.join(', ')}}}}`;
-    const t0 = performance.now();
     expect(refusal(unique)).toMatch(/^plan\.yaml: hosts\.labels: at most 32 labels/);
     const duplicate = unique.replace('"k39999"', '"k7"');
     expect(refusal(duplicate)).toMatch(/^plan\.yaml: not valid YAML or JSON: Map keys must be unique at line 1, column \d+: "k7" appears twice$/);
-    // Both took ~9 s each with yaml's own pairwise check; now well under a second each.
-    expect(performance.now() - t0).toBeLessThan(8000);
+    // Both took ~9 s each with yaml's own pairwise check, now well under a second each: the
+    // test's own timeout is the bound here, the speed itself is npm run bench's to measure.
   });
 
   it('duplicate keys are refused wherever they are, with their line and column, as before', () => {
@@ -56,9 +55,7 @@ describe('plan files found by fuzzing', () => {
     expect(refusal(both)).toBe(shallow);
     expect(atDepth(3000, () => refusal(both))).toBe(shallow);
     // A megabyte of brackets is refused at once, not parsed to the end.
-    const t0 = performance.now();
     expect(refusal('['.repeat(1_000_000))).toBe(shallow);
-    expect(performance.now() - t0).toBeLessThan(1000);
   });
 
   it('64 levels are read; 65 are too deep', () => {

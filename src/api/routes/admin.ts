@@ -24,7 +24,11 @@ export const PAYLOAD_BODY_LIMIT = Math.ceil((MAX_PAYLOAD_BYTES * 4) / 3) + 64 * 
 
 const Base64 = z.string().regex(/^[A-Za-z0-9+/]*={0,2}$/, 'must be base64');
 const StoredOut = z.object({ name: z.string(), buildId: z.string(), sha256: z.string(), size: z.number(), depends: z.string().nullable(), xenDepends: z.string().nullable(), signed: z.boolean(), keyId: z.string().nullable(), created: z.boolean() });
-const TokenOut = z.object({ name: z.string(), role: z.enum(['viewer', 'operator', 'admin']), createdAt: z.string(), createdBy: z.string(), revokedAt: z.string().nullable(), revokedBy: z.string().nullable(), fingerprint: z.string() });
+const TokenOut = z.object({ name: z.string(), role: z.enum(['viewer', 'operator', 'admin']), createdAt: z.string(), createdBy: z.string(), revokedAt: z.string().nullable(), revokedBy: z.string().nullable(), fingerprint: z.string(),
+  /** unusable: its row is not what its access stream records (`problem` says why); it authenticates nothing. */
+  status: z.enum(['live', 'revoked', 'unusable']),
+  problem: z.string().nullable(),
+});
 
 export function adminRoutes(app: Api, ctx: ApiContext): void {
   app.post('/api/payloads', {
@@ -90,7 +94,7 @@ export function adminRoutes(app: Api, ctx: ApiContext): void {
 
   app.get('/api/tokens', {
     config: { role: 'admin' },
-    schema: { tags: ['tokens'], summary: 'Every API token: name, role, fingerprint, who made it, revoked or not (never the token)', response: { 200: z.array(TokenOut), ...errors } },
+    schema: { tags: ['tokens'], summary: 'Every API token: name, role, fingerprint, who made it, and whether it is live, revoked or unusable (and why); never the token', response: { 200: z.array(TokenOut), ...errors } },
     handler: async () => ctx.tokens.list(),
   });
 
