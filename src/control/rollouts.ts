@@ -18,6 +18,7 @@ import type { Pool } from '../runtime/database.ts';
 import { loadConfig } from '../runtime/config.ts';
 import { fileExists, readInputFile, readInputText } from '../runtime/files.ts';
 import { loadTrustedKeys } from './trusted-keys.ts';
+import { requireRecordable } from './decision-text.ts';
 import { checkPlanWebhook } from '../../activities/webhooks.ts';
 import { progressQuery } from '../../workflows/messages.ts';
 import type { rolloutWorkflow } from '../../workflows/rollout.ts';
@@ -165,6 +166,7 @@ export interface Started {
  * even after the first finished (REJECT_DUPLICATE), so the same plan never runs twice by accident.
  */
 export async function startRollout(client: Client, taskQueue: string, plan: ResolvedPlan, opts: { requestedBy: Actor; reason?: string; rolloutId?: string }): Promise<Started> {
+  requireRecordable('rollout start', opts.requestedBy, opts.reason);
   const rolloutId = opts.rolloutId ?? rolloutIdFor(plan);
   const workflowId = workflowIdOf(rolloutId);
   try {

@@ -7,6 +7,7 @@
  */
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type Client, type WorkflowHandle } from '@temporalio/client';
 import { FleetpatchError } from '../errors.ts';
+import { requireRecordable } from './decision-text.ts';
 import type { RolloutProgress } from '../rollout/progress.ts';
 import type { Actor, RolloutInput } from '../rollout/types.ts';
 import { abortUpdate, approveUpdate, pauseUpdate, progressQuery, resumeUpdate, type ControlRequest } from '../../workflows/messages.ts';
@@ -76,6 +77,7 @@ export function steeringError(e: unknown, id: string, sub: string): unknown {
  * waits on PostgreSQL) answers with the progress and `waiting` saying so.
  */
 export async function steerRollout(client: Client, id: string, action: SteerAction, req: SteerRequest, opts: BoundedUpdateOptions = {}): Promise<RolloutProgress> {
+  requireRecordable(`rollout ${action}`, req.by, req.reason, { reasonRequired: true });
   try {
     const { taskQueue } = await requireSteerable(client, id, action);
     const handle = client.workflow.getHandle<typeof rolloutWorkflow>(workflowIdOf(id));
@@ -122,6 +124,7 @@ export async function rolloutInput(handle: WorkflowHandle<typeof rolloutWorkflow
  * rollout still running is refused (abort it with rollback instead).
  */
 export async function startRollback(client: Client, taskQueue: string, id: string, by: Actor, reason: string): Promise<WorkflowHandle<typeof rollbackWorkflow>> {
+  requireRecordable('rollout rollback', by, reason, { reasonRequired: true });
   try {
     const p = await readProgress(client, id);
     if (!isFinal(p)) throw new FleetpatchError('ROLLOUT_STATE', `rollout ${p.rolloutId} is still ${p.status}; use \`fleetpatch rollout abort ${p.rolloutId} --rollback --reason ...\``);
@@ -151,6 +154,7 @@ export async function startRollback(client: Client, taskQueue: string, id: strin
  * reboot) are patched again under the same rollout id. Repairs are numbered per rollout.
  */
 export async function startRepair(client: Client, taskQueue: string, store: EventStore, id: string, by: Actor, reason: string): Promise<WorkflowHandle<typeof repairWorkflow>> {
+  requireRecordable('rollout repair', by, reason, { reasonRequired: true });
   try {
     const p = await readProgress(client, id);
     if (!isFinal(p)) throw new FleetpatchError('ROLLOUT_STATE', `rollout ${p.rolloutId} is still ${p.status}; a repair is for a rollout that ended`);

@@ -20,6 +20,7 @@ import type { ResolvedPlan } from '../../src/rollout/types.ts';
 import { createLogger } from '../../src/runtime/logger.ts';
 import { startWorker, type RunningWorker } from '../../src/runtime/worker.ts';
 import { progressQuery } from '../../workflows/messages.ts';
+import type { rolloutWorkflow } from '../../workflows/rollout.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { saveHistory } from '../support/histories.ts';
 import { startTestWorker, type TestTemporal } from '../support/temporal.ts';
@@ -79,11 +80,16 @@ describe('a rollout that was accepted always ends recorded', () => {
   it('a reason the store refuses: the start is recorded without it, and the rollout ends failed, recorded, with no host touched', { timeout: 180_000 }, async () => {
     const hosts = ['host-0000', 'host-0001'];
     const plan = await resolve({ name: 'long-reason', payloads: [{ file: fixFile }], hosts: { ids: hosts }, waves: [{ name: 'all', hosts: '100%' }] });
-    const s = await startRollout(temporal.client, temporal.taskQueue, plan, { requestedBy: alice, rolloutId: 'long-reason-1', reason: 'x'.repeat(3000) });
+    // The edges refuse it (src/control, and the API and CLI before it) ...
+    await expect(startRollout(temporal.client, temporal.taskQueue, plan, { requestedBy: alice, rolloutId: 'long-reason-0', reason: 'x'.repeat(3000) })).rejects.toMatchObject({ code: 'ARGUMENT', message: expect.stringContaining('at most 1000 are recorded') });
+    // ... and a caller that goes round them straight to Temporal still gets a recorded end.
+    const workflowId = 'rollout-long-reason-1';
+    const handle = await temporal.client.workflow.start<typeof rolloutWorkflow>('rolloutWorkflow', { taskQueue: temporal.taskQueue, workflowId, args: [{ rolloutId: 'long-reason-1', plan, requestedBy: alice, reason: 'x'.repeat(3000) }] });
+    const s = { handle, workflowId };
     const result = await s.handle.result();
     expect(result.status).toBe('failed');
     await saveHistory(temporal.client, s.workflowId, 'rollout-error-recorded');
-    expect(result.stopReason).toMatch(/^the rollout stopped on an error: EVENT_INVALID: event RolloutStarted does not match the catalogue: .*at reason/);
+    expect(result.stopReason).toMatch(/^the rollout stopped on an error: EVENT_INVALID: event RolloutStarted does not match the catalogue: .*reason: /);
     const r = await recorded('long-reason-1');
     expect(r.types).toEqual(['RolloutStarted', 'RolloutFinished']);
     expect(r.events[0]).not.toHaveProperty('reason');
