@@ -13,6 +13,12 @@ import type { PublicKey } from '../payload/signing.ts';
 import type { Services } from '../runtime/services.ts';
 import type { Shutdown } from '../runtime/shutdown.ts';
 import { startWorker, type RunningWorker } from '../runtime/worker.ts';
+import { sweepEndedRollouts } from '../control/ended-rollouts.ts';
+import { connectClient } from '../control/rollouts.ts';
+import { EventStore } from '../events/store.ts';
+
+/** How often a worker looks for rollouts whose workflow ended without recording it (terminated in Temporal). */
+const ENDED_ROLLOUT_SWEEP_MS = 60_000;
 
 export async function startFleetpatchWorker(opts: {
   services: Services;
@@ -36,5 +42,16 @@ export async function startFleetpatchWorker(opts: {
     ...(opts.tuning ? { tuning: opts.tuning } : {}),
   });
   opts.shutdown.add('worker', worker.shutdown);
+  // Beside the worker, not in a workflow: a terminated workflow runs no code of its own again.
+  const { client, close } = await connectClient(services.temporalAddress, services.namespace);
+  const stopSweep = sweepEndedRollouts(client, new EventStore(services.pool), {
+    everyMs: ENDED_ROLLOUT_SWEEP_MS,
+    onRecorded: (end) => logger.warn({ rolloutId: end.rolloutId, status: end.status }, `rollout ${end.rolloutId} ended outside fleetpatch: recorded ${end.status}: ${end.reason}`),
+    onError: (e) => logger.debug({ err: e }, 'the sweep for rollouts ended outside fleetpatch failed; next time'),
+  });
+  opts.shutdown.add('ended-rollout sweep', async () => {
+    await stopSweep();
+    await close();
+  });
   return worker;
 }

@@ -11,6 +11,7 @@ import { createActivities } from '../../activities/index.ts';
 import { createActivityDeps } from '../../src/app/activity-deps.ts';
 import { readPlanFile, resolvePlanPayloads, startRollout } from '../../src/control/rollouts.ts';
 import { liveProgress, startRollback } from '../../src/control/steer.ts';
+import { recordEndedRollouts } from '../../src/control/ended-rollouts.ts';
 import { hostImage, startFleetServer, type RunningFleet } from '../../src/emulator/index.ts';
 import { EventStore } from '../../src/events/store.ts';
 import { rolloutStream } from '../../src/events/streams.ts';
@@ -150,5 +151,33 @@ describe('a rollout that was accepted always ends recorded', () => {
     expect(r.types.at(-1)).toBe('RolloutFinished');
     expect(r.events.at(-1)).toMatchObject({ status: 'aborted', reason: expect.stringMatching(/^the rollout's workflow was cancelled in Temporal/) });
     expect(r.summary.status).toBe('aborted');
+  });
+  it("a rollout terminated in Temporal runs no code again: the workers' sweep records its end, with who terminated it and why, and leaves running rollouts alone", { timeout: 180_000 }, async () => {
+    const gated = (name: string, ids: string[]) => resolve({ name, payloads: [{ file: fixFile }], hosts: { ids }, waves: [{ name: 'canary', hosts: 1 }, { name: 'rest', hosts: '100%' }], gates: [{ after: 'canary', approval: true }] });
+    const killed = await startRollout(temporal.client, temporal.taskQueue, await gated('terminated', ['host-0007', 'host-0001']), { requestedBy: alice, rolloutId: 'terminated-1' });
+    const alive = await startRollout(temporal.client, temporal.taskQueue, await gated('alive', ['host-0000', 'host-0002']), { requestedBy: alice, rolloutId: 'alive-1' });
+    for (const s of [killed, alive]) {
+      for (let i = 0; (await s.handle.query(progressQuery)).status !== 'awaiting-approval'; i++) {
+        if (i > 300) throw new Error('never reached its gate');
+        await new Promise((r) => setTimeout(r, 200));
+      }
+    }
+    await killed.handle.terminate('stuck canary, killed by hand');
+    expect((await recorded('terminated-1')).summary.status).not.toBe('aborted');
+
+    const store = new EventStore(db.pool);
+    const ends = await recordEndedRollouts(temporal.client, store);
+    expect(ends).toEqual([{ rolloutId: 'terminated-1', status: 'aborted', reason: expect.stringMatching(/^its workflow was terminated in Temporal by .*: "stuck canary, killed by hand", so it could not record its own end/) }]);
+    const r = await recorded('terminated-1');
+    expect(r.types.at(-1)).toBe('RolloutFinished');
+    expect(r.events.at(-1)).toMatchObject({ status: 'aborted', actor: { kind: 'system', id: 'fleetpatch' } });
+    expect(r.summary).toMatchObject({ status: 'aborted', finishReason: ends[0]!.reason });
+    // Twice, or by two workers at once: recorded once.
+    await Promise.all([recordEndedRollouts(temporal.client, store), recordEndedRollouts(temporal.client, store)]);
+    expect((await recorded('terminated-1')).types.filter((t) => t === 'RolloutFinished')).toHaveLength(1);
+    // The rollout that still runs is untouched and still steerable.
+    expect((await recorded('alive-1')).types).not.toContain('RolloutFinished');
+    expect((await alive.handle.query(progressQuery)).status).toBe('awaiting-approval');
+    await alive.handle.terminate('test over');
   });
 });
