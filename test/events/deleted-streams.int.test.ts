@@ -177,7 +177,7 @@ describe('migration 0011', () => {
       );
       await copy.query('COMMIT');
       copy.release();
-      expect(await migrate(target.pool)).toEqual([11]);
+      expect((await migrate(target.pool))[0]).toBe(11); // and any later ones
       const report = await verifyChains(new EventStore(target.pool));
       expect(report).toMatchObject({ ok: true, streams: 3, registered: 3, breaks: [], registryBreaks: [] });
       // And the store goes on registering what it opens after it.
