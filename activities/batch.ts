@@ -59,6 +59,8 @@ export interface PatchBatchInput {
   rolloutId: string;
   wave: number;
   waveName: string;
+  /** Set by a repair ("repair-1"): the hosts' facts and outcomes are the repair's own records. */
+  repair?: string;
   step: number;
   lanes: number;
   mode: RolloutMode;
@@ -182,7 +184,7 @@ export function batchActivities(deps: ActivityDeps) {
       let stopped: PatchBatchResult['stopped'] | undefined;
       let budgetReason: string | undefined;
       const engine = new HostEngine(deps, committer, id, () => undefined);
-      const job = { rolloutId: input.rolloutId, mode: input.mode, payloads: input.payloads, waveName: input.waveName, ...(input.verify ? { verify: input.verify } : {}) };
+      const job = { rolloutId: input.rolloutId, mode: input.mode, payloads: input.payloads, waveName: input.waveName, ...(input.repair ? { repair: input.repair } : {}), ...(input.verify ? { verify: input.verify } : {}) };
       const stopBeating = keepAlive(
         () => ({ ...tally, ...(committer.outageSince ? { waiting: `PostgreSQL unreachable since ${committer.outageSince.toISOString()}` } : {}) }),
         () => renewLeases(pool, input.rolloutId, claimant, LEASE_MS),
@@ -307,14 +309,14 @@ export function batchActivities(deps: ActivityDeps) {
     },
 
     /**
-     * A repair's work list: reads every host the rollout patched (recording any reboot first), and
-     * puts back the ones that no longer run the payload, in the repair's wave. Nothing is changed
-     * on any host here.
+     * A repair's work list: reads every host the rollout patched, and every host an earlier repair
+     * failed on (waves from `repairsFrom` on), recording any reboot first, and puts back the ones
+     * that do not run the payload, in the repair's wave. Nothing is changed on any host here.
      */
-    async prepareRepair(input: { rolloutId: string; wave: number; mode: RolloutMode; payloads: PayloadMeta[] }): Promise<{ checked: number; lost: number }> {
+    async prepareRepair(input: { rolloutId: string; wave: number; repairsFrom?: number; mode: RolloutMode; payloads: PayloadMeta[] }): Promise<{ checked: number; lost: number }> {
       const ctx = Context.current();
       const { id } = identity(input.rolloutId);
-      const hostIds = await db('repair', () => selectPatchedHostIds(pool, input.rolloutId));
+      const hostIds = await db('repair', () => selectPatchedHostIds(pool, input.rolloutId, input.repairsFrom));
       const fleet = await deps.fleet();
       const live = await readLiveStates(fleet, hostIds, { concurrency: 64, onProgress: (n) => n % 100 === 0 && ctx.heartbeat({ read: n }) });
       const boots = [...live].flatMap(([hostId, st]) => (st.ok && st.state.boot ? [{ hostId, bootId: st.state.boot.id, bootedAt: st.state.boot.at, hypervisorBuildId: st.state.hypervisorBuildId }] : []));

@@ -5,9 +5,10 @@
  * only talks to the host and the store.
  *
  * Recording:
- * - Facts go through the group committer, keyed on (rollout, host, build-id, step, ordinal), so a
- *   re-claimed host never records a fact twice: the ordinal of a step continues from what the
- *   host's stream already holds for this rollout.
+ * - Facts go through the group committer, keyed on (rollout, host, repair, build-id, step,
+ *   ordinal), so a re-claimed host never records a fact twice: the ordinal of a step continues
+ *   from what the host's stream already holds for this rollout, and a repair's facts (its outcome
+ *   above all) are its own, never mistaken for the rollout's and dropped.
  * - Durable before the next hypervisor call: the host's former state and target (before the first
  *   change), the intent (before every call), and fleetpatch's own dependency check (before APPLY).
  *   Everything else is committed with the next durable write or at the end of the batch.
@@ -58,6 +59,8 @@ export interface PatchJob {
   payloads: PayloadMeta[];
   verify?: VerifySpec;
   waveName: string;
+  /** Set when this is a repair of the rollout ("repair-1"): the facts and outcome it records are its own. */
+  repair?: string;
 }
 
 export interface RestoreJob {
@@ -289,7 +292,7 @@ export class HostEngine {
    */
   async patch(claim: ClaimedHost, job: PatchJob, lane: LaneHooks = {}): Promise<FinishedHost> {
     const { hostId, fence } = claim;
-    const rec = new HostRecorder(this.committer, this.id, job.rolloutId, hostId, lane);
+    const rec = new HostRecorder(this.committer, this.id, { rolloutId: job.rolloutId, ...(job.repair ? { repair: job.repair } : {}) }, hostId, lane);
     const agent = await this.agentFor(hostId);
     const ours = new Set(job.payloads.map((p) => p.buildId));
     let former: FormerState | null = claim.formerStack ? { formerStack: claim.formerStack, formerLoaded: claim.formerLoaded ?? [], formerResult: claim.formerResult } : null;
@@ -561,7 +564,7 @@ export class HostEngine {
    * the live host and finishes it again.
    */
   private async finish(rec: HostRecorder, claim: ClaimedHost, job: PatchJob, result: HostPatchResult): Promise<FinishedHost> {
-    rec.add(`host-finished/${job.rolloutId}/${result.hostId}`, {
+    rec.add(rec.finishedKey(), {
       type: 'HostPatchFinished',
       rolloutId: job.rolloutId,
       hostId: result.hostId,
@@ -586,7 +589,7 @@ export class HostEngine {
    * facts are handed to the committer, not waited for: `recorded` settles when they are durable.
    */
   async restore(job: RestoreJob, lane: LaneHooks = {}): Promise<{ outcome: RestoreOutcome; recorded: Promise<unknown> }> {
-    const rec = new HostRecorder(this.committer, this.id, job.rolloutId, job.hostId, lane);
+    const rec = new HostRecorder(this.committer, this.id, { rolloutId: job.rolloutId }, job.hostId, lane);
     const agent = await this.agentFor(job.hostId);
     const outcome = await this.restoreHost(rec, agent, job, 0);
     return { outcome, recorded: rec.flushLater() };
