@@ -610,26 +610,45 @@ export class HostEngine {
     } catch (e) {
       return { outcome: 'failed', steps: [], stackNow: [], formerStack: former.formerStack.map(ref), reason: `the host could not be read: ${failureOf('revert', e).reason}` };
     }
-    const boot = await this.noticeBoot(rec, list, job.lastBootId === undefined ? (list.boot?.id ?? null) : job.lastBootId);
-    let rebootNote: string | undefined;
-    if (job.touchedBootId && boot && boot !== job.touchedBootId) {
-      // The host rebooted since the rollout changed it: the stack it had then is gone with the
-      // rollout's; what is left to undo is whatever of ours is on it now (a later run's).
-      const firstOurs = list.appliedStack.findIndex((p) => job.ours.includes(p.buildId));
-      former = {
-        formerStack: (firstOurs === -1 ? list.appliedStack : list.appliedStack.slice(0, firstOurs)).map(ref),
-        formerLoaded: list.entries.filter((e) => !job.ours.includes(e.buildId)).map(ref),
+    let boot = await this.noticeBoot(rec, list, job.lastBootId === undefined ? (list.boot?.id ?? null) : job.lastBootId);
+    // After a reboot the host runs nothing the rollout put on it, nor what it ran before: what is
+    // left to undo is whatever of ours is on it now (a later run's).
+    const lostWithReboot = (live: WireList): FormerState => {
+      const firstOurs = live.appliedStack.findIndex((p) => job.ours.includes(p.buildId));
+      return {
+        formerStack: (firstOurs === -1 ? live.appliedStack : live.appliedStack.slice(0, firstOurs)).map(ref),
+        formerLoaded: live.entries.filter((e) => !job.ours.includes(e.buildId)).map(ref),
         formerResult: null,
       };
+    };
+    let rebootNote: string | undefined;
+    if (job.touchedBootId && boot && boot !== job.touchedBootId) {
+      former = lostWithReboot(list);
       rebootNote = `the host rebooted since the rollout changed it (boot ${job.touchedBootId} then, ${boot} now): the stack it had then was lost with the rollout's own payloads`;
     }
-    const goal: RestoreGoal = {
-      formerStack: former.formerStack,
-      formerLoaded: former.formerLoaded,
+    const goalFor = async (f: FormerState): Promise<RestoreGoal> => ({
+      formerStack: f.formerStack,
+      formerLoaded: f.formerLoaded,
       ours: new Set(job.ours),
-      storedBytes: await this.db(() => selectStoredBuildIds(this.deps.pool, former.formerStack.map((p) => p.buildId))),
-    };
+      storedBytes: await this.db(() => selectStoredBuildIds(this.deps.pool, f.formerStack.map((p) => p.buildId))),
+    });
+    let goal = await goalFor(former);
     await this.reconcile(rec, list, new Set([...job.ours, ...former.formerStack.map((p) => p.buildId)]));
+    /**
+     * Whether the host rebooted since it was last read: then the reboot is recorded before anything
+     * else, and the restore plans again from what the host runs now (a step that failed because
+     * the reboot took its payload away did not fail the host).
+     */
+    const rebootedNow = async (live: WireList): Promise<boolean> => {
+      const now = live.boot?.id ?? null;
+      if (now === null || now === boot) return false;
+      const was = boot;
+      boot = await this.noticeBoot(rec, live, boot);
+      former = lostWithReboot(live);
+      goal = await goalFor(former);
+      rebootNote = `the host rebooted during the restore (boot ${was ?? 'unknown'} then, ${now} now): what it ran before was lost with the rollout's own payloads`;
+      return true;
+    };
 
     let end: { outcome: RestoreOutcome['outcome']; reason?: string } | undefined;
     let attempt = 1;
@@ -646,6 +665,7 @@ export class HostEngine {
         try {
           list = await this.list(agent, 'revert');
           read = true;
+          await rebootedNow(list);
           continue;
         } catch (e) {
           end = { outcome: 'failed', reason: `the host could not be read: ${failureOf('revert', e).reason}` };
@@ -661,6 +681,7 @@ export class HostEngine {
         break;
       }
       let after: WireList | null = null;
+      let refused: string | undefined;
       try {
         after = await this.restoreStep(agent, rec, fence, step, list, attempt);
         if (step.kind !== 'wait') done.push({ kind: step.kind, payload: ref(step.payload) });
@@ -670,11 +691,11 @@ export class HostEngine {
           await sleep(RETRY_DELAYS_MS[attempt - 1]!);
           attempt++;
         } else {
-          end = { outcome: 'failed', reason: `${step.kind} ${step.payload.name} did not succeed: ${e instanceof Error ? e.message : String(e)}` };
+          refused = `${step.kind} ${step.payload.name} did not succeed: ${e instanceof Error ? e.message : String(e)}`;
         }
       }
       this.heartbeat();
-      if (after && !end) {
+      if (after) {
         // The answer said it all (a REVERT done, an UNLOAD): the next step needs no LIST first.
         list = after;
         read = false;
@@ -684,9 +705,15 @@ export class HostEngine {
         list = await this.list(agent, 'revert');
         read = true;
       } catch (e) {
-        end ??= { outcome: 'failed', reason: `the host could not be read: ${failureOf('revert', e).reason}` };
+        end = { outcome: 'failed', reason: refused ?? `the host could not be read: ${failureOf('revert', e).reason}` };
         break;
       }
+      // Before a refusal is taken for what it seems: did the host reboot (its payloads gone)?
+      if (await rebootedNow(list)) {
+        attempt = 1;
+        continue;
+      }
+      if (refused) end = { outcome: 'failed', reason: refused };
     }
 
     if (end.outcome !== 'restored' && end.outcome !== 'nothing-to-do') {
