@@ -279,6 +279,19 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
       used.add(h);
       return h;
     };
+    /**
+     * What no record can survive is kept apart: a worker killed while it holds a host with facts
+     * not yet committed, and that host rebooting before anyone reads it again (the change went
+     * with the reboot; nothing on the host shows it: see docs/reliability.md). So a reboot goes to
+     * a host being worked on only when no worker was killed within a retried batch's reach
+     * (heartbeat timeout and more), and a kill waits until a lane had time to notice a reboot of
+     * its host (which commits what it holds first).
+     */
+    let lastKillAt = -Infinity;
+    let lastBusyRebootAt = -Infinity;
+    let rebooting: Promise<unknown> = Promise.resolve();
+    const KILL_REACH_MS = 30_000;
+    const NOTICE_MS = 5_000;
     const killWorkers = async (which: number[]) => {
       for (const i of which) {
         const victim = workers[i];
@@ -289,23 +302,34 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
     };
     /** The host a reboot goes to, in the state its phase needs. */
     const rebootTarget = async (f: Fault, ctx: PhaseContext): Promise<string | null> => {
+      // Hosts a batch holds, unless a worker was killed lately (see above).
+      const busy = Date.now() - lastKillAt > KILL_REACH_MS;
+      const held = busy
+        ? await (f.phase === 'rollback' ? rollbackHosts(pool, ctx.rolloutId, 'running') : f.phase === 'repair' ? Promise.resolve([]) : rolloutHosts(pool, ctx.rolloutId, 'running'))
+        : [];
+      let h: string | null;
       switch (f.phase) {
         case 'rollout': {
           // A host already patched (the repair's work), every third one being patched now.
           const patched = await rolloutHosts(pool, rolloutId, 'patched');
-          const running = await rolloutHosts(pool, rolloutId, 'running');
-          const h = f.n % 3 !== 1 ? (pick(f, patched) ?? pick(f, running)) : (pick(f, running) ?? pick(f, patched));
+          h = f.n % 3 !== 1 ? (pick(f, patched) ?? pick(f, held)) : (pick(f, held) ?? pick(f, patched));
           if (h && patched.includes(h)) lostCandidates.add(h);
-          return h;
+          break;
         }
         case 'repair':
           // One the repair patched already, else one the rollout patched (the rollback finds it rebooted).
-          return pick(f, await rolloutHosts(pool, rolloutId, 'patched', { is: ctx.wave! })) ?? pick(f, await rolloutHosts(pool, rolloutId, 'patched', { below: PLAN_WAVES }));
+          h = pick(f, await rolloutHosts(pool, rolloutId, 'patched', { is: ctx.wave! })) ?? pick(f, await rolloutHosts(pool, rolloutId, 'patched', { below: PLAN_WAVES }));
+          break;
         case 'replace':
-          return pick(f, await rolloutHosts(pool, ctx.rolloutId, 'running')) ?? pick(f, await rolloutHosts(pool, ctx.rolloutId, 'planned'));
+          h = pick(f, held) ?? pick(f, await rolloutHosts(pool, ctx.rolloutId, 'planned'));
+          break;
         case 'rollback':
-          return pick(f, await rollbackHosts(pool, ctx.rolloutId, 'running')) ?? pick(f, await rollbackHosts(pool, ctx.rolloutId, 'planned'));
+          // One being restored, else one the rollback has not reached yet.
+          h = pick(f, held) ?? pick(f, await rollbackHosts(pool, ctx.rolloutId, 'planned'));
+          break;
       }
+      if (h && held.includes(h)) lastBusyRebootAt = Date.now();
+      return h;
     };
 
     interface PhaseContext {
@@ -327,6 +351,11 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         case 'workerKills': {
           // In the rollout one worker; later, every worker: the phase's batch is certainly among them.
           const which = f.phase === 'rollout' ? [Math.floor(mulberry32(hash32(`${opts.seed}/${f.at}`))() * workers.length)] : workers.map((_, i) => i);
+          lastKillAt = Date.now();
+          await rebooting;
+          const wait = lastBusyRebootAt + NOTICE_MS - Date.now();
+          if (wait > 0) await sleep(wait);
+          lastKillAt = Date.now();
           tell(`SIGKILL worker ${which.join(', ')}; restarted a second later`);
           land();
           await killWorkers(which);
@@ -353,7 +382,9 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
           return;
         }
         case 'reboots': {
-          const host = await rebootTarget(f, ctx);
+          const target = rebootTarget(f, ctx);
+          rebooting = target.catch(() => null);
+          const host = await target;
           if (!host) {
             missed.push({ phase: f.phase, kind: f.kind, why: 'no host in the state it needed' });
             return;
