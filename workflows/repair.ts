@@ -25,7 +25,7 @@ export interface RepairInput {
 
 export interface RepairSummary {
   repair: string;
-  /** Hosts the rollout had patched, read again. */
+  /** Hosts the rollout had patched, and hosts an earlier repair failed on, read again. */
   checked: number;
   /** Those that no longer ran the payload. */
   lost: number;
