@@ -288,6 +288,12 @@ export function batchActivities(deps: ActivityDeps) {
       }
     },
 
+    /** One wave's hosts by outcome, from the work list (a repair's totals, whichever batch attempt finished them). */
+    async waveOutcomes(input: { rolloutId: string; wave: number }): Promise<{ patched: number; already: number; failed: number }> {
+      const w = (await selectWaveCounts(pool, input.rolloutId)).find((c) => c.wave === input.wave);
+      return { patched: w?.patched ?? 0, already: w?.already ?? 0, failed: w?.failed ?? 0 };
+    },
+
     async unfinishedHosts(input: { rolloutId: string; wave: number; step: number }): Promise<number> {
       return countUnfinished(pool, input.rolloutId, input.wave, input.step);
     },

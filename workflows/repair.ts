@@ -9,7 +9,7 @@
  * verified, restored on failure. The plan's concurrency and wave budget apply; an exceeded budget
  * stops the repair (nothing is rolled back: what it patched is what the rollout had patched).
  */
-import { condition, workflowInfo } from '@temporalio/workflow';
+import { condition, patched, workflowInfo } from '@temporalio/workflow';
 import { batchLanes } from '../src/rollout/batches.ts';
 import type { Actor, ResolvedPlan } from '../src/rollout/types.ts';
 import { batchOps, bookkeeping } from './activities.ts';
@@ -81,6 +81,13 @@ export async function repairWorkflow(input: RepairInput): Promise<RepairSummary>
       if ((await bookkeeping.unfinishedHosts({ rolloutId, wave, step: 0 })) === 0) break;
       // Hosts still held by a batch whose worker vanished: their lease lapses, then a batch takes them.
       await condition(() => false, '10s');
+    }
+    // A batch that was retried reports only what its last attempt finished: the work list knows
+    // every host the repair finished, whichever attempt did.
+    if (patched('repair-totals-from-work-list')) {
+      const counts = await bookkeeping.waveOutcomes({ rolloutId, wave });
+      summary.patched = counts.patched;
+      summary.failed = counts.failed;
     }
   }
   await record('finished', {
