@@ -39,8 +39,10 @@ export function nothingLeftAfterRollback(loaded: Map<string, string[]>, ours: Re
 
 /**
  * No payload of the rollouts was applied twice on a host within one boot (from the hypervisors'
- * journal). A REPLACE reverts the whole stack; the restore of the stack it replaced applies those
- * payloads again, which is not a second patch: counts start afresh after a REPLACE.
+ * journal). A REPLACE reverts the whole stack, also when it then fails; the restore of the stack
+ * it reverted applies those payloads again, which is not a second patch: a payload's count starts
+ * afresh when a REPLACE reverted it (the revert journalled with the REPLACE's outcome, another
+ * payload replaced or failed, in the same request).
  */
 export function nothingAppliedTwice(journal: Record<string, JournalEntry[]>, ours: ReadonlySet<string>): Verdict {
   const problems: string[] = [];
@@ -48,7 +50,8 @@ export function nothingAppliedTwice(journal: Record<string, JournalEntry[]>, our
   for (const [host, entries] of Object.entries(journal)) {
     const seen = new Map<string, number>();
     for (const e of entries) {
-      if (e.kind === 'replaced') for (const k of [...seen.keys()]) if (k.startsWith(`${e.boot}/`)) seen.delete(k);
+      const byReplace = e.kind === 'reverted' && entries.some((o) => o.at === e.at && o.boot === e.boot && o.name !== e.name && (o.kind === 'replaced' || o.kind === 'failed'));
+      if (byReplace) seen.delete(`${e.boot}/${e.buildId}`);
       if ((e.kind === 'applied' || e.kind === 'replaced') && e.buildId && ours.has(e.buildId)) {
         applies++;
         const k = `${e.boot}/${e.buildId}`;
