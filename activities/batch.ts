@@ -371,6 +371,7 @@ export function batchActivities(deps: ActivityDeps) {
               const { outcome: r, recorded: restoreRecorded } = await engine.restore(
                 {
                   rolloutId: input.rolloutId,
+                  rollbackId: input.rollbackId,
                   hostId: host.hostId,
                   former: { formerStack: host.formerStack, formerLoaded: host.formerLoaded, formerResult: host.formerResult },
                   touchedBootId: host.touchedBootId,

@@ -65,6 +65,8 @@ export interface PatchJob {
 
 export interface RestoreJob {
   rolloutId: string;
+  /** The rollback this restore is part of (absent: the restore after a failed patch). */
+  rollbackId?: string;
   hostId: string;
   former: FormerState;
   ours: string[];
@@ -589,7 +591,7 @@ export class HostEngine {
    * facts are handed to the committer, not waited for: `recorded` settles when they are durable.
    */
   async restore(job: RestoreJob, lane: LaneHooks = {}): Promise<{ outcome: RestoreOutcome; recorded: Promise<unknown> }> {
-    const rec = new HostRecorder(this.committer, this.id, { rolloutId: job.rolloutId }, job.hostId, lane);
+    const rec = new HostRecorder(this.committer, this.id, { rolloutId: job.rolloutId, ...(job.rollbackId ? { rollback: job.rollbackId } : {}) }, job.hostId, lane);
     const agent = await this.agentFor(job.hostId);
     const outcome = await this.restoreHost(rec, agent, job, 0);
     return { outcome, recorded: rec.flushLater() };

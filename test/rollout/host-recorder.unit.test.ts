@@ -21,6 +21,18 @@ describe('a host recorder', () => {
     for (const k of first) expect(rollout).not.toContain(k);
     for (const k of second) expect([...rollout, ...first]).not.toContain(k);
     expect(keys(recorder('repair-1'))).toEqual(first);
+    // A rollback's facts are its own too: its restore never takes the key of the restore after a failed patch.
+    const rollback = keys(new HostRecorder({} as GroupCommitter, id, { rolloutId: 'r1', rollback: 'rollout-r1/rollback-1' }, 'h1'));
+    expect(rollback[1]).toBe(`r1/h1/rollback:rollout-r1/rollback-1/${HELLO.buildId}/applied/0`);
+    for (const k of rollback.slice(0, 3)) expect([...rollout, ...first, ...second]).not.toContain(k);
+  });
+
+  it('counts a step the host refused as one that took its ordinal (its check was recorded under it)', () => {
+    const h = hostEvents('h1', undefined, 'r1');
+    const refused = { ...h.applied(HELLO), type: 'PayloadActionFailed', action: 'apply', code: 'EINVAL', errno: 'EINVAL', reason: 'no' } as Parameters<typeof asRecorded>[1][number];
+    const r = recorder();
+    r.learn(asRecorded('host-h1', [h.uploaded(HELLO), refused]));
+    expect(r.peek('applied', HELLO.buildId)).toBe(1);
   });
 
   it('continues ordinals from the rollout\'s facts in the stream, and learning the stream again moves none', () => {

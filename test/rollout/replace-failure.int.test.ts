@@ -75,3 +75,28 @@ describe('a REPLACE that fails after reverting the stack', () => {
     expect(nothingAppliedTwice(journal, ours).problems).toEqual([]);
   });
 });
+
+describe('a REPLACE whose restore fails too, rolled back later', () => {
+  it('records every check the hypervisor makes in the rollback, none taken for the failed restore\'s', { timeout: 60_000 }, async () => {
+    const hostId = 'host-0000';
+    const third = await rollout('third', fix2, 'replace', '-fix2');
+    // Every APPLY and REPLACE on the host fails: the REPLACE, then the restore's re-apply of fix.
+    fleet.setFaults({ rules: [{ kind: 'applyFailure', hosts: [hostId], errno: 'EINVAL', reason: 'no' }] });
+    expect(await env('rollout-third').run(acts.patchBatch, batch('third', third))).toMatchObject({ failed: 1 });
+    fleet.setFaults({ rules: [] });
+    const store = new EventStore(db.pool);
+    const finished = (await store.readStream('rollout-third')).map((e) => e.event).find((e) => e.type === 'HostPatchFinished');
+    expect(finished).toMatchObject({ outcome: 'failed', restore: { outcome: 'failed' } });
+
+    expect(await env('rollout-third/rollback-1').run(acts.prepareRollback, { rollbackId: 'rollout-third/rollback-1', rolloutId: 'third' })).toBe(1);
+    expect(await env('rollout-third/rollback-1').run(acts.rollbackBatch, { rollbackId: 'rollout-third/rollback-1', rolloutId: 'third', lanes: 1, ours: [fix2.buildId], verifyCall: 'xen_extra_version' })).toEqual({ restored: 1 });
+    const journal = await (await EmulatorAdmin.open(fleet.fleetFile)).journal();
+    expect(journal[hostId]!.filter((e) => e.kind === 'applied').map((e) => e.name).at(-1)).toBe('fix');
+    const events = (await store.readAll(0, 100_000)).map((e) => e.event);
+    expect(everyCheckRecorded(journal, events).problems).toEqual([]);
+    expect(everyChangeRecorded(journal, events).problems).toEqual([]);
+    expect(nothingAppliedTwice(journal, new Set([fix.buildId, fix2.buildId])).problems).toEqual([]);
+    const health = events.filter((e) => e.type === 'HealthChecked' && e.correlation?.workflowId === 'rollout-third/rollback-1');
+    expect(health).toEqual([expect.objectContaining({ outcome: 'healthy' })]);
+  });
+});
