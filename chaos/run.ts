@@ -4,6 +4,9 @@
  * REPLACE, rollback), then each invariant with its counts, and exits non-zero if any fails. Not
  * part of `npm test` (a short run is: test/chaos/*.e2e.test.ts).
  */
+import { writeFileSync } from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { runChaos } from './scenario.ts';
 
@@ -38,6 +41,11 @@ for (const [phase, what] of Object.entries(report.phases)) if (what) process.std
 for (const v of report.verdicts) {
   process.stdout.write(`${v.ok ? 'PASS' : 'FAIL'}  ${v.name}: ${v.detail}\n`);
   for (const p of v.problems) process.stdout.write(`        ${p}\n`);
+}
+if (Object.keys(report.offenders).length > 0) {
+  const file = path.join(os.tmpdir(), `fleetpatch-chaos-${report.seed}-offenders.json`);
+  writeFileSync(file, `${JSON.stringify(report.offenders, null, 1)}\n`);
+  process.stdout.write(`the journal and the events of every host named above: ${file}\n`);
 }
 process.stdout.write(report.ok ? `\nall ${report.verdicts.length} invariants hold\n` : `\n${report.verdicts.filter((v) => !v.ok).length} invariant(s) FAILED\n`);
 process.exit(report.ok ? 0 : 1);

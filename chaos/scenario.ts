@@ -101,6 +101,11 @@ export interface ChaosReport {
   verdicts: inv.Verdict[];
   ok: boolean;
   seconds: number;
+  /**
+   * For every host a failed invariant names: the hypervisor's journal of it and the events about
+   * it, in order (the run's services are gone when it ends: this is what is left to look at).
+   */
+  offenders: Record<string, { journal: unknown[]; events: unknown[] }>;
 }
 
 export interface Fault {
@@ -628,7 +633,16 @@ export async function runChaos(opts: ChaosOptions): Promise<ChaosReport> {
         problems: [...(budgetOk ? [] : [`ended ${status} with ${rolloutFailed.size} failures`]), ...(replaceOk ? [] : [`the REPLACE: ${phases.replace}`])],
       },
     ];
-    return { seed: opts.seed, hosts: opts.hosts, status, injected, landed, missed, phases, verdicts, ok: verdicts.every((v) => v.ok), seconds: Math.round((Date.now() - started) / 1000) };
+    const offenders: ChaosReport['offenders'] = {};
+    for (const host of new Set(verdicts.flatMap((v) => (v.ok ? [] : v.problems.flatMap((p) => p.match(/host-\d+/g) ?? []))))) {
+      offenders[host] = {
+        journal: (journal[host] ?? []).map((e) => [e.at, e.boot, e.kind, e.name ?? '', e.check ? `${e.check.operation} ${e.check.kind} ${e.check.outcome}` : '', e.rc ?? '']),
+        events: events
+          .filter((e) => ('hostId' in e && e.hostId === host) || JSON.stringify(e).includes(`"${host}"`))
+          .map((e) => [e.occurredAt, e.type, (e as { payload?: { name: string } }).payload?.name ?? '', (e as { wave?: string }).wave ?? '', (e as { outcome?: string }).outcome ?? '', e.correlation?.workflowId ?? '', ((e as { reason?: string }).reason ?? '').slice(0, 120)]),
+      };
+    }
+    return { seed: opts.seed, hosts: opts.hosts, status, injected, landed, missed, phases, verdicts, ok: verdicts.every((v) => v.ok), seconds: Math.round((Date.now() - started) / 1000), offenders };
   } finally {
     for (const stop of stops.reverse()) await stop().catch(() => undefined);
     await rm(tmp, { recursive: true, force: true }).catch(() => undefined);
