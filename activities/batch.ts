@@ -59,6 +59,8 @@ export interface PatchBatchInput {
   rolloutId: string;
   wave: number;
   waveName: string;
+  /** Set by a repair ("repair-1"): the hosts' facts and outcomes are the repair's own records. */
+  repair?: string;
   step: number;
   lanes: number;
   mode: RolloutMode;
@@ -182,7 +184,7 @@ export function batchActivities(deps: ActivityDeps) {
       let stopped: PatchBatchResult['stopped'] | undefined;
       let budgetReason: string | undefined;
       const engine = new HostEngine(deps, committer, id, () => undefined);
-      const job = { rolloutId: input.rolloutId, mode: input.mode, payloads: input.payloads, waveName: input.waveName, ...(input.verify ? { verify: input.verify } : {}) };
+      const job = { rolloutId: input.rolloutId, mode: input.mode, payloads: input.payloads, waveName: input.waveName, ...(input.repair ? { repair: input.repair } : {}), ...(input.verify ? { verify: input.verify } : {}) };
       const stopBeating = keepAlive(
         () => ({ ...tally, ...(committer.outageSince ? { waiting: `PostgreSQL unreachable since ${committer.outageSince.toISOString()}` } : {}) }),
         () => renewLeases(pool, input.rolloutId, claimant, LEASE_MS),
@@ -286,6 +288,12 @@ export function batchActivities(deps: ActivityDeps) {
       }
     },
 
+    /** One wave's hosts by outcome, from the work list (a repair's totals, whichever batch attempt finished them). */
+    async waveOutcomes(input: { rolloutId: string; wave: number }): Promise<{ patched: number; already: number; failed: number }> {
+      const w = (await selectWaveCounts(pool, input.rolloutId)).find((c) => c.wave === input.wave);
+      return { patched: w?.patched ?? 0, already: w?.already ?? 0, failed: w?.failed ?? 0 };
+    },
+
     async unfinishedHosts(input: { rolloutId: string; wave: number; step: number }): Promise<number> {
       return countUnfinished(pool, input.rolloutId, input.wave, input.step);
     },
@@ -307,14 +315,14 @@ export function batchActivities(deps: ActivityDeps) {
     },
 
     /**
-     * A repair's work list: reads every host the rollout patched (recording any reboot first), and
-     * puts back the ones that no longer run the payload, in the repair's wave. Nothing is changed
-     * on any host here.
+     * A repair's work list: reads every host the rollout patched, and every host an earlier repair
+     * failed on (waves from `repairsFrom` on), recording any reboot first, and puts back the ones
+     * that do not run the payload, in the repair's wave. Nothing is changed on any host here.
      */
-    async prepareRepair(input: { rolloutId: string; wave: number; mode: RolloutMode; payloads: PayloadMeta[] }): Promise<{ checked: number; lost: number }> {
+    async prepareRepair(input: { rolloutId: string; wave: number; repairsFrom?: number; mode: RolloutMode; payloads: PayloadMeta[] }): Promise<{ checked: number; lost: number }> {
       const ctx = Context.current();
       const { id } = identity(input.rolloutId);
-      const hostIds = await db('repair', () => selectPatchedHostIds(pool, input.rolloutId));
+      const hostIds = await db('repair', () => selectPatchedHostIds(pool, input.rolloutId, input.repairsFrom));
       const fleet = await deps.fleet();
       const live = await readLiveStates(fleet, hostIds, { concurrency: 64, onProgress: (n) => n % 100 === 0 && ctx.heartbeat({ read: n }) });
       const boots = [...live].flatMap(([hostId, st]) => (st.ok && st.state.boot ? [{ hostId, bootId: st.state.boot.id, bootedAt: st.state.boot.at, hypervisorBuildId: st.state.hypervisorBuildId }] : []));
@@ -363,6 +371,7 @@ export function batchActivities(deps: ActivityDeps) {
               const { outcome: r, recorded: restoreRecorded } = await engine.restore(
                 {
                   rolloutId: input.rolloutId,
+                  rollbackId: input.rollbackId,
                   hostId: host.hostId,
                   former: { formerStack: host.formerStack, formerLoaded: host.formerLoaded, formerResult: host.formerResult },
                   touchedBootId: host.touchedBootId,

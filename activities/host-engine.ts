@@ -5,9 +5,10 @@
  * only talks to the host and the store.
  *
  * Recording:
- * - Facts go through the group committer, keyed on (rollout, host, build-id, step, ordinal), so a
- *   re-claimed host never records a fact twice: the ordinal of a step continues from what the
- *   host's stream already holds for this rollout.
+ * - Facts go through the group committer, keyed on (rollout, host, repair, build-id, step,
+ *   ordinal), so a re-claimed host never records a fact twice: the ordinal of a step continues
+ *   from what the host's stream already holds for this rollout, and a repair's facts (its outcome
+ *   above all) are its own, never mistaken for the rollout's and dropped.
  * - Durable before the next hypervisor call: the host's former state and target (before the first
  *   change), the intent (before every call), and fleetpatch's own dependency check (before APPLY).
  *   Everything else is committed with the next durable write or at the end of the batch.
@@ -58,10 +59,14 @@ export interface PatchJob {
   payloads: PayloadMeta[];
   verify?: VerifySpec;
   waveName: string;
+  /** Set when this is a repair of the rollout ("repair-1"): the facts and outcome it records are its own. */
+  repair?: string;
 }
 
 export interface RestoreJob {
   rolloutId: string;
+  /** The rollback this restore is part of (absent: the restore after a failed patch). */
+  rollbackId?: string;
   hostId: string;
   former: FormerState;
   ours: string[];
@@ -289,7 +294,7 @@ export class HostEngine {
    */
   async patch(claim: ClaimedHost, job: PatchJob, lane: LaneHooks = {}): Promise<FinishedHost> {
     const { hostId, fence } = claim;
-    const rec = new HostRecorder(this.committer, this.id, job.rolloutId, hostId, lane);
+    const rec = new HostRecorder(this.committer, this.id, { rolloutId: job.rolloutId, ...(job.repair ? { repair: job.repair } : {}) }, hostId, lane);
     const agent = await this.agentFor(hostId);
     const ours = new Set(job.payloads.map((p) => p.buildId));
     let former: FormerState | null = claim.formerStack ? { formerStack: claim.formerStack, formerLoaded: claim.formerLoaded ?? [], formerResult: claim.formerResult } : null;
@@ -561,7 +566,7 @@ export class HostEngine {
    * the live host and finishes it again.
    */
   private async finish(rec: HostRecorder, claim: ClaimedHost, job: PatchJob, result: HostPatchResult): Promise<FinishedHost> {
-    rec.add(`host-finished/${job.rolloutId}/${result.hostId}`, {
+    rec.add(rec.finishedKey(), {
       type: 'HostPatchFinished',
       rolloutId: job.rolloutId,
       hostId: result.hostId,
@@ -586,7 +591,7 @@ export class HostEngine {
    * facts are handed to the committer, not waited for: `recorded` settles when they are durable.
    */
   async restore(job: RestoreJob, lane: LaneHooks = {}): Promise<{ outcome: RestoreOutcome; recorded: Promise<unknown> }> {
-    const rec = new HostRecorder(this.committer, this.id, job.rolloutId, job.hostId, lane);
+    const rec = new HostRecorder(this.committer, this.id, { rolloutId: job.rolloutId, ...(job.rollbackId ? { rollback: job.rollbackId } : {}) }, job.hostId, lane);
     const agent = await this.agentFor(job.hostId);
     const outcome = await this.restoreHost(rec, agent, job, 0);
     return { outcome, recorded: rec.flushLater() };
@@ -607,26 +612,45 @@ export class HostEngine {
     } catch (e) {
       return { outcome: 'failed', steps: [], stackNow: [], formerStack: former.formerStack.map(ref), reason: `the host could not be read: ${failureOf('revert', e).reason}` };
     }
-    const boot = await this.noticeBoot(rec, list, job.lastBootId === undefined ? (list.boot?.id ?? null) : job.lastBootId);
-    let rebootNote: string | undefined;
-    if (job.touchedBootId && boot && boot !== job.touchedBootId) {
-      // The host rebooted since the rollout changed it: the stack it had then is gone with the
-      // rollout's; what is left to undo is whatever of ours is on it now (a later run's).
-      const firstOurs = list.appliedStack.findIndex((p) => job.ours.includes(p.buildId));
-      former = {
-        formerStack: (firstOurs === -1 ? list.appliedStack : list.appliedStack.slice(0, firstOurs)).map(ref),
-        formerLoaded: list.entries.filter((e) => !job.ours.includes(e.buildId)).map(ref),
+    let boot = await this.noticeBoot(rec, list, job.lastBootId === undefined ? (list.boot?.id ?? null) : job.lastBootId);
+    // After a reboot the host runs nothing the rollout put on it, nor what it ran before: what is
+    // left to undo is whatever of ours is on it now (a later run's).
+    const lostWithReboot = (live: WireList): FormerState => {
+      const firstOurs = live.appliedStack.findIndex((p) => job.ours.includes(p.buildId));
+      return {
+        formerStack: (firstOurs === -1 ? live.appliedStack : live.appliedStack.slice(0, firstOurs)).map(ref),
+        formerLoaded: live.entries.filter((e) => !job.ours.includes(e.buildId)).map(ref),
         formerResult: null,
       };
+    };
+    let rebootNote: string | undefined;
+    if (job.touchedBootId && boot && boot !== job.touchedBootId) {
+      former = lostWithReboot(list);
       rebootNote = `the host rebooted since the rollout changed it (boot ${job.touchedBootId} then, ${boot} now): the stack it had then was lost with the rollout's own payloads`;
     }
-    const goal: RestoreGoal = {
-      formerStack: former.formerStack,
-      formerLoaded: former.formerLoaded,
+    const goalFor = async (f: FormerState): Promise<RestoreGoal> => ({
+      formerStack: f.formerStack,
+      formerLoaded: f.formerLoaded,
       ours: new Set(job.ours),
-      storedBytes: await this.db(() => selectStoredBuildIds(this.deps.pool, former.formerStack.map((p) => p.buildId))),
-    };
+      storedBytes: await this.db(() => selectStoredBuildIds(this.deps.pool, f.formerStack.map((p) => p.buildId))),
+    });
+    let goal = await goalFor(former);
     await this.reconcile(rec, list, new Set([...job.ours, ...former.formerStack.map((p) => p.buildId)]));
+    /**
+     * Whether the host rebooted since it was last read: then the reboot is recorded before anything
+     * else, and the restore plans again from what the host runs now (a step that failed because
+     * the reboot took its payload away did not fail the host).
+     */
+    const rebootedNow = async (live: WireList): Promise<boolean> => {
+      const now = live.boot?.id ?? null;
+      if (now === null || now === boot) return false;
+      const was = boot;
+      boot = await this.noticeBoot(rec, live, boot);
+      former = lostWithReboot(live);
+      goal = await goalFor(former);
+      rebootNote = `the host rebooted during the restore (boot ${was ?? 'unknown'} then, ${now} now): what it ran before was lost with the rollout's own payloads`;
+      return true;
+    };
 
     let end: { outcome: RestoreOutcome['outcome']; reason?: string } | undefined;
     let attempt = 1;
@@ -643,6 +667,7 @@ export class HostEngine {
         try {
           list = await this.list(agent, 'revert');
           read = true;
+          await rebootedNow(list);
           continue;
         } catch (e) {
           end = { outcome: 'failed', reason: `the host could not be read: ${failureOf('revert', e).reason}` };
@@ -658,6 +683,7 @@ export class HostEngine {
         break;
       }
       let after: WireList | null = null;
+      let refused: string | undefined;
       try {
         after = await this.restoreStep(agent, rec, fence, step, list, attempt);
         if (step.kind !== 'wait') done.push({ kind: step.kind, payload: ref(step.payload) });
@@ -667,11 +693,11 @@ export class HostEngine {
           await sleep(RETRY_DELAYS_MS[attempt - 1]!);
           attempt++;
         } else {
-          end = { outcome: 'failed', reason: `${step.kind} ${step.payload.name} did not succeed: ${e instanceof Error ? e.message : String(e)}` };
+          refused = `${step.kind} ${step.payload.name} did not succeed: ${e instanceof Error ? e.message : String(e)}`;
         }
       }
       this.heartbeat();
-      if (after && !end) {
+      if (after) {
         // The answer said it all (a REVERT done, an UNLOAD): the next step needs no LIST first.
         list = after;
         read = false;
@@ -681,9 +707,15 @@ export class HostEngine {
         list = await this.list(agent, 'revert');
         read = true;
       } catch (e) {
-        end ??= { outcome: 'failed', reason: `the host could not be read: ${failureOf('revert', e).reason}` };
+        end = { outcome: 'failed', reason: refused ?? `the host could not be read: ${failureOf('revert', e).reason}` };
         break;
       }
+      // Before a refusal is taken for what it seems: did the host reboot (its payloads gone)?
+      if (await rebootedNow(list)) {
+        attempt = 1;
+        continue;
+      }
+      if (refused) end = { outcome: 'failed', reason: refused };
     }
 
     if (end.outcome !== 'restored' && end.outcome !== 'nothing-to-do') {

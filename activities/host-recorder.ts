@@ -1,9 +1,15 @@
 /**
  * What the batch engine records of one host (activities/host-engine.ts): its facts, each with an
- * idempotency key of (rollout, host, build-id, step, ordinal), and the row writes of its work-list
- * entry (the intent before every hypervisor call, the former state held until the first change),
- * handed to the group committer either to wait for (durable before the next call) or in the
- * background (a host's outcome).
+ * idempotency key of (rollout, host, repair, build-id, step, ordinal), and the row writes of its
+ * work-list entry (the intent before every hypervisor call, the former state held until the first
+ * change), handed to the group committer either to wait for (durable before the next call) or in
+ * the background (a host's outcome).
+ *
+ * A repair is a run of its own on hosts the rollout already finished, and so is a rollback: their
+ * facts carry the repair's name (the rollback's id) in their keys, so none of them can be taken
+ * for the rollout's (or an earlier repair's, or the restore after a failed patch's) and dropped as
+ * already recorded, while a retried batch of the same run computes the same keys again and writes
+ * nothing twice.
  */
 import type { Actor, Correlation, DomainEventInput } from '../src/events/catalogue.ts';
 import type { Fact, GroupCommitter } from '../src/events/group-commit.ts';
@@ -27,6 +33,13 @@ export interface EngineIdentity {
   correlation: Correlation;
 }
 
+/** Whose facts these are: the rollout's own run, one of its repairs ("repair-2"), or one of its rollbacks (by id). */
+export interface RecordScope {
+  rolloutId: string;
+  repair?: string;
+  rollback?: string;
+}
+
 /**
  * Facts of one host, with their idempotency keys. Ordinals count each kind of step per build-id
  * within the rollout, starting from what the host's stream already holds for it.
@@ -34,24 +47,41 @@ export interface EngineIdentity {
 export class HostRecorder {
   private readonly ordinals = new Map<string, number>();
   private pending: Fact[] = [];
+  readonly rolloutId: string;
+  /** The repair these facts belong to; absent for the rollout's own run. */
+  readonly repair: string | undefined;
+  /** The key segment of a repair or a rollback: their facts are theirs, never the rollout's. */
+  private readonly run: string | undefined;
 
   constructor(
     private readonly committer: GroupCommitter,
     private readonly id: EngineIdentity,
-    readonly rolloutId: string,
+    scope: RecordScope,
     readonly hostId: string,
     /** The lane's hooks, for the steps that reach the host (act). */
     readonly lane: LaneHooks = {},
-  ) {}
+  ) {
+    this.rolloutId = scope.rolloutId;
+    this.repair = scope.repair;
+    this.run = scope.repair ?? (scope.rollback ? `rollback:${scope.rollback}` : undefined);
+  }
 
-  /** Continues the ordinals from the facts this rollout already recorded for the host. */
+  /**
+   * Continues the ordinals from the facts this rollout already recorded for the host: a step that
+   * happened, and one the host refused (its attempt took an ordinal too, and its check was
+   * recorded under it). Learning the same stream again (a restore reconciles after the patch did)
+   * moves no ordinal: each continues from at least the count recorded, never from that count
+   * added twice, which would let a later holder's count fall below an ordinal this one used.
+   */
   learn(events: readonly RecordedEvent[]): void {
+    const counted = new Map<string, number>();
     for (const { event } of events) {
       if (event.correlation?.rolloutId !== this.rolloutId) continue;
-      const kind = KIND_OF[event.type];
+      const kind = event.type === 'PayloadActionFailed' ? FAILED_KIND_OF[event.action] : KIND_OF[event.type];
       const payload = (event as { payload?: StackEntry }).payload;
-      if (kind && payload) this.next(kind, payload.buildId);
+      if (kind && payload) counted.set(`${kind}/${payload.buildId}`, (counted.get(`${kind}/${payload.buildId}`) ?? 0) + 1);
     }
+    for (const [k, n] of counted) this.ordinals.set(k, Math.max(n, this.ordinals.get(k) ?? 0));
   }
 
   /** The ordinal the next step of this kind on this payload takes. */
@@ -72,8 +102,14 @@ export class HostRecorder {
    */
   ahead: { kind: 'apply' | 'replace'; buildId: string; against: string | null; n: number } | null = null;
 
+  /** A fact's idempotency key; a repair's name follows the host (no step of the rollout's is named so). */
   key(...parts: (string | number)[]): string {
-    return [this.rolloutId, this.hostId, ...parts].join('/');
+    return [this.rolloutId, this.hostId, ...(this.run ? [this.run] : []), ...parts].join('/');
+  }
+
+  /** The key of the host's outcome (HostPatchFinished): one per host for the rollout, one per host for each repair. */
+  finishedKey(): string {
+    return `host-finished/${this.rolloutId}/${this.hostId}${this.repair ? `/${this.repair}` : ''}`;
   }
 
   event(body: Record<string, unknown>): DomainEventInput {
@@ -136,6 +172,8 @@ export class HostRecorder {
   private touch: ((intent: string) => RowWrite) | null = null;
   private last: Promise<unknown> = Promise.resolve();
 }
+
+const FAILED_KIND_OF: Partial<Record<string, string>> = { upload: 'uploaded', apply: 'applied', revert: 'reverted', replace: 'replaced', unload: 'unloaded' };
 
 const KIND_OF: Partial<Record<string, string>> = {
   PayloadUploaded: 'uploaded',

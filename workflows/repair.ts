@@ -1,13 +1,15 @@
 /**
  * repairWorkflow: a finished rollout's hosts that lost its payload since (a reboot loses every
- * live patch) are patched again, under the same rollout id, as one more wave ("repair-N").
- * Every host the rollout patched is read again; a reboot is recorded (HostRebooted, with the stack
- * it lost) before anything else; the hosts that no longer run the payload go through the same
+ * live patch) are patched again, under the same rollout id, as one more wave ("repair-N"), each
+ * host's outcome recorded as the repair's own (HostPatchFinished in wave repair-N).
+ * Every host the rollout patched, and every host an earlier repair failed on, is read again; a
+ * reboot is recorded (HostRebooted, with the stack it lost) before anything else; the hosts that
+ * do not run the payload go through the same
  * batch engine as the rollout: former state kept, dependency checked and recorded, applied,
  * verified, restored on failure. The plan's concurrency and wave budget apply; an exceeded budget
  * stops the repair (nothing is rolled back: what it patched is what the rollout had patched).
  */
-import { condition, workflowInfo } from '@temporalio/workflow';
+import { condition, patched, workflowInfo } from '@temporalio/workflow';
 import { batchLanes } from '../src/rollout/batches.ts';
 import type { Actor, ResolvedPlan } from '../src/rollout/types.ts';
 import { batchOps, bookkeeping } from './activities.ts';
@@ -23,7 +25,7 @@ export interface RepairInput {
 
 export interface RepairSummary {
   repair: string;
-  /** Hosts the rollout had patched, read again. */
+  /** Hosts the rollout had patched, and hosts an earlier repair failed on, read again. */
   checked: number;
   /** Those that no longer ran the payload. */
   lost: number;
@@ -42,7 +44,8 @@ export async function repairWorkflow(input: RepairInput): Promise<RepairSummary>
   const record = (what: string, body: Parameters<typeof bookkeeping.recordRolloutEvent>[0]['body']) =>
     bookkeeping.recordRolloutEvent({ rolloutId, key: `${key}/${what}`, body, actor: input.requestedBy });
 
-  const { checked, lost } = await batchOps.prepareRepair({ rolloutId, wave, mode: plan.mode, payloads: plan.payloads });
+  // Activity arguments are not part of the command sequence: recorded histories replay unchanged.
+  const { checked, lost } = await batchOps.prepareRepair({ rolloutId, wave, repairsFrom: plan.waves.length, mode: plan.mode, payloads: plan.payloads });
   await record('started', { type: 'RepairStarted', rolloutId, repair: name, reason: input.reason, checked, lost });
   const summary: RepairSummary = { repair: name, checked, lost, patched: 0, failed: 0, stopped: 'done' };
   if (lost > 0) {
@@ -54,6 +57,7 @@ export async function repairWorkflow(input: RepairInput): Promise<RepairSummary>
             rolloutId,
             wave,
             waveName: name,
+            repair: name,
             step: 0,
             lanes,
             mode: plan.mode,
@@ -77,6 +81,13 @@ export async function repairWorkflow(input: RepairInput): Promise<RepairSummary>
       if ((await bookkeeping.unfinishedHosts({ rolloutId, wave, step: 0 })) === 0) break;
       // Hosts still held by a batch whose worker vanished: their lease lapses, then a batch takes them.
       await condition(() => false, '10s');
+    }
+    // A batch that was retried reports only what its last attempt finished: the work list knows
+    // every host the repair finished, whichever attempt did.
+    if (patched('repair-totals-from-work-list')) {
+      const counts = await bookkeeping.waveOutcomes({ rolloutId, wave });
+      summary.patched = counts.patched;
+      summary.failed = counts.failed;
     }
   }
   await record('finished', {

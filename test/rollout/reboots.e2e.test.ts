@@ -26,7 +26,7 @@ describe('hosts that reboot lose their stack, and fleetpatch records it', () => 
 
   beforeAll(async () => {
     db = await createTestDatabase();
-    fleet = await startFleetServer({ hosts: 12, images: [hostImage(IMAGE_A)], seed: 4 });
+    fleet = await startFleetServer({ hosts: 14, images: [hostImage(IMAGE_A)], seed: 4 });
     temporal = await startTestWorker({ pool: db.pool, fleetFile: fleet.fleetFile });
     client = await FleetClient.open(fleet.fleetFile);
     dir = await tempDir('reboots');
@@ -109,5 +109,26 @@ describe('hosts that reboot lose their stack, and fleetpatch records it', () => 
     expect(await liveStacks(fleet.fleetFile)).toEqual(expect.any(Map));
     expect((await liveStacks(fleet.fleetFile)).get(hosts[1]!)).toEqual([]);
     expect(await replayDifferences(db.pool, fleet.fleetFile)).toEqual([]);
+  });
+
+  it('a host that reboots in the middle of its rollback has the reboot recorded at once, and is found back, with the reason', async () => {
+    const hosts = ids(12, 2);
+    const s = await start('midway', hosts, 'reboot-midway-1');
+    expect((await s.handle.result()).status).toBe('succeeded');
+    // From now on the host's second request (the REVERT, after the rollback's LIST) reboots it instead.
+    fleet.setFaults({ rules: [{ kind: 'reboot', hosts: [hosts[0]!], afterRequests: 1, times: 1, downMs: 300 }] });
+    const handle = await startRollback(temporal.client, temporal.taskQueue, 'reboot-midway-1', ops, 'not needed after all');
+    const rb = await handle.result();
+    fleet.setFaults({ rules: [] });
+    expect(rb).toMatchObject({ hosts: 2, failed: 0, outcome: 'rolled-back' });
+    const rollout = (await new EventStore(db.pool).readStream('rollout-reboot-midway-1')).map((e) => e.event);
+    const host = rollout.find((e) => e.type === 'HostRollbackFinished' && e.hostId === hosts[0]) as { outcome: string; reason?: string; stackNow: unknown[] };
+    expect(host).toMatchObject({ outcome: expect.stringMatching(/^(nothing-to-do|rolled-back)$/), stackNow: [] });
+    expect(host.reason).toMatch(/rebooted during the restore/);
+    // Recorded by the rollback itself, not left for the next reader to find.
+    const reboot = (await hostEvents(db.pool, hosts[0]!)).map((e) => e.event).find((e) => e.type === 'HostRebooted');
+    expect(reboot).toMatchObject({ lostStack: [{ name: 'fix' }], correlation: { workflowId: handle.workflowId } });
+    expect(await replayDifferences(db.pool, fleet.fleetFile)).toEqual([]);
+    expect((await liveStacks(fleet.fleetFile)).get(hosts[0]!)).toEqual([]);
   });
 });

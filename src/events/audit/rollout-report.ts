@@ -1,11 +1,12 @@
 /**
  * A rollout's report, replayed from its stream (not from the projection, so it is exact at the
  * moment it is asked): plan, status, waves, every host's outcome, every decision with who and why,
- * the rollback, and the dependency checks the rollout made that did not match.
+ * each repair with its hosts' outcomes, the rollback, and the dependency checks the rollout made
+ * that did not match.
  */
 import { FleetpatchError } from '../../errors.ts';
 import type { EventOfType } from '../catalogue.ts';
-import { foldRolloutSummary, type RolloutSummary } from '../projections/rollout-summary.ts';
+import { foldRolloutSummary, type RepairSummary, type RolloutSummary, type WaveSummary } from '../projections/rollout-summary.ts';
 import type { RecordedEvent } from '../sql/event-row.ts';
 import type { EventStore } from '../store.ts';
 import { rolloutStream } from '../streams.ts';
@@ -35,10 +36,18 @@ export interface HostRollbackOutcome {
   at: string;
 }
 
+/** One repair: who asked and why, its wave's counts, and every host outcome it recorded. */
+export interface RepairReport extends RepairSummary {
+  wave: WaveSummary | null;
+  /** In the order its hosts finished; a later repair's outcome for a host does not remove it here. */
+  hosts: HostOutcome[];
+}
+
 export interface RolloutReport {
   summary: RolloutSummary;
-  /** The last outcome recorded for each host, in the order hosts finished. */
+  /** The last outcome recorded for each host (a repair's replaces the rollout's), in the order hosts finished. */
   hosts: HostOutcome[];
+  repairs: RepairReport[];
   rollbacks: HostRollbackOutcome[];
   /** Dependency checks recorded under this rollout that did not match (mismatch or unreachable). */
   failedChecks: DependencyCheckRecord[];
@@ -49,11 +58,11 @@ export async function rolloutReport(store: EventStore, rolloutId: string): Promi
   const events = await store.readStream(rolloutStream(rolloutId));
   if (events.length === 0) throw new FleetpatchError('ROLLOUT_NOT_FOUND', `no events are recorded for rollout ${rolloutId}`, { rolloutId });
   const hosts = new Map<string, HostOutcome>();
+  const byWave = new Map<string, HostOutcome[]>();
   const rollbacks: HostRollbackOutcome[] = [];
   for (const { event: e } of events as RecordedEvent[]) {
     if (e.type === 'HostPatchFinished') {
-      hosts.delete(e.hostId);
-      hosts.set(e.hostId, {
+      const outcome: HostOutcome = {
         hostId: e.hostId,
         wave: e.wave,
         outcome: e.outcome,
@@ -62,7 +71,12 @@ export async function rolloutReport(store: EventStore, rolloutId: string): Promi
         revertedAfterFailure: e.revertedAfterFailure ?? false,
         restore: e.restore ?? null,
         at: e.occurredAt,
-      });
+      };
+      hosts.delete(e.hostId);
+      hosts.set(e.hostId, outcome);
+      const wave = byWave.get(e.wave);
+      if (wave) wave.push(outcome);
+      else byWave.set(e.wave, [outcome]);
     } else if (e.type === 'HostRollbackFinished') {
       rollbacks.push({
         hostId: e.hostId,
@@ -77,9 +91,11 @@ export async function rolloutReport(store: EventStore, rolloutId: string): Promi
     }
   }
   const checks = await dependencyChecks(store, { rolloutId });
+  const summary = foldRolloutSummary(rolloutId, events);
   return {
-    summary: foldRolloutSummary(rolloutId, events),
+    summary,
     hosts: [...hosts.values()],
+    repairs: summary.repairs.map((r) => ({ ...r, wave: summary.waves.find((w) => w.name === r.name) ?? null, hosts: byWave.get(r.name) ?? [] })),
     rollbacks,
     failedChecks: checks.filter((c) => c.event.outcome !== 'match'),
     checksTotal: checks.length,

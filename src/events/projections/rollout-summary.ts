@@ -1,7 +1,8 @@
 /**
- * A rollout's summary, folded from its stream: plan, status, waves with their counts, every
- * decision a person or the workflow took (pause, resume, abort, approval: who, when, why) and the
- * rollback. Compact whatever the fleet size; per-host detail stays in the events. Pure.
+ * A rollout's summary, folded from its stream: plan, status, waves with their counts (a repair's
+ * wave after the plan's), every decision a person or the workflow took (pause, resume, abort,
+ * approval: who, when, why), the repairs and the rollback. Compact whatever the fleet size;
+ * per-host detail stays in the events. Pure.
  */
 import type { Actor, DomainEvent, PayloadRef } from '../catalogue.ts';
 import type { Decision } from '../../domain/decision.ts';
@@ -25,8 +26,23 @@ export interface WaveSummary {
   startedAt: string | null;
   finishedAt: string | null;
   reason: string | null;
+  /** Present (true) on the wave of a repair ("repair-N"), which runs after the plan's waves. */
+  repair?: true;
 }
 
+/** One `rollout repair`: who asked, why, what it found; its hosts' counts are its wave's. */
+export interface RepairSummary {
+  name: string;
+  requestedBy: Actor;
+  reason: string;
+  startedAt: string;
+  finishedAt: string | null;
+  /** Hosts it read, and those it found without the payload (its wave's planned hosts). */
+  checked: number;
+  lost: number;
+  /** Why it stopped early (an exceeded budget); null when it ran to the end or still runs. */
+  stopReason: string | null;
+}
 
 /** The rollback as the audit sees it: the shared counts, who asked, when, why, how it ended. */
 export interface RollbackSummary extends RollbackCounts {
@@ -53,9 +69,19 @@ export interface RolloutSummary {
   finishReason: string | null;
   payloads: PayloadRef[];
   waves: WaveSummary[];
-  /** Host outcomes over all waves. */
+  /**
+   * What runs where: every host counted once, by its latest outcome (a repair's outcome for a host
+   * replaces the one it repaired).
+   */
   hosts: { patched: number; already: number; failed: number; unreachable: number };
   decisions: Decision[];
+  repairs: RepairSummary[];
+  /**
+   * The hosts whose latest outcome is a repair's failure (true: unreachable), so that a later
+   * repair's outcome for one of them replaces that failure in `hosts`. Any other host a repair
+   * takes was counted patched. Few: a repair stops at its failure budget.
+   */
+  repairFailures: Record<string, boolean>;
   rollback: RollbackSummary | null;
   streamPosition: number;
   updatedAt: string | null;
@@ -76,6 +102,8 @@ export function emptyRolloutSummary(rolloutId: string): RolloutSummary {
     waves: [],
     hosts: { patched: 0, already: 0, failed: 0, unreachable: 0 },
     decisions: [],
+    repairs: [],
+    repairFailures: {},
     rollback: null,
     streamPosition: 0,
     updatedAt: null,
@@ -139,8 +167,45 @@ function apply(s: RolloutSummary, e: DomainEvent): RolloutSummary {
         [e.outcome]: c[e.outcome] + 1,
         unreachable: c.unreachable + (unreachable ? 1 : 0),
       });
-      return { ...s, hosts: bump(s.hosts), waves: withWave(s, e.wave, null, (w) => ({ ...w, ...bump(w) })) };
+      const waves = withWave(s, e.wave, null, (w) => ({ ...w, ...bump(w) }));
+      if (s.waves.find((w) => w.name === e.wave)?.repair !== true) return { ...s, hosts: bump(s.hosts), waves };
+      // A repair's host was counted before: patched, or failed in an earlier repair.
+      const failures = { ...(s.repairFailures ?? {}) };
+      const before = failures[e.hostId];
+      const hosts = { ...s.hosts };
+      if (before === undefined) hosts.patched = Math.max(0, hosts.patched - 1);
+      else {
+        hosts.failed = Math.max(0, hosts.failed - 1);
+        if (before) hosts.unreachable = Math.max(0, hosts.unreachable - 1);
+      }
+      if (e.outcome === 'failed') failures[e.hostId] = unreachable;
+      else delete failures[e.hostId];
+      return { ...s, hosts: bump(hosts), waves, repairFailures: failures };
     }
+    case 'RepairStarted':
+      return {
+        ...s,
+        waves: withWave(s, e.repair, null, (w) => ({ ...w, repair: true, status: e.lost === 0 ? 'skipped' : 'running', planned: e.lost, startedAt: e.occurredAt })),
+        repairs: [
+          ...(s.repairs ?? []).filter((r) => r.name !== e.repair),
+          { name: e.repair, requestedBy: e.actor, reason: e.reason, startedAt: e.occurredAt, finishedAt: null, checked: e.checked, lost: e.lost, stopReason: null },
+        ],
+      };
+    case 'RepairFinished':
+      // Its own counts are authoritative once it is over (as a wave's WaveFinished).
+      return {
+        ...s,
+        waves: withWave(s, e.repair, null, (w) => ({
+          ...w,
+          repair: true,
+          status: e.reason ? 'failed' : w.planned === 0 ? 'skipped' : 'succeeded',
+          patched: e.patched,
+          failed: e.failed,
+          finishedAt: e.occurredAt,
+          reason: e.reason ?? null,
+        })),
+        repairs: (s.repairs ?? []).map((r) => (r.name === e.repair ? { ...r, finishedAt: e.occurredAt, stopReason: e.reason ?? null } : r)),
+      };
     case 'WaveFinished':
       // The workflow's own counts are authoritative once the wave is over.
       return {

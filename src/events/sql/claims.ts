@@ -443,9 +443,15 @@ export async function selectRollbackTally(db: Db, rollbackId: string, limit: num
 
 // ---- repairs -------------------------------------------------------------------------------------
 
-/** The hosts a rollout patched (they may have lost the payload since), in host-id order. */
-export async function selectPatchedHostIds(db: Db, rolloutId: string): Promise<string[]> {
-  const r = await db.query<{ host_id: string }>(`SELECT host_id FROM rollout_targets WHERE rollout_id = $1 AND status = 'patched' ORDER BY host_id`, [rolloutId]);
+/**
+ * The hosts a rollout patched (they may have lost the payload since), and, given the first
+ * repair's wave, the hosts a repair failed on (the next repair tries them again), in host-id order.
+ */
+export async function selectPatchedHostIds(db: Db, rolloutId: string, repairsFrom?: number): Promise<string[]> {
+  const r = await db.query<{ host_id: string }>(
+    `SELECT host_id FROM rollout_targets WHERE rollout_id = $1 AND (status = 'patched' OR (status = 'failed' AND wave >= $2)) ORDER BY host_id`,
+    [rolloutId, repairsFrom ?? null],
+  );
   return r.rows.map((row) => row.host_id);
 }
 
