@@ -68,14 +68,14 @@ module.exports = {
       comment:
         'The dom0 agent serves the agent contract from Xen itself: it may import the contract, payloads, domain, runtime and the error catalogue, never the emulator (it must not pass for Xen by asking the emulator) nor the engine above.',
       from: { path: '^src/host/' },
-      to: { path: '^(src/(?!host/|agent/contract\\.ts$|payload/|domain/|runtime/|errors\\.ts$)|activities/|workflows/)' },
+      to: { path: '^(src/(?!host/|agent/contract\\.ts$|payload/|domain/|runtime/|errors\\.ts$|secrets\\.ts$)|activities/|workflows/)' },
     },
     {
       name: 'runtime-is-infrastructure-only',
       severity: 'error',
       comment: 'Config, logger, local services, shutdown: imported by everyone, importing nothing of ours above it.',
       from: { path: '^src/runtime/' },
-      to: { path: '^(src/(?!runtime/|errors\\.ts)|activities/|workflows/)' },
+      to: { path: '^(src/(?!runtime/|errors\\.ts|secrets\\.ts)|activities/|workflows/)' },
     },
     {
       name: 'pure-cores-import-no-node-modules',

@@ -6,7 +6,7 @@
  */
 import { ApplicationFailure } from '@temporalio/common';
 import { isFleetpatchError } from '../src/errors.ts';
-import { maskSecrets } from '../src/runtime/secrets.ts';
+import { maskSecrets } from '../src/secrets.ts';
 
 export function toActivityFailure(e: unknown): unknown {
   if (e instanceof ApplicationFailure) return e;

@@ -21,7 +21,7 @@ import { insertOutbox, recordAttempt, selectNextUndelivered } from '../src/event
 import { webhookTargetProblem, type WebhookPolicy } from '../src/rollout/webhook-target.ts';
 import { loadConfig } from '../src/runtime/config.ts';
 import { observe } from '../src/runtime/observers.ts';
-import { maskSecrets } from '../src/runtime/secrets.ts';
+import { maskSecrets } from '../src/secrets.ts';
 import { webhookSecret } from '../src/runtime/webhook-secret.ts';
 import type { ActivityDeps } from './deps.ts';
 

@@ -8,7 +8,7 @@
  * is exactly the operator pain fleetpatch exists to fix.
  */
 
-import { maskSecrets } from './runtime/secrets.ts';
+import { maskSecrets } from './secrets.ts';
 
 /** Xen's errno values, as in xen/include/public/errno.h (identical to Linux on x86). */
 export const XEN_ERRNO = {
@@ -234,7 +234,7 @@ export function exitCodeFor(code: ErrorCode): number {
   return code === 'USAGE' || code === 'ARGUMENT' ? EXIT_CODES.USAGE : code === 'INTERNAL' ? EXIT_CODES.INTERNAL : EXIT_CODES.FAILED;
 }
 
-// Passwords in every URL form become `***` (src/runtime/secrets.ts): the one masking function.
+// Passwords in every URL form become `***` (src/secrets.ts): the one masking function.
 export { maskSecrets };
 
 /** Node's errnos for a path that is not there or not a file (a usage error), as words. */

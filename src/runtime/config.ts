@@ -5,7 +5,7 @@
 import path from 'node:path';
 import { z } from 'zod';
 import { FleetpatchError } from '../errors.ts';
-import { maskSecrets } from './secrets.ts';
+import { maskSecrets } from '../secrets.ts';
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 

@@ -4,7 +4,7 @@
  */
 import pg from 'pg';
 import { FleetpatchError } from '../errors.ts';
-import { maskSecrets } from './secrets.ts';
+import { maskSecrets } from '../secrets.ts';
 
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;

@@ -6,7 +6,7 @@ import { mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 import pretty from 'pino-pretty';
-import { maskSecrets } from './secrets.ts';
+import { maskSecrets } from '../secrets.ts';
 import type { Config } from './config.ts';
 
 export type { Logger };

@@ -7,7 +7,7 @@
 import { Writable } from 'node:stream';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
-import { maskSecrets } from '../../src/runtime/secrets.ts';
+import { maskSecrets } from '../../src/secrets.ts';
 import { loadConfig } from '../../src/runtime/config.ts';
 import { createLogger } from '../../src/runtime/logger.ts';
 import { redactUrl } from '../../src/runtime/database.ts';
