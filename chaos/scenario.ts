@@ -143,7 +143,11 @@ function windowOf(kind: FaultKind, phase: Phase): [number, number] {
   if (phase === 'rollout') return kind === 'reboots' ? [0.25, 0.85] : HOST_FAULTS.has(kind) ? [0, 0.6] : [0.05, 0.85];
   // A REPLACE or repair that must fail somewhere is told before it starts.
   if (kind === 'applyFailures') return [0, 0];
-  return phase === 'repair' ? [0, 0.3] : [0.1, 0.7];
+  if (phase === 'repair') return [0, 0.3];
+  // A rollback's reboot comes before its worker kill: a kill leaves no held host to reboot for a
+  // while (see rebootTarget), and late in a rollback no host is still waiting either.
+  if (phase === 'rollback') return kind === 'reboots' ? [0.1, 0.35] : kind === 'workerKills' ? [0.45, 0.7] : [0.1, 0.7];
+  return [0.1, 0.7];
 }
 
 /** The seeded schedule: every fault's phase and the progress it waits for. */
