@@ -11,7 +11,7 @@ import { startEmbeddedPostgres } from './embedded-postgres.ts';
 import { resolveTemporalCli, startTemporalDevServer } from './temporal-server.ts';
 import { PLAIN, describeTemporalSecurity, probeTemporal, type TemporalEndpoint } from './temporal-connection.ts';
 import { CLUSTER_HISTORY_SHARDS, clusterDatabaseFromUrl, startTemporalCluster } from './temporal-cluster.ts';
-import { assertReachable, createPool, type Pool } from './database.ts';
+import { openPool, type Pool } from './database.ts';
 import { FleetpatchError } from '../errors.ts';
 import { mkdir } from 'node:fs/promises';
 
@@ -105,9 +105,9 @@ async function startDatabase(
   prepare: ServiceNeeds['prepareDatabase'],
 ): Promise<{ url: string; pool: Pool }> {
   const url = await postgresServer();
-  const pool = createPool(url);
+  // TLS per the URL's sslmode (libpq semantics; allow/prefer settled on the first connect).
+  const pool = await untilUp(() => openPool(url), 'DATABASE_UNAVAILABLE', 'PostgreSQL', waitWhileDown);
   shutdown.add('database pool', () => pool.end());
-  await untilUp(() => assertReachable(pool, url), 'DATABASE_UNAVAILABLE', 'PostgreSQL', waitWhileDown);
   await prepare?.(pool, url);
   return { url, pool };
 }
