@@ -81,6 +81,8 @@ export const FLEETPATCH_CATALOGUE = {
   TOOL_MISSING: { summary: 'a required external program is not available', httpStatus: 500, retryable: false },
   DATABASE_UNAVAILABLE: { summary: 'PostgreSQL cannot be reached', httpStatus: 503, retryable: true },
   TEMPORAL_UNAVAILABLE: { summary: 'the Temporal server cannot be reached', httpStatus: 503, retryable: true },
+  TLS_MATERIAL_INVALID: { summary: 'a TLS certificate, private key or CA file a connection setting names is unusable: missing or unreadable, not PEM, expired or not yet valid, or a key that does not belong to its certificate (docs/operations.md#connections)', httpStatus: 500, retryable: false },
+  TLS_REFUSED: { summary: "a TLS handshake failed: the server's certificate is not signed by the CA given or is for another name, the server does not speak TLS, or it refused the client certificate (none, expired, or not one it trusts) (docs/operations.md#connections)", httpStatus: 503, retryable: false },
   MIGRATION_FAILED: { summary: 'a database migration failed', httpStatus: 500, retryable: false },
   ELF_MALFORMED: { summary: 'the file is not a well-formed ELF object', httpStatus: 400, retryable: false },
   SIGNATURE_INVALID: { summary: 'a payload signature does not verify', httpStatus: 400, retryable: false },

@@ -51,7 +51,7 @@ export function fleetReader(fleetFile: string, logger?: Logger): () => Promise<F
 /** The API's context from running services; the Temporal client is closed through `shutdown`. */
 export async function createApiContext(opts: { config: Config; logger: Logger; services: Services; shutdown: Shutdown; workerMetrics?: Registry; fleetFile?: string; trustedKeys?: readonly PublicKey[] }): Promise<ApiContext> {
   const { config, services, logger } = opts;
-  const { client, close } = await connectClient(services.temporalAddress, services.namespace);
+  const { client, close } = await connectClient(services.temporal);
   opts.shutdown.add('API temporal client', close);
   return apiContextFrom({
     pool: services.pool,

@@ -35,6 +35,7 @@ export async function startFleetpatchWorker(opts: {
   const worker = await startWorker({
     workflowBundlePath: await workflowBundle(path.join(opts.dataDir, 'workflow-bundles'), logger),
     address: services.temporalAddress,
+    security: services.temporal.security,
     namespace: services.namespace,
     taskQueue: services.taskQueue,
     logger,
@@ -43,7 +44,7 @@ export async function startFleetpatchWorker(opts: {
   });
   opts.shutdown.add('worker', worker.shutdown);
   // Beside the worker, not in a workflow: a terminated workflow runs no code of its own again.
-  const { client, close } = await connectClient(services.temporalAddress, services.namespace);
+  const { client, close } = await connectClient(services.temporal);
   const stopSweep = sweepEndedRollouts(client, new EventStore(services.pool), {
     everyMs: ENDED_ROLLOUT_SWEEP_MS,
     onRecorded: (end) => logger.warn({ rolloutId: end.rolloutId, status: end.status }, `rollout ${end.rolloutId} ended outside fleetpatch: recorded ${end.status}: ${end.reason}`),

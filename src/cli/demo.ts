@@ -128,7 +128,7 @@ export const demoCommand: Command = async (args, io) => {
       say(`${faulty} (in the last wave) is set to fail its verification after apply`);
     }
 
-    const { client: temporal, close } = await connectClient(services.temporalAddress, services.namespace);
+    const { client: temporal, close } = await connectClient(services.temporal);
     shutdown.add('temporal client', close);
     const started = await startRollout(temporal, services.taskQueue, resolved, { requestedBy: by, reason: 'demo: patch XSA-999 everywhere', rolloutId });
     say('');

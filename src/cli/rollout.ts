@@ -184,7 +184,7 @@ async function startCommand(file: string, values: Values, io: CliIO): Promise<nu
   return withServices({ database: true, temporal: true }, async ({ config, services, logger, shutdown }) => {
     const by = actor(values.by);
     const resolved = await resolvePlanPayloads(plan, dir, { pool: services.pool, actor: by, store: true, planFile: file });
-    const { client, close } = await connectClient(services.temporalAddress, services.namespace);
+    const { client, close } = await connectClient(services.temporal);
     shutdown.add('temporal client', close);
     if (values['with-worker']) await startFleetpatchWorker({ services, fleetFile: config.fleetFile, dataDir: config.dataDir, logger, shutdown });
     const s = await startRollout(client, services.taskQueue, resolved, { requestedBy: by, ...(values.reason ? { reason: values.reason } : {}), ...(values.id ? { rolloutId: values.id } : {}) });
@@ -201,7 +201,7 @@ async function startCommand(file: string, values: Values, io: CliIO): Promise<nu
 async function controlCommand(sub: string, id: string, values: Values, io: CliIO): Promise<number> {
   if (sub === 'status') return statusCommand(id, values, io);
   return withServices({ database: sub === 'rollback' || sub === 'repair', temporal: true }, async ({ services, shutdown }) => {
-    const { client, close } = await connectClient(services.temporalAddress, services.namespace);
+    const { client, close } = await connectClient(services.temporal);
     shutdown.add('temporal client', close);
     const by = actor(values.by);
     switch (sub) {
@@ -256,7 +256,7 @@ async function statusCommand(id: string, values: Values, io: CliIO): Promise<num
       {
         temporal: async () => {
           const services = await startServices(config, logger, shutdown, { temporal: true, database: false });
-          const { client, close } = await connectClient(services.temporalAddress, services.namespace);
+          const { client, close } = await connectClient(services.temporal);
           shutdown.add('temporal client', close);
           return client;
         },

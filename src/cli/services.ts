@@ -9,6 +9,7 @@ import { parseCommandArgs } from './args.ts';
 import { withServices } from '../app/context.ts';
 import type { Command } from './io.ts';
 import { redactUrl } from '../runtime/database.ts';
+import { describeTemporalSecurity } from '../runtime/temporal-connection.ts';
 
 export const servicesCommand: Command = async (args, io) => {
   const { values } = parseCommandArgs(args, { help: { type: 'boolean', short: 'h' }, cluster: { type: 'boolean' } }, 'services');
@@ -24,6 +25,7 @@ export const servicesCommand: Command = async (args, io) => {
     async ({ services, shutdown }) => {
       io.out(`TEMPORAL_ADDRESS=${services.temporalAddress}`);
       io.out(`TEMPORAL_NAMESPACE=${services.namespace}`);
+      io.out(`# Temporal connection: ${describeTemporalSecurity(services.temporal.security)}`);
       io.out(`DATABASE_URL=${services.databaseUrl}`);
       if (services.temporalUiUrl) io.out(`# Temporal Web UI: ${services.temporalUiUrl}`);
       if (services.temporalCluster) {

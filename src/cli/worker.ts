@@ -8,6 +8,7 @@ import { withServices } from '../app/context.ts';
 import type { Command } from './io.ts';
 import { startFleetpatchWorker } from '../app/worker.ts';
 import { serveMetrics, workerMetrics } from '../runtime/worker-metrics.ts';
+import { describeTemporalSecurity } from '../runtime/temporal-connection.ts';
 
 export const workerCommand: Command = async (args, io) => {
   const { values } = parseCommandArgs(
@@ -50,7 +51,7 @@ export const workerCommand: Command = async (args, io) => {
         ...(values.identity ? { identity: values.identity } : {}),
       },
     });
-    io.out(`worker polling task queue "${services.taskQueue}" on ${services.temporalAddress} (namespace ${services.namespace}); fleet file ${config.fleetFile}`);
+    io.out(`worker polling task queue "${services.taskQueue}" on ${services.temporalAddress} (namespace ${services.namespace}; ${describeTemporalSecurity(services.temporal.security)}); fleet file ${config.fleetFile}`);
     await worker.done;
     return 0;
   });

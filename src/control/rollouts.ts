@@ -4,7 +4,7 @@
  * id, find it again, and read its progress.
  */
 import path from 'node:path';
-import { Client, Connection, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
+import { Client, WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import { WorkflowIdReusePolicy } from '@temporalio/common';
 import { FleetpatchError, XenError, toCatalogued } from '../errors.ts';
 import { EventStore } from '../events/store.ts';
@@ -17,6 +17,7 @@ import type { Actor, PayloadMeta, ResolvedPlan } from '../rollout/types.ts';
 import type { Pool } from '../runtime/database.ts';
 import { loadConfig } from '../runtime/config.ts';
 import { fileExists, readInputFile, readInputText } from '../runtime/files.ts';
+import { connectTemporalClient, type TemporalEndpoint } from '../runtime/temporal-connection.ts';
 import { loadTrustedKeys } from './trusted-keys.ts';
 import { requireRecordable } from './decision-text.ts';
 import { checkPlanWebhook } from '../../activities/webhooks.ts';
@@ -148,8 +149,10 @@ function checkFileSignature(name: string, buildId: string, bytes: Uint8Array, si
   }
 }
 
-export async function connectClient(address: string, namespace: string): Promise<{ client: Client; close: () => Promise<void> }> {
-  const connection = await Connection.connect({ address });
+/** A Temporal client for the endpoint (Services.temporal): TLS and API key as configured. */
+export async function connectClient(endpoint: TemporalEndpoint): Promise<{ client: Client; close: () => Promise<void> }> {
+  const { namespace } = endpoint;
+  const connection = await connectTemporalClient(endpoint);
   return { client: new Client({ connection, namespace }), close: () => connection.close() };
 }
 

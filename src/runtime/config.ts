@@ -6,6 +6,7 @@ import path from 'node:path';
 import { z } from 'zod';
 import { FleetpatchError } from '../errors.ts';
 import { maskSecrets } from '../secrets.ts';
+import { resolveTemporalSettings, type TemporalSecurity } from './temporal-connection.ts';
 
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
 
@@ -81,12 +82,36 @@ export const ConfigSchema = z.object({
   LOG_LEVEL: z.enum(LOG_LEVELS).default('info'),
 });
 
+/**
+ * Read by resolveTemporalSettings (temporal-connection.ts, through @temporalio/envconfig), not by
+ * the schema above: listed here so that docs and `fleetpatch services` know them. Values of the
+ * ones marked secret are never shown.
+ */
+export const TEMPORAL_CONNECTION_SETTINGS = [
+  'TEMPORAL_CONFIG_FILE',
+  'TEMPORAL_PROFILE',
+  'TEMPORAL_API_KEY',
+  'TEMPORAL_TLS',
+  'TEMPORAL_TLS_SERVER_NAME',
+  'TEMPORAL_TLS_SERVER_CA_CERT_PATH',
+  'TEMPORAL_TLS_SERVER_CA_CERT_DATA',
+  'TEMPORAL_TLS_CLIENT_CERT_PATH',
+  'TEMPORAL_TLS_CLIENT_CERT_DATA',
+  'TEMPORAL_TLS_CLIENT_KEY_PATH',
+  'TEMPORAL_TLS_CLIENT_KEY_DATA',
+] as const;
+
 export type RawConfig = z.infer<typeof ConfigSchema>;
 
 export interface Config {
   temporal: {
+    /** TEMPORAL_ADDRESS, else the Temporal profile's address; unset: fleetpatch starts a local server. */
     address?: string;
     namespace: string;
+    /** TLS, API key and gRPC headers towards `address` (plain for the local servers). */
+    security: TemporalSecurity;
+    /** The Temporal profile read, when one was (`profile "x" of <file>`). */
+    profile?: string;
     taskQueue: string;
     port: number;
     uiPort: number;
@@ -124,15 +149,25 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
       const value = present[key];
       // A value may hold a password (DATABASE_URL in any form, valid or not): masked as the raw
       // value, before quoting, so that JSON escapes cannot hide a piece of it from the mask.
-      const shown = value === undefined ? '(unset)' : /SECRET|PASSWORD|TOKEN/.test(key) ? '(hidden)' : JSON.stringify(maskSecrets(value));
+      const shown = value === undefined ? '(unset)' : /SECRET|PASSWORD|TOKEN|API_KEY|_DATA$/.test(key) ? '(hidden)' : JSON.stringify(maskSecrets(value));
       return `${key}=${shown}: ${i.message}`;
     });
     throw new FleetpatchError('CONFIG_INVALID', problems.join('; '), { issues: parsed.error.issues.map((i) => ({ path: i.path.map(String), message: i.message })) });
   }
   const c = parsed.data;
+  // The Temporal profile and its env overrides (TLS files read and checked here, once).
+  const profile = resolveTemporalSettings(present as Record<string, string>);
+  if (!profile.address && (profile.security.tls || profile.security.apiKey !== undefined)) {
+    throw new FleetpatchError(
+      'CONFIG_INVALID',
+      `${profile.security.apiKey !== undefined ? 'TEMPORAL_API_KEY' : 'TEMPORAL_TLS settings'} without TEMPORAL_ADDRESS: the local Temporal server fleetpatch starts when no address is set speaks plain gRPC; set TEMPORAL_ADDRESS (or the profile's address) to the server they are for`,
+    );
+  }
   const temporal: Config['temporal'] = {
-    ...(c.TEMPORAL_ADDRESS ? { address: c.TEMPORAL_ADDRESS } : {}),
-    namespace: c.TEMPORAL_NAMESPACE,
+    ...(profile.address ? { address: profile.address } : {}),
+    namespace: present.TEMPORAL_NAMESPACE !== undefined ? c.TEMPORAL_NAMESPACE : (profile.namespace ?? c.TEMPORAL_NAMESPACE),
+    security: profile.address ? profile.security : { tls: false },
+    ...(profile.profile ? { profile: profile.profile } : {}),
     taskQueue: c.TEMPORAL_TASK_QUEUE,
     port: c.TEMPORAL_PORT ?? 7233,
     uiPort: c.TEMPORAL_UI_PORT ?? 8233,

@@ -8,9 +8,10 @@ import type { Config } from './config.ts';
 import type { Logger } from './logger.ts';
 import type { Shutdown } from './shutdown.ts';
 import { startEmbeddedPostgres } from './embedded-postgres.ts';
-import { resolveTemporalCli, startTemporalDevServer, isServing } from './temporal-server.ts';
+import { resolveTemporalCli, startTemporalDevServer } from './temporal-server.ts';
+import { PLAIN, describeTemporalSecurity, probeTemporal, type TemporalEndpoint } from './temporal-connection.ts';
 import { CLUSTER_HISTORY_SHARDS, clusterDatabaseFromUrl, startTemporalCluster } from './temporal-cluster.ts';
-import { assertReachable, createPool, type Pool } from './database.ts';
+import { openPool, type Pool } from './database.ts';
 import { FleetpatchError } from '../errors.ts';
 import { mkdir } from 'node:fs/promises';
 
@@ -18,6 +19,8 @@ export interface Services {
   databaseUrl: string;
   pool: Pool;
   temporalAddress: string;
+  /** Address, namespace and security (TLS, API key) to connect to Temporal with. */
+  temporal: TemporalEndpoint;
   namespace: string;
   taskQueue: string;
   /** The Web UI of the local dev server, when fleetpatch started one. */
@@ -77,6 +80,10 @@ export async function startServices(config: Config, logger: Logger, shutdown: Sh
     get temporalAddress() {
       return temporal?.address ?? missing('Temporal');
     },
+    get temporal() {
+      // The security object is passed on as it is: its secrets are non-enumerable (temporal-connection.ts).
+      return temporal ? { address: temporal.address, namespace: config.temporal.namespace, security: temporal.security } : missing('Temporal');
+    },
     namespace: config.temporal.namespace,
     taskQueue: config.temporal.taskQueue,
     ...(temporal?.uiUrl ? { temporalUiUrl: temporal.uiUrl } : {}),
@@ -98,9 +105,9 @@ async function startDatabase(
   prepare: ServiceNeeds['prepareDatabase'],
 ): Promise<{ url: string; pool: Pool }> {
   const url = await postgresServer();
-  const pool = createPool(url);
+  // TLS per the URL's sslmode (libpq semantics; allow/prefer settled on the first connect).
+  const pool = await untilUp(() => openPool(url), 'DATABASE_UNAVAILABLE', 'PostgreSQL', waitWhileDown);
   shutdown.add('database pool', () => pool.end());
-  await untilUp(() => assertReachable(pool, url), 'DATABASE_UNAVAILABLE', 'PostgreSQL', waitWhileDown);
   await prepare?.(pool, url);
   return { url, pool };
 }
@@ -110,13 +117,15 @@ async function startTemporal(
   logger: Logger,
   shutdown: Shutdown,
   postgresServer: () => Promise<string>,
-): Promise<{ address: string; uiUrl?: string; cluster?: Services['temporalCluster'] }> {
-  const { address, namespace } = config.temporal;
+): Promise<{ address: string; security: TemporalEndpoint['security']; uiUrl?: string; cluster?: Services['temporalCluster'] }> {
+  const { address, namespace, security } = config.temporal;
   if (address) {
-    if (!(await isServing(address, namespace))) {
-      throw new FleetpatchError('TEMPORAL_UNAVAILABLE', `TEMPORAL_ADDRESS=${address}: no Temporal server answers there with namespace "${namespace}"`);
+    // A TLS refusal or unusable certificate is thrown by the probe: waiting does not cure it.
+    const answer = await probeTemporal({ address, namespace, security });
+    if (answer !== true) {
+      throw new FleetpatchError('TEMPORAL_UNAVAILABLE', `TEMPORAL_ADDRESS=${address} (${describeTemporalSecurity(security)}): no Temporal server answers there with namespace "${namespace}": ${answer.message}`);
     }
-    return { address };
+    return { address, security };
   }
   if (config.temporal.mode === 'cluster') {
     // The Temporal server itself on PostgreSQL (the server fleetpatch's own database is on).
@@ -124,7 +133,7 @@ async function startTemporal(
     const stateDir = path.join(config.dataDir, 'temporal-cluster');
     const cluster = await startTemporalCluster({ namespace, logger, stateDir, port: config.temporal.cluster.port, database });
     if (cluster.startedHere) shutdown.add('Temporal cluster', cluster.stop);
-    return { address: cluster.address, cluster: { shards: CLUSTER_HISTORY_SHARDS, database: `${database.host}:${database.port}/${database.name}`, log: path.join(stateDir, 'server.log') } };
+    return { address: cluster.address, security: PLAIN, cluster: { shards: CLUSTER_HISTORY_SHARDS, database: `${database.host}:${database.port}/${database.name}`, log: path.join(stateDir, 'server.log') } };
   }
   const cli = await resolveTemporalCli(logger, config.temporal.cli);
   const server = await startTemporalDevServer({
@@ -136,5 +145,5 @@ async function startTemporal(
     uiPort: config.temporal.uiPort,
   });
   if (server.startedHere) shutdown.add('Temporal dev server', server.stop);
-  return { address: server.address, ...(server.uiUrl ? { uiUrl: server.uiUrl } : {}) };
+  return { address: server.address, security: PLAIN, ...(server.uiUrl ? { uiUrl: server.uiUrl } : {}) };
 }

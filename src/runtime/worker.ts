@@ -4,15 +4,18 @@
  */
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { type NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Logger } from './logger.ts';
 import { installTemporalRuntime } from './temporal-runtime.ts';
+import { PLAIN, connectTemporalWorker, type TemporalSecurity } from './temporal-connection.ts';
 
 /** The workflow code's entry point: bundled by workflow-bundle.ts, or by the worker itself when it is given no bundle. */
 export const WORKFLOWS_PATH = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', 'workflows', 'index.ts');
 
 export interface WorkerSetup {
   address: string;
+  /** TLS and API key towards `address` (Services.temporal.security); plain gRPC when absent. */
+  security?: TemporalSecurity;
   namespace: string;
   taskQueue: string;
   logger: Logger;
@@ -32,7 +35,7 @@ export interface RunningWorker {
 
 export async function createWorker(setup: WorkerSetup): Promise<{ worker: Worker; connection: NativeConnection }> {
   installTemporalRuntime(setup.logger);
-  const connection = await NativeConnection.connect({ address: setup.address });
+  const connection = await connectTemporalWorker({ address: setup.address, security: setup.security ?? PLAIN });
   const worker = await Worker.create({
     connection,
     namespace: setup.namespace,
