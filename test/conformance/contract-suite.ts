@@ -38,6 +38,8 @@ export interface ContractPayloads {
   nop: Uint8Array;
   /** xen_nop without .livepatch.xen_depends. */
   noXenBuildId: Uint8Array;
+  /** xen_hello_world built against another hypervisor (its .livepatch.xen_depends names that one). */
+  forOtherHypervisor: Uint8Array;
 }
 
 export interface ContractTarget {
@@ -180,6 +182,13 @@ export function contractSuite(label: string, open: () => Promise<ContractTarget>
         await refused(h.upload('xen_no_xen_buildid', target.payloads.noXenBuildId), 'EINVAL');
         await refused(h.get('xen_no_xen_buildid'), 'ENOENT');
         expect(await rows(h)).toEqual([]);
+      });
+
+      it("a payload built for another hypervisor: EINVAL (.livepatch.xen_depends is not this one's build-id), nothing loaded", async () => {
+        const h = await target.host();
+        await refused(h.upload(HELLO, target.payloads.forOtherHypervisor), 'EINVAL');
+        expect(await rows(h)).toEqual([]);
+        expect(await extra(h)).not.toBe('Hello World');
       });
 
       it('a name of 128 bytes (no room for the NUL): EINVAL, nothing loaded; 127 bytes is a name', async () => {

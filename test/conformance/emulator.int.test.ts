@@ -39,6 +39,7 @@ contractSuite('the emulator', async () => {
       replace: await bytes(fx.payloads.replaceWorld),
       nop: await bytes(fx.payloads.nop),
       noXenBuildId: await bytes(fx.payloads.noXenBuildId),
+      forOtherHypervisor: await bytes(fx.payloads.helloWorldOther),
     },
   };
 });
