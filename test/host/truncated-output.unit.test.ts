@@ -6,7 +6,8 @@
  * Xen: it is refused (HOST_TOOL_OUTPUT, or HOST_TOOL_FAILED when what is left is still the tool's
  * own failure). The one exception is known and documented: a list cut right after a row reads as
  * a shorter list, so the runner refuses output it had to cut (tested in
- * xen-livepatch-output.unit.test.ts).
+ * xen-livepatch-output.unit.test.ts). Then each transcript garbled: its two streams swapped, and
+ * each of its lines printed twice, refused the same way.
  */
 import { describe, expect, it } from 'vitest';
 import { FleetpatchError } from '../../src/errors.ts';
@@ -85,6 +86,35 @@ describe.each(XEN_VERSIONS)('xen-livepatch of Xen %s, cut short', (version) => {
           continue;
         }
         expect(r, `exit ${exitCode}`).toEqual({ threw: 'HOST_TOOL_OUTPUT' });
+      }
+    });
+  }
+});
+
+describe.each(XEN_VERSIONS)('xen-livepatch of Xen %s, garbled', (version) => {
+  const decode = (s: string | Uint8Array) => (typeof s === 'string' ? s : null);
+  for (const [scenario, t] of Object.entries(transcriptsOf(version))) {
+    const out = decode(t.stdout);
+    const err = decode(t.stderr);
+    if (out === null || err === null || out + err === '') continue;
+
+    it(`${scenario}: its two streams swapped, or any one line printed twice, is refused`, () => {
+      const full = attempt(t);
+      if (out !== err) {
+        const swapped = attempt({ ...t, stdout: err, stderr: out });
+        expect(swapped, 'swapped').toHaveProperty('threw');
+      }
+      for (const [stream, text] of [['stdout', out], ['stderr', err]] as const) {
+        const lines = text.split('\n').slice(0, -1);
+        lines.forEach((line, i) => {
+          // A library's log line twice is still only diagnostics.
+          if (/^(?:[A-Za-z0-9_.-]+: )?error: /.test(line)) return;
+          const doubled = [...lines.slice(0, i + 1), line, ...lines.slice(i + 1)].join('\n') + '\n';
+          const r = attempt({ ...t, [stream]: doubled });
+          // The tool's own failures (usage, no handler) stay failures, however garbled.
+          if ('threw' in full) expect(r, `${stream} line ${i + 1} twice`).toHaveProperty('threw');
+          else expect(r, `${stream} line ${i + 1} twice: ${JSON.stringify(line)}`).toEqual({ threw: 'HOST_TOOL_OUTPUT' });
+        });
       }
     });
   }
