@@ -18,7 +18,7 @@
  * gives a host with nothing loaded (a new one per call) as a HostAgent, or anything with the
  * same methods; `slowActions` asks for one whose actions stay pending (rc -EAGAIN) for a minute.
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HostAgent } from '../../src/agent/client.ts';
 import type { ActionCmd, WireStatus } from '../../src/agent/contract.ts';
 import { XEN_ERRNO, XenError, type XenErrnoName } from '../../src/errors.ts';
@@ -48,6 +48,8 @@ export interface ContractTarget {
   payloads: ContractPayloads;
   /** Per request and for the work of each action; a loaded machine is slow. */
   timeoutMs?: number;
+  /** Stops what `open` started (servers, agents), after the last test. */
+  close?(): Promise<void>;
 }
 
 const HELLO = 'xen_hello_world';
@@ -106,9 +108,12 @@ export function contractSuite(label: string, open: () => Promise<ContractTarget>
     const rows = async (h: ContractHost) => (await h.listAll()).entries.map((e) => [e.name, e.state, e.rc]);
     const extra = async (h: ContractHost) => (await h.call(EXTRA)).result;
 
-    it('opens', async () => {
+    beforeAll(async () => {
       target = await open();
     }, 300_000);
+    afterAll(async () => {
+      await target?.close?.();
+    }, 60_000);
 
     it("runs Xen's order-of-application run, every row in order (section 5)", async () => {
       const { payloads: P } = target;
