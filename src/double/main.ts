@@ -9,7 +9,7 @@ import { Agent as UndiciAgent } from 'undici';
 import { FleetpatchError } from '../errors.ts';
 import { HostAgent } from '../agent/client.ts';
 import { readDoubleConfig } from './config.ts';
-import { agentHypercalls } from './hypercalls.ts';
+import { HypercallError, agentHypercalls } from './hypercalls.ts';
 import { runXenLivepatch, type ToolStreams } from './xen-livepatch.ts';
 import { runXl } from './xl.ts';
 
@@ -35,7 +35,12 @@ export async function doubleMain(tool: DoubledTool, argv: readonly string[], opt
     if (tool === 'xl') return await runXl(argv, { hypercalls, hostName: config.hostId, streams });
     return await runXenLivepatch(argv, { hypercalls: config.noHandle ? { noHandle: config.noHandle } : hypercalls, streams });
   } catch (e) {
-    const what = e instanceof FleetpatchError ? `${e.code}: ${e.message}` : String((e as Error)?.stack ?? e);
+    const what =
+      e instanceof FleetpatchError
+        ? `${e.code}: ${e.message}`
+        : e instanceof HypercallError
+          ? `the host refused a call xl makes with errno ${e.errno}`
+          : String((e as Error)?.stack ?? e);
     // A line of its own even when the tool was in the middle of one ("Applying x... ").
     streams.err(`${tool} (fleetpatch double): ${what.replace(/\n/g, ' ')}\n`);
     return DOUBLE_FAILURE_EXIT;

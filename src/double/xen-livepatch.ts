@@ -42,7 +42,7 @@ export interface XenLivepatchDeps {
   /** The hypervisor interface, or why it could not be opened (xencall's errno): the tool then says so and exits 0. */
   hypercalls: Hypercalls | { noHandle: 'ENOENT' | 'EACCES' };
   streams: ToolStreams;
-  /** The tool's one sleep (60 ms); tests may shorten nothing: the double sleeps as the tool does. */
+  /** The tool's one sleep (60 ms, between an action and its second GET); unit tests pass one that records it. */
   sleepMs?: (ms: number) => Promise<void>;
 }
 

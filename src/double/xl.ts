@@ -10,7 +10,7 @@
  * - `xl debug-keys <keys>`: nothing printed, exit 0 (key 'x' dumps the live patches to the console).
  * - `xl dmesg`: the console, i.e. the live-patch debug dump.
  */
-import type { Hypercalls } from './hypercalls.ts';
+import { HypercallError, type Hypercalls } from './hypercalls.ts';
 import type { ToolStreams } from './xen-livepatch.ts';
 
 export interface XlDeps {
@@ -25,7 +25,9 @@ const KNOWN = ['info', 'debug-keys', 'dmesg'];
 /** The lines of `xl info` the double can tell, in the order xl prints them. */
 async function infoLines(deps: XlDeps): Promise<[string, string][]> {
   const xc = deps.hypercalls;
-  const [major, minor, extra, buildId] = await Promise.all([xc.call('xen_major_version'), xc.call('xen_minor_version'), xc.call('xen_extra_version'), xc.buildId()]);
+  // An image without one of these functions has no such line.
+  const value = (fn: string) => xc.call(fn).catch((e: unknown) => (e instanceof HypercallError ? null : Promise.reject(e)));
+  const [major, minor, extra, buildId] = await Promise.all([value('xen_major_version'), value('xen_minor_version'), value('xen_extra_version'), xc.buildId()]);
   const lines: [string, string][] = [['host', deps.hostName]];
   if (typeof major === 'number') lines.push(['xen_major', String(major)]);
   if (typeof minor === 'number') lines.push(['xen_minor', String(minor)]);

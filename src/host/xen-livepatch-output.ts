@@ -419,6 +419,19 @@ function statusReason(cmd: ActionCmd, name: string, e: PrintedErrno): string {
 
 const STATE_WORD = /^(CHECKED|APPLIED|unknown)$/;
 
+/**
+ * action_options[] of xen-livepatch.c: the state each action starts from (`allow`, what the
+ * wrong-state lines before acting name as expected) and the one it leads to (`expected`, named
+ * after acting; "unknown" for unload, whose payload is gone). Wrong-state lines that name other
+ * states are not the tool's.
+ */
+const ACTION_STATES: Readonly<Record<ActionCmd, { allow: string; leadsTo: string }>> = {
+  apply: { allow: 'CHECKED', leadsTo: 'APPLIED' },
+  revert: { allow: 'APPLIED', leadsTo: 'CHECKED' },
+  unload: { allow: 'CHECKED', leadsTo: 'unknown' },
+  replace: { allow: 'CHECKED', leadsTo: 'APPLIED' },
+};
+
 /** `<name> is in the wrong state.` / `Current state: X` / `Expected state: Y`, at `from`. */
 function wrongState(err: string[], from: number, name: string): { current: string; expected: string } | undefined {
   if (err[from] !== `${name} is in the wrong state.`) return undefined;
@@ -466,6 +479,15 @@ export function parseAction(exit: ToolExit, request: { cmd: ActionCmd; name: str
     const ws = wrongState(err, 0, name);
     if (ws) {
       only(3, 'the expected state');
+      // Before acting the tool names the state the action starts from; it stops there only when
+      // the payload is in neither that state nor the one the action leads to ("No action needed.").
+      const { allow, leadsTo } = ACTION_STATES[cmd];
+      if (ws.expected !== allow || ws.current === allow || ws.current === leadsTo) {
+        throw outputError(t.what, `its wrong-state lines name ${ws.current} and ${ws.expected}, which xen-livepatch ${cmd} never prints before acting (it expects ${allow} there, and acts or needs no action in ${allow} and ${leadsTo}): ${quote(err[2]!)}`, {
+          exitCode: t.exitCode,
+          printed: allLines(t),
+        });
+      }
       checkExit(t, -1, err[0]!);
       return refusal(t, {
         phase: 'state',
@@ -525,6 +547,14 @@ export function parseAction(exit: ToolExit, request: { cmd: ActionCmd; name: str
   const ws = wrongState(err, 0, name);
   if (ws) {
     only(3, 'the expected state');
+    // After acting the tool names the state the action leads to, and only when the payload is not in it.
+    const { leadsTo } = ACTION_STATES[cmd];
+    if (ws.expected !== leadsTo || ws.current === leadsTo) {
+      throw outputError(t.what, `its wrong-state lines after "${verbLine}failed" name ${ws.current} and ${ws.expected}, which xen-livepatch ${cmd} never prints (it expects ${leadsTo} there): ${quote(err[2]!)}`, {
+        exitCode: t.exitCode,
+        printed: allLines(t),
+      });
+    }
     checkExit(t, -1, err[0]!);
     return refusal(t, {
       phase: 'result-state',

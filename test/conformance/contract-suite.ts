@@ -18,7 +18,7 @@
  * gives a host with nothing loaded (a new one per call) as a HostAgent, or anything with the
  * same methods; `slowActions` asks for one whose actions stay pending (rc -EAGAIN) for a minute.
  */
-import { describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { HostAgent } from '../../src/agent/client.ts';
 import type { ActionCmd, WireStatus } from '../../src/agent/contract.ts';
 import { XEN_ERRNO, XenError, type XenErrnoName } from '../../src/errors.ts';
@@ -38,6 +38,8 @@ export interface ContractPayloads {
   nop: Uint8Array;
   /** xen_nop without .livepatch.xen_depends. */
   noXenBuildId: Uint8Array;
+  /** xen_hello_world built against another hypervisor (its .livepatch.xen_depends names that one). */
+  forOtherHypervisor: Uint8Array;
 }
 
 export interface ContractTarget {
@@ -46,6 +48,8 @@ export interface ContractTarget {
   payloads: ContractPayloads;
   /** Per request and for the work of each action; a loaded machine is slow. */
   timeoutMs?: number;
+  /** Stops what `open` started (servers, agents), after the last test. */
+  close?(): Promise<void>;
 }
 
 const HELLO = 'xen_hello_world';
@@ -104,9 +108,12 @@ export function contractSuite(label: string, open: () => Promise<ContractTarget>
     const rows = async (h: ContractHost) => (await h.listAll()).entries.map((e) => [e.name, e.state, e.rc]);
     const extra = async (h: ContractHost) => (await h.call(EXTRA)).result;
 
-    it('opens', async () => {
+    beforeAll(async () => {
       target = await open();
     }, 300_000);
+    afterAll(async () => {
+      await target?.close?.();
+    }, 60_000);
 
     it("runs Xen's order-of-application run, every row in order (section 5)", async () => {
       const { payloads: P } = target;
@@ -180,6 +187,13 @@ export function contractSuite(label: string, open: () => Promise<ContractTarget>
         await refused(h.upload('xen_no_xen_buildid', target.payloads.noXenBuildId), 'EINVAL');
         await refused(h.get('xen_no_xen_buildid'), 'ENOENT');
         expect(await rows(h)).toEqual([]);
+      });
+
+      it("a payload built for another hypervisor: EINVAL (.livepatch.xen_depends is not this one's build-id), nothing loaded", async () => {
+        const h = await target.host();
+        await refused(h.upload(HELLO, target.payloads.forOtherHypervisor), 'EINVAL');
+        expect(await rows(h)).toEqual([]);
+        expect(await extra(h)).not.toBe('Hello World');
       });
 
       it('a name of 128 bytes (no room for the NUL): EINVAL, nothing loaded; 127 bytes is a name', async () => {

@@ -4,7 +4,6 @@
  * build them (test/fixtures/toolchain.ts). In the int tier: gcc, and a socket.
  */
 import { readFile } from 'node:fs/promises';
-import { afterAll } from 'vitest';
 import { FleetClient } from '../../src/agent/client.ts';
 import { startFleetServer, type RunningFleet } from '../../src/emulator/server.ts';
 import { buildFixtures } from '../fixtures/toolchain.ts';
@@ -13,21 +12,16 @@ import { contractSuite } from './contract-suite.ts';
 const HOSTS = 16;
 /** The last few hosts keep every action pending for a minute. */
 const SLOW_FROM = 12;
-let fleet: RunningFleet | undefined;
-
-afterAll(async () => {
-  await fleet?.close();
-});
-
 contractSuite('the emulator', async () => {
   const fx = await buildFixtures();
   const slow = Array.from({ length: HOSTS - SLOW_FROM }, (_, i) => `host-${String(SLOW_FROM + i).padStart(4, '0')}`);
-  fleet = await startFleetServer({ hosts: HOSTS, port: 0, images: [fx.images.xen.path], faults: { rules: [{ kind: 'actionDuration', ms: 60_000, hosts: slow }] } });
+  const fleet: RunningFleet = await startFleetServer({ hosts: HOSTS, port: 0, images: [fx.images.xen.path], faults: { rules: [{ kind: 'actionDuration', ms: 60_000, hosts: slow }] } });
   const client = new FleetClient(fleet.fleet, { timeoutMs: 10_000 });
   let next = 0;
   let nextSlow = SLOW_FROM;
   const bytes = (p: { path: string }) => readFile(p.path).then((b) => new Uint8Array(b));
   return {
+    close: () => fleet.close(),
     host: async (opts) => {
       const i = opts?.slowActions ? nextSlow++ : next++;
       if (i >= (opts?.slowActions ? HOSTS : SLOW_FROM)) throw new Error('the conformance fleet has no unused host left: raise HOSTS');
@@ -39,6 +33,7 @@ contractSuite('the emulator', async () => {
       replace: await bytes(fx.payloads.replaceWorld),
       nop: await bytes(fx.payloads.nop),
       noXenBuildId: await bytes(fx.payloads.noXenBuildId),
+      forOtherHypervisor: await bytes(fx.payloads.helloWorldOther),
     },
   };
 });

@@ -150,7 +150,7 @@ const SCENARIOS: Record<string, Scenario> = {
   'upload-usage': {},
 };
 
-/** What an emulated host cannot make the real tool print, and why. */
+/** What an emulated host cannot make the real tool print, and why (those a hypercall can answer: xen-livepatch-double.unit.test.ts). */
 const NOT_REPRODUCIBLE: Record<string, string> = {
   'list-rows': 'rows with rc -1 and -512 come from action hooks, which the emulator does not run (the other rows: below)',
   'list-unknown-state': 'Xen has no third state; the capture answered one to show what the tool prints',
