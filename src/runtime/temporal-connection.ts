@@ -265,7 +265,7 @@ export function checkCertificates(pem: Buffer, origin: string, now: Date): X509C
 
 /** The private key of a PEM file; its contents never appear in the message. */
 export function checkPrivateKey(pem: Buffer, origin: string): KeyObject {
-  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem.toString('latin1'))) throw new FleetpatchError('TLS_MATERIAL_INVALID', `${origin}: not a PEM private key (no -----BEGIN ... PRIVATE KEY----- block)`);
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem.toString('latin1'))) throw new FleetpatchError('TLS_MATERIAL_INVALID', `${origin}: not a PEM private key (no "-----BEGIN ...KEY-----" block)`);
   if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(pem.toString('latin1'))) throw new FleetpatchError('TLS_MATERIAL_INVALID', `${origin}: the private key is encrypted with a passphrase; give an unencrypted key (file mode 0600)`);
   try {
     return createPrivateKey(pem);
