@@ -9,7 +9,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { chown, mkdir, readFile, readlink, rm, symlink, writeFile, access, constants } from 'node:fs/promises';
+import { chmod, chown, copyFile, mkdir, readFile, readlink, rm, symlink, writeFile, access, constants } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { userInfo } from 'node:os';
 import path from 'node:path';
@@ -92,7 +92,12 @@ async function unprivilegedAccount(): Promise<RunAs> {
   throw new FleetpatchError('TOOL_MISSING', 'running as root, and neither a "postgres" nor a "nobody" account exists to run embedded PostgreSQL as; set DATABASE_URL instead');
 }
 
-export async function startEmbeddedPostgres(opts: { dataDir: string; port: number; logger: Logger }): Promise<EmbeddedPostgres> {
+/**
+ * `tls`: serve TLS (ssl=on) with this certificate and key (PEM files; copied into the cluster's
+ * home, owned by the server's account, mode 0600, as PostgreSQL demands of its key). Plain
+ * connections stay allowed: the client's sslmode decides.
+ */
+export async function startEmbeddedPostgres(opts: { dataDir: string; port: number; logger: Logger; tls?: { certFile: string; keyFile: string } }): Promise<EmbeddedPostgres> {
   const { logger } = opts;
   const bins = await binaries();
   const account = await unprivilegedAccount();
@@ -147,7 +152,19 @@ export async function startEmbeddedPostgres(opts: { dataDir: string; port: numbe
   }
   const started = Date.now();
   const logFile = path.join(home, 'postgres.log');
-  const serverOptions = `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='${home}'`;
+  let serverOptions = `-p ${port} -c listen_addresses=127.0.0.1 -c unix_socket_directories='${home}'`;
+  if (opts.tls) {
+    const cert = path.join(home, 'server.crt');
+    const key = path.join(home, 'server.key');
+    await copyFile(opts.tls.certFile, cert);
+    await copyFile(opts.tls.keyFile, key);
+    await chmod(key, 0o600);
+    if (account.uid !== undefined) {
+      await chown(cert, account.uid, account.gid!);
+      await chown(key, account.uid, account.gid!);
+    }
+    serverOptions += ` -c ssl=on -c ssl_cert_file='${cert}' -c ssl_key_file='${key}'`;
+  }
   try {
     await run(bins.pg_ctl, ['start', '-w', '-t', '60', '-D', pgdata, '-l', logFile, '-o', serverOptions], { ...account, cwd: home });
   } catch (e) {

@@ -11,7 +11,7 @@ import { startEmbeddedPostgres } from './embedded-postgres.ts';
 import { resolveTemporalCli, startTemporalDevServer } from './temporal-server.ts';
 import { PLAIN, describeTemporalSecurity, probeTemporal, type TemporalEndpoint } from './temporal-connection.ts';
 import { CLUSTER_HISTORY_SHARDS, clusterDatabaseFromUrl, startTemporalCluster } from './temporal-cluster.ts';
-import { openPool, type Pool } from './database.ts';
+import { openPool, resolvePostgresTls, type Pool } from './database.ts';
 import { FleetpatchError } from '../errors.ts';
 import { mkdir } from 'node:fs/promises';
 
@@ -129,7 +129,13 @@ async function startTemporal(
   }
   if (config.temporal.mode === 'cluster') {
     // The Temporal server itself on PostgreSQL (the server fleetpatch's own database is on).
-    const database = clusterDatabaseFromUrl(await postgresServer(), config.temporal.cluster.database);
+    const serverUrl = await postgresServer();
+    const { mode, modeOrigin } = resolvePostgresTls(serverUrl);
+    if (mode === 'require' || mode === 'verify-ca' || mode === 'verify-full') {
+      // Its schema tool and SQL plugin are configured by config/temporal/cluster.yaml, without TLS.
+      throw new FleetpatchError('CONFIG_INVALID', `FLEETPATCH_TEMPORAL=cluster: the local Temporal cluster connects to PostgreSQL without TLS, but sslmode=${mode} (${modeOrigin}) requires it; run the Temporal server yourself and set TEMPORAL_ADDRESS, or use the dev server (FLEETPATCH_TEMPORAL=dev)`);
+    }
+    const database = clusterDatabaseFromUrl(serverUrl, config.temporal.cluster.database);
     const stateDir = path.join(config.dataDir, 'temporal-cluster');
     const cluster = await startTemporalCluster({ namespace, logger, stateDir, port: config.temporal.cluster.port, database });
     if (cluster.startedHere) shutdown.add('Temporal cluster', cluster.stop);

@@ -19,7 +19,8 @@ import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import net from 'node:net';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Connection } from '@temporalio/client';
+import type { Connection } from '@temporalio/client';
+import { PLAIN, connectTemporalClient } from './temporal-connection.ts';
 import { msToTs } from '@temporalio/common';
 import pg from 'pg';
 import { FleetpatchError } from '../errors.ts';
@@ -334,7 +335,7 @@ function handle(address: string, pid: number, recordFile: string, logger: Logger
 }
 
 async function withConnection<T>(address: string, fn: (c: Connection) => Promise<T>): Promise<T> {
-  const connection = await Connection.connect({ address, connectTimeout: 2_000 });
+  const connection = await connectTemporalClient({ address, security: PLAIN }, { connectTimeout: 2_000 });
   try {
     return await fn(connection);
   } finally {

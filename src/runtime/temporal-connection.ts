@@ -13,6 +13,8 @@
  * contents of key files never appear in a message: messages name settings and paths, not values.
  */
 import { readFileSync } from 'node:fs';
+import { isIP } from 'node:net';
+import { checkServerIdentity, connect as tlsConnect } from 'node:tls';
 import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
@@ -265,7 +267,7 @@ export function checkCertificates(pem: Buffer, origin: string, now: Date): X509C
 
 /** The private key of a PEM file; its contents never appear in the message. */
 export function checkPrivateKey(pem: Buffer, origin: string): KeyObject {
-  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem.toString('latin1'))) throw new FleetpatchError('TLS_MATERIAL_INVALID', `${origin}: not a PEM private key (no -----BEGIN ... PRIVATE KEY----- block)`);
+  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem.toString('latin1'))) throw new FleetpatchError('TLS_MATERIAL_INVALID', `${origin}: not a PEM private key (no "-----BEGIN ...KEY-----" block)`);
   if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(pem.toString('latin1'))) throw new FleetpatchError('TLS_MATERIAL_INVALID', `${origin}: the private key is encrypted with a passphrase; give an unencrypted key (file mode 0600)`);
   try {
     return createPrivateKey(pem);
@@ -310,16 +312,18 @@ export function explainConnectFailure(e: unknown, endpoint: Pick<TemporalEndpoin
   const at = `Temporal at ${endpoint.address}`;
   if (tls) {
     const ca = tls.origins.serverRootCA ? `the CA of ${tls.origins.serverRootCA}` : "the system's CAs (set TEMPORAL_TLS_SERVER_CA_CERT_PATH for a private CA)";
-    if (/UnknownIssuer|unable to (?:verify|get local issuer)|self[- ]signed|unknown ?ca|certificate verify failed|BadSignature/i.test(raw)) {
+    // An alert is the server's refusal of us; the other words are our refusal of its certificate.
+    const alert = /alert|CertificateRequired|certificate required|closed the connection after the TLS handshake/i.test(raw);
+    if (!alert && /UnknownIssuer|unable to (?:verify|get local issuer)|self[- ]signed|certificate verify failed|BadSignature/i.test(raw)) {
       return new FleetpatchError('TLS_REFUSED', `${at}: the server's certificate is not signed by ${ca}: ${text}`, { address: endpoint.address });
     }
-    if (/NotValidForName|altnames|hostname|does not match|NotValidForNameContext/i.test(raw)) {
+    if (!alert && /NotValidForName|altnames|hostname|does not match|NotValidForNameContext/i.test(raw)) {
       return new FleetpatchError('TLS_REFUSED', `${at}: the server's certificate is not for ${tls.serverName ?? endpoint.address.replace(/:\d+$/, '')} (set TEMPORAL_TLS_SERVER_NAME to the name it carries): ${text}`, { address: endpoint.address });
     }
-    if (/Expired|NotValidYet/i.test(raw) && !/CertificateExpired|certificate expired alert/i.test(raw)) {
+    if (!alert && /Expired|NotValidYet|CERT_HAS_EXPIRED|CERT_NOT_YET_VALID/i.test(raw)) {
       return new FleetpatchError('TLS_REFUSED', `${at}: the server's certificate is expired or not yet valid: ${text}`, { address: endpoint.address });
     }
-    if (/CertificateRequired|certificate required|HandshakeFailure|handshake failure|BadCertificate|bad certificate|UnknownCA|unknown ca|CertificateExpired|CertificateUnknown|AccessDenied|alert/i.test(raw)) {
+    if (alert || /HandshakeFailure|handshake failure|BadCertificate|bad certificate|CertificateUnknown|AccessDenied/i.test(raw)) {
       const mine = tls.origins.clientCert ? `the client certificate ${tls.origins.clientCert}` : 'no client certificate (set TEMPORAL_TLS_CLIENT_CERT_PATH and TEMPORAL_TLS_CLIENT_KEY_PATH)';
       return new FleetpatchError('TLS_REFUSED', `${at}: the server refused the TLS handshake with ${mine}: it requires one it trusts: ${text}`, { address: endpoint.address });
     }
@@ -348,7 +352,7 @@ export async function connectTemporalClient(endpoint: Pick<TemporalEndpoint, 'ad
   try {
     return await Connection.connect({ ...connectionOptions(endpoint), ...(opts.connectTimeout !== undefined ? { connectTimeout: opts.connectTimeout } : {}) });
   } catch (e) {
-    throw explainConnectFailure(e, endpoint);
+    throw await explainWithDiagnosis(e, endpoint);
   }
 }
 
@@ -357,8 +361,73 @@ export async function connectTemporalWorker(endpoint: Pick<TemporalEndpoint, 'ad
   try {
     return await NativeConnection.connect(connectionOptions(endpoint));
   } catch (e) {
-    throw explainConnectFailure(e, endpoint);
+    throw await explainWithDiagnosis(e, endpoint);
   }
+}
+
+/**
+ * gRPC says little about a failed handshake ("Failed to connect before the deadline", "connection
+ * closed"): when TLS is on and the failure says nothing of TLS, one handshake of our own with the
+ * same settings (node:tls, ALPN h2) finds which side refused whom.
+ */
+async function explainWithDiagnosis(e: unknown, endpoint: Pick<TemporalEndpoint, 'address' | 'security'>): Promise<FleetpatchError> {
+  const first = explainConnectFailure(e, endpoint);
+  if (first.code !== 'TEMPORAL_UNAVAILABLE' || !endpoint.security.tls) return first;
+  const found = await diagnoseTls(endpoint).catch(() => undefined);
+  if (!found) return first;
+  const second = explainConnectFailure(new Error(found), endpoint);
+  return second.code === 'TLS_REFUSED' ? second : first;
+}
+
+/** The HTTP/2 client preface and an empty SETTINGS frame: a server that took our certificate answers it. */
+const H2_PREFACE = Buffer.concat([Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n'), Buffer.from([0, 0, 0, 4, 0, 0, 0, 0, 0])]);
+
+/**
+ * One TLS handshake with the endpoint's settings: the error it ends with (the server's alert
+ * included: in TLS 1.3 a refused client certificate shows only after the handshake), or
+ * undefined when the server answers over TLS or cannot be reached at all.
+ */
+export function diagnoseTls(endpoint: Pick<TemporalEndpoint, 'address' | 'security'>, timeoutMs = 5_000): Promise<string | undefined> {
+  const tls = endpoint.security.tls;
+  if (!tls) return Promise.resolve(undefined);
+  const colon = endpoint.address.lastIndexOf(':');
+  const host = endpoint.address.slice(0, colon).replace(/^\[(.*)\]$/, '$1');
+  const port = Number(endpoint.address.slice(colon + 1));
+  const name = tls.serverName ?? host;
+  return new Promise((resolve) => {
+    const socket = tlsConnect({
+      host,
+      port,
+      ...(isIP(name) ? {} : { servername: name }),
+      ...(tls.serverRootCA ? { ca: tls.serverRootCA } : {}),
+      ...(tls.clientCert && tls.clientKey ? { cert: tls.clientCert, key: tls.clientKey } : {}),
+      ALPNProtocols: ['h2'],
+      checkServerIdentity: (_host, cert) => checkServerIdentity(name, cert),
+    });
+    let settled = false;
+    const done = (why: string | undefined) => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      resolve(why);
+    };
+    const timer = setTimeout(() => done(undefined), timeoutMs);
+    // Some servers (node's own, for one) refuse a client certificate by closing, with no alert:
+    // a close right after our handshake, before any answer to the preface, is that refusal.
+    let secured = false;
+    const CLOSED = 'the server closed the connection after the TLS handshake without answering';
+    socket.on('secureConnect', () => {
+      secured = true;
+      socket.write(H2_PREFACE);
+    });
+    socket.on('data', () => done(undefined));
+    socket.on('error', (err: NodeJS.ErrnoException) => {
+      if (secured && (err.code === 'ECONNRESET' || err.code === 'EPIPE')) return done(CLOSED);
+      done(/ECONNREFUSED|ENOTFOUND|EHOSTUNREACH|ETIMEDOUT/.test(err.code ?? '') ? undefined : `${err.code ?? ''} ${err.message}`.trim());
+    });
+    socket.on('close', () => done(secured ? CLOSED : undefined));
+  });
 }
 
 /**

@@ -10,7 +10,8 @@ import { existsSync, openSync, closeSync } from 'node:fs';
 import { mkdir, readFile, rm, writeFile } from 'node:fs/promises';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Connection } from '@temporalio/client';
+import type { Connection } from '@temporalio/client';
+import { PLAIN, connectTemporalClient } from './temporal-connection.ts';
 import { FleetpatchError } from '../errors.ts';
 import type { Logger } from './logger.ts';
 import { choosePort, isAlive, isListening, run, sleep, waitFor } from './process-utils.ts';
@@ -161,7 +162,8 @@ export function killGroup(pid: number | undefined, signal: NodeJS.Signals): void
 export async function isServing(address: string, namespace: string): Promise<boolean> {
   let connection: Connection | undefined;
   try {
-    connection = await Connection.connect({ address, connectTimeout: 1_000 });
+    // Our own local server: plain gRPC (temporal-connection.ts opens every Temporal connection).
+    connection = await connectTemporalClient({ address, security: PLAIN }, { connectTimeout: 1_000 });
     await connection.workflowService.describeNamespace({ namespace });
     return true;
   } catch {
