@@ -195,3 +195,12 @@ describe('explaining a failed Temporal connect', () => {
     expect(e.message).not.toContain('abcdef123');
   });
 });
+
+describe('maskSecrets and API keys', () => {
+  it('masks an API key in env, TOML and JSON forms', async () => {
+    const { maskSecrets } = await import('../../src/secrets.ts');
+    for (const text of [`TEMPORAL_API_KEY=${API_KEY}`, `api_key = "${API_KEY}"`, `{"apiKey": "${API_KEY}"}`, `?api-key=${API_KEY}&x=1`]) {
+      expect(maskSecrets(text)).not.toContain(API_KEY);
+    }
+  });
+});
