@@ -89,9 +89,11 @@ function readSettingFile(file: string, setting: string, what: string): Buffer {
 
 /**
  * Reads the Temporal profile and the environment (env overrides the file, setting by setting) into
- * checked settings. `env` holds only non-empty values; `now` is for certificate validity.
+ * checked settings; `now` is for certificate validity.
  */
-export function resolveTemporalSettings(env: Record<string, string>, now: Date = new Date()): TemporalProfileSettings {
+export function resolveTemporalSettings(given: Record<string, string | undefined>, now: Date = new Date()): TemporalProfileSettings {
+  // Empty counts as unset, as in loadConfig (envconfig alone would take "" as a value).
+  const env = Object.fromEntries(Object.entries(given).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''));
   const { file, explicit } = configFilePath(env);
   let configText: string | undefined;
   if (file) {
@@ -149,8 +151,8 @@ export function resolveTemporalSettings(env: Record<string, string>, now: Date =
   let apiKey: string | undefined;
   if (profile.apiKey !== undefined) {
     // It travels as an HTTP/2 header: visible ASCII only. The key itself is never shown.
-    if (typeof profile.apiKey !== 'string' || !/^[\x21-\x7e]+$/.test(profile.apiKey)) {
-      throw invalid(`${origin('TEMPORAL_API_KEY', 'api_key')}: must be printable ASCII without spaces (it is sent as a gRPC header); the value is not shown`);
+    if (typeof profile.apiKey !== 'string' || !/^[\x21-\x7e]{1,16384}$/.test(profile.apiKey)) {
+      throw invalid(`${origin('TEMPORAL_API_KEY', 'api_key')}: must be printable ASCII without spaces, at most 16 KiB (it is sent as a gRPC header); the value is not shown`);
     }
     apiKey = profile.apiKey;
   }
