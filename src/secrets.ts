@@ -10,7 +10,8 @@
  *   of the URL (the run of text up to whitespace), whatever the password holds; a URL whose `@`
  *   never comes (`scheme://user:pass` that is no host:port) loses everything after the `:`;
  * - `user:password@host` without a scheme, as a whole word;
- * - key=value pairs whose key ends in password, passwd, secret or token: URL query parameters
+ * - key=value pairs whose key ends in password, passwd, secret, token or api_key (apiKey, api-key,
+ *   TEMPORAL_API_KEY): URL query parameters
  *   (`?password=`, `&sslpassword=`), libpq conninfo strings (`password=...`, `password='...'` with
  *   `\'` inside), environment-style `PGPASSWORD=...`; the value runs to whitespace, or to the next
  *   `&name=` / `;name=`;
@@ -26,7 +27,7 @@ export const MASK = '***';
 const ALREADY_MASKED = /^(?:\*\*\*|\(hidden\))["',;:.)\]}]*$/;
 
 const SCHEME = /[A-Za-z][A-Za-z0-9+.-]*:\/\//g;
-const SECRET_KEY = String.raw`[A-Za-z0-9_.\-]*(?:password|passwd|secret|token)`;
+const SECRET_KEY = String.raw`[A-Za-z0-9_.\-]*(?:password|passwd|secret|token|api[_-]?key)`;
 /** `key = value`; the value (quoted or not) is found by valueEnd. */
 const KEY_VALUE = new RegExp(String.raw`(?<![A-Za-z0-9_.\-])${SECRET_KEY}(?![A-Za-z0-9_.\-])[ \t]*=[ \t]*`, 'gi');
 const JSON_MEMBER = new RegExp(String.raw`("${SECRET_KEY}"\s*:\s*")((?:[^"\\]|\\.)*)"`, 'gi');

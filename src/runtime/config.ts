@@ -101,6 +101,9 @@ export const TEMPORAL_CONNECTION_SETTINGS = [
   'TEMPORAL_TLS_CLIENT_KEY_DATA',
 ] as const;
 
+/** libpq's TLS variables, read by database.ts when DATABASE_URL does not name them. */
+export const POSTGRES_TLS_SETTINGS = ['PGSSLMODE', 'PGSSLROOTCERT', 'PGSSLCERT', 'PGSSLKEY'] as const;
+
 export type RawConfig = z.infer<typeof ConfigSchema>;
 
 export interface Config {

@@ -18,7 +18,7 @@ import os from 'node:os';
 import pg from 'pg';
 import { FleetpatchError } from '../errors.ts';
 import { maskSecrets } from '../secrets.ts';
-import { checkCertificates, checkKeyPair } from './temporal-connection.ts';
+import { checkCertificates, checkKeyPair } from './tls-material.ts';
 
 export type Pool = pg.Pool;
 export type PoolClient = pg.PoolClient;

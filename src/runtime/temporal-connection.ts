@@ -15,13 +15,13 @@
 import { readFileSync } from 'node:fs';
 import { isIP } from 'node:net';
 import { checkServerIdentity, connect as tlsConnect } from 'node:tls';
-import { X509Certificate, createPrivateKey, type KeyObject } from 'node:crypto';
 import path from 'node:path';
 import { Connection } from '@temporalio/client';
 import { loadClientConfigProfile, type ClientConfigProfile, type ConfigDataSource } from '@temporalio/envconfig';
 import { NativeConnection } from '@temporalio/worker';
 import { FleetpatchError } from '../errors.ts';
 import { maskSecrets } from '../secrets.ts';
+import { checkCertificates, checkKeyPair } from './tls-material.ts';
 
 /** TLS towards the Temporal frontend; every piece already read and checked. */
 export interface TemporalTls {
@@ -89,9 +89,11 @@ function readSettingFile(file: string, setting: string, what: string): Buffer {
 
 /**
  * Reads the Temporal profile and the environment (env overrides the file, setting by setting) into
- * checked settings. `env` holds only non-empty values; `now` is for certificate validity.
+ * checked settings; `now` is for certificate validity.
  */
-export function resolveTemporalSettings(env: Record<string, string>, now: Date = new Date()): TemporalProfileSettings {
+export function resolveTemporalSettings(given: Record<string, string | undefined>, now: Date = new Date()): TemporalProfileSettings {
+  // Empty counts as unset, as in loadConfig (envconfig alone would take "" as a value).
+  const env = Object.fromEntries(Object.entries(given).filter((e): e is [string, string] => e[1] !== undefined && e[1] !== ''));
   const { file, explicit } = configFilePath(env);
   let configText: string | undefined;
   if (file) {
@@ -149,8 +151,8 @@ export function resolveTemporalSettings(env: Record<string, string>, now: Date =
   let apiKey: string | undefined;
   if (profile.apiKey !== undefined) {
     // It travels as an HTTP/2 header: visible ASCII only. The key itself is never shown.
-    if (typeof profile.apiKey !== 'string' || !/^[\x21-\x7e]+$/.test(profile.apiKey)) {
-      throw invalid(`${origin('TEMPORAL_API_KEY', 'api_key')}: must be printable ASCII without spaces (it is sent as a gRPC header); the value is not shown`);
+    if (typeof profile.apiKey !== 'string' || !/^[\x21-\x7e]{1,16384}$/.test(profile.apiKey)) {
+      throw invalid(`${origin('TEMPORAL_API_KEY', 'api_key')}: must be printable ASCII without spaces, at most 16 KiB (it is sent as a gRPC header); the value is not shown`);
     }
     apiKey = profile.apiKey;
   }
@@ -239,48 +241,6 @@ function loadTls(
   if (serverRootCA) checkCertificates(serverRootCA, origins.serverRootCA!, now);
   if (clientCert && clientKey) checkKeyPair(clientCert, clientKey, origins.clientCert!, origins.clientKey!, now);
   return { ...(spec.serverName !== undefined ? { serverName: spec.serverName } : {}), ...(serverRootCA ? { serverRootCA } : {}), ...(clientCert ? { clientCert } : {}), ...(clientKey ? { clientKey } : {}), origins };
-}
-
-const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
-
-/**
- * Every certificate of a PEM bundle, parsed and in its validity period; the first is returned.
- * Exported for the PostgreSQL side (database.ts), which checks its files the same way.
- */
-export function checkCertificates(pem: Buffer, origin: string, now: Date): X509Certificate {
-  const blocks = pem.toString('latin1').match(PEM_CERTIFICATE) ?? [];
-  if (blocks.length === 0) throw new FleetpatchError('TLS_MATERIAL_INVALID', `${origin}: not a PEM certificate (no -----BEGIN CERTIFICATE----- block)`);
-  const certs = blocks.map((b, i) => {
-    try {
-      return new X509Certificate(b);
-    } catch {
-      throw new FleetpatchError('TLS_MATERIAL_INVALID', `${origin}: certificate ${i + 1} of the file is not a valid X.509 certificate`);
-    }
-  });
-  for (const c of certs) {
-    const subject = c.subject.replace(/\n/g, ', ');
-    if (new Date(c.validTo).getTime() < now.getTime()) throw new FleetpatchError('TLS_MATERIAL_INVALID', `${origin}: the certificate "${subject}" expired on ${new Date(c.validTo).toISOString()}`, { subject, validTo: new Date(c.validTo).toISOString() });
-    if (new Date(c.validFrom).getTime() > now.getTime()) throw new FleetpatchError('TLS_MATERIAL_INVALID', `${origin}: the certificate "${subject}" is not valid before ${new Date(c.validFrom).toISOString()}`, { subject, validFrom: new Date(c.validFrom).toISOString() });
-  }
-  return certs[0]!;
-}
-
-/** The private key of a PEM file; its contents never appear in the message. */
-export function checkPrivateKey(pem: Buffer, origin: string): KeyObject {
-  if (!/-----BEGIN [A-Z ]*PRIVATE KEY-----/.test(pem.toString('latin1'))) throw new FleetpatchError('TLS_MATERIAL_INVALID', `${origin}: not a PEM private key (no "-----BEGIN ...KEY-----" block)`);
-  if (/-----BEGIN ENCRYPTED PRIVATE KEY-----|Proc-Type: 4,ENCRYPTED/.test(pem.toString('latin1'))) throw new FleetpatchError('TLS_MATERIAL_INVALID', `${origin}: the private key is encrypted with a passphrase; give an unencrypted key (file mode 0600)`);
-  try {
-    return createPrivateKey(pem);
-  } catch {
-    throw new FleetpatchError('TLS_MATERIAL_INVALID', `${origin}: the private key cannot be read (a damaged PEM block)`);
-  }
-}
-
-/** A client certificate in its validity period and the key that belongs to it. */
-export function checkKeyPair(cert: Buffer, key: Buffer, certOrigin: string, keyOrigin: string, now: Date): void {
-  const c = checkCertificates(cert, certOrigin, now);
-  const k = checkPrivateKey(key, keyOrigin);
-  if (!c.checkPrivateKey(k)) throw new FleetpatchError('TLS_MATERIAL_INVALID', `${keyOrigin}: this private key does not belong to the client certificate ${certOrigin}`);
 }
 
 /** Options for @temporalio/client's Connection and @temporalio/worker's NativeConnection (same shape). */

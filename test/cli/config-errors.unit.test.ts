@@ -15,6 +15,17 @@ describe('the fleetpatch command with a wrong setting', () => {
     expect(r.stderr).not.toMatch(/\bat .*\.ts:\d+/);
   });
 
+  it('names a bad Temporal TLS setting in one line, and never shows the API key', async () => {
+    const key = 'tmprl-very-SECRET-key-42';
+    const missing = await runCli(['audit', 'verify'], { TEMPORAL_ADDRESS: 'temporal.internal:7233', TEMPORAL_API_KEY: key, TEMPORAL_TLS_SERVER_CA_CERT_PATH: '/nonexistent/ca.pem' });
+    expect(missing.code).toBe(1);
+    expect(missing.stderr).toBe('fleetpatch: TLS_MATERIAL_INVALID: TEMPORAL_TLS_SERVER_CA_CERT_PATH=/nonexistent/ca.pem: the server CA certificate file: no such file\n');
+    const noAddress = await runCli(['audit', 'verify'], { TEMPORAL_ADDRESS: '', TEMPORAL_API_KEY: key });
+    expect(noAddress.code).toBe(1);
+    expect(noAddress.stderr).toMatch(/^fleetpatch: CONFIG_INVALID: TEMPORAL_API_KEY without TEMPORAL_ADDRESS: /);
+    expect(missing.stderr + missing.stdout + noAddress.stderr + noAddress.stdout).not.toContain(key);
+  });
+
   it('refuses an unknown command with usage and exit 2', async () => {
     const r = await runCli(['frobnicate']);
     expect(r.code).toBe(2);

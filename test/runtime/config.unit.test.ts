@@ -1,7 +1,7 @@
 import path from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { readFileSync } from 'node:fs';
-import { ConfigSchema, loadConfig } from '../../src/runtime/config.ts';
+import { ConfigSchema, POSTGRES_TLS_SETTINGS, TEMPORAL_CONNECTION_SETTINGS, loadConfig } from '../../src/runtime/config.ts';
 import { FleetpatchError } from '../../src/errors.ts';
 
 function configError(env: Record<string, string>): FleetpatchError {
@@ -117,7 +117,7 @@ describe('configuration from the environment', () => {
     // The first cell of each row names one setting or several (`A`, `B`).
     const firstCells = [...readme.matchAll(/^\| (`[A-Z][A-Z0-9_]+`(?:, `[A-Z][A-Z0-9_]+`)*) \|/gm)].map((m) => m[1]!);
     const inTable = new Set(firstCells.flatMap((cell) => [...cell.matchAll(/`([A-Z0-9_]+)`/g)].map((m) => m[1])));
-    expect([...inTable].sort()).toEqual(Object.keys(ConfigSchema.shape).sort());
+    expect([...inTable].sort()).toEqual([...Object.keys(ConfigSchema.shape), ...TEMPORAL_CONNECTION_SETTINGS, ...POSTGRES_TLS_SETTINGS].sort());
   });
 
   it('starts the dev server by default, the Temporal cluster with FLEETPATCH_TEMPORAL=cluster', () => {

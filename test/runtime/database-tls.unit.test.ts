@@ -90,6 +90,8 @@ describe("PostgreSQL TLS with libpq's sslmode semantics", () => {
     [`${URL_}?sslmode=bogus`, {}, 'CONFIG_INVALID', 'sslmode in DATABASE_URL="bogus": must be one of disable, allow, prefer, require, verify-ca, verify-full'],
     [URL_, { PGSSLMODE: 'no-verify' }, 'CONFIG_INVALID', 'PGSSLMODE="no-verify": must be one of'],
     [`${URL_}?ssl=true`, {}, 'CONFIG_INVALID', 'the parameter "ssl" is not taken'],
+    [`${URL_}?sslmode=verify-ca&sslrootcert=/tmp/ca%00.crt`, {}, 'CONFIG_INVALID', 'sslrootcert in DATABASE_URL: a file path must not hold NUL or line breaks'],
+    [`${URL_}?sslmode=`, {}, 'CONFIG_INVALID', 'sslmode is empty'],
     [`${URL_}?sslmode=require&sslmode=disable`, {}, 'CONFIG_INVALID', 'sslmode is given 2 times'],
     [`${URL_}?sslmode=verify-full`, {}, 'TLS_MATERIAL_INVALID', "sslmode=verify-full (sslmode in DATABASE_URL) needs the CA that signs the server's certificate: the default ~/.postgresql/root.crt"],
     [`${URL_}?sslmode=verify-ca&sslrootcert=/nonexistent/root.crt`, {}, 'TLS_MATERIAL_INVALID', 'sslrootcert in DATABASE_URL=/nonexistent/root.crt'],

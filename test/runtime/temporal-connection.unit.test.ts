@@ -127,6 +127,10 @@ describe('Temporal connection settings (envconfig profile + environment)', () =>
     [{ TEMPORAL_ADDRESS: 'h:1', TEMPORAL_TLS: 'false', TEMPORAL_API_KEY: API_KEY }, 'CONFIG_INVALID', "TEMPORAL_TLS turns TLS off, but an API key is set"],
     [{ TEMPORAL_ADDRESS: 'h:1', TEMPORAL_API_KEY: `${API_KEY}\nX-Injected: 1` }, 'CONFIG_INVALID', 'TEMPORAL_API_KEY: must be printable ASCII without spaces'],
     [{ TEMPORAL_ADDRESS: 'h:1', TEMPORAL_TLS_SERVER_NAME: 'bad name\u0000' }, 'CONFIG_INVALID', 'TEMPORAL_TLS_SERVER_NAME='],
+    [{ TEMPORAL_ADDRESS: 'h:1', TEMPORAL_API_KEY: 'k'.repeat(20_000) }, 'CONFIG_INVALID', 'at most 16 KiB'],
+    [{ TEMPORAL_ADDRESS: 'h:1', TEMPORAL_API_KEY: `${API_KEY}\ud800` }, 'CONFIG_INVALID', 'TEMPORAL_API_KEY: must be printable ASCII'],
+    [{ TEMPORAL_ADDRESS: 'h:1', TEMPORAL_TLS_SERVER_CA_CERT_DATA: '\u0000'.repeat(10) }, 'TLS_MATERIAL_INVALID', 'not a PEM certificate'],
+    [{ TEMPORAL_ADDRESS: 'h:1', TEMPORAL_TLS_CLIENT_CERT_PATH: '', TEMPORAL_TLS_CLIENT_KEY_PATH: f('client.key') }, 'TLS_MATERIAL_INVALID', 'a client private key needs its certificate too'],
     [{ TEMPORAL_CONFIG_FILE: '/nonexistent/temporal.toml' }, 'CONFIG_INVALID', 'TEMPORAL_CONFIG_FILE=/nonexistent/temporal.toml: no such file'],
     [{ TEMPORAL_PROFILE: 'prod' }, 'CONFIG_INVALID', 'TEMPORAL_PROFILE=prod: no such profile (no Temporal config file: set TEMPORAL_CONFIG_FILE)'],
   ] as [Record<string, string>, string, string][])('refuses %j with one clear error', (env, code, message) => {
@@ -193,5 +197,14 @@ describe('explaining a failed Temporal connect', () => {
   it('masks a secret that a server error echoes', () => {
     const e = explainConnectFailure(new Error('bad request token=abcdef123'), { address: 'h:1', security: { tls: false } });
     expect(e.message).not.toContain('abcdef123');
+  });
+});
+
+describe('maskSecrets and API keys', () => {
+  it('masks an API key in env, TOML and JSON forms', async () => {
+    const { maskSecrets } = await import('../../src/secrets.ts');
+    for (const text of [`TEMPORAL_API_KEY=${API_KEY}`, `api_key = "${API_KEY}"`, `{"apiKey": "${API_KEY}"}`, `?api-key=${API_KEY}&x=1`]) {
+      expect(maskSecrets(text)).not.toContain(API_KEY);
+    }
   });
 });

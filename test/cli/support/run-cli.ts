@@ -20,7 +20,7 @@ export interface CliRun {
 }
 
 /** The settings fleetpatch reads (src/runtime/config.ts); a run starts from none of them but `env`'s. */
-const SETTINGS = /^(FLEETPATCH_|TEMPORAL_|DATABASE_URL$|LOG_LEVEL$|NO_COLOR$)/;
+const SETTINGS = /^(FLEETPATCH_|TEMPORAL_|PGSSL|DATABASE_URL$|LOG_LEVEL$|NO_COLOR$)/;
 
 let queue: Promise<unknown> = Promise.resolve();
 
