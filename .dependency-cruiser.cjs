@@ -4,7 +4,8 @@
  *
  * Layers, top to bottom: bin, cli, api -> app -> control -> workflows -> activities -> emulator,
  * agent, events, payload, rollout, runtime -> errors. Arrows point down only. Beside them, host
- * (the dom0 side of the agent contract), imported only by app and cli.
+ * (the dom0 side of the agent contract), imported only by app and cli, and double (doubles of
+ * Xen's tools over an emulated host, on top of the agent client), run as executables.
  */
 /** @type {import('dependency-cruiser').IConfiguration} */
 module.exports = {
@@ -69,6 +70,21 @@ module.exports = {
         'The dom0 agent serves the agent contract from Xen itself: it may import the contract, payloads, domain, runtime and the error catalogue, never the emulator (it must not pass for Xen by asking the emulator) nor the engine above.',
       from: { path: '^src/host/' },
       to: { path: '^(src/(?!host/|pki/|agent/(contract|requests)\\.ts$|payload/|domain/|runtime/|errors\\.ts$|secrets\\.ts$)|activities/|workflows/)' },
+    },
+    {
+      name: 'only-the-front-ends-import-the-tool-doubles',
+      severity: 'error',
+      comment: "src/double plays Xen's tools over an emulated host for tests and `fleetpatch emulate`: it is run as an executable (bin/*-double.js), started by the CLI at most, never used by the engine or the dom0 agent.",
+      from: { path: '^(src|activities|workflows)/', pathNot: '^src/(app|cli|double)/' },
+      to: { path: '^src/double/' },
+    },
+    {
+      name: 'the-tool-doubles-stand-on-the-agent-client',
+      severity: 'error',
+      comment:
+        "A double of xen-livepatch and xl reaches its host the way any client does, through the agent contract and HostAgent: never through the emulator's insides (what it prints must come from what the host answers), nor the engine above.",
+      from: { path: '^src/double/' },
+      to: { path: '^(src/(?!double/|agent/|domain/|errors\\.ts$|secrets\\.ts$)|activities/|workflows/)' },
     },
     {
       name: 'runtime-is-infrastructure-only',

@@ -111,6 +111,7 @@ export const FLEETPATCH_CATALOGUE = {
   VERIFY_FAILED: { summary: 'a patched function does not return what the plan expects', httpStatus: 409, retryable: false },
   FLEET_FILE_INVALID: { summary: 'the fleet file is missing or malformed', httpStatus: 400, retryable: false },
   FAULTS_INVALID: { summary: 'the fault-injection file is malformed', httpStatus: 400, retryable: false },
+  DOUBLE_CONFIG_INVALID: { summary: 'a Xen tool double does not know which emulated host to answer for (its config file or environment is missing or malformed)', httpStatus: 500, retryable: false },
   STREAM_VERSION_CONFLICT: { summary: 'the event stream moved on since it was read', httpStatus: 409, retryable: true },
   EVENT_INVALID: { summary: 'an event does not match the catalogue', httpStatus: 400, retryable: false },
   EVENT_NOT_FOUND: { summary: 'no event at that position', httpStatus: 404, retryable: false },

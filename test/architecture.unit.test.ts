@@ -69,6 +69,9 @@ describe('architecture', () => {
       'activities/host-engine.ts': "import { XenTools } from '../src/host/xen-tools.ts';\nexport const e = XenTools;\n",
       'src/host/xen-tools.ts': "import { f } from '../emulator/fleet.ts';\nexport const XenTools = f;\n",
       'src/emulator/fleet.ts': 'export const f = 1;\n',
+      // a tool double asking the emulator instead of its host, and the agent using a double
+      'src/double/xl.ts': "import { f } from '../emulator/fleet.ts';\nexport const xl = f;\n",
+      'src/agent/live-state.ts': "import { xl } from '../double/xl.ts';\nexport const l = xl;\n",
       // a cycle
       'src/events/a.ts': "import { b } from './b.ts';\nexport const a = b;\n",
       'src/events/b.ts': "import { a } from './a.ts';\nexport const b = () => a;\n",
@@ -86,11 +89,13 @@ describe('architecture', () => {
         'no-cycles',
         'nothing-imports-the-front-ends',
         'only-the-front-ends-import-the-host-side',
+        'only-the-front-ends-import-the-tool-doubles',
         'only-the-emulator-imports-the-state-machine',
         'pure-cores-import-no-node-modules',
         'runtime-is-infrastructure-only',
         'the-agent-side-does-not-import-the-emulator',
         'the-host-side-imports-the-contract-and-below',
+        'the-tool-doubles-stand-on-the-agent-client',
         'workflows-import-pure-modules-and-activity-types',
       ].sort(),
     );
