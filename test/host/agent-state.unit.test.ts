@@ -243,3 +243,25 @@ describe("the fleet's certificate names", () => {
     expect(new XenError('EINVAL', 'x').code).toBe('EINVAL');
   });
 });
+
+describe('the contract refuses text a hostile host cannot have stored', () => {
+  it('is HOST_PROTOCOL naming the field, for a NUL, a lone surrogate, in any string of an answer', async () => {
+    const { parseAnswer, WireStatusSchema, WireListSchema, WireErrorSchema } = await import('../../src/agent/contract.ts');
+    const status = { name: 'x\u0000y', state: 'CHECKED', rc: 0, reason: null };
+    const e = (() => {
+      try {
+        parseAnswer(WireStatusSchema, status, 'host-a', 'GET /x');
+      } catch (x) {
+        return x as FleetpatchError;
+      }
+      throw new Error('accepted');
+    })();
+    expect(e.code).toBe('HOST_PROTOCOL');
+    expect(e.message).toMatch(/name: contains a NUL character/);
+    const list = { host: 'h', hypervisor: { image: 'xen', buildId: HV }, version: 1, total: 1, remaining: 0, idx: 0, pending: null, boots: 1, boot: { id: 'b', at: 'now' }, appliedStack: [],
+      entries: [{ name: 'p', state: 'APPLIED', rc: 0, reason: null, buildId: HV, depends: HV, xenDepends: null, metadata: ['ok', 'bad\ud800'], reverted: false, safeToReapply: true, functions: [] }] };
+    expect(() => parseAnswer(WireListSchema, list, 'h', 'GET /l')).toThrow(/entries\.0\.metadata\.1: contains a lone UTF-16 surrogate/);
+    expect(WireErrorSchema.safeParse({ error: 'EINVAL', message: 'm', details: { deep: ['\u0000'] } }).success).toBe(false);
+    expect(WireErrorSchema.safeParse({ error: 'EINVAL', message: 'm', details: { deep: ['fine'] } }).success).toBe(true);
+  });
+});
