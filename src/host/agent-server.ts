@@ -186,8 +186,11 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   let state: AgentState = forBoot(await loadState(stateDir, bootId), bootId);
   let hypervisor: { bootId: string; buildId: string } | null = null;
   let saving: Promise<void> = Promise.resolve();
+  /** Counts every change of the learned state: a list read across one is read again (readHost). */
+  let generation = 0;
   const persist = (next: AgentState): Promise<void> => {
     state = next;
+    generation++;
     // Saves run one after another, each writing the state as it is by then: the last one wins.
     const run = saving.then(() => saveState(stateDir, state));
     saving = run.catch(() => undefined);
@@ -231,12 +234,19 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   }
 
   async function readHost(): Promise<{ rows: ListedPayload[]; host: Reconciled; hvBuildId: string }> {
-    await currentBoot();
-    const [listed, hvBuildId] = await Promise.all([xen.list(), hypervisorBuildId()]);
-    if (!listed.ok) throw refusalError(listed);
-    const host = reconcile(state, listed.payloads, await dumpFacts(listed.payloads));
-    if (JSON.stringify(host.state) !== JSON.stringify(state)) await persist(host.state);
-    return { rows: listed.payloads, host, hvBuildId };
+    for (let attempt = 0; ; attempt++) {
+      await currentBoot();
+      const seen = generation;
+      const [listed, hvBuildId] = await Promise.all([xen.list(), hypervisorBuildId()]);
+      if (!listed.ok) throw refusalError(listed);
+      const dump = await dumpFacts(listed.payloads);
+      // An upload that ended while the list was read is in the state but not in that list: it
+      // must not be forgotten as gone. Read again; the third time, answer without forgetting.
+      if (generation !== seen && attempt < 2) continue;
+      const host = reconcile(state, listed.payloads, dump);
+      if (generation === seen && JSON.stringify(host.state) !== JSON.stringify(state)) await persist(host.state);
+      return { rows: listed.payloads, host, hvBuildId };
+    }
   }
 
   function statusOf(rows: readonly ListedPayload[], name: string): WireStatus | null {

@@ -1,67 +1,91 @@
 /**
- * The fleet's certificate names, decided in one place (docs/agent.md, "TLS"): a host's
- * certificate carries the SAN URI `fleetpatch://host/<hostId>`, a worker's (a control-plane
- * client's) `fleetpatch://worker/<name>`. The agent lets only a worker drive it, and a worker
- * talks only to the host it meant: both read the peer's role here. Tiny and dependency-free.
+ * The fleet's mutual-TLS names, decided in one place: a host's certificate carries the SAN URI
+ * `fleetpatch://host/<hostId>`, a worker's (the control plane's client) `fleetpatch://worker/<name>`.
+ * The agent lets only a worker drive it (a host's certificate cannot drive another host) and the
+ * worker checks the agent names exactly the host it meant to reach: both read the role here.
+ * Tiny and dependency-free: it takes node:crypto's X509Certificate, or anything with its
+ * `subjectAltName` text.
  */
+
 const HOST_PREFIX = 'fleetpatch://host/';
 const WORKER_PREFIX = 'fleetpatch://worker/';
 
 export function hostUri(id: string): string {
-  return `${HOST_PREFIX}${id}`;
+  return `${HOST_PREFIX}${encodeURIComponent(id)}`;
 }
 
 export function workerUri(name: string): string {
-  return `${WORKER_PREFIX}${name}`;
+  return `${WORKER_PREFIX}${encodeURIComponent(name)}`;
 }
 
 export type PeerRole = { kind: 'host'; id: string } | { kind: 'worker'; name: string };
 
 /**
- * The fleet role a certificate's subjectAltName gives it, or null when it names none, or more
- * than one (a certificate that is both a host and a worker, or two hosts, is no one's). Takes
- * node:crypto's X509Certificate (or anything with its `subjectAltName` text).
+ * The SAN entries of node's `subjectAltName` text: `DNS:a, URI:b, IP Address:c`. Node writes an
+ * entry whose value holds a comma, a quote or a control character as a JSON string
+ * (`URI:"fleetpatch://host/a, b"`) so that a crafted name cannot pass for two entries: read it so.
  */
-export function peerRole(cert: { readonly subjectAltName?: string | undefined }): PeerRole | null {
-  const roles: PeerRole[] = [];
-  // node prints the SAN as `URI:a, DNS:b`; a value holding ", " is quoted as JSON by node
-  // (since 17.3), so it is not split apart into a second entry.
-  for (const entry of splitSan(cert.subjectAltName ?? '')) {
-    if (!entry.startsWith('URI:')) continue;
-    const uri = entry.slice(4);
-    if (uri.startsWith(HOST_PREFIX) && uri.length > HOST_PREFIX.length) roles.push({ kind: 'host', id: uri.slice(HOST_PREFIX.length) });
-    else if (uri.startsWith(WORKER_PREFIX) && uri.length > WORKER_PREFIX.length) roles.push({ kind: 'worker', name: uri.slice(WORKER_PREFIX.length) });
-  }
-  return roles.length === 1 ? roles[0]! : null;
-}
-
-function splitSan(san: string): string[] {
-  const out: string[] = [];
+export function sanEntries(subjectAltName: string | undefined): { type: string; value: string }[] {
+  const out: { type: string; value: string }[] = [];
+  if (!subjectAltName) return out;
   let i = 0;
-  while (i < san.length) {
-    const colon = san.indexOf(':', i);
-    if (colon === -1) break;
-    const kind = san.slice(i, colon + 1);
+  const s = subjectAltName;
+  while (i < s.length) {
+    const colon = s.indexOf(':', i);
+    if (colon < 0) break;
+    const type = s.slice(i, colon);
+    let j = colon + 1;
     let value: string;
-    let next: number;
-    if (san[colon + 1] === '"') {
-      // A quoted value: JSON string syntax.
-      let j = colon + 2;
-      while (j < san.length && san[j] !== '"') j += san[j] === '\\' ? 2 : 1;
+    if (s[j] === '"') {
+      // A JSON string: find its closing quote (one not escaped) and let JSON read it.
+      let k = j + 1;
+      while (k < s.length && s[k] !== '"') k += s[k] === '\\' ? 2 : 1;
       try {
-        value = JSON.parse(san.slice(colon + 1, j + 1)) as string;
+        value = JSON.parse(s.slice(j, k + 1)) as string;
       } catch {
         return out;
       }
-      next = j + 1;
+      j = k + 1;
     } else {
-      const comma = san.indexOf(', ', colon + 1);
-      next = comma === -1 ? san.length : comma;
-      value = san.slice(colon + 1, next);
+      const comma = s.indexOf(', ', j);
+      const end = comma < 0 ? s.length : comma;
+      value = s.slice(j, end);
+      j = end;
     }
-    out.push(kind + value);
-    i = next;
-    if (san.startsWith(', ', i)) i += 2;
+    out.push({ type, value });
+    if (s.startsWith(', ', j)) j += 2;
+    i = j;
   }
   return out;
+}
+
+function decoded(rest: string): string | null {
+  if (rest === '' || rest.includes('/')) return null;
+  try {
+    const v = decodeURIComponent(rest);
+    return v === '' ? null : v;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Who a certificate is in the fleet: a host, a worker, or nobody (null). A certificate naming
+ * more than one fleetpatch identity is nobody: it must not be a host and a worker at once.
+ */
+export function peerRole(cert: { readonly subjectAltName?: string | undefined }): PeerRole | null {
+  const roles: PeerRole[] = [];
+  for (const { type, value } of sanEntries(cert.subjectAltName)) {
+    if (type !== 'URI') continue;
+    if (value.startsWith(HOST_PREFIX)) {
+      const id = decoded(value.slice(HOST_PREFIX.length));
+      if (id === null) return null;
+      roles.push({ kind: 'host', id });
+    } else if (value.startsWith(WORKER_PREFIX)) {
+      const name = decoded(value.slice(WORKER_PREFIX.length));
+      if (name === null) return null;
+      roles.push({ kind: 'worker', name });
+    }
+  }
+  return roles.length === 1 ? roles[0]! : null;
 }

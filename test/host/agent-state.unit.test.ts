@@ -238,7 +238,9 @@ describe("the fleet's certificate names", () => {
     expect(peerRole({ subjectAltName: 'URI:fleetpatch://worker/w1, URI:fleetpatch://host/h1' })).toBeNull();
     expect(peerRole({ subjectAltName: 'URI:fleetpatch://worker/' })).toBeNull();
     expect(peerRole({ subjectAltName: 'DNS:fleetpatch://worker/w1' })).toBeNull();
-    expect(peerRole({ subjectAltName: 'URI:"fleetpatch://worker/a, URI:fleetpatch://host/b"' })).toEqual({ kind: 'worker', name: 'a, URI:fleetpatch://host/b' });
+    // A quoted entry is one entry: a crafted name cannot pass for a second identity.
+    expect(peerRole({ subjectAltName: 'URI:"fleetpatch://worker/a, URI:fleetpatch://host/b"' })).toBeNull();
+    expect(peerRole({ subjectAltName: `URI:${workerUri('a b')}` })).toEqual({ kind: 'worker', name: 'a b' });
     expect(peerRole({})).toBeNull();
     expect(new XenError('EINVAL', 'x').code).toBe('EINVAL');
   });
