@@ -260,6 +260,23 @@ describe('the agent over mutual TLS, driving the tools', () => {
     expect((await fake()).runs).toBe(before);
   });
 
+  it('keeps what it learned across its own restart: the facts are on disk, the list is the truth', async () => {
+    const before = await client.listAll();
+    expect(before.entries.find((e) => e.name === 'hello')).toMatchObject({ facts: 'uploaded' });
+    await agent.close();
+    const tls = await loadAgentTls(dir);
+    agent = await startAgent({
+      dir, hostId: tls.hostId, host: '127.0.0.1', port: 0, tls,
+      tools: { xenLivepatch: path.join(root, 'xen-livepatch'), xl: path.join(root, 'xl'), uploadDir, timeoutMs: 20_000 },
+      bootIdFile: path.join(root, 'boot_id'), statFile: path.join(root, 'stat'),
+    });
+    client = await clientWith('worker');
+    const after = await client.listAll();
+    expect(after.entries).toEqual(before.entries);
+    expect(after.appliedStack).toEqual(before.appliedStack);
+    expect(after.boots).toBe(before.boots);
+  });
+
   it('does not reboot a real host, and drops what it learned when the host rebooted', async () => {
     expect((await refusal(client.reboot())).code).toBe('AGENT_UNSUPPORTED');
     const before = await client.listAll();
