@@ -215,6 +215,14 @@ describe('the agent over mutual TLS, driving the tools', () => {
     expect((await fake()).payloads.map((p) => p.name)).toEqual(['hello']);
   });
 
+  it('refuses a name that cannot be stored (a NUL) before any tool runs; a lone surrogate cannot even be encoded in a path', async () => {
+    const runs = (await fake()).runs;
+    expect((await refusal(client.get('a\u0000b'))).code).toBe('REQUEST_INVALID');
+    const e = await refusal(client.action('a\u0000b', 'apply'));
+    expect(e.message).toMatch(/path segment 4 contains a NUL character/);
+    expect((await fake()).runs).toBe(runs);
+  });
+
   it('passes a name with shell metacharacters to the tool as one argument, running nothing', async () => {
     const name = "x;touch PWNED $(touch PWNED2) `id`'";
     const p = await payload('meta');
