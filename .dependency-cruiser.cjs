@@ -66,9 +66,9 @@ module.exports = {
       name: 'the-host-side-imports-the-contract-and-below',
       severity: 'error',
       comment:
-        'The dom0 agent serves the agent contract from Xen itself: it may import the contract, payloads, domain, runtime and the error catalogue, never the emulator (it must not pass for Xen by asking the emulator) nor the engine above.',
+        'The dom0 agent serves the agent contract from Xen itself: it may import the contract, the fleet\'s mTLS names (src/pki/names.ts), payloads, domain, runtime and the error catalogue, never the emulator (it must not pass for Xen by asking the emulator) nor the engine above.',
       from: { path: '^src/host/' },
-      to: { path: '^(src/(?!host/|agent/contract\\.ts$|payload/|domain/|runtime/|errors\\.ts$|secrets\\.ts$)|activities/|workflows/)' },
+      to: { path: '^(src/(?!host/|agent/contract\\.ts$|pki/names\\.ts$|payload/|domain/|runtime/|errors\\.ts$|secrets\\.ts$)|activities/|workflows/)' },
     },
     {
       name: 'runtime-is-infrastructure-only',
