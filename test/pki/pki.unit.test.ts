@@ -72,7 +72,7 @@ describe('the fleet CA', () => {
     // A CSR whose signature was tampered with does not verify.
     const lines = csr.trim().split('\n');
     const body = Buffer.from(lines.slice(1, -1).join(''), 'base64');
-    body[body.length - 5] ^= 0xff;
+    body[body.length - 5] = body[body.length - 5]! ^ 0xff;
     const tampered = `${lines[0]}\n${body.toString('base64')}\n${lines.at(-1)}\n`;
     expect((await code(readCsr(tampered))).code).toBe('CSR_INVALID');
   });
