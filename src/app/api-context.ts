@@ -19,6 +19,9 @@ import type { Logger } from '../runtime/logger.ts';
 import type { Services } from '../runtime/services.ts';
 import type { Shutdown } from '../runtime/shutdown.ts';
 import { loadTrustedKeys } from '../control/trusted-keys.ts';
+import { FleetRegistry } from '../fleet/registry.ts';
+import { loadCa, type FleetCa } from '../pki/ca.ts';
+import { loadConfig } from '../runtime/config.ts';
 
 export interface ApiContext {
   logger: Logger;
@@ -30,6 +33,10 @@ export interface ApiContext {
   /** The fleet (hosts, labels, how to reach each), re-read when the file changes; null when there is none. */
   fleet: () => Promise<FleetClient | null>;
   trustedKeys: () => Promise<readonly PublicKey[]>;
+  /** The enrolled hosts' facts: join tokens, enrolments, labels, retirements. */
+  fleetRegistry: FleetRegistry;
+  /** The fleet CA of the data dir (CA_MISSING until `fleetpatch ca init`). */
+  fleetCa: () => Promise<FleetCa>;
   /** A worker's registry when one runs in this process (the demo): /metrics serves it too. */
   workerMetrics?: Registry;
 }
@@ -48,6 +55,18 @@ export function fleetReader(fleetFile: string, logger?: Logger): () => Promise<F
   };
 }
 
+/** The fleet CA, read once it is there (a `ca init` after the API started is seen at the next enrolment). */
+function caLoader(dataDir: string | undefined): () => Promise<FleetCa> {
+  let ca: Promise<FleetCa> | undefined;
+  return () => {
+    ca ??= loadCa(dataDir ?? loadConfig().dataDir).catch((e: unknown) => {
+      ca = undefined;
+      throw e;
+    });
+    return ca;
+  };
+}
+
 /** The API's context from running services; the Temporal client is closed through `shutdown`. */
 export async function createApiContext(opts: { config: Config; logger: Logger; services: Services; shutdown: Shutdown; workerMetrics?: Registry; fleetFile?: string; trustedKeys?: readonly PublicKey[] }): Promise<ApiContext> {
   const { config, services, logger } = opts;
@@ -60,6 +79,7 @@ export async function createApiContext(opts: { config: Config; logger: Logger; s
     taskQueue: services.taskQueue,
     namespace: services.namespace,
     fleetFile: opts.fleetFile ?? config.fleetFile,
+    dataDir: config.dataDir,
     trustedKeys: opts.trustedKeys ? async () => opts.trustedKeys! : () => loadTrustedKeys(config),
     ...(services.temporalUiUrl ? { temporalUiUrl: services.temporalUiUrl } : {}),
     ...(opts.workerMetrics ? { workerMetrics: opts.workerMetrics } : {}),
@@ -77,6 +97,8 @@ export function apiContextFrom(parts: {
   trustedKeys: () => Promise<readonly PublicKey[]>;
   temporalUiUrl?: string;
   workerMetrics?: Registry;
+  /** Where the fleet CA is (<data dir>/ca); default FLEETPATCH_DATA_DIR. */
+  dataDir?: string;
 }): ApiContext {
   const events = new EventStore(parts.pool);
   return {
@@ -88,6 +110,8 @@ export function apiContextFrom(parts: {
     temporal: { client: parts.client, taskQueue: parts.taskQueue, namespace: parts.namespace, ...(parts.temporalUiUrl ? { uiUrl: parts.temporalUiUrl } : {}) },
     fleet: fleetReader(parts.fleetFile, parts.logger),
     trustedKeys: parts.trustedKeys,
+    fleetRegistry: new FleetRegistry(events),
+    fleetCa: caLoader(parts.dataDir),
     ...(parts.workerMetrics ? { workerMetrics: parts.workerMetrics } : {}),
   };
 }
