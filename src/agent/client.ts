@@ -18,6 +18,7 @@ import { Agent as UndiciAgent, type Dispatcher } from 'undici';
 import type { z } from 'zod';
 import { FleetpatchError, XEN_ERRNO } from '../errors.ts';
 import type { Logger } from '../runtime/logger.ts';
+import { unstorable } from '../domain/text.ts';
 import { findFleetHost, readFleetFile, type FleetFile } from './fleet-file.ts';
 import {
   WireActionSchema,
@@ -30,6 +31,7 @@ import {
   WireActionDoneSchema,
   MAX_ACTION_WAIT_MS,
   NDJSON,
+  SIGNATURE_HEADER,
   decodeError,
   parseAnswer,
   type ActionCmd,
@@ -94,6 +96,13 @@ interface Answer {
   text: string;
 }
 
+/** A request's body and its extra headers (UPLOAD's signature). */
+interface RequestBody {
+  body?: Buffer | string;
+  contentType?: string;
+  headers?: Record<string, string>;
+}
+
 /** undici's codes for "no answer in time" (waiting for the connection, the headers, the body). */
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
@@ -126,7 +135,7 @@ export class Transport {
   }
 
   /** A JSON answer, parsed with its schema from the contract: any other shape is HOST_PROTOCOL. */
-  async json<S extends z.ZodType>(schema: S, method: string, path: string, body: { body?: Buffer | string; contentType?: string } = {}): Promise<z.infer<S>> {
+  async json<S extends z.ZodType>(schema: S, method: string, path: string, body: RequestBody = {}): Promise<z.infer<S>> {
     const { text } = await this.request(method, path, body);
     return parseAnswer(schema, this.parseJson(text, method, path), this.who, `${method} ${path}`);
   }
@@ -145,7 +154,7 @@ export class Transport {
    * hears each as soon as its line is complete. A plain JSON answer is one part. A refusal throws
    * as `request` does; a connection lost after some parts throws after those were heard.
    */
-  async parts(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }, onPart: (value: unknown, index: number) => void): Promise<void> {
+  async parts(method: string, path: string, opts: RequestBody, onPart: (value: unknown, index: number) => void): Promise<void> {
     const part = (line: string, index: number) => onPart(this.parseJson(line, method, path), index);
     const res = await this.open(method, path, opts, `${NDJSON}, application/json`);
     if (res.statusCode < 200 || res.statusCode >= 300 || !String(res.headers['content-type'] ?? '').startsWith(NDJSON)) {
@@ -179,7 +188,7 @@ export class Transport {
     if (pending.trim() !== '') part(pending, index);
   }
 
-  async request(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }): Promise<Answer> {
+  async request(method: string, path: string, opts: RequestBody): Promise<Answer> {
     const t0 = performance.now();
     let answer: Answer;
     try {
@@ -193,7 +202,7 @@ export class Transport {
     throw this.refusal(method, path, answer);
   }
 
-  private async send(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }): Promise<Answer> {
+  private async send(method: string, path: string, opts: RequestBody): Promise<Answer> {
     const res = await this.open(method, path, opts, 'application/json, text/plain');
     try {
       return { status: res.statusCode, text: await res.body.text() };
@@ -203,8 +212,8 @@ export class Transport {
   }
 
   /** Sends the request and returns once the answer's headers are in; the body is the caller's to read. */
-  private async open(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }, accept: string): Promise<Dispatcher.ResponseData> {
-    const headers: Record<string, string> = { authorization: `Bearer ${this.#token}`, accept };
+  private async open(method: string, path: string, opts: RequestBody, accept: string): Promise<Dispatcher.ResponseData> {
+    const headers: Record<string, string> = { ...opts.headers, authorization: `Bearer ${this.#token}`, accept };
     if (opts.body !== undefined) headers['content-type'] = opts.contentType ?? 'application/octet-stream';
     try {
       // No automatic retry, even on a reused keep-alive connection: an emulated host that resets
@@ -297,11 +306,16 @@ export class HostAgent {
     return this.#t.json(WireStatusSchema, 'GET', this.path('livepatch', name));
   }
 
-  /** UPLOAD: Xen's checks run synchronously; the payload is CHECKED afterwards. */
-  upload(name: string, bytes: Uint8Array): Promise<WireUpload> {
+  /**
+   * UPLOAD: Xen's checks run synchronously; the payload is CHECKED afterwards. `signature` is the
+   * payload's detached signature (the signature file's JSON object): a dom0 agent verifies it
+   * against the host's own trusted keys and refuses the payload without one.
+   */
+  upload(name: string, bytes: Uint8Array, opts: { signature?: object | null } = {}): Promise<WireUpload> {
     return this.#t.json(WireUploadSchema, 'POST', this.path('livepatch', name), {
       body: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
       contentType: 'application/octet-stream',
+      ...(opts.signature ? { headers: { [SIGNATURE_HEADER]: Buffer.from(JSON.stringify(opts.signature)).toString('base64') } } : {}),
     });
   }
 
@@ -384,7 +398,11 @@ export class HostAgent {
 
   /** Xen's debug dump (key 'x'). */
   async dump(): Promise<string> {
-    return (await this.#t.request('GET', this.path('dump'), {})).text;
+    const { text } = await this.#t.request('GET', this.path('dump'), {});
+    // A hostile host's text is refused here as its JSON is by the contract: it may be recorded.
+    const problem = unstorable(text);
+    if (problem) throw new FleetpatchError('HOST_PROTOCOL', `${this.hostId}: the debug dump ${problem}`, { hostId: this.hostId });
+    return text;
   }
 
   /** Reboots the host: every payload vanishes; for `downMs` it answers nothing. */

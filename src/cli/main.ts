@@ -13,6 +13,7 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   payload: { summary: 'inspect, check, build, sign and verify live-patch payloads', load: async () => (await import('./payload.ts')).payloadCommand },
   emulate: { summary: 'serve a fleet of emulated hypervisors over HTTP', load: async () => (await import('./emulate.ts')).emulateCommand },
   hv: { summary: 'xen-livepatch against one emulated host', load: async () => (await import('./hv.ts')).hvCommand },
+  agent: { summary: "the dom0 agent of a real Xen host: serves the agent protocol from xen-livepatch and xl", load: async () => (await import('./agent.ts')).agentCommand },
   audit: { summary: 'ask the event store what ran where, when, and why', load: async () => (await import('./audit.ts')).auditCommand },
   rollout: { summary: 'plan, start and steer fleet rollouts', load: async () => (await import('./rollout.ts')).rolloutCommand },
   api: { summary: 'serve the HTTP API, the live dashboard and /metrics', load: async () => (await import('./api.ts')).apiCommand },

@@ -3,9 +3,9 @@
  * `fleetpatch://host/<hostId>`, a worker's (the control plane's client) `fleetpatch://worker/<name>`.
  * The agent lets only a worker drive it (a host's certificate cannot drive another host) and the
  * worker checks the agent names exactly the host it meant to reach: both read the role here.
- * Tiny and dependency-free (the X509Certificate is only read, its type imported).
+ * Tiny and dependency-free: it takes node:crypto's X509Certificate, or anything with its
+ * `subjectAltName` text.
  */
-import type { X509Certificate } from 'node:crypto';
 
 const HOST_PREFIX = 'fleetpatch://host/';
 const WORKER_PREFIX = 'fleetpatch://worker/';
@@ -73,7 +73,7 @@ function decoded(rest: string): string | null {
  * Who a certificate is in the fleet: a host, a worker, or nobody (null). A certificate naming
  * more than one fleetpatch identity is nobody: it must not be a host and a worker at once.
  */
-export function peerRole(cert: X509Certificate): PeerRole | null {
+export function peerRole(cert: { readonly subjectAltName?: string | undefined }): PeerRole | null {
   const roles: PeerRole[] = [];
   for (const { type, value } of sanEntries(cert.subjectAltName)) {
     if (type !== 'URI') continue;
