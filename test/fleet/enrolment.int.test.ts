@@ -25,6 +25,7 @@ import { hostStream } from '../../src/events/streams.ts';
 import { makeJoinToken } from '../../src/fleet/join-token.ts';
 import { initCa, issueHostCertificate, issueWorkerCertificate, type FleetCa } from '../../src/pki/ca.ts';
 import { checkCertificate } from '../../src/pki/checks.ts';
+import { pinHost } from '../../src/pki/tls.ts';
 import { makeCsr } from '../../src/pki/csr.ts';
 import { generateKeyPair, privateKeyPem } from '../../src/pki/x509.ts';
 import { createLogger } from '../../src/runtime/logger.ts';
@@ -167,8 +168,8 @@ describe('enrolment over the API, and the mutual TLS it sets up', () => {
       return { key: await privateKeyPem(keys.privateKey), cert: issued.certPem };
     };
     const workerAgent = async (hostId: string, worker?: { key: string; cert: string }) => {
-      const w = worker ?? (await issueWorkerCertificate(ca, 'w1').then((i) => ({ key: i.keyPem, cert: i.certPem })));
-      const { pinHost } = await import('../../src/pki/tls.ts');
+      const issued = await issueWorkerCertificate(ca, 'w1');
+      const w: { key: string; cert: string } = worker ?? { key: issued.keyPem, cert: issued.certPem };
       return new HostAgent({ url, hostId, dispatcher: new UndiciAgent({ connect: { key: w.key, cert: w.cert, ca: ca.certPem, checkServerIdentity: pinHost(hostId) } }), timeoutMs: 10_000 });
     };
     const failure = async (p: Promise<unknown>) => p.then(() => ({ code: 'none', message: '' }), (e: { code: string; message: string }) => e);
