@@ -1,8 +1,8 @@
 /**
  * `fleetpatch hosts enroll|list|label|retire`: the fleet of enrolled hosts, kept as facts in
  * their host streams (src/fleet/registry.ts). `enroll` prints a one-time join token and the
- * command to run on the host; `list` shows the enrolled hosts (and, with the emulator's fleet
- * file, the emulated ones not enrolled, marked so).
+ * command to run on the host; `list` shows the enrolled hosts (the emulator's fleet file has its
+ * own: `fleetpatch emulate`; rollouts read both, each host once).
  */
 import os from 'node:os';
 import { FleetpatchError } from '../errors.ts';
