@@ -62,7 +62,7 @@ export const hostsCommand: Command = async (args, io) => {
       const labels = parseLabels(values.label ?? [], 'hosts enroll') as Record<string, string>;
       const ttlMs = values.ttl === undefined ? DEFAULT_JOIN_TOKEN_TTL_MS : parseDuration(values.ttl);
       if (ttlMs === undefined || ttlMs <= 0) throw new FleetpatchError('USAGE', `hosts enroll: --ttl must be a duration such as 1h or 30m, not ${JSON.stringify(String(values.ttl).slice(0, 40))}`);
-      const control = values.control ?? process.env.FLEETPATCH_API_URL ?? `https://${os.hostname()}:${DEFAULT_API_PORT}`;
+      const control = values.control ?? `https://${os.hostname()}:${DEFAULT_API_PORT}`;
       return withRegistry(async (registry, dataDir) => {
         const ca = await loadCa(dataDir);
         const t = await registry.issueJoinToken(ca, id, { labels, ttlMs, actor: actor() });
