@@ -67,7 +67,7 @@ module.exports = {
       name: 'the-host-side-imports-the-contract-and-below',
       severity: 'error',
       comment:
-        'The dom0 agent serves the agent contract from Xen itself: it may import the contract and its request parser, the fleet\'s certificate names (src/pki), payloads, domain, runtime and the error catalogue, never the emulator (it must not pass for Xen by asking the emulator) nor the engine above.',
+        'The dom0 agent serves the agent contract from Xen itself: it may import the contract, the fleet\'s mTLS names and checks (src/pki), payloads, domain, runtime and the error catalogue, never the emulator (it must not pass for Xen by asking the emulator) nor the engine above.',
       from: { path: '^src/host/' },
       to: { path: '^(src/(?!host/|pki/|agent/(contract|requests)\\.ts$|payload/|domain/|runtime/|errors\\.ts$|secrets\\.ts$)|activities/|workflows/)' },
     },

@@ -137,6 +137,16 @@ export const FLEETPATCH_CATALOGUE = {
   MEDIA_TYPE_UNSUPPORTED: { summary: 'the request body has a content type the route does not take (JSON: application/json)', httpStatus: 415, retryable: false },
   TOKEN_NOT_FOUND: { summary: 'no API token with that name', httpStatus: 404, retryable: false },
   TOKEN_EXISTS: { summary: 'an API token with that name exists; revoke it first or choose another name', httpStatus: 409, retryable: false },
+  CA_MISSING: { summary: 'there is no fleet CA in the data dir (<FLEETPATCH_DATA_DIR>/ca/ca.pem, ca.key.pem): make one with `fleetpatch ca init`', httpStatus: 503, retryable: false },
+  CA_EXISTS: { summary: 'the fleet CA exists already; fleetpatch never replaces it (every certificate of the fleet chains to it)', httpStatus: 409, retryable: false },
+  CA_INVALID: { summary: 'the fleet CA files cannot be used: unreadable, not a CA certificate, or the key is not the certificate\'s', httpStatus: 500, retryable: false },
+  JOIN_TOKEN_MALFORMED: { summary: 'a join token is not of the shape `fleetpatch hosts enroll` prints (fpj_, 12 hex digits, _, 43 base64url characters)', httpStatus: 400, retryable: false },
+  JOIN_TOKEN_FOREIGN: { summary: 'a join token was not issued by this control plane: another fleet\'s CA, or never issued here', httpStatus: 401, retryable: false },
+  JOIN_TOKEN_EXPIRED: { summary: 'a join token is past its expiry; issue another with `fleetpatch hosts enroll <id>`', httpStatus: 401, retryable: false },
+  JOIN_TOKEN_USED: { summary: 'a join token was used already (it is good for one enrolment); issue another with `fleetpatch hosts enroll <id>`', httpStatus: 409, retryable: false },
+  CSR_INVALID: { summary: 'a certificate signing request is malformed, too large, not self-signed by its key, of a key type the fleet does not use, or names another host than its join token', httpStatus: 400, retryable: false },
+  CERTIFICATE_INVALID: { summary: 'a certificate cannot be used: expired or not yet valid, not issued by the fleet CA, or not naming what it must (host id, worker), or unreadable', httpStatus: 401, retryable: false },
+  HOST_RETIRED: { summary: 'the host is retired: its facts stay, rollouts no longer select it; enrol it again to bring it back', httpStatus: 409, retryable: false },
   INTERNAL: { summary: 'an error fleetpatch did not expect: a bug (LOG_LEVEL=debug shows its stack)', httpStatus: 500, retryable: false },
 } as const satisfies Record<string, CatalogueEntry>;
 

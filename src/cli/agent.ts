@@ -23,6 +23,7 @@ function usage(io: CliIO): void {
   io.out('Usage: fleetpatch agent [--dir D] [--listen HOST:PORT] [--host-id ID] [--xen-livepatch PATH] [--xl PATH]');
   io.out('                        [--insecure-http [--token-file F]] [--boot-id-file F] [--stat-file F]');
   io.out('       fleetpatch agent journal [--dir D] [--since T] [--json]');
+  io.out('       fleetpatch agent enroll --join-token T --control URL [--dir D] [--address URL] [--xl PATH]');
   io.out('');
   io.out("Serves the agent protocol for this host from Xen's own tools (see docs/agent.md).");
   io.out(`  --dir D             the agent's directory (default ${DEFAULT_AGENT_DIR}): tls/, trusted-keys.json, journal.jsonl, state/`);
@@ -60,6 +61,7 @@ async function journalCommand(args: string[], io: CliIO): Promise<number> {
 
 export const agentCommand: Command = async (args, io) => {
   if (args[0] === 'journal') return journalCommand(args.slice(1), io);
+  if (args[0] === 'enroll') return (await import('./agent-enroll.ts')).agentEnrollCommand(args.slice(1), io);
   const { values, positionals } = parseCommandArgs(
     args,
     {
@@ -80,7 +82,7 @@ export const agentCommand: Command = async (args, io) => {
     usage(io);
     return 0;
   }
-  if (positionals.length) throw new FleetpatchError('USAGE', `agent: unexpected argument "${positionals[0]}" (the only subcommand is journal)`);
+  if (positionals.length) throw new FleetpatchError('USAGE', `agent: unexpected argument "${positionals[0]}" (the subcommands are journal and enroll)`);
   const insecure = values['insecure-http'] === true;
   if (!insecure && values['token-file']) throw new FleetpatchError('USAGE', 'agent: --token-file goes with --insecure-http; over mutual TLS the client certificate is the credential');
   const dir = path.resolve(values.dir ?? DEFAULT_AGENT_DIR);

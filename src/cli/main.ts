@@ -17,6 +17,8 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   audit: { summary: 'ask the event store what ran where, when, and why', load: async () => (await import('./audit.ts')).auditCommand },
   rollout: { summary: 'plan, start and steer fleet rollouts', load: async () => (await import('./rollout.ts')).rolloutCommand },
   api: { summary: 'serve the HTTP API, the live dashboard and /metrics', load: async () => (await import('./api.ts')).apiCommand },
+  ca: { summary: 'make the fleet CA and issue workers\' client certificates for mutual TLS with the agents', load: async () => (await import('./ca.ts')).caCommand },
+  hosts: { summary: 'enrol, list, label and retire the fleet\'s real hosts', load: async () => (await import('./hosts.ts')).hostsCommand },
   tokens: { summary: 'create, list and revoke the bearer tokens of the HTTP API', load: async () => (await import('./tokens.ts')).tokensCommand },
 };
 
