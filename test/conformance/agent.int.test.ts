@@ -107,6 +107,7 @@ contractSuite('the dom0 agent over mutual TLS, on the doubles of xen-livepatch a
       replace: await bytes(fx.payloads.replaceWorld),
       nop: await bytes(fx.payloads.nop),
       noXenBuildId: await bytes(fx.payloads.noXenBuildId),
+      forOtherHypervisor: await bytes(fx.payloads.helloWorldOther),
     },
   };
 });
