@@ -71,6 +71,21 @@ export interface Body {
   readonly size: number;
 }
 
+/**
+ * Buffers a request body up to `limit` bytes; beyond that, counts and discards the rest, so the
+ * answer can say how big it was without holding it. Any async stream of chunks (a server's request).
+ */
+export async function readBody(req: AsyncIterable<Uint8Array>, limit: number): Promise<Body> {
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  for await (const chunk of req) {
+    if (size + chunk.length <= limit) chunks.push(chunk);
+    else if (size < limit) chunks.push(chunk.subarray(0, limit - size));
+    size += chunk.length;
+  }
+  return { bytes: Buffer.concat(chunks), truncated: size > limit, size };
+}
+
 /** The most an upload body may hold: Xen refuses bigger payloads with EINVAL. */
 export const MAX_UPLOAD_BYTES = 2 * 1024 * 1024;
 /** The most a JSON body may hold. */

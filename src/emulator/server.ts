@@ -37,7 +37,7 @@ import * as sm from './state-machine.ts';
 import { statusView, toJson } from './views.ts';
 import { NDJSON, encodeError, type WireAction, type WireActionDone, type WireStatus } from '../agent/contract.ts';
 import { dispatch } from './dispatch.ts';
-import { MAX_JSON_BYTES, MAX_UPLOAD_BYTES, bodyOf, jsonObject, matchRoute, parseRequest, refuse, type Body } from '../agent/requests.ts';
+import { MAX_JSON_BYTES, MAX_UPLOAD_BYTES, readBody, bodyOf, jsonObject, matchRoute, parseRequest, refuse, type Body } from '../agent/requests.ts';
 
 /** Journal entries kept per host (the oldest go first). */
 const JOURNAL_PER_HOST = 512;
@@ -104,18 +104,6 @@ interface ServedHost {
   readonly member: FleetMember;
   readonly target: FaultTarget;
   state: sm.Host;
-}
-
-/** Buffers a request body up to `limit` bytes; beyond that, counts and discards the rest. */
-async function readBody(req: http.IncomingMessage, limit: number): Promise<Body> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    if (size + chunk.length <= limit) chunks.push(chunk);
-    else if (size < limit) chunks.push(chunk.subarray(0, limit - size));
-    size += chunk.length;
-  }
-  return { bytes: Buffer.concat(chunks), truncated: size > limit, size };
 }
 
 async function readJson(req: http.IncomingMessage): Promise<Record<string, unknown>> {

@@ -25,7 +25,7 @@ import {
   ACTION_CMDS, NDJSON, SIGNATURE_HEADER, encodeError,
   type ActionCmd, type HostDependencyCheck, type WireAction, type WireActionDone, type WireCall, type WireList, type WireStatus, type WireUpload,
 } from '../agent/contract.ts';
-import { MAX_JSON_BYTES, MAX_UPLOAD_BYTES, matchRoute, parseRequest, refuse, bodyOf, type Body } from '../agent/requests.ts';
+import { MAX_JSON_BYTES, MAX_UPLOAD_BYTES, readBody, matchRoute, parseRequest, refuse, bodyOf, type Body } from '../agent/requests.ts';
 import type { PublicKey } from '../payload/signing.ts';
 import type { Logger } from '../runtime/logger.ts';
 import { peerRole } from '../pki/names.ts';
@@ -105,17 +105,6 @@ async function loadTrusted(dir: string): Promise<PublicKey[]> {
     throw new FleetpatchError('KEY_INVALID', `cannot read this host's trusted keys ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}; without them the agent refuses every payload`, { file });
   }
   return readTrustedKeys(text, file);
-}
-
-async function readBody(req: http.IncomingMessage, limit: number): Promise<Body> {
-  const chunks: Buffer[] = [];
-  let size = 0;
-  for await (const chunk of req as AsyncIterable<Buffer>) {
-    if (size + chunk.length <= limit) chunks.push(chunk);
-    else if (size < limit) chunks.push(chunk.subarray(0, limit - size));
-    size += chunk.length;
-  }
-  return { bytes: Buffer.concat(chunks), truncated: size > limit, size };
 }
 
 function send(res: http.ServerResponse, status: number, body: unknown): void {

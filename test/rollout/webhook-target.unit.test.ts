@@ -15,18 +15,9 @@ import { webhookTargetProblem } from '../../src/rollout/webhook-target.ts';
 import { DEFAULT_API_PORT, DEFAULT_FLEET_PORT, loadConfig } from '../../src/runtime/config.ts';
 import { DEFAULT_API_PORT as CLI_API_PORT } from '../../src/cli/api.ts';
 import { DEFAULT_PORT as CLI_FLEET_PORT } from '../../src/cli/emulate.ts';
+import { refusal } from '../support/refusal.ts';
 
 const plan = (webhook: string): PlanInput => ({ name: 'hooked', payloads: [{ buildId: 'ab'.repeat(20) }], waves: [{ name: 'all', hosts: '100%' }], notify: { webhook } });
-
-function refusal(fn: () => unknown): FleetpatchError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof FleetpatchError) return e;
-    throw e;
-  }
-  throw new Error('expected a refusal');
-}
 
 async function asyncRefusal(p: Promise<unknown>): Promise<FleetpatchError> {
   const e = await p.then(

@@ -4,8 +4,8 @@ import os from 'node:os';
 import path from 'node:path';
 import type { PeerCertificate } from 'node:tls';
 import { describe, expect, it } from 'vitest';
-import { FleetpatchError } from '../../src/errors.ts';
 import { explainPostgresFailure, resolvePostgresTls, sslAttempts, type PgSsl } from '../../src/runtime/database.ts';
+import { refusal } from '../support/refusal.ts';
 
 const TLS = path.resolve(import.meta.dirname, '..', 'fixtures', 'tls');
 const f = (n: string) => path.join(TLS, n);
@@ -15,16 +15,6 @@ const URL_ = 'postgres://fleetpatch:s3cr3t-pw@127.0.0.1:5432/fleetpatch';
 
 function attempts(url: string, env: Record<string, string> = {}): PgSsl[] {
   return sslAttempts(resolvePostgresTls(url, env, HOME));
-}
-
-function refusal(fn: () => unknown): FleetpatchError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof FleetpatchError) return e;
-    throw e;
-  }
-  throw new Error('expected a refusal');
 }
 
 /** The server certificate of the fixture PKI as tls.connect hands it to checkServerIdentity. */

@@ -6,26 +6,16 @@
 import { chmod } from 'node:fs/promises';
 import path from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { FleetpatchError } from '../../src/errors.ts';
 import { openPool } from '../../src/runtime/database.ts';
 import { startEmbeddedPostgres, type EmbeddedPostgres } from '../../src/runtime/embedded-postgres.ts';
 import { createLogger } from '../../src/runtime/logger.ts';
 import { tempDir } from '../support/rollout.ts';
 import { makeTestPki, type TestPki } from '../support/tls.ts';
+import { refusalOf as refusal } from '../support/refusal.ts';
 
 let pki: TestPki;
 let server: EmbeddedPostgres;
 const NO_ENV = { HOME: '/nonexistent' };
-
-async function refusal(p: Promise<unknown>): Promise<FleetpatchError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof FleetpatchError) return e;
-    throw e;
-  }
-  throw new Error('expected a refusal');
-}
 
 /** Whether the pool's connection is encrypted, as the server sees it. */
 async function sslInUse(url: string, env: Record<string, string> = NO_ENV): Promise<boolean> {

@@ -3,23 +3,13 @@ import os from 'node:os';
 import path from 'node:path';
 import { inspect } from 'node:util';
 import { describe, expect, it } from 'vitest';
-import { FleetpatchError } from '../../src/errors.ts';
 import { loadConfig } from '../../src/runtime/config.ts';
 import { connectionOptions, describeTemporalSecurity, explainConnectFailure, resolveTemporalSettings, type TemporalTls } from '../../src/runtime/temporal-connection.ts';
+import { refusal } from '../support/refusal.ts';
 
 const TLS = path.resolve(import.meta.dirname, '..', 'fixtures', 'tls');
 const f = (n: string) => path.join(TLS, n);
 const API_KEY = 'tmprl-SECRET-api-key-0123456789';
-
-function refusal(fn: () => unknown): FleetpatchError {
-  try {
-    fn();
-  } catch (e) {
-    if (e instanceof FleetpatchError) return e;
-    throw e;
-  }
-  throw new Error('expected a refusal');
-}
 
 function toml(text: string): string {
   const dir = mkdtempSync(path.join(os.tmpdir(), 'fp-envconfig-'));

@@ -11,7 +11,6 @@ import path from 'node:path';
 import tls from 'node:tls';
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
-import { FleetpatchError } from '../../src/errors.ts';
 import { loadConfig } from '../../src/runtime/config.ts';
 import { createLogger } from '../../src/runtime/logger.ts';
 import { startServices } from '../../src/runtime/services.ts';
@@ -20,22 +19,13 @@ import { connectTemporalClient, connectTemporalWorker, resolveTemporalSettings }
 import { startWorker } from '../../src/runtime/worker.ts';
 import { tempDir } from '../support/rollout.ts';
 import { makeTestPki, type TestPki } from '../support/tls.ts';
+import { refusalOf as refusal } from '../support/refusal.ts';
 
 let pki: TestPki;
 let proxy: tls.Server;
 let proxyAddress: string;
 const sockets = new Set<net.Socket>();
 const logger = createLogger('error', { pretty: false, name: 'temporal-tls' });
-
-async function refusal(p: Promise<unknown>): Promise<FleetpatchError> {
-  try {
-    await p;
-  } catch (e) {
-    if (e instanceof FleetpatchError) return e;
-    throw e;
-  }
-  throw new Error('expected a refusal');
-}
 
 function mtlsEnv(over: Record<string, string | undefined> = {}): Record<string, string> {
   const env: Record<string, string | undefined> = {
