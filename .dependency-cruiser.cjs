@@ -67,9 +67,9 @@ module.exports = {
       name: 'the-host-side-imports-the-contract-and-below',
       severity: 'error',
       comment:
-        'The dom0 agent serves the agent contract from Xen itself: it may import the contract, payloads, domain, runtime and the error catalogue, never the emulator (it must not pass for Xen by asking the emulator) nor the engine above.',
+        'The dom0 agent serves the agent contract from Xen itself: it may import the contract, the fleet\'s mTLS names and checks (src/pki), payloads, domain, runtime and the error catalogue, never the emulator (it must not pass for Xen by asking the emulator) nor the engine above.',
       from: { path: '^src/host/' },
-      to: { path: '^(src/(?!host/|agent/contract\\.ts$|payload/|domain/|runtime/|errors\\.ts$|secrets\\.ts$)|activities/|workflows/)' },
+      to: { path: '^(src/(?!host/|pki/|agent/(contract|requests)\\.ts$|payload/|domain/|runtime/|errors\\.ts$|secrets\\.ts$)|activities/|workflows/)' },
     },
     {
       name: 'only-the-front-ends-import-the-tool-doubles',
@@ -97,7 +97,7 @@ module.exports = {
       name: 'pure-cores-import-no-node-modules',
       severity: 'error',
       comment: "ELF parsing, the payload model, the Xen state machine, rollout planning and the readers of Xen's tools' output are pure functions of their inputs.",
-      from: { path: '^src/(rollout/|payload/(elf|model|note|returns|x86|upload-check|build-id|image)\\.ts$|emulator/(state-machine|dispatch|requests)\\.ts$|events/catalogue\\.ts$|events/projections/|host/(tool-text|xen-livepatch-output|xl-info-output)\\.ts$)' },
+      from: { path: '^src/(rollout/|payload/(elf|model|note|returns|x86|upload-check|build-id|image)\\.ts$|emulator/(state-machine|dispatch)\\.ts$|agent/requests\\.ts$|host/agent-state\\.ts$|pki/names\\.ts$|events/catalogue\\.ts$|events/projections/|host/(tool-text|xen-livepatch-output|xl-info-output)\\.ts$)' },
       to: { dependencyTypes: ['core'] },
     },
     {

@@ -110,7 +110,7 @@ function failureOf(stage: HostFailure['stage'], e: unknown): HostFailure {
 const transient = (e: unknown): boolean => e instanceof FleetpatchError && e.retryable && !(e instanceof StepFailed);
 
 export class HostEngine {
-  private readonly bytesCache = new Map<string, Buffer>();
+  private readonly bytesCache = new Map<string, { bytes: Buffer; signature: object | null }>();
 
   constructor(
     private readonly deps: ActivityDeps,
@@ -123,14 +123,23 @@ export class HostEngine {
     return (await this.deps.fleet()).host(hostId);
   }
 
-  private async payloadBytes(buildId: string): Promise<Buffer> {
-    let bytes = this.bytesCache.get(buildId);
-    if (!bytes) {
-      bytes = (await this.db(() => this.deps.payloads.get(buildId))).bytes;
-      this.bytesCache.set(buildId, bytes);
+  private async storedPayload(buildId: string): Promise<{ bytes: Buffer; signature: object | null }> {
+    let stored = this.bytesCache.get(buildId);
+    if (!stored) {
+      const p = await this.db(() => this.deps.payloads.get(buildId));
+      // The signature file the payload was stored with, whole, for the host's agent to verify
+      // against its own trusted keys (it refuses a payload without one): the store keeps the
+      // signature's key and bytes, the rest is the payload's own digest and build-id.
+      const signature = p.signature
+        ? { type: 'fleetpatch-payload-signature', version: 1, algorithm: p.signature.algorithm, keyId: p.signature.keyId, sha256: p.sha256, buildId: p.buildId, signature: p.signature.signature }
+        : null;
+      stored = { bytes: p.bytes, signature };
+      this.bytesCache.set(buildId, stored);
     }
-    return bytes;
+    return stored;
   }
+
+
 
   private waitOptions(): { pollMs: number; deadlineMs: number } {
     return { pollMs: this.deps.actionPollMs ?? 20, deadlineMs: this.deps.actionDeadlineMs ?? 120_000 };
@@ -504,10 +513,10 @@ export class HostEngine {
         const mismatch = this.checkBefore(rec, then, list, fence, attempt, m);
         if (!(await rec.durable([rec.intent(fence, `upload ${payload.buildId}, then ${then.kind} it`)]))) throw new FencedOut();
         if (mismatch) throw mismatch;
-        const bytes = await this.payloadBytes(payload.buildId);
+        const stored = await this.storedPayload(payload.buildId);
         let entry;
         try {
-          entry = await agent.upload(payload.name, bytes);
+          entry = await agent.upload(payload.name, stored.bytes, { signature: stored.signature });
         } catch (e) {
           this.recordRefusal(rec, fence, 'upload', payload, e, n, attempt);
           throw e;
@@ -803,7 +812,8 @@ export class HostEngine {
           rec.add(key('unloaded'), { type: 'PayloadUnloaded', hostId, payload });
           return { ...list, entries: list.entries.filter((e) => e.buildId !== payload.buildId) };
         case 'upload': {
-          const r = await agent.upload(payload.name, await this.payloadBytes(payload.buildId));
+          const stored = await this.storedPayload(payload.buildId);
+          const r = await agent.upload(payload.name, stored.bytes, { signature: stored.signature });
           if (r.dependencyCheck) this.recordHostCheck(rec, payload, r.dependencyCheck, key('upload-check'));
           rec.add(key('uploaded'), { type: 'PayloadUploaded', hostId, payload });
           return null;

@@ -98,7 +98,7 @@ export function rolloutActivities(deps: ActivityDeps) {
         await deps.payloads.verify(p.buildId, { trustedKeys, allowUnsigned: input.plan.allowUnsigned === true, actor: id.actor, correlation: id.correlation });
       }
       const fleet = await deps.fleet();
-      const fleetHosts: FleetHost[] = fleet.fleet.hosts.map(fleetHostOf);
+      const fleetHosts: FleetHost[] = fleet.hosts.map(fleetHostOf);
       const { selected } = selectHosts(fleetHosts, input.plan.hosts);
 
       // Each host's boot notice and checks are recorded while the hosts after it are still being

@@ -102,7 +102,7 @@ export function webhookActivities(deps: ActivityDeps) {
       const ctx = Context.current();
       const secret = await webhookSecret();
       // This worker's configuration decides, not the one that validated the plan.
-      const policy = await webhookPolicy(await deps.fleet().then((f) => f.fleet.url, () => null));
+      const policy = await webhookPolicy(await deps.fleet().then((f) => f.fleetFile?.url ?? null, () => null));
       let delivered = 0;
       for (;;) {
         const row = await selectNextUndelivered(pool, input.rolloutId);

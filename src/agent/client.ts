@@ -18,7 +18,9 @@ import { Agent as UndiciAgent, type Dispatcher } from 'undici';
 import type { z } from 'zod';
 import { FleetpatchError, XEN_ERRNO } from '../errors.ts';
 import type { Logger } from '../runtime/logger.ts';
+import { unstorable } from '../domain/text.ts';
 import { findFleetHost, readFleetFile, type FleetFile } from './fleet-file.ts';
+import { pinHost, type TlsMaterial } from '../pki/tls.ts';
 import {
   WireActionSchema,
   WireCallSchema,
@@ -30,6 +32,7 @@ import {
   WireActionDoneSchema,
   MAX_ACTION_WAIT_MS,
   NDJSON,
+  SIGNATURE_HEADER,
   decodeError,
   parseAnswer,
   type ActionCmd,
@@ -57,7 +60,8 @@ export interface HostAgentOptions {
   /** The fleet server's base URL (the fleet file's `url`). */
   url: string;
   hostId: string;
-  token: string;
+  /** The emulated host's bearer token; none for an agent reached over mutual TLS (the client certificate is the credential). */
+  token?: string;
   /** Per request; default 10 s. */
   timeoutMs?: number;
   /** An undici dispatcher to use instead of the shared one. */
@@ -94,6 +98,25 @@ interface Answer {
   text: string;
 }
 
+/** A request's body and its extra headers (UPLOAD's signature). */
+interface RequestBody {
+  body?: Buffer | string;
+  contentType?: string;
+  headers?: Record<string, string>;
+}
+
+/** OpenSSL's and node's codes of a certificate refused in the handshake (either side's). */
+const TLS_CODE = /^(ERR_TLS_|ERR_SSL_|CERT_|UNABLE_TO_|SELF_SIGNED_|DEPTH_ZERO_|HOSTNAME_MISMATCH|ERR_FLEETPATCH_HOST_IDENTITY)/;
+
+/** The TLS refusal in an error or its cause, if that is what it is. */
+function tlsRefusal(e: NodeJS.ErrnoException): { code: string; message: string; identity: boolean } | null {
+  for (let c: NodeJS.ErrnoException | undefined = e, depth = 0; c && depth < 4; c = c.cause as NodeJS.ErrnoException | undefined, depth++) {
+    const code = c.code ?? '';
+    if (TLS_CODE.test(code) || /alert (certificate|bad certificate|unknown ca|handshake)/i.test(c.message ?? '')) return { code: code || 'TLS', message: c.message, identity: code === 'ERR_FLEETPATCH_HOST_IDENTITY' };
+  }
+  return null;
+}
+
 /** undici's codes for "no answer in time" (waiting for the connection, the headers, the body). */
 const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEOUT', 'UND_ERR_BODY_TIMEOUT']);
 
@@ -102,7 +125,7 @@ const TIMEOUT_CODES = new Set(['UND_ERR_CONNECT_TIMEOUT', 'UND_ERR_HEADERS_TIMEO
  * typed errors. `who` names the host (or "admin") in messages; the token appears nowhere.
  */
 export class Transport {
-  readonly #token: string;
+  readonly #token: string | undefined;
   readonly #dispatcher: Dispatcher;
   readonly #logger: Logger | undefined;
   /** Scheme, host and port of the fleet server; every path of ours starts at its root. */
@@ -112,7 +135,7 @@ export class Transport {
   constructor(
     readonly url: string,
     readonly who: string,
-    token: string,
+    token: string | undefined,
     readonly timeoutMs: number,
     dispatcher: Dispatcher | undefined,
     logger: Logger | undefined,
@@ -126,7 +149,7 @@ export class Transport {
   }
 
   /** A JSON answer, parsed with its schema from the contract: any other shape is HOST_PROTOCOL. */
-  async json<S extends z.ZodType>(schema: S, method: string, path: string, body: { body?: Buffer | string; contentType?: string } = {}): Promise<z.infer<S>> {
+  async json<S extends z.ZodType>(schema: S, method: string, path: string, body: RequestBody = {}): Promise<z.infer<S>> {
     const { text } = await this.request(method, path, body);
     return parseAnswer(schema, this.parseJson(text, method, path), this.who, `${method} ${path}`);
   }
@@ -145,7 +168,7 @@ export class Transport {
    * hears each as soon as its line is complete. A plain JSON answer is one part. A refusal throws
    * as `request` does; a connection lost after some parts throws after those were heard.
    */
-  async parts(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }, onPart: (value: unknown, index: number) => void): Promise<void> {
+  async parts(method: string, path: string, opts: RequestBody, onPart: (value: unknown, index: number) => void): Promise<void> {
     const part = (line: string, index: number) => onPart(this.parseJson(line, method, path), index);
     const res = await this.open(method, path, opts, `${NDJSON}, application/json`);
     if (res.statusCode < 200 || res.statusCode >= 300 || !String(res.headers['content-type'] ?? '').startsWith(NDJSON)) {
@@ -179,7 +202,7 @@ export class Transport {
     if (pending.trim() !== '') part(pending, index);
   }
 
-  async request(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }): Promise<Answer> {
+  async request(method: string, path: string, opts: RequestBody): Promise<Answer> {
     const t0 = performance.now();
     let answer: Answer;
     try {
@@ -193,7 +216,7 @@ export class Transport {
     throw this.refusal(method, path, answer);
   }
 
-  private async send(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }): Promise<Answer> {
+  private async send(method: string, path: string, opts: RequestBody): Promise<Answer> {
     const res = await this.open(method, path, opts, 'application/json, text/plain');
     try {
       return { status: res.statusCode, text: await res.body.text() };
@@ -203,8 +226,8 @@ export class Transport {
   }
 
   /** Sends the request and returns once the answer's headers are in; the body is the caller's to read. */
-  private async open(method: string, path: string, opts: { body?: Buffer | string; contentType?: string }, accept: string): Promise<Dispatcher.ResponseData> {
-    const headers: Record<string, string> = { authorization: `Bearer ${this.#token}`, accept };
+  private async open(method: string, path: string, opts: RequestBody, accept: string): Promise<Dispatcher.ResponseData> {
+    const headers: Record<string, string> = { ...opts.headers, ...(this.#token !== undefined ? { authorization: `Bearer ${this.#token}` } : {}), accept };
     if (opts.body !== undefined) headers['content-type'] = opts.contentType ?? 'application/octet-stream';
     try {
       // No automatic retry, even on a reused keep-alive connection: an emulated host that resets
@@ -226,6 +249,13 @@ export class Transport {
 
   private transportError(method: string, path: string, e: NodeJS.ErrnoException): FleetpatchError {
     const code = e.code ?? '';
+    const tls = tlsRefusal(e);
+    if (tls) {
+      // The agent is not the host meant (its certificate names another), or its certificate does not chain to the fleet CA.
+      return tls.identity
+        ? new FleetpatchError('HOST_PROTOCOL', `${this.who} at ${this.url}: ${tls.message}`, { hostId: this.who, tls: tls.code })
+        : new FleetpatchError('CERTIFICATE_INVALID', `${this.who} at ${this.url}: the TLS handshake failed: ${tls.code}: ${tls.message}`, { hostId: this.who, tls: tls.code });
+    }
     if (TIMEOUT_CODES.has(code)) {
       return new FleetpatchError('HOST_TIMEOUT', `${this.who}: no answer to ${method} ${path} within ${this.timeoutMs} ms`, { hostId: this.who, timeoutMs: this.timeoutMs });
     }
@@ -297,11 +327,16 @@ export class HostAgent {
     return this.#t.json(WireStatusSchema, 'GET', this.path('livepatch', name));
   }
 
-  /** UPLOAD: Xen's checks run synchronously; the payload is CHECKED afterwards. */
-  upload(name: string, bytes: Uint8Array): Promise<WireUpload> {
+  /**
+   * UPLOAD: Xen's checks run synchronously; the payload is CHECKED afterwards. `signature` is the
+   * payload's detached signature (the signature file's JSON object): a dom0 agent verifies it
+   * against the host's own trusted keys and refuses the payload without one.
+   */
+  upload(name: string, bytes: Uint8Array, opts: { signature?: object | null } = {}): Promise<WireUpload> {
     return this.#t.json(WireUploadSchema, 'POST', this.path('livepatch', name), {
       body: Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength),
       contentType: 'application/octet-stream',
+      ...(opts.signature ? { headers: { [SIGNATURE_HEADER]: Buffer.from(JSON.stringify(opts.signature)).toString('base64') } } : {}),
     });
   }
 
@@ -384,7 +419,11 @@ export class HostAgent {
 
   /** Xen's debug dump (key 'x'). */
   async dump(): Promise<string> {
-    return (await this.#t.request('GET', this.path('dump'), {})).text;
+    const { text } = await this.#t.request('GET', this.path('dump'), {});
+    // A hostile host's text is refused here as its JSON is by the contract: it may be recorded.
+    const problem = unstorable(text);
+    if (problem) throw new FleetpatchError('HOST_PROTOCOL', `${this.hostId}: the debug dump ${problem}`, { hostId: this.hostId });
+    return text;
   }
 
   /** Reboots the host: every payload vanishes; for `downMs` it answers nothing. */
@@ -398,17 +437,62 @@ export interface FleetClientOptions {
   timeoutMs?: number;
   dispatcher?: Dispatcher;
   logger?: Logger;
+  /** Hosts enrolled in the event store (enrolled, not retired): they are the fleet with the fleet file's. */
+  enrolled?: readonly EnrolledEntry[];
+  /**
+   * The worker's client certificate for the agents of enrolled hosts (https addresses), or the
+   * error that says why there is none: a host that needs it fails with that error, the others work.
+   */
+  workerTls?: TlsMaterial | FleetpatchError;
 }
 
-/** A fleet file and a HostAgent per host id. (The emulator's admin routes: src/emulator/admin-client.ts.) */
+/** An enrolled host as the client needs it: where its agent is and what the registry says of it. */
+export interface EnrolledEntry {
+  id: string;
+  labels: Readonly<Record<string, string>>;
+  hypervisorBuildId: string;
+  address: string;
+}
+
+/** A host of the inventory: its id, labels and hypervisor build (for selecting and planning). */
+export interface InventoryHost {
+  id: string;
+  labels: Record<string, string>;
+  buildId: string;
+  /** Where it is reached, and how: an emulated host (fleet file, bearer token) or an enrolled agent (mutual TLS). */
+  url: string;
+  source: 'fleet-file' | 'enrolled';
+}
+
+/**
+ * The fleet: the emulator's fleet file (when there is one) and the hosts enrolled in the event
+ * store, each host once. A host in both is the enrolled one (its labels, its address); if that
+ * address is the fleet file's server, it is an emulated host enrolled as a record and is reached
+ * as before, with its bearer token over the shared dispatcher. An enrolled host at an https
+ * address is reached over mutual TLS: the worker's client certificate, the fleet CA, and the
+ * agent's certificate pinned to that host id (src/pki/tls.ts), one dispatcher per such host.
+ * (The emulator's admin routes: src/emulator/admin-client.ts.)
+ */
 export class FleetClient {
-  readonly fleet: FleetFile;
+  /** The emulator's fleet file, or null when the fleet is enrolled hosts only. */
+  readonly fleetFile: FleetFile | null;
+  readonly hosts: readonly InventoryHost[];
+  readonly #byId = new Map<string, InventoryHost>();
+  readonly #fileHosts = new Map<string, FleetFile['hosts'][number]>();
   readonly #agents = new Map<string, HostAgent>();
+  readonly #dispatchers: Dispatcher[] = [];
   readonly #opts: FleetClientOptions;
 
-  constructor(fleet: FleetFile, opts: FleetClientOptions = {}) {
-    this.fleet = fleet;
+  constructor(fleet: FleetFile | null, opts: FleetClientOptions = {}) {
+    this.fleetFile = fleet;
     this.#opts = opts;
+    for (const h of fleet?.hosts ?? []) {
+      this.#fileHosts.set(h.id, h);
+      this.#byId.set(h.id, { id: h.id, labels: h.labels, buildId: h.buildId, url: fleet!.url, source: 'fleet-file' });
+    }
+    for (const e of opts.enrolled ?? []) this.#byId.set(e.id, { id: e.id, labels: { ...e.labels }, buildId: e.hypervisorBuildId, url: e.address, source: 'enrolled' });
+    // The fleet file's order first (the emulator's hosts as they were), then hosts only enrolled, by id.
+    this.hosts = [...this.#byId.values()];
   }
 
   /** Reads the fleet file (default <FLEETPATCH_DATA_DIR>/fleet.json). */
@@ -416,17 +500,59 @@ export class FleetClient {
     return new FleetClient(await readFleetFile(file), opts);
   }
 
+  /** The emulator's fleet file, for what only an emulated fleet has (its server, its admin routes); FLEET_FILE_INVALID when there is none. */
+  get fleet(): FleetFile {
+    if (!this.fleetFile) throw new FleetpatchError('FLEET_FILE_INVALID', "the fleet is enrolled hosts only: there is no emulator's fleet file", {});
+    return this.fleetFile;
+  }
+
   get hostIds(): string[] {
-    return this.fleet.hosts.map((h) => h.id);
+    return this.hosts.map((h) => h.id);
   }
 
   host(id: string): HostAgent {
     let a = this.#agents.get(id);
-    if (!a) {
-      const h = findFleetHost(this.fleet, id);
-      a = new HostAgent({ url: this.fleet.url, hostId: h.id, token: h.token, ...this.#opts });
-      this.#agents.set(id, a);
+    if (a) return a;
+    const h = this.#byId.get(id);
+    if (!h) {
+      if (this.fleetFile && !this.#opts.enrolled?.length) findFleetHost(this.fleetFile, id);
+      throw new FleetpatchError('HOST_NOT_FOUND', `no host ${id} in the fleet (${this.hosts.length} host(s): fleetpatch hosts list, and the emulator's fleet file)`, { hostId: id });
     }
+    const { enrolled: _e, workerTls: _w, ...opts } = this.#opts;
+    const fileHost = this.#fileHosts.get(id);
+    const emulated = fileHost && (h.source === 'fleet-file' || sameOrigin(h.url, this.fleetFile!.url));
+    if (emulated) a = new HostAgent({ ...opts, url: this.fleetFile!.url, hostId: id, token: fileHost.token });
+    else if (new URL(h.url).protocol === 'https:') a = new HostAgent({ ...opts, url: h.url, hostId: id, dispatcher: this.mtlsDispatcher(id) });
+    else throw new FleetpatchError('HOST_PROTOCOL', `host ${id} is enrolled at ${h.url}, which is neither https (an agent over mutual TLS) nor the emulator's fleet server`, { hostId: id });
+    this.#agents.set(id, a);
     return a;
+  }
+
+  private mtlsDispatcher(hostId: string): Dispatcher {
+    const tls = this.#opts.workerTls;
+    if (!tls) throw new FleetpatchError('CERTIFICATE_INVALID', `host ${hostId} is reached over mutual TLS and this process has no worker certificate (fleetpatch ca issue --worker NAME; FLEETPATCH_WORKER_TLS_DIR)`, { hostId });
+    if (tls instanceof FleetpatchError) throw tls;
+    const d = new UndiciAgent({
+      connections: 8,
+      pipelining: 1,
+      keepAliveTimeout: 60_000,
+      keepAliveMaxTimeout: 60_000,
+      connect: { key: tls.key, cert: tls.cert, ca: tls.ca, rejectUnauthorized: true, minVersion: 'TLSv1.2', checkServerIdentity: pinHost(hostId) },
+    });
+    this.#dispatchers.push(d);
+    return d;
+  }
+
+  /** Closes the connections to enrolled agents (the shared dispatcher of emulated hosts stays). */
+  async close(): Promise<void> {
+    await Promise.all(this.#dispatchers.splice(0).map((d) => d.close().catch(() => undefined)));
+  }
+}
+
+function sameOrigin(a: string, b: string): boolean {
+  try {
+    return new URL(a).origin === new URL(b).origin;
+  } catch {
+    return false;
   }
 }

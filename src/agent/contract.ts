@@ -10,6 +10,7 @@
  */
 import { z } from 'zod';
 import { FLEETPATCH_CATALOGUE, FleetpatchError, XEN_ERRNO, XenError, isFleetpatchError, type FleetpatchCode, type XenErrnoName } from '../errors.ts';
+import { StorableString, findUnstorable, formatPath } from '../domain/text.ts';
 
 // ---- Xen's constants (xen/include/public/sysctl.h, tools/misc/xen-livepatch.c) -----------------
 
@@ -31,19 +32,25 @@ export const LIVEPATCH_DEFAULT_TIMEOUT_NS = 30_000_000;
 
 // ---- answers ----------------------------------------------------------------------------------
 
-const BuildId = z.string();
+/**
+ * Every string an answer carries: a host may be hostile, and what it says ends up in the event
+ * store, which cannot hold a NUL or a lone surrogate; such an answer is HOST_PROTOCOL naming the
+ * field (parseAnswer), not a rollout that fails later where the text is recorded.
+ */
+const Text = StorableString;
+const BuildId = Text;
 const PayloadStateSchema = z.enum(['CHECKED', 'APPLIED']);
 
 /** A build-id dependency check the hypervisor made (at UPLOAD, APPLY or REPLACE), as it reports it. */
 export const HostDependencyCheckSchema = z.object({
-  payload: z.string(),
+  payload: Text,
   payloadBuildId: BuildId,
   /** `depends` for APPLY and REPLACE, `xen_depends` at upload. */
   kind: z.enum(['depends', 'xen_depends']),
   operation: z.enum(['upload', 'apply', 'replace']),
   against: z.enum(['hypervisor', 'payload']),
   /** The payload at the top of the stack when `against` is 'payload'. */
-  againstName: z.string().nullable(),
+  againstName: Text.nullable(),
   /** The build-id the payload names. */
   expected: BuildId,
   /** The build-id of what it was checked against. */
@@ -54,29 +61,36 @@ export const HostDependencyCheckSchema = z.object({
 export type HostDependencyCheck = z.infer<typeof HostDependencyCheckSchema>;
 
 export const WirePayloadSchema = z.object({
-  name: z.string(),
+  name: Text,
   state: PayloadStateSchema,
   /** 0 or -errno. */
   rc: z.number().int(),
   /** Why rc is not 0, in words. */
-  reason: z.string().nullable(),
+  reason: Text.nullable(),
   buildId: BuildId,
   depends: BuildId,
   xenDepends: BuildId.nullable(),
-  metadata: z.array(z.string()),
+  metadata: z.array(Text),
   reverted: z.boolean(),
   safeToReapply: z.boolean(),
   /** The hypervisor functions it patches. */
-  functions: z.array(z.string()),
+  functions: z.array(Text),
+  /**
+   * Where buildId, depends, xenDepends and functions come from. The emulator knows them; a dom0
+   * agent learns them from the payloads it parsed at upload (`uploaded`), reads them from Xen's
+   * debug dump for one uploaded by hand (`dump`: build-ids only), or cannot tell (`unknown`: they
+   * are empty, and no dependency can be matched against them). Absent: known.
+   */
+  facts: z.enum(['uploaded', 'dump', 'unknown']).optional(),
 });
 export type WirePayload = z.infer<typeof WirePayloadSchema>;
 
-export const WireStackEntrySchema = z.object({ name: z.string(), buildId: BuildId });
+export const WireStackEntrySchema = z.object({ name: Text, buildId: BuildId });
 export type WireStackEntry = z.infer<typeof WireStackEntrySchema>;
 
 export const WireListSchema = z.object({
-  host: z.string(),
-  hypervisor: z.object({ image: z.string(), buildId: BuildId }),
+  host: Text,
+  hypervisor: z.object({ image: Text, buildId: BuildId }),
   version: z.number().int(),
   total: z.number().int(),
   /** Xen's list->nr on return: entries not yet walked. */
@@ -85,15 +99,15 @@ export const WireListSchema = z.object({
   entries: z.array(WirePayloadSchema),
   /** Applied payloads, bottom to top. */
   appliedStack: z.array(WireStackEntrySchema),
-  pending: z.object({ name: z.string(), cmd: z.enum(['revert', 'apply', 'replace']) }).nullable(),
+  pending: z.object({ name: Text, cmd: z.enum(['revert', 'apply', 'replace']) }).nullable(),
   /** Reboots since the fleet started; a change means every payload vanished. */
   boots: z.number().int(),
   /** The boot identity (a new id on every boot) and when the host came up. */
-  boot: z.object({ id: z.string(), at: z.string() }),
+  boot: z.object({ id: Text, at: Text }),
 });
 export type WireList = z.infer<typeof WireListSchema>;
 
-export const WireStatusSchema = z.object({ name: z.string(), state: PayloadStateSchema, rc: z.number().int(), reason: z.string().nullable() });
+export const WireStatusSchema = z.object({ name: Text, state: PayloadStateSchema, rc: z.number().int(), reason: Text.nullable() });
 export type WireStatus = z.infer<typeof WireStatusSchema>;
 
 export const WireUploadSchema = WirePayloadSchema.extend({
@@ -103,6 +117,15 @@ export const WireUploadSchema = WirePayloadSchema.extend({
 export type WireUpload = z.infer<typeof WireUploadSchema>;
 
 // ---- requests ---------------------------------------------------------------------------------
+
+/**
+ * UPLOAD's request header carrying the payload's detached signature: base64 of the signature
+ * file's JSON (src/payload/signing.ts SignatureFileSchema). A dom0 agent verifies it against the
+ * host's own trusted keys before Xen sees the payload; the emulator ignores it.
+ */
+export const SIGNATURE_HEADER = 'x-fleetpatch-signature';
+/** A signature file is about 400 bytes of JSON; a header longer than this is not one. */
+export const MAX_SIGNATURE_HEADER_BYTES = 4096;
 
 /** The longest a reboot may keep a host down (a day): every number the protocol takes is finite and bounded. */
 export const MAX_DOWN_MS = 86_400_000;
@@ -155,12 +178,12 @@ export type WireActionDone = z.infer<typeof WireActionDoneSchema>;
 export const NDJSON = 'application/x-ndjson';
 
 export const WireCallSchema = z.object({
-  function: z.string(),
+  function: Text,
   /** The string or number it returns, or null when that cannot be known (e.g. NOPed). */
-  result: z.union([z.string(), z.number(), z.null()]),
+  result: z.union([Text, z.number(), z.null()]),
   kind: z.enum(['string', 'integer', 'undefined']),
-  why: z.string().optional(),
-  providedBy: z.object({ name: z.string(), buildId: BuildId }).nullable(),
+  why: Text.optional(),
+  providedBy: z.object({ name: Text, buildId: BuildId }).nullable(),
 });
 export type WireCall = z.infer<typeof WireCallSchema>;
 
@@ -173,21 +196,27 @@ export function describeCall(call: WireCall, fn = call.function): string {
 export const WireRebootSchema = z.object({ rebooted: z.literal(true), boots: z.number().int() });
 export type WireReboot = z.infer<typeof WireRebootSchema>;
 
-export const WireFunctionsSchema = z.object({ host: z.string(), functions: z.array(WireCallSchema) });
+export const WireFunctionsSchema = z.object({ host: Text, functions: z.array(WireCallSchema) });
 
 // ---- errors -----------------------------------------------------------------------------------
 
 /** Every refusal: the catalogue code, the reason in words, and for Xen's refusals the errno. */
 export const WireErrorSchema = z.object({
   /** A catalogue code (src/errors.ts), or an errno name for Xen's refusals. */
-  error: z.string(),
-  message: z.string(),
+  error: Text,
+  message: Text,
   /** -errno, for Xen's refusals. */
   rc: z.number().int().optional(),
-  errno: z.string().optional(),
+  errno: Text.optional(),
   code: z.number().int().optional(),
   dependencyCheck: HostDependencyCheckSchema.optional(),
-  details: z.record(z.string(), z.unknown()).optional(),
+  details: z
+    .record(Text, z.unknown())
+    .superRefine((d, ctx) => {
+      const bad = findUnstorable(d);
+      if (bad) ctx.addIssue({ code: 'custom', message: `${formatPath(['details', ...bad.path])} ${bad.problem}` });
+    })
+    .optional(),
 });
 export type WireError = z.infer<typeof WireErrorSchema>;
 

@@ -178,7 +178,7 @@ export class LiveView extends EventEmitter {
   private async refreshFleet(changed: Set<string>): Promise<void> {
     const fleet = await this.ctx.fleet();
     if (!fleet) return;
-    const labels = new Map(fleet.fleet.hosts.map((h) => [h.id, h.labels as Record<string, string>]));
+    const labels = new Map(fleet.hosts.map((h) => [h.id, h.labels as Record<string, string>]));
     if (labels === this.labelsOf) return;
     for (const [id, l] of labels) {
       const h = this.hostView(id);

@@ -24,6 +24,7 @@ import { LiveStreams } from './live-streams.ts';
 import { apiMetrics } from './metrics.ts';
 import { adminRoutes } from './routes/admin.ts';
 import { auditRoutes } from './routes/audit.ts';
+import { enrollRoutes } from './routes/enroll.ts';
 import { fleetRoutes } from './routes/fleet.ts';
 import { rolloutRoutes } from './routes/rollouts.ts';
 import type { Api } from './schemas.ts';
@@ -187,6 +188,7 @@ export async function buildApi(ctx: ApiContext, opts: ApiOptions = {}): Promise<
   auditRoutes(app, ctx);
   fleetRoutes(app, ctx, view, streams);
   adminRoutes(app, ctx);
+  enrollRoutes(app, ctx);
   dashboardRoutes(app);
 
   await app.ready();

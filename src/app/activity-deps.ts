@@ -1,13 +1,13 @@
 /**
- * Builds what activities need from a database pool and the fleet file. The fleet file is read
- * lazily and again when it changes on disk (a restarted `fleetpatch emulate` writes new tokens),
- * so a long-running worker follows the fleet it is pointed at.
+ * Builds what activities need from a database pool and the fleet: the hosts enrolled in the event
+ * store and the emulator's fleet file (src/app/inventory.ts), read lazily and again when either
+ * changes (a restarted `fleetpatch emulate` writes new tokens; a host enrols or retires), so a
+ * long-running worker follows the fleet it is pointed at.
  */
-import { stat } from 'node:fs/promises';
 import type { ActivityDeps } from '../../activities/deps.ts';
 import { EventStore } from '../events/store.ts';
 import { PayloadStore } from '../events/payload-store.ts';
-import { FleetClient } from '../agent/client.ts';
+import { inventoryReader } from './inventory.ts';
 import type { Pool } from '../runtime/database.ts';
 import type { Logger } from '../runtime/logger.ts';
 import { loadConfig, type Config } from '../runtime/config.ts';
@@ -17,6 +17,8 @@ import { loadTrustedKeys } from '../control/trusted-keys.ts';
 export function createActivityDeps(opts: {
   pool: Pool;
   fleetFile: string;
+  /** Where the worker's client certificate for enrolled hosts is (default FLEETPATCH_DATA_DIR). */
+  dataDir?: string;
   logger: Logger;
   actionDeadlineMs?: number;
   /** Where the trusted keys are (default: FLEETPATCH_TRUSTED_KEYS), or the keys themselves. */
@@ -24,16 +26,7 @@ export function createActivityDeps(opts: {
 }): ActivityDeps {
   const keys = opts.trustedKeys ?? loadConfig().trustedKeys;
   const events = new EventStore(opts.pool);
-  let cached: { client: FleetClient; mtimeMs: number; checkedAt: number } | undefined;
-  const fleet = async (): Promise<FleetClient> => {
-    // Every activity asks; the file is looked at again at most once a second.
-    if (cached && Date.now() - cached.checkedAt < 1000) return cached.client;
-    const mtimeMs = await stat(opts.fleetFile).then((s) => s.mtimeMs, () => -1);
-    if (!cached || cached.mtimeMs !== mtimeMs) {
-      cached = { client: await FleetClient.open(opts.fleetFile, { logger: opts.logger }), mtimeMs, checkedAt: Date.now() };
-    } else cached.checkedAt = Date.now();
-    return cached.client;
-  };
+  const fleet = inventoryReader({ pool: opts.pool, fleetFile: opts.fleetFile, dataDir: opts.dataDir ?? loadConfig().dataDir, logger: opts.logger });
   return {
     pool: opts.pool,
     events,

@@ -4,14 +4,14 @@
  * Temporal client that starts and steers rollouts, the fleet file for live host reads, and the
  * trusted keys payloads must be signed with.
  */
-import { stat } from 'node:fs/promises';
 import type { Client } from '@temporalio/client';
 import type { Registry } from 'prom-client';
 import { TokenStore } from '../access/tokens.ts';
 import { connectClient } from '../control/rollouts.ts';
 import { EventStore } from '../events/store.ts';
 import { PayloadStore } from '../events/payload-store.ts';
-import { FleetClient } from '../agent/client.ts';
+import type { FleetClient } from '../agent/client.ts';
+import { inventoryReader } from './inventory.ts';
 import type { PublicKey } from '../payload/signing.ts';
 import type { Config } from '../runtime/config.ts';
 import type { Pool } from '../runtime/database.ts';
@@ -19,6 +19,9 @@ import type { Logger } from '../runtime/logger.ts';
 import type { Services } from '../runtime/services.ts';
 import type { Shutdown } from '../runtime/shutdown.ts';
 import { loadTrustedKeys } from '../control/trusted-keys.ts';
+import { FleetRegistry } from '../fleet/registry.ts';
+import { loadCa, type FleetCa } from '../pki/ca.ts';
+import { loadConfig } from '../runtime/config.ts';
 
 export interface ApiContext {
   logger: Logger;
@@ -30,21 +33,29 @@ export interface ApiContext {
   /** The fleet (hosts, labels, how to reach each), re-read when the file changes; null when there is none. */
   fleet: () => Promise<FleetClient | null>;
   trustedKeys: () => Promise<readonly PublicKey[]>;
+  /** The enrolled hosts' facts: join tokens, enrolments, labels, retirements. */
+  fleetRegistry: FleetRegistry;
+  /** The fleet CA of the data dir (CA_MISSING until `fleetpatch ca init`). */
+  fleetCa: () => Promise<FleetCa>;
   /** A worker's registry when one runs in this process (the demo): /metrics serves it too. */
   workerMetrics?: Registry;
 }
 
-/** The fleet file, read again when it changes on disk (a restarted emulator writes new tokens). */
-export function fleetReader(fleetFile: string, logger?: Logger): () => Promise<FleetClient | null> {
-  let cached: { client: FleetClient | null; mtimeMs: number; checkedAt: number } | undefined;
-  return async () => {
-    if (cached && Date.now() - cached.checkedAt < 1000) return cached.client;
-    const mtimeMs = await stat(fleetFile).then((s) => s.mtimeMs, () => -1);
-    if (!cached || cached.mtimeMs !== mtimeMs) {
-      const client = mtimeMs < 0 ? null : await FleetClient.open(fleetFile, logger ? { logger } : {}).catch(() => null);
-      cached = { client, mtimeMs, checkedAt: Date.now() };
-    } else cached.checkedAt = Date.now();
-    return cached.client;
+/** The fleet (enrolled hosts and the fleet file, src/app/inventory.ts), re-read when it changes; null when there is none. */
+export function fleetReader(fleetFile: string, logger?: Logger, pool?: Pool, dataDir?: string): () => Promise<FleetClient | null> {
+  const read = inventoryReader({ fleetFile, dataDir: dataDir ?? loadConfig().dataDir, ...(pool ? { pool } : {}), ...(logger ? { logger } : {}) });
+  return () => read().catch(() => null);
+}
+
+/** The fleet CA, read once it is there (a `ca init` after the API started is seen at the next enrolment). */
+function caLoader(dataDir: string | undefined): () => Promise<FleetCa> {
+  let ca: Promise<FleetCa> | undefined;
+  return () => {
+    ca ??= loadCa(dataDir ?? loadConfig().dataDir).catch((e: unknown) => {
+      ca = undefined;
+      throw e;
+    });
+    return ca;
   };
 }
 
@@ -60,6 +71,7 @@ export async function createApiContext(opts: { config: Config; logger: Logger; s
     taskQueue: services.taskQueue,
     namespace: services.namespace,
     fleetFile: opts.fleetFile ?? config.fleetFile,
+    dataDir: config.dataDir,
     trustedKeys: opts.trustedKeys ? async () => opts.trustedKeys! : () => loadTrustedKeys(config),
     ...(services.temporalUiUrl ? { temporalUiUrl: services.temporalUiUrl } : {}),
     ...(opts.workerMetrics ? { workerMetrics: opts.workerMetrics } : {}),
@@ -77,6 +89,8 @@ export function apiContextFrom(parts: {
   trustedKeys: () => Promise<readonly PublicKey[]>;
   temporalUiUrl?: string;
   workerMetrics?: Registry;
+  /** Where the fleet CA is (<data dir>/ca); default FLEETPATCH_DATA_DIR. */
+  dataDir?: string;
 }): ApiContext {
   const events = new EventStore(parts.pool);
   return {
@@ -86,8 +100,10 @@ export function apiContextFrom(parts: {
     payloads: new PayloadStore(events),
     tokens: new TokenStore(events),
     temporal: { client: parts.client, taskQueue: parts.taskQueue, namespace: parts.namespace, ...(parts.temporalUiUrl ? { uiUrl: parts.temporalUiUrl } : {}) },
-    fleet: fleetReader(parts.fleetFile, parts.logger),
+    fleet: fleetReader(parts.fleetFile, parts.logger, parts.pool, parts.dataDir),
     trustedKeys: parts.trustedKeys,
+    fleetRegistry: new FleetRegistry(events),
+    fleetCa: caLoader(parts.dataDir),
     ...(parts.workerMetrics ? { workerMetrics: parts.workerMetrics } : {}),
   };
 }

@@ -39,7 +39,7 @@ export async function startFleetpatchWorker(opts: {
     namespace: services.namespace,
     taskQueue: services.taskQueue,
     logger,
-    activities: createActivities(createActivityDeps({ pool: services.pool, fleetFile: opts.fleetFile, logger, ...(opts.trustedKeys ? { trustedKeys: opts.trustedKeys } : {}) })),
+    activities: createActivities(createActivityDeps({ pool: services.pool, fleetFile: opts.fleetFile, dataDir: opts.dataDir, logger, ...(opts.trustedKeys ? { trustedKeys: opts.trustedKeys } : {}) })),
     ...(opts.tuning ? { tuning: opts.tuning } : {}),
   });
   opts.shutdown.add('worker', worker.shutdown);

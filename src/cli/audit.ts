@@ -9,7 +9,9 @@ import { withServices } from '../app/context.ts';
 import type { CliIO, Command } from './io.ts';
 import { renderTable } from './table.ts';
 import { FleetpatchError } from '../errors.ts';
-import { FleetClient } from '../agent/client.ts';
+import type { FleetClient } from '../agent/client.ts';
+import { openInventory } from '../app/inventory.ts';
+import { loadConfig } from '../runtime/config.ts';
 import { hostStateFromList } from '../agent/live-state.ts';
 import {
   CHECK_OUTCOMES,
@@ -277,7 +279,7 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
     const { values } = parseCommandArgs(args, { ...common, host: { type: 'string' }, 'fleet-file': { type: 'string' }, 'no-record': { type: 'boolean' } }, 'audit replay');
     const host = required(values.host, '--host', 'replay');
     return async (store, io, fleetFile) => {
-      const fleet = await FleetClient.open(values['fleet-file'] ?? fleetFile);
+      const fleet = await openInventory({ pool: store.pool, fleetFile: values['fleet-file'] ?? fleetFile, dataDir: loadConfig().dataDir });
       const result = await replayHost(store, host, liveStateOf(fleet), {
         actor: { kind: 'user', id: os.userInfo().username },
         record: !values['no-record'],
@@ -286,7 +288,7 @@ const RUNNERS: Record<keyof typeof SUBCOMMANDS, Runner> = {
         json(io, result);
         return result.differences.length === 0 ? 0 : 1;
       }
-      io.out(`Host ${host}: ${result.replayed.streamPosition} event(s) replayed, compared with the live host at ${fleet.fleet.url}`);
+      io.out(`Host ${host}: ${result.replayed.streamPosition} event(s) replayed, compared with the live host at ${fleet.hosts.find((h) => h.id === host)?.url ?? "(not in the fleet)"}`);
       if (result.differences.length === 0) {
         io.out('The live host runs exactly what its events say.');
       } else {

@@ -19,7 +19,7 @@ import { fileExists, readInputText } from '../runtime/files.ts';
 import { XEN_4_21_IMAGE } from '../emulator/images.ts';
 import { MAX_FLEET_HOSTS } from '../emulator/fleet.ts';
 import { hostImage, startFleetServer } from '../emulator/index.ts';
-import { FleetClient } from '../agent/client.ts';
+import { openInventory } from '../app/inventory.ts';
 import { readLiveStates } from '../agent/live-state.ts';
 import { EventStore } from '../events/store.ts';
 import { hostStream } from '../events/streams.ts';
@@ -94,7 +94,7 @@ export const demoCommand: Command = async (args, io) => {
     say(`Plan ${planFile} with payloads built for each hypervisor in ${dir}, signed by demo key ${signer.keyId}`);
 
     // 3. Two hosts already run an older live patch: no build of this fix sits on top of it.
-    const client = await FleetClient.open(fleet.fleetFile);
+    const client = await openInventory({ pool: services.pool, fleetFile: fleet.fleetFile, dataDir: config.dataDir });
     const older = buildPayload({ name: 'xsa990', funcs: [{ target: 'xen_changeset', returns: 'xsa990' }] }, { image: DEFAULT_IMAGE });
     for (const id of ['host-0002', 'host-0004'].filter((h) => fleet.fleet.hosts.some((x) => x.id === h))) {
       await client.host(id).upload('xsa990', older);

@@ -13,9 +13,12 @@ const COMMANDS: Record<string, { summary: string; load: () => Promise<Command> }
   payload: { summary: 'inspect, check, build, sign and verify live-patch payloads', load: async () => (await import('./payload.ts')).payloadCommand },
   emulate: { summary: 'serve a fleet of emulated hypervisors over HTTP', load: async () => (await import('./emulate.ts')).emulateCommand },
   hv: { summary: 'xen-livepatch against one emulated host', load: async () => (await import('./hv.ts')).hvCommand },
+  agent: { summary: "the dom0 agent of a real Xen host: serves the agent protocol from xen-livepatch and xl", load: async () => (await import('./agent.ts')).agentCommand },
   audit: { summary: 'ask the event store what ran where, when, and why', load: async () => (await import('./audit.ts')).auditCommand },
   rollout: { summary: 'plan, start and steer fleet rollouts', load: async () => (await import('./rollout.ts')).rolloutCommand },
   api: { summary: 'serve the HTTP API, the live dashboard and /metrics', load: async () => (await import('./api.ts')).apiCommand },
+  ca: { summary: 'make the fleet CA and issue workers\' client certificates for mutual TLS with the agents', load: async () => (await import('./ca.ts')).caCommand },
+  hosts: { summary: 'enrol, list, label and retire the fleet\'s real hosts', load: async () => (await import('./hosts.ts')).hostsCommand },
   tokens: { summary: 'create, list and revoke the bearer tokens of the HTTP API', load: async () => (await import('./tokens.ts')).tokensCommand },
 };
 

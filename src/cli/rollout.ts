@@ -4,7 +4,7 @@
  */
 import os from 'node:os';
 import { FleetpatchError } from '../errors.ts';
-import { FleetClient } from '../agent/client.ts';
+import { openInventory } from '../app/inventory.ts';
 import type { Actor } from '../rollout/types.ts';
 import { loadConfig } from '../runtime/config.ts';
 import { startRepair, startRollback, steeringError, steerRollout } from '../control/steer.ts';
@@ -131,7 +131,7 @@ async function planCommand(file: string, json: boolean, io: CliIO): Promise<numb
   const needsStore = plan.payloads.some((p) => 'buildId' in p) || plan.mode === 'replace';
   const run = async (pool?: import('../runtime/database.ts').Pool) => {
     const resolved = await resolvePlanPayloads(plan, dir, { ...(pool ? { pool } : {}), actor: actor(undefined), store: false, planFile: file });
-    const result = await dryRunPreflight(resolved, await FleetClient.open(config.fleetFile), pool ? { pool } : {});
+    const result = await dryRunPreflight(resolved, await openInventory({ fleetFile: config.fleetFile, dataDir: config.dataDir, ...(pool ? { pool } : {}) }), pool ? { pool } : {});
     const { rolloutId } = result;
     if (json) {
       io.out(JSON.stringify({ rolloutId, plan: resolved, summary: result.summary, waves: result.waves, hosts: result.hosts }, null, 2));

@@ -13,7 +13,7 @@ import type { ResolvedPlan } from '../rollout/types.ts';
 import type { Pool } from '../runtime/database.ts';
 
 export async function dryRunPreflight(plan: ResolvedPlan, fleet: FleetClient, opts: { pool?: Pool; rolloutId?: string } = {}): Promise<PreflightResult & { rolloutId: string }> {
-  const hosts = fleet.fleet.hosts.map(fleetHostOf);
+  const hosts = fleet.hosts.map(fleetHostOf);
   const live = await readLiveStates(fleet, hosts.map((h) => h.id));
   const rolloutId = opts.rolloutId ?? rolloutIdFor(plan);
   let storedBytes: Set<string> | undefined;

@@ -6,7 +6,7 @@
  */
 import type { WireAction, WireReboot, WireUpload } from '../agent/contract.ts';
 import { callFunction, functionTable } from './functions.ts';
-import type { HostRequest } from './requests.ts';
+import type { HostRequest } from '../agent/requests.ts';
 import * as sm from './state-machine.ts';
 import { callView, listView, payloadView, statusView } from './views.ts';
 

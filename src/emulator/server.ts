@@ -37,7 +37,7 @@ import * as sm from './state-machine.ts';
 import { statusView, toJson } from './views.ts';
 import { NDJSON, encodeError, type WireAction, type WireActionDone, type WireStatus } from '../agent/contract.ts';
 import { dispatch } from './dispatch.ts';
-import { MAX_JSON_BYTES, MAX_UPLOAD_BYTES, bodyOf, jsonObject, matchRoute, parseRequest, refuse, type Body } from './requests.ts';
+import { MAX_JSON_BYTES, MAX_UPLOAD_BYTES, bodyOf, jsonObject, matchRoute, parseRequest, refuse, type Body } from '../agent/requests.ts';
 
 /** Journal entries kept per host (the oldest go first). */
 const JOURNAL_PER_HOST = 512;

@@ -321,6 +321,55 @@ const TokenName = Text.regex(/^[A-Za-z0-9][A-Za-z0-9._@-]{0,62}$/, 'must be 1 to
 export const TokenCreated = event('TokenCreated', 1, { tokenName: TokenName, role: TokenRoleSchema, fingerprint: Text.regex(/^[0-9a-f]{12}$/) });
 export const TokenRevoked = event('TokenRevoked', 1, { tokenName: TokenName, reason: Reason.optional() });
 
+/**
+ * A host's life in the fleet (docs/enrolment.md), in its host stream, hash-chained like every
+ * other fact about it: a join token issued (only its sha256 is ever stored), the host enrolled
+ * with the certificate the fleet CA issued for its own key, a certificate renewed by a later
+ * enrolment, its labels changed, the host retired. The inventory of enrolled hosts is a fold of
+ * these (projections/fleet-hosts.ts).
+ */
+export const EnrolledHostIdSchema = Text.regex(/^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$/, 'must be 1 to 63 letters, digits, ".", "_" or "-", starting with a letter or digit');
+const LABEL_KEY = /^[A-Za-z0-9][A-Za-z0-9._/-]{0,62}$/;
+// The key is checked here rather than by z.record's key schema, whose refusal ("Invalid key in
+// record") would not say what a label name must be.
+export const LabelsSchema = z.record(Text, Text.max(200, 'a label value must be at most 200 characters')).superRefine((l, ctx) => {
+  const keys = Object.keys(l);
+  if (keys.length > 64) ctx.addIssue({ code: 'custom', message: `at most 64 labels, not ${keys.length}` });
+  for (const k of keys) {
+    if (!LABEL_KEY.test(k)) ctx.addIssue({ code: 'custom', path: [k], message: `the label name ${JSON.stringify(printable(k.slice(0, 40)))} is not 1 to 63 letters, digits, ".", "_", "/" or "-", starting with a letter or digit` });
+  }
+});
+/** Where the worker reaches the host's agent: an https URL with no path, query or credentials. */
+export const AgentAddressSchema = Text.max(2000).refine((v) => {
+  try {
+    const u = new URL(v);
+    return (u.protocol === 'https:' || u.protocol === 'http:') && u.username === '' && u.password === '' && (u.pathname === '/' || u.pathname === '') && u.search === '' && u.hash === '' && u.hostname !== '';
+  } catch {
+    return false;
+  }
+}, 'must be an https://host:port URL (http:// for an emulated host) with no path, query or credentials');
+export const CertificateFactsSchema = z.object({ fingerprint: Sha256Schema, serial: Text.regex(/^[0-9a-f]{2,40}$/), notAfter: InstantSchema });
+const enrolmentFacts = { hostId: EnrolledHostIdSchema };
+export const JoinTokenIssued = event('JoinTokenIssued', 1, { ...enrolmentFacts, tokenSha256: Sha256Schema, expiresAt: InstantSchema, labels: LabelsSchema });
+export const HostEnrolled = event('HostEnrolled', 1, {
+  ...enrolmentFacts,
+  labels: LabelsSchema,
+  address: AgentAddressSchema,
+  hypervisorBuildId: BuildIdSchema,
+  certificate: CertificateFactsSchema,
+  /** The join token it used (its sha256), so the token is used exactly once. */
+  tokenSha256: Sha256Schema,
+});
+export const HostCertificateRenewed = event('HostCertificateRenewed', 1, {
+  ...enrolmentFacts,
+  address: AgentAddressSchema,
+  hypervisorBuildId: BuildIdSchema,
+  certificate: CertificateFactsSchema,
+  tokenSha256: Sha256Schema,
+});
+export const HostLabelsChanged = event('HostLabelsChanged', 1, { ...enrolmentFacts, labels: LabelsSchema });
+export const HostRetired = event('HostRetired', 1, { ...enrolmentFacts, reason: Reason });
+
 export const EventSchema = z.discriminatedUnion('type', [
   PayloadStored,
   PayloadRefused,
@@ -353,6 +402,11 @@ export const EventSchema = z.discriminatedUnion('type', [
   ApprovalRequested,
   TokenCreated,
   TokenRevoked,
+  JoinTokenIssued,
+  HostEnrolled,
+  HostCertificateRenewed,
+  HostLabelsChanged,
+  HostRetired,
 ]);
 
 /** An event as stored and read back (defaults applied, instants normalised). */

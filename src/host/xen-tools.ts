@@ -13,9 +13,9 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import os from 'node:os';
 import path from 'node:path';
 import type { ActionCmd } from '../agent/contract.ts';
-import { DEFAULT_LIMITS, runTool, type RunLimits } from './run-tool.ts';
+import { DEFAULT_LIMITS, runTool, type RunLimits, type ToolRun } from './run-tool.ts';
 import { assertReadableName, parseAction, parseList, parseUpload, type ActionOutcome, type ListOutcome, type UploadOutcome } from './xen-livepatch-output.ts';
-import { parseXlBuildId } from './xl-info-output.ts';
+import { parseXlBuildId, parseXlDebugKeys, parseXlDmesg, parseXlInfoValue } from './xl-info-output.ts';
 
 /** Where Xen installs them (sbindir), and where XenServer's xapi calls them. */
 export const DEFAULT_TOOL_PATHS = { xenLivepatch: '/usr/sbin/xen-livepatch', xl: '/usr/sbin/xl' } as const;
@@ -27,6 +27,20 @@ export interface XenToolsOptions extends Partial<RunLimits> {
   xl?: string;
   /** Where an upload's bytes are written for the tool to read (a private directory per upload); default the OS's temp dir. */
   uploadDir?: string;
+  /**
+   * Hears every run before its output is read: the agent's journal (fsynced before the answer).
+   * `run` is what the tool printed and its exit code, or the runner's error (timeout, flood,
+   * signal, missing tool).
+   */
+  onRun?: (record: ToolRunRecord) => Promise<void> | void;
+}
+
+export interface ToolRunRecord {
+  file: string;
+  args: readonly string[];
+  ms: number;
+  run: ToolRun | null;
+  error: unknown;
 }
 
 export class XenTools {
@@ -46,6 +60,23 @@ export class XenTools {
       maxStderrBytes: options.maxStderrBytes ?? DEFAULT_LIMITS.maxStderrBytes,
     };
     this.uploadDir = options.uploadDir ?? os.tmpdir();
+    this.onRun = options.onRun;
+  }
+
+  private readonly onRun: XenToolsOptions['onRun'];
+
+  /** runTool, heard by onRun whatever the outcome. */
+  private async run(file: string, args: readonly string[], what: string): Promise<ToolRun> {
+    const t0 = performance.now();
+    let run: ToolRun;
+    try {
+      run = await runTool(file, args, this.limits, what);
+    } catch (error) {
+      await this.onRun?.({ file, args, ms: performance.now() - t0, run: null, error });
+      throw error;
+    }
+    await this.onRun?.({ file, args, ms: performance.now() - t0, run, error: null });
+    return run;
   }
 
   /** Runs `work` after every upload and action queued before it has ended, whatever their outcome. */
@@ -57,7 +88,7 @@ export class XenTools {
 
   /** `xen-livepatch list`. */
   async list(): Promise<ListOutcome> {
-    return parseList(await runTool(this.xenLivepatch, ['list'], this.limits, 'xen-livepatch list'));
+    return parseList(await this.run(this.xenLivepatch, ['list'], 'xen-livepatch list'));
   }
 
   /** `xen-livepatch upload <name> <file>`, the bytes in a file of their own, removed afterwards. */
@@ -68,7 +99,7 @@ export class XenTools {
       try {
         const file = path.join(dir, 'payload.livepatch');
         await writeFile(file, bytes, { mode: 0o600 });
-        const run = await runTool(this.xenLivepatch, ['upload', name, file], this.limits, `xen-livepatch upload ${name}`);
+        const run = await this.run(this.xenLivepatch, ['upload', name, file], `xen-livepatch upload ${name}`);
         return parseUpload(run, { name, file });
       } finally {
         await rm(dir, { recursive: true, force: true });
@@ -84,11 +115,28 @@ export class XenTools {
     assertReadableName(name);
     const nodeps = cmd === 'apply' && options.nodeps === true;
     const args = [cmd, name, ...(nodeps ? ['--nodeps'] : [])];
-    return this.oneAtATime(async () => parseAction(await runTool(this.xenLivepatch, args, this.limits, `xen-livepatch ${args.join(' ')}`), { cmd, name, nodeps }));
+    return this.oneAtATime(async () => parseAction(await this.run(this.xenLivepatch, args, `xen-livepatch ${args.join(' ')}`), { cmd, name, nodeps }));
   }
 
   /** `xl info build_id`: the running hypervisor's build-id, lowercase hex. */
   async buildId(): Promise<string> {
-    return parseXlBuildId(await runTool(this.xl, ['info', 'build_id'], this.limits, 'xl info build_id'));
+    return parseXlBuildId(await this.run(this.xl, ['info', 'build_id'], 'xl info build_id'));
+  }
+
+  /** `xl info <field>`: one value of the hypervisor's (xen_extra is what xen_extra_version() returns). */
+  async info(field: string): Promise<string> {
+    return parseXlInfoValue(await this.run(this.xl, ['info', field], `xl info ${field}`), field);
+  }
+
+  /**
+   * Xen's livepatch debug dump: `xl debug-keys x` has the hypervisor print it on its console,
+   * `xl dmesg` reads the console back (the dump is its last part; see agent-state.ts parseDump).
+   * One at a time with actions: two dumps at once would interleave on the console.
+   */
+  async dump(): Promise<string[]> {
+    return this.oneAtATime(async () => {
+      parseXlDebugKeys(await this.run(this.xl, ['debug-keys', 'x'], 'xl debug-keys x'));
+      return parseXlDmesg(await this.run(this.xl, ['dmesg'], 'xl dmesg'));
+    });
   }
 }

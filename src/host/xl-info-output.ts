@@ -65,3 +65,37 @@ export function parseXlInfoBuildId(exit: ToolExit): string {
   if (!m) throw outputError(t.what, `its build_id line is not "build_id <spaces>: <hex>": ${quote(found[0]!)}`, { printed: found });
   return buildIdValue(t, m[1]!, found[0]!);
 }
+
+/**
+ * `xl info <field>` for another field (xen_extra, xen_major, ...): its value alone on one line.
+ * xl prints, of each line starting with the argument, what follows ": ", so a field that is a
+ * prefix of another (xen_version of xen_version_extra) would print two lines: refused as output
+ * it does not print for one field. An empty value is returned as "" (xl prints what Xen gave).
+ */
+export function parseXlInfoValue(exit: ToolExit, field: string): string {
+  const t = readToolText(`xl info ${field}`, exit);
+  if (t.exitCode !== 0) failedXl(t);
+  const out = t.stdout.lines;
+  if (out.length === 0) {
+    if (t.stderr.lines.length || t.diagnostics.length) failedXl(t);
+    throw outputError(t.what, `it printed nothing and exited with 0; xl info ${field} prints the value on one line`);
+  }
+  if (out.length > 1) throw outputError(t.what, `it printed ${out.length} lines; xl info ${field} prints one: ${quote(out[1]!)}`, { printed: out });
+  if (t.stderr.lines.length) throw outputError(t.what, `its standard error holds a line xl does not print when it gives the value: ${quote(t.stderr.lines[0]!)}`, { printed: t.stderr.lines });
+  return out[0]!;
+}
+
+/** `xl debug-keys x`: nothing on either stream and exit 0, or xl's failure. */
+export function parseXlDebugKeys(exit: ToolExit): void {
+  const t = readToolText('xl debug-keys x', exit);
+  if (t.exitCode !== 0) failedXl(t);
+  const line = t.stdout.lines[0] ?? t.stderr.lines[0];
+  if (line !== undefined) throw outputError(t.what, `it printed a line where xl debug-keys prints nothing: ${quote(line)}`, { printed: [...t.stdout.lines, ...t.stderr.lines] });
+}
+
+/** `xl dmesg`: the hypervisor's console ring, its lines as printed. */
+export function parseXlDmesg(exit: ToolExit): string[] {
+  const t = readToolText('xl dmesg', exit);
+  if (t.exitCode !== 0) failedXl(t);
+  return t.stdout.lines;
+}

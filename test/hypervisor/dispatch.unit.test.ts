@@ -7,7 +7,7 @@
 import { describe, expect, it } from 'vitest';
 import { FleetpatchError, XenError } from '../../src/errors.ts';
 import { dispatch, type DispatchContext } from '../../src/emulator/dispatch.ts';
-import { matchRoute, parseRequest, type Body } from '../../src/emulator/requests.ts';
+import { matchRoute, parseRequest, type Body } from '../../src/agent/requests.ts';
 import * as sm from '../../src/emulator/state-machine.ts';
 import { bytesOf, fakeChecker, id, IMAGE, type FakeSpec } from './model-payloads.ts';
 

@@ -7,6 +7,7 @@ export function shortId(buildId: string | null | undefined): string {
 }
 
 const p = (x: PayloadRef): string => `${x.name} (${shortId(x.buildId)})`;
+const labelText = (l: Readonly<Record<string, string>>): string => Object.entries(l).map(([k, v]) => `${k}=${v}`).join(',');
 const because = (reason: string | null | undefined): string => (reason ? `: ${reason}` : '');
 
 export function describeEvent(e: DomainEvent): string {
@@ -76,6 +77,16 @@ export function describeEvent(e: DomainEvent): string {
       return `API token "${e.tokenName}" created with role ${e.role} (fingerprint ${e.fingerprint})`;
     case 'TokenRevoked':
       return `API token "${e.tokenName}" revoked${because(e.reason)}`;
+    case 'JoinTokenIssued':
+      return `join token issued (sha256 ${e.tokenSha256.slice(0, 12)}…), good until ${e.expiresAt}${Object.keys(e.labels).length ? `, labels ${labelText(e.labels)}` : ''}`;
+    case 'HostEnrolled':
+      return `enrolled at ${e.address}, hypervisor ${shortId(e.hypervisorBuildId)}, certificate ${e.certificate.fingerprint.slice(0, 12)}… until ${e.certificate.notAfter}${Object.keys(e.labels).length ? `, labels ${labelText(e.labels)}` : ''}`;
+    case 'HostCertificateRenewed':
+      return `certificate renewed: ${e.certificate.fingerprint.slice(0, 12)}… until ${e.certificate.notAfter}, at ${e.address}, hypervisor ${shortId(e.hypervisorBuildId)}`;
+    case 'HostLabelsChanged':
+      return `labels now ${labelText(e.labels) || '(none)'}`;
+    case 'HostRetired':
+      return `RETIRED${because(e.reason)}`;
     default:
       // A type added to the catalogue before it got its own sentence: its type and reason.
       return `${(e as { type: string }).type}${because((e as { reason?: string }).reason)}`;

@@ -1,15 +1,15 @@
 /**
  * A host agent request, from the parts HTTP gives (method, path segments, query, body) to a typed
- * request the emulator can run: route matching, and every parameter checked the way the agent
- * contract and Xen's sysctl bounds say. Pure: the server reads sockets, this decides.
+ * request a host can run: route matching, and every parameter checked the way the agent contract
+ * and Xen's sysctl bounds say. Pure: the servers (the emulator's and the dom0 agent's) read
+ * sockets, this decides, so both read a request the same way.
  *
  * Parsing happens in two steps on purpose: the route is known before the fault injector is asked
  * (faults count requests per route kind), the parameters are checked after it, so a malformed
  * request to an unreachable host still looks unreachable.
  */
 import { FleetpatchError, XenError } from '../errors.ts';
-import { ActionRequestBodySchema, RebootRequestBodySchema, MAX_DOWN_MS } from '../agent/contract.ts';
-import { LIVEPATCH_LIST_MAX } from './state-machine.ts';
+import { ActionRequestBodySchema, RebootRequestBodySchema, MAX_DOWN_MS, LIVEPATCH_LIST_MAX } from './contract.ts';
 
 /** LIST's idx and nr are uint32 in Xen's sysctl. */
 const U32_MAX = 0xffff_ffff;
