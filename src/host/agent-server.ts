@@ -186,8 +186,11 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   let state: AgentState = forBoot(await loadState(stateDir, bootId), bootId);
   let hypervisor: { bootId: string; buildId: string } | null = null;
   let saving: Promise<void> = Promise.resolve();
+  /** Counts every change of the learned state: a list read across one is read again (readHost). */
+  let generation = 0;
   const persist = (next: AgentState): Promise<void> => {
     state = next;
+    generation++;
     // Saves run one after another, each writing the state as it is by then: the last one wins.
     const run = saving.then(() => saveState(stateDir, state));
     saving = run.catch(() => undefined);
@@ -231,12 +234,19 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
   }
 
   async function readHost(): Promise<{ rows: ListedPayload[]; host: Reconciled; hvBuildId: string }> {
-    await currentBoot();
-    const [listed, hvBuildId] = await Promise.all([xen.list(), hypervisorBuildId()]);
-    if (!listed.ok) throw refusalError(listed);
-    const host = reconcile(state, listed.payloads, await dumpFacts(listed.payloads));
-    if (JSON.stringify(host.state) !== JSON.stringify(state)) await persist(host.state);
-    return { rows: listed.payloads, host, hvBuildId };
+    for (let attempt = 0; ; attempt++) {
+      await currentBoot();
+      const seen = generation;
+      const [listed, hvBuildId] = await Promise.all([xen.list(), hypervisorBuildId()]);
+      if (!listed.ok) throw refusalError(listed);
+      const dump = await dumpFacts(listed.payloads);
+      // An upload that ended while the list was read is in the state but not in that list: it
+      // must not be forgotten as gone. Read again; the third time, answer without forgetting.
+      if (generation !== seen && attempt < 2) continue;
+      const host = reconcile(state, listed.payloads, dump);
+      if (generation === seen && JSON.stringify(host.state) !== JSON.stringify(state)) await persist(host.state);
+      return { rows: listed.payloads, host, hvBuildId };
+    }
   }
 
   function statusOf(rows: readonly ListedPayload[], name: string): WireStatus | null {
@@ -284,7 +294,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     };
   }
 
-  async function action(name: string, cmdText: string, timeoutNs: number | undefined, nodeps: boolean): Promise<{ answer: WireAction; status: number }> {
+  /**
+   * The ACTION, and when the tool saw its end, the payload's status after it (so a waited ACTION
+   * need not read the list again): `completed` is the state the action leads to with rc 0, failed
+   * work is the list's row.
+   */
+  async function action(name: string, cmdText: string, timeoutNs: number | undefined, nodeps: boolean): Promise<{ answer: WireAction; status: number; after?: WireStatus }> {
     if (!(ACTION_CMDS as readonly string[]).includes(cmdText)) throw new XenError('EOPNOTSUPP', `${JSON.stringify(cmdText.slice(0, 40))} is not an action (apply, revert, replace, unload)`, { payload: name });
     const cmd = cmdText as ActionCmd;
     if (timeoutNs !== undefined && !(Number.isInteger(timeoutNs) && timeoutNs >= 0 && timeoutNs <= U32_MAX)) {
@@ -300,10 +315,11 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
     } finally {
       running = null;
     }
-    const scheduled = (): { answer: WireAction; status: number } => ({ answer: { rc: 0, scheduled: true, dependencyCheck: check }, status: 202 });
+    const scheduled = (after?: WireStatus): { answer: WireAction; status: number; after?: WireStatus } => ({ answer: { rc: 0, scheduled: true, dependencyCheck: check }, status: 202, ...(after ? { after } : {}) });
     if (outcome.ok) {
       if (outcome.done === 'completed') await persist(afterAction(state, cmd, name));
-      return cmd !== 'unload' && outcome.done === 'completed' ? scheduled() : { answer: { rc: 0, scheduled: false, dependencyCheck: check }, status: 200 };
+      if (cmd !== 'unload' && outcome.done === 'completed') return scheduled({ name, state: cmd === 'revert' ? 'CHECKED' : 'APPLIED', rc: 0, reason: null });
+      return { answer: { rc: 0, scheduled: false, dependencyCheck: check }, status: 200 };
     }
     const details = { payload: name, hostId: opts.hostId, ...(check ? { dependencyCheck: check } : {}) };
     if (outcome.phase === 'not-completed') {
@@ -317,7 +333,7 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       // (a refusal leaves rc as it was, failed work sets it to -errno).
       const after = (await readHost()).rows.find((r) => r.name === name);
       const rcBefore = before.rows.find((r) => r.name === name)?.rc;
-      if (after && after.rc === -outcome.errno && rcBefore !== after.rc) return scheduled();
+      if (after && after.rc === -outcome.errno && rcBefore !== after.rc) return scheduled({ name, state: after.state, rc: after.rc, reason: after.reason });
       if (check?.outcome === 'mismatch' && outcome.errnoName === 'EINVAL') throw new XenError('EINVAL', dependencyMismatchReason(check), details);
     }
     throw refusalError(outcome, details);
@@ -413,12 +429,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
         return answer(201, entry, `uploaded ${entry.name} build-id ${entry.buildId}`);
       }
       case 'action': {
-        const { answer: a, status } = await action(request.name, request.cmd, request.timeoutNs, request.nodeps ?? false);
+        const { answer: a, status, after: known } = await action(request.name, request.cmd, request.timeoutNs, request.nodeps ?? false);
         if (request.waitMs && a.scheduled) {
           await journal.append({ kind: 'answer', at: new Date().toISOString(), req: n, status, summary: `${request.cmd} ${request.name} scheduled` });
           res.writeHead(status, { 'content-type': `${NDJSON}; charset=utf-8` });
           res.write(`${JSON.stringify(a)}\n`);
-          const after = await awaitWork(request.name, request.waitMs);
+          const after = known ?? (await awaitWork(request.name, request.waitMs));
           await journal.append({ kind: 'answer', at: new Date().toISOString(), req: n, status, summary: after ? `${after.name} ${after.state} rc ${after.rc}` : `${request.name} gone` });
           if (!res.destroyed) res.end(`${JSON.stringify({ status: after } satisfies WireActionDone)}\n`);
           return;
