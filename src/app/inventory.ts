@@ -7,12 +7,14 @@
  * inventory did not change is kept, with its connections.
  */
 import { stat } from 'node:fs/promises';
+import path from 'node:path';
 import { FleetClient, type FleetClientOptions } from '../agent/client.ts';
 import { readFleetFile, type FleetFile } from '../agent/fleet-file.ts';
 import { FleetpatchError } from '../errors.ts';
 import { EventStore } from '../events/store.ts';
 import { FleetRegistry } from '../fleet/registry.ts';
-import { readTlsDir, workerTlsDir, type TlsMaterial } from '../pki/tls.ts';
+import { readTlsDir, type TlsMaterial } from '../pki/tls.ts';
+import { loadConfig } from '../runtime/config.ts';
 import type { Pool } from '../runtime/database.ts';
 import type { Logger } from '../runtime/logger.ts';
 
@@ -20,8 +22,9 @@ export interface InventoryOptions {
   /** The event store's database; without one, the fleet is the fleet file's alone. */
   pool?: Pool;
   fleetFile: string;
-  /** Where the worker's client certificate is: FLEETPATCH_WORKER_TLS_DIR or <dataDir>/worker-tls. */
-  dataDir: string;
+  /** Where the worker's client certificate is; default FLEETPATCH_WORKER_TLS_DIR, or <dataDir>/worker-tls when a dataDir is given. */
+  workerTlsDir?: string;
+  dataDir?: string;
   logger?: Logger;
   timeoutMs?: number;
 }
@@ -32,6 +35,13 @@ async function enrolmentMark(pool: Pool): Promise<string> {
       WHERE type IN ('JoinTokenIssued', 'HostEnrolled', 'HostCertificateRenewed', 'HostLabelsChanged', 'HostRetired')`,
   );
   return `${rows[0]!.n}:${rows[0]!.last ?? 0}`;
+}
+
+/** FLEETPATCH_WORKER_TLS_DIR when set (config), else <data dir>/worker-tls of the data dir given. */
+function workerTlsDirOf(opts: InventoryOptions): string {
+  if (opts.workerTlsDir) return opts.workerTlsDir;
+  const config = loadConfig();
+  return process.env.FLEETPATCH_WORKER_TLS_DIR || !opts.dataDir ? config.workerTlsDir : path.join(opts.dataDir, 'worker-tls');
 }
 
 /** The fleet now: FLEET_FILE_INVALID only when there is neither a fleet file nor an enrolled host. */
@@ -47,7 +57,7 @@ export async function openInventory(opts: InventoryOptions): Promise<FleetClient
   }
   const needsTls = enrolled.some((h) => h.address.startsWith('https:'));
   let workerTls: TlsMaterial | FleetpatchError | undefined;
-  if (needsTls) workerTls = await readTlsDir(workerTlsDir(opts.dataDir)).catch((e: FleetpatchError) => e);
+  if (needsTls) workerTls = await readTlsDir(workerTlsDirOf(opts)).catch((e: FleetpatchError) => e);
   const clientOpts: FleetClientOptions = {
     enrolled: enrolled.map((h) => ({ id: h.id, labels: h.labels, hypervisorBuildId: h.hypervisorBuildId, address: h.address })),
     ...(workerTls ? { workerTls } : {}),

@@ -9,7 +9,6 @@ import path from 'node:path';
 import { FleetpatchError } from '../errors.ts';
 import { loadConfig } from '../runtime/config.ts';
 import { caFiles, initCa, issueWorkerCertificate, loadCa } from '../pki/ca.ts';
-import { workerTlsDir } from '../pki/tls.ts';
 import { parseCommandArgs } from './args.ts';
 import type { CliIO, Command } from './io.ts';
 
@@ -53,7 +52,7 @@ export const caCommand: Command = async (args, io) => {
       if (!WORKER_NAME.test(name)) throw new FleetpatchError('USAGE', `ca issue: --worker must be 1 to 63 letters, digits, ".", "_" or "-", starting with a letter or digit, not ${JSON.stringify(name.slice(0, 40))}`);
       const ca = await loadCa(config.dataDir);
       const issued = await issueWorkerCertificate(ca, name);
-      const out = path.resolve(values.out ?? workerTlsDir(config.dataDir));
+      const out = path.resolve(values.out ?? config.workerTlsDir);
       await mkdir(out, { recursive: true, mode: 0o700 });
       // The key first and private; the certificate and CA are public.
       await writeFile(path.join(out, 'key.pem'), issued.keyPem, { mode: 0o600 });

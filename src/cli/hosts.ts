@@ -1,8 +1,8 @@
 /**
  * `fleetpatch hosts enroll|list|label|retire`: the fleet of enrolled hosts, kept as facts in
  * their host streams (src/fleet/registry.ts). `enroll` prints a one-time join token and the
- * command to run on the host; `list` shows the enrolled hosts (and, with the emulator's fleet
- * file, the emulated ones not enrolled, marked so).
+ * command to run on the host; `list` shows the enrolled hosts (the emulator's fleet file has its
+ * own: `fleetpatch emulate`; rollouts read both, each host once).
  */
 import os from 'node:os';
 import { FleetpatchError } from '../errors.ts';
@@ -62,7 +62,7 @@ export const hostsCommand: Command = async (args, io) => {
       const labels = parseLabels(values.label ?? [], 'hosts enroll') as Record<string, string>;
       const ttlMs = values.ttl === undefined ? DEFAULT_JOIN_TOKEN_TTL_MS : parseDuration(values.ttl);
       if (ttlMs === undefined || ttlMs <= 0) throw new FleetpatchError('USAGE', `hosts enroll: --ttl must be a duration such as 1h or 30m, not ${JSON.stringify(String(values.ttl).slice(0, 40))}`);
-      const control = values.control ?? process.env.FLEETPATCH_API_URL ?? `https://${os.hostname()}:${DEFAULT_API_PORT}`;
+      const control = values.control ?? `https://${os.hostname()}:${DEFAULT_API_PORT}`;
       return withRegistry(async (registry, dataDir) => {
         const ca = await loadCa(dataDir);
         const t = await registry.issueJoinToken(ca, id, { labels, ttlMs, actor: actor() });

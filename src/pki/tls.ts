@@ -20,10 +20,6 @@ export interface TlsMaterial {
   dir: string;
 }
 
-export function workerTlsDir(dataDir: string, env: NodeJS.ProcessEnv = process.env): string {
-  return env.FLEETPATCH_WORKER_TLS_DIR || path.join(dataDir, 'worker-tls');
-}
-
 /** key.pem, cert.pem and ca.pem of `dir`; CERTIFICATE_INVALID naming the missing one. */
 export async function readTlsDir(dir: string): Promise<TlsMaterial> {
   const read = (name: string) =>

@@ -71,6 +71,8 @@ export const ConfigSchema = z.object({
   FLEETPATCH_FLEET_FILE: z.string().min(1).optional(),
   /** A public key file, or a directory of *.pub files, that payload signatures must verify against. */
   FLEETPATCH_TRUSTED_KEYS: z.string().min(1).optional(),
+  /** The worker's client certificate for enrolled hosts' agents (key.pem, cert.pem, ca.pem); default <data dir>/worker-tls. */
+  FLEETPATCH_WORKER_TLS_DIR: z.string().min(1).optional(),
   /** The HMAC key webhook notifications are signed with; default: one made once in <data dir>/webhook-secret. */
   FLEETPATCH_WEBHOOK_SECRET: z.string().min(16, 'must be at least 16 characters (a receiver checks signatures with it)').optional(),
   /**
@@ -127,6 +129,8 @@ export interface Config {
   fleetFile: string;
   /** Where the trusted public keys are (a .pub file or a directory); `explicit`: named by the environment. */
   trustedKeys: { path: string; explicit: boolean };
+  /** Absolute path of the worker's mutual-TLS directory (docs/enrolment.md). */
+  workerTlsDir: string;
   /** FLEETPATCH_WEBHOOK_SECRET when set (webhook-secret.ts makes one otherwise). */
   webhookSecret?: string;
   webhooks: {
@@ -181,6 +185,7 @@ export function loadConfig(env: NodeJS.ProcessEnv = process.env): Config {
     database,
     dataDir: path.resolve(c.FLEETPATCH_DATA_DIR),
     fleetFile: path.resolve(c.FLEETPATCH_FLEET_FILE ?? path.join(c.FLEETPATCH_DATA_DIR, 'fleet.json')),
+    workerTlsDir: path.resolve(c.FLEETPATCH_WORKER_TLS_DIR ?? path.join(c.FLEETPATCH_DATA_DIR, 'worker-tls')),
     trustedKeys: { path: path.resolve(c.FLEETPATCH_TRUSTED_KEYS ?? path.join(c.FLEETPATCH_DATA_DIR, 'trusted-keys')), explicit: c.FLEETPATCH_TRUSTED_KEYS !== undefined },
     ...(c.FLEETPATCH_WEBHOOK_SECRET ? { webhookSecret: c.FLEETPATCH_WEBHOOK_SECRET } : {}),
     webhooks: { services: servicePorts(temporal, database), allow: c.FLEETPATCH_WEBHOOK_ALLOW ?? [] },
