@@ -139,8 +139,6 @@ export class HostEngine {
     return stored;
   }
 
-
-
   private waitOptions(): { pollMs: number; deadlineMs: number } {
     return { pollMs: this.deps.actionPollMs ?? 20, deadlineMs: this.deps.actionDeadlineMs ?? 120_000 };
   }

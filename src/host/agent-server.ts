@@ -29,6 +29,7 @@ import { MAX_JSON_BYTES, MAX_UPLOAD_BYTES, matchRoute, parseRequest, refuse, bod
 import type { PublicKey } from '../payload/signing.ts';
 import type { Logger } from '../runtime/logger.ts';
 import { peerRole } from '../pki/names.ts';
+import { unstorable } from '../domain/text.ts';
 import {
   afterAction, dependencyCheckFor, dependencyMismatchReason, forBoot, listPage, listVersion, parseDump, pendingOf, reconcile, xenDependsCheck,
   type AgentState, type DumpFacts, type Reconciled,
@@ -385,6 +386,12 @@ export async function startAgent(opts: AgentOptions): Promise<RunningAgent> {
       segments = pathPart.split('/').filter((s) => s !== '').map((s) => decodeURIComponent(s));
     } catch {
       throw refuse('REQUEST_INVALID', 'the path is not valid percent-encoding');
+    }
+    // A name, a host id or a function is text that is journalled and answered back: text that
+    // cannot be stored (a NUL, a lone surrogate) is refused here, naming where it is.
+    for (const [i, seg] of segments.entries()) {
+      const problem = unstorable(seg);
+      if (problem) throw refuse('REQUEST_INVALID', `path segment ${i + 1} ${problem}`);
     }
     if (segments.length === 1 && segments[0] === 'healthz' && req.method === 'GET') {
       send(res, 200, { ok: true, hosts: 1 });

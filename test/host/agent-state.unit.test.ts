@@ -267,3 +267,22 @@ describe('the contract refuses text a hostile host cannot have stored', () => {
     expect(WireErrorSchema.safeParse({ error: 'EINVAL', message: 'm', details: { deep: ['fine'] } }).success).toBe(true);
   });
 });
+
+describe("xl's other answers the agent reads", async () => {
+  const { parseXlInfoValue, parseXlDebugKeys, parseXlDmesg } = await import('../../src/host/xl-info-output.ts');
+  const exit = (exitCode: number, stdout: string, stderr = '') => ({ exitCode, stdout, stderr });
+  it('reads one value of xl info, and refuses what xl does not print for one field', () => {
+    expect(parseXlInfoValue(exit(0, 'Hello World\n'), 'xen_extra')).toBe('Hello World');
+    expect(parseXlInfoValue(exit(0, '\n'), 'xen_extra')).toBe('');
+    expect(() => parseXlInfoValue(exit(0, 'a\nb\n'), 'xen_version')).toThrow(expect.objectContaining({ code: 'HOST_TOOL_OUTPUT' }));
+    expect(() => parseXlInfoValue(exit(0, ''), 'xen_extra')).toThrow(expect.objectContaining({ code: 'HOST_TOOL_OUTPUT' }));
+    expect(() => parseXlInfoValue(exit(0, 'cut'), 'xen_extra')).toThrow(expect.objectContaining({ code: 'HOST_TOOL_OUTPUT' }));
+    expect(() => parseXlInfoValue(exit(1, '', 'cannot init xl context\n'), 'xen_extra')).toThrow(expect.objectContaining({ code: 'HOST_TOOL_FAILED' }));
+  });
+  it('takes xl debug-keys silent, and xl dmesg as its lines', () => {
+    expect(() => parseXlDebugKeys(exit(0, ''))).not.toThrow();
+    expect(() => parseXlDebugKeys(exit(0, 'surprise\n'))).toThrow(expect.objectContaining({ code: 'HOST_TOOL_OUTPUT' }));
+    expect(parseXlDmesg(exit(0, '(XEN) a\n(XEN) b\n'))).toEqual(['(XEN) a', '(XEN) b']);
+    expect(() => parseXlDmesg(exit(0, 'bad\u0000\n'))).toThrow(expect.objectContaining({ code: 'HOST_TOOL_OUTPUT' }));
+  });
+});

@@ -215,6 +215,14 @@ describe('the agent over mutual TLS, driving the tools', () => {
     expect((await fake()).payloads.map((p) => p.name)).toEqual(['hello']);
   });
 
+  it('refuses a name that cannot be stored (a NUL) before any tool runs; a lone surrogate cannot even be encoded in a path', async () => {
+    const runs = (await fake()).runs;
+    expect((await refusal(client.get('a\u0000b'))).code).toBe('REQUEST_INVALID');
+    const e = await refusal(client.action('a\u0000b', 'apply'));
+    expect(e.message).toMatch(/path segment 4 contains a NUL character/);
+    expect((await fake()).runs).toBe(runs);
+  });
+
   it('passes a name with shell metacharacters to the tool as one argument, running nothing', async () => {
     const name = "x;touch PWNED $(touch PWNED2) `id`'";
     const p = await payload('meta');
@@ -258,6 +266,23 @@ describe('the agent over mutual TLS, driving the tools', () => {
     const intruder = await refusal((await clientWith('intruder')).listAll());
     expect(intruder.code).toBe('HOST_UNAUTHORIZED');
     expect((await fake()).runs).toBe(before);
+  });
+
+  it('keeps what it learned across its own restart: the facts are on disk, the list is the truth', async () => {
+    const before = await client.listAll();
+    expect(before.entries.find((e) => e.name === 'hello')).toMatchObject({ facts: 'uploaded' });
+    await agent.close();
+    const tls = await loadAgentTls(dir);
+    agent = await startAgent({
+      dir, hostId: tls.hostId, host: '127.0.0.1', port: 0, tls,
+      tools: { xenLivepatch: path.join(root, 'xen-livepatch'), xl: path.join(root, 'xl'), uploadDir, timeoutMs: 20_000 },
+      bootIdFile: path.join(root, 'boot_id'), statFile: path.join(root, 'stat'),
+    });
+    client = await clientWith('worker');
+    const after = await client.listAll();
+    expect(after.entries).toEqual(before.entries);
+    expect(after.appliedStack).toEqual(before.appliedStack);
+    expect(after.boots).toBe(before.boots);
   });
 
   it('does not reboot a real host, and drops what it learned when the host rebooted', async () => {
