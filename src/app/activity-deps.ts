@@ -21,12 +21,14 @@ export function createActivityDeps(opts: {
   dataDir?: string;
   logger: Logger;
   actionDeadlineMs?: number;
+  /** How long one request to a host may take (default the client's 10 s): an agent's tools may be slower than the emulator. */
+  hostTimeoutMs?: number;
   /** Where the trusted keys are (default: FLEETPATCH_TRUSTED_KEYS), or the keys themselves. */
   trustedKeys?: Config['trustedKeys'] | readonly PublicKey[];
 }): ActivityDeps {
   const keys = opts.trustedKeys ?? loadConfig().trustedKeys;
   const events = new EventStore(opts.pool);
-  const fleet = inventoryReader({ pool: opts.pool, fleetFile: opts.fleetFile, dataDir: opts.dataDir ?? loadConfig().dataDir, logger: opts.logger });
+  const fleet = inventoryReader({ pool: opts.pool, fleetFile: opts.fleetFile, dataDir: opts.dataDir ?? loadConfig().dataDir, logger: opts.logger, ...(opts.hostTimeoutMs !== undefined ? { timeoutMs: opts.hostTimeoutMs } : {}) });
   return {
     pool: opts.pool,
     events,

@@ -13,14 +13,14 @@ import { startAgent } from '../host/agent-server.ts';
 import { loadAgentTls } from '../host/agent-tls.ts';
 import { describeEntry, readJournal } from '../host/host-journal.ts';
 import { DEFAULT_TOOL_PATHS } from '../host/xen-tools.ts';
-import { boundedText, isoInstant, parseCommandArgs } from './args.ts';
+import { boundedInteger, boundedText, isoInstant, parseCommandArgs } from './args.ts';
 import type { CliIO, Command } from './io.ts';
 
 export const DEFAULT_AGENT_DIR = '/var/lib/fleetpatch-agent';
 export const DEFAULT_AGENT_PORT = 9443;
 
 function usage(io: CliIO): void {
-  io.out('Usage: fleetpatch agent [--dir D] [--listen HOST:PORT] [--host-id ID] [--xen-livepatch PATH] [--xl PATH]');
+  io.out('Usage: fleetpatch agent [--dir D] [--listen HOST:PORT] [--host-id ID] [--xen-livepatch PATH] [--xl PATH] [--tool-timeout MS]');
   io.out('                        [--insecure-http [--token-file F]] [--boot-id-file F] [--stat-file F]');
   io.out('       fleetpatch agent journal [--dir D] [--since T] [--json]');
   io.out('       fleetpatch agent enroll --join-token T --control URL [--dir D] [--address URL] [--xl PATH]');
@@ -31,6 +31,7 @@ function usage(io: CliIO): void {
   io.out('  --host-id ID        this host (default: the one its certificate names; required with --insecure-http)');
   io.out(`  --xen-livepatch P   the tool (default ${DEFAULT_TOOL_PATHS.xenLivepatch})`);
   io.out(`  --xl P              the tool (default ${DEFAULT_TOOL_PATHS.xl})`);
+  io.out('  --tool-timeout MS   how long one run of a tool may take before it is killed (default 10000)');
   io.out('  --insecure-http     plain HTTP on loopback with a bearer token, for development and tests');
   io.out('  --token-file F      that token (default <dir>/agent-token)');
   io.out('  --boot-id-file F    the boot identity (default /proc/sys/kernel/random/boot_id)');
@@ -74,6 +75,7 @@ export const agentCommand: Command = async (args, io) => {
       'token-file': { type: 'string' },
       'boot-id-file': { type: 'string' },
       'stat-file': { type: 'string' },
+      'tool-timeout': { type: 'string' },
       help: { type: 'boolean', short: 'h' },
     },
     'agent',
@@ -88,7 +90,13 @@ export const agentCommand: Command = async (args, io) => {
   const dir = path.resolve(values.dir ?? DEFAULT_AGENT_DIR);
   const listen = parseListen(values.listen ?? `${insecure ? '127.0.0.1' : '0.0.0.0'}:${DEFAULT_AGENT_PORT}`, insecure ? '127.0.0.1' : '0.0.0.0');
   const hostIdOption = boundedText(values['host-id'], '--host-id', 200, 'agent');
-  const tools = { ...(values['xen-livepatch'] ? { xenLivepatch: path.resolve(values['xen-livepatch']) } : {}), ...(values.xl ? { xl: path.resolve(values.xl) } : {}) };
+  // A dom0 under load (or a tool double, itself a Node process) may need more than the default.
+  const toolTimeoutMs = boundedInteger(values['tool-timeout'], '--tool-timeout', 100, 3_600_000, 'agent');
+  const tools = {
+    ...(values['xen-livepatch'] ? { xenLivepatch: path.resolve(values['xen-livepatch']) } : {}),
+    ...(values.xl ? { xl: path.resolve(values.xl) } : {}),
+    ...(toolTimeoutMs !== undefined ? { timeoutMs: toolTimeoutMs } : {}),
+  };
 
   let tls = null;
   let token: string | undefined;

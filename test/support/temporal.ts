@@ -19,12 +19,12 @@ export interface TestTemporal {
   close(): Promise<void>;
 }
 
-export async function startTestWorker(opts: { pool: Pool; fleetFile: string; actionDeadlineMs?: number }): Promise<TestTemporal> {
+export async function startTestWorker(opts: { pool: Pool; fleetFile: string; actionDeadlineMs?: number; dataDir?: string; hostTimeoutMs?: number }): Promise<TestTemporal> {
   const address = inject('temporalAddress');
   const namespace = inject('temporalNamespace');
   const taskQueue = `test-${randomBytes(4).toString('hex')}`;
   const logger = createLogger((process.env.LOG_LEVEL as 'error') ?? 'error', { pretty: false, name: 'test' });
-  const activities = createActivities(createActivityDeps({ pool: opts.pool, fleetFile: opts.fleetFile, logger, ...(opts.actionDeadlineMs !== undefined ? { actionDeadlineMs: opts.actionDeadlineMs } : {}) }));
+  const activities = createActivities(createActivityDeps({ pool: opts.pool, fleetFile: opts.fleetFile, logger, ...(opts.dataDir !== undefined ? { dataDir: opts.dataDir } : {}), ...(opts.hostTimeoutMs !== undefined ? { hostTimeoutMs: opts.hostTimeoutMs } : {}), ...(opts.actionDeadlineMs !== undefined ? { actionDeadlineMs: opts.actionDeadlineMs } : {}) }));
   const worker = await startWorker({ address, namespace, taskQueue, logger, activities, workflowBundlePath: inject('workflowBundlePath') });
   const connection = await Connection.connect({ address });
   const client = new Client({ connection, namespace });
