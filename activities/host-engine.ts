@@ -331,9 +331,15 @@ export class HostEngine {
       }
 
       let attempt = 1;
+      let lostAnswer: { step: ReturnType<typeof nextPatchStep>; before: WireList } | null = null;
       for (let n = 0; ; n++) {
         if (n >= MAX_STEPS) throw new StepFailed({ stage: 'apply', code: 'EINVAL', reason: `the host did not reach its target stack after ${MAX_STEPS} steps`, unreachable: false });
         const step = nextPatchStep(liveHostOf(list), goal);
+        // Once the host is no longer busy with it, a step whose answer was lost is recorded if it landed.
+        if (lostAnswer && step.kind !== 'wait') {
+          this.recordLanded(rec, hostId, lostAnswer.step, lostAnswer.before, list);
+          lostAnswer = null;
+        }
         let failed: unknown;
         if (step.kind === 'applied') {
           const verified = job.verify ? await this.verify(rec, agent, job.verify, fence, n) : null;
@@ -353,8 +359,11 @@ export class HostEngine {
             if (!(e instanceof StepFailed) && transient(e) && attempt < HOST_ATTEMPTS) {
               await sleep(RETRY_DELAYS_MS[attempt - 1]!);
               attempt++;
+              const bootBefore = boot;
+              lostAnswer = step.kind === 'apply' || step.kind === 'replace' ? { step, before: list } : null;
               list = await this.list(agent, stage);
               boot = await this.noticeBoot(rec, list, boot);
+              if (boot !== bootBefore) lostAnswer = null;
               continue;
             }
             failed = e instanceof StepFailed ? e : new StepFailed(failureOf(stage, e));
@@ -491,6 +500,22 @@ export class HostEngine {
   }
 
   /** Takes one patch step; returns the host's state after it (updated in memory where the answer says it all). */
+  /**
+   * An APPLY or REPLACE whose answer was lost (the connection died, the agent restarted) may still
+   * have been done by the hypervisor: when the host now lists the payload on top of its stack, the
+   * step is recorded as patchStep records it (same key, the ordinal it took), or the records would
+   * not replay to the host the loop then takes as patched.
+   */
+  private recordLanded(rec: HostRecorder, hostId: string, step: ReturnType<typeof nextPatchStep>, before: WireList, now: WireList): void {
+    if (step.kind !== 'apply' && step.kind !== 'replace') return;
+    const payload = ref(step.payload);
+    const kind = step.kind === 'apply' ? 'applied' : 'replaced';
+    const n = rec.peek(kind, payload.buildId) - 1;
+    if (n < 0 || now.appliedStack.at(-1)?.buildId !== payload.buildId || before.appliedStack.some((p) => p.buildId === payload.buildId)) return;
+    if (step.kind === 'replace' && now.appliedStack.length !== 1) return;
+    rec.add(rec.key(payload.buildId, kind, n), step.kind === 'apply' ? { type: 'PayloadApplied', hostId, payload } : { type: 'PayloadReplaced', hostId, payload, replaced: before.appliedStack.map(ref) });
+  }
+
   private async patchStep(agent: HostAgent, rec: HostRecorder, fence: number, step: Exclude<ReturnType<typeof nextPatchStep>, { kind: 'applied' | 'changed' }>, list: WireList, attempt: number): Promise<WireList> {
     const hostId = agent.hostId;
     const ahead = rec.ahead;

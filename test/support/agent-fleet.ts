@@ -67,6 +67,8 @@ export interface AgentFleet {
   hypervisorJournal(hostId: string): Promise<JournalEntry[]>;
   /** Starts (again) a host's agent as a `fleetpatch agent` process. */
   startProcessAgent(hostId: string): Promise<void>;
+  /** Starts (again) a host's agent in this process, on its directory and address (milliseconds, not seconds). */
+  startInProcessAgent(hostId: string): Promise<void>;
   close(): Promise<void>;
 }
 
@@ -183,14 +185,14 @@ export async function startAgentFleet(opts: AgentFleetOptions): Promise<AgentFle
     agents.set(hostId, { hostId, dir, port, tools, process: asProcess });
   }
 
+  const startInProcessAgent = async (hostId: string): Promise<void> => {
+    const a = agents.get(hostId)!;
+    const tls = await loadAgentTls(a.dir);
+    a.inProcess = await startAgent({ dir: a.dir, hostId: tls.hostId, host: '127.0.0.1', port: a.port, tls: { key: tls.key, cert: tls.cert, ca: tls.ca }, tools: { xenLivepatch: a.tools.xenLivepatch, xl: a.tools.xl, timeoutMs: 120_000, uploadDir: a.dir } });
+  };
+
   // The agents, started together (a process agent's start is seconds of loading on a busy machine).
-  await Promise.all(
-    [...agents.values()].map(async (a) => {
-      if (a.process) return startProcessAgent(a.hostId);
-      const tls = await loadAgentTls(a.dir);
-      a.inProcess = await startAgent({ dir: a.dir, hostId: tls.hostId, host: '127.0.0.1', port: a.port, tls: { key: tls.key, cert: tls.cert, ca: tls.ca }, tools: { xenLivepatch: a.tools.xenLivepatch, xl: a.tools.xl, timeoutMs: 120_000, uploadDir: a.dir } });
-    }),
-  );
+  await Promise.all([...agents.values()].map((a) => (a.process ? startProcessAgent(a.hostId) : startInProcessAgent(a.hostId))));
 
   const adminGet = async (route: string): Promise<unknown> => {
     const res = await fetch(`${fleet.url}/admin/${route}`, { headers: { authorization: `Bearer ${fleet.adminToken}` } });
@@ -207,6 +209,7 @@ export async function startAgentFleet(opts: AgentFleetOptions): Promise<AgentFle
     hostIds,
     cli,
     startProcessAgent,
+    startInProcessAgent,
     hypervisorStacks: () => liveStacks(fleet.fleetFile),
     hypervisorLists: async () => {
       const out = new Map<string, { name: string; state: string }[]>();
