@@ -499,7 +499,6 @@ export class HostEngine {
     });
   }
 
-  /** Takes one patch step; returns the host's state after it (updated in memory where the answer says it all). */
   /**
    * An APPLY or REPLACE whose answer was lost (the connection died, the agent restarted) may still
    * have been done by the hypervisor: when the host now lists the payload on top of its stack, the
@@ -516,6 +515,7 @@ export class HostEngine {
     rec.add(rec.key(payload.buildId, kind, n), step.kind === 'apply' ? { type: 'PayloadApplied', hostId, payload } : { type: 'PayloadReplaced', hostId, payload, replaced: before.appliedStack.map(ref) });
   }
 
+  /** Takes one patch step; returns the host's state after it (updated in memory where the answer says it all). */
   private async patchStep(agent: HostAgent, rec: HostRecorder, fence: number, step: Exclude<ReturnType<typeof nextPatchStep>, { kind: 'applied' | 'changed' }>, list: WireList, attempt: number): Promise<WireList> {
     const hostId = agent.hostId;
     const ahead = rec.ahead;
