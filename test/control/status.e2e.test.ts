@@ -161,7 +161,7 @@ describe('rollout status: the latest truth, from whichever source can give it', 
     const r = await fleetpatch(['rollout', 'status', 'later-1'], down);
     expect(r.code).toBe(1);
     expect(stderrLines(r)).toHaveLength(1);
-    expect(stderrLines(r)[0]).toMatch(/^fleetpatch: TEMPORAL_UNAVAILABLE: Temporal cannot be reached \(TEMPORAL_ADDRESS=127\.0\.0\.1:1: .*\); what the event store recorded is shown instead$/);
+    expect(stderrLines(r)[0]).toMatch(/^fleetpatch: TEMPORAL_UNAVAILABLE: Temporal cannot be reached \(TEMPORAL_ADDRESS=127\.0\.0\.1:1 \(plain gRPC \(no TLS\)\): .*\); what the event store recorded is shown instead$/);
     expect(r.stdout).toMatch(/^\(from the event store: Temporal cannot be reached/);
     expect(r.stdout).toMatch(/Rollout later-1: "later" \(apply\), ROLLED-BACK/);
 
