@@ -13,3 +13,12 @@ export type FleetHost = z.infer<typeof FleetHostSchema>;
 export function fleetHostOf(h: { id: string; labels: Readonly<Record<string, string>>; buildId: string }): FleetHost {
   return { id: h.id, labels: { ...h.labels }, buildId: h.buildId };
 }
+
+/**
+ * A host's value for one label, or undefined: only its own labels count. A label a user names
+ * `__proto__`, `constructor` or `toString` must not read the object's prototype (a wave grouped
+ * by `__proto__` would otherwise group every host under "{}").
+ */
+export function labelOf(labels: Readonly<Record<string, string>>, key: string): string | undefined {
+  return Object.hasOwn(labels, key) ? labels[key] : undefined;
+}

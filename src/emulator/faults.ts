@@ -26,6 +26,7 @@
 import { parse as parseYaml } from 'yaml';
 import { z } from 'zod';
 import { FleetpatchError, XEN_ERRNO, type XenErrnoName } from '../errors.ts';
+import { labelOf } from '../domain/fleet-host.ts';
 import type { ActionCmd, ActionEffects, PayloadFailure } from './state-machine.ts';
 import { readInputText } from '../runtime/files.ts';
 
@@ -209,7 +210,7 @@ export class FaultInjector {
   private selects(rule: FaultRule, host: FaultTarget, n: number): boolean {
     if (rule.hosts && !rule.hosts.includes(host.id)) return false;
     if (rule.images && !rule.images.includes(host.image.name) && !rule.images.includes(host.image.buildId)) return false;
-    if (rule.labels && !Object.entries(rule.labels).every(([k, v]) => host.labels[k] === v)) return false;
+    if (rule.labels && !Object.entries(rule.labels).every(([k, v]) => labelOf(host.labels, k) === v)) return false;
     const from = rule.afterRequests ?? 0;
     if (n < from) return false;
     if (rule.forRequests !== undefined && n >= from + rule.forRequests) return false;

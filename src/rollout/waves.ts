@@ -13,6 +13,7 @@
  * `groupBy: region` splits a wave into steps, one label value at a time (sorted), so one failure
  * domain is patched and proven within budget before the next one is touched.
  */
+import { labelOf } from '../domain/fleet-host.ts';
 
 export interface PlannableHost {
   id: string;
@@ -73,7 +74,7 @@ export function planWaves(hosts: PlannableHost[], waves: WaveSpec[], opts: { see
     else {
       const byGroup = new Map<string, string[]>();
       for (const h of chosen) {
-        const g = h.labels[wave.groupBy] ?? NO_LABEL;
+        const g = labelOf(h.labels, wave.groupBy) ?? NO_LABEL;
         byGroup.set(g, [...(byGroup.get(g) ?? []), h.id]);
       }
       steps = [...byGroup.keys()].sort().map((group) => ({ group, hostIds: byGroup.get(group)! }));
@@ -91,7 +92,7 @@ export interface HostSelector {
 export function selectHosts<H extends PlannableHost>(fleet: H[], selector: HostSelector): { selected: H[]; unknownIds: string[] } {
   const wantedIds = selector.ids ? new Set(selector.ids) : undefined;
   const labels = Object.entries(selector.labels ?? {});
-  const selected = fleet.filter((h) => (!wantedIds || wantedIds.has(h.id)) && labels.every(([k, v]) => h.labels[k] === v));
+  const selected = fleet.filter((h) => (!wantedIds || wantedIds.has(h.id)) && labels.every(([k, v]) => labelOf(h.labels, k) === v));
   const known = new Set(fleet.map((h) => h.id));
   return { selected, unknownIds: (selector.ids ?? []).filter((id) => !known.has(id)) };
 }

@@ -176,7 +176,8 @@ const FIELDS: Field[] = [
     max: L.labelLength,
     set: (i, v) => {
       plan(i).waves[0]!.groupBy = v;
-      i.fleet.forEach((h, n) => (h.labels[v] = `${[...v].slice(0, 32).join('')}${n}`));
+      // defineProperty: a label named __proto__ is an own key, as JSON and YAML give it.
+      i.fleet.forEach((h, n) => Object.defineProperty(h.labels, v, { value: `${[...v].slice(0, 32).join('')}${n}`, enumerable: true, writable: true, configurable: true }));
     },
   },
   { where: 'gates[0].after', max: 64, valid: fc.constantFrom('canary', 'all'), set: (i, v) => void (plan(i).gates[0]!.after = v) },

@@ -61,3 +61,19 @@ describe('host selection', () => {
     expect(r.unknownIds).toEqual(['host-9999']);
   });
 });
+
+describe('labels named like the properties of every object', () => {
+  const hosts: PlannableHost[] = [
+    { id: 'host-a', labels: { rack: 'r1' } },
+    { id: 'host-b', labels: JSON.parse('{"rack":"r2","__proto__":"p1","constructor":"c1"}') as Record<string, string> },
+  ];
+  it('group and select by the host\'s own labels only: __proto__, constructor and toString are labels like any other', () => {
+    for (const key of ['__proto__', 'constructor', 'toString']) {
+      const [wave] = planWaves(hosts, [{ name: 'all', hosts: '100%', groupBy: key }], { seed: 's', concurrency: 5 });
+      const groups = Object.fromEntries(wave!.steps.map((s) => [s.group, s.hostIds]));
+      expect(groups).toEqual(key === 'toString' ? { '(none)': expect.arrayContaining(['host-a', 'host-b']) } : { '(none)': ['host-a'], [key === '__proto__' ? 'p1' : 'c1']: ['host-b'] });
+    }
+    expect(selectHosts(hosts, { labels: JSON.parse('{"constructor":"c1"}') as Record<string, string> }).selected.map((h) => h.id)).toEqual(['host-b']);
+    expect(selectHosts(hosts, { labels: { toString: 'x' } }).selected).toEqual([]);
+  });
+});
