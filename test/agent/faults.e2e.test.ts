@@ -8,13 +8,13 @@
  */
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { generateSigningKey } from '../../src/payload/index.ts';
-import { approveUpdate, progressQuery } from '../../workflows/messages.ts';
+import { approveUpdate } from '../../workflows/messages.ts';
 import type { Started } from '../../src/control/rollouts.ts';
 import type { RolloutProgress } from '../../src/rollout/progress.ts';
 import type { PlanInput } from '../../src/rollout/plan.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { agentJournalLines, startAgentFleet, type AgentFleet } from '../support/agent-fleet.ts';
-import { hostEvents, IMAGE_A, startPlan, tempDir, writePayload, type BuiltPayload } from '../support/rollout.ts';
+import { hostEvents, IMAGE_A, startPlan, tempDir, writePayload, type BuiltPayload, untilProgress } from '../support/rollout.ts';
 import { TEST_SIGNING_KEY } from '../support/signing.ts';
 
 vi.setConfig({ testTimeout: 900_000, hookTimeout: 600_000 });
@@ -47,20 +47,7 @@ describe('faults through agents over mutual TLS', () => {
 
   const start = (plan: PlanInput, rolloutId: string) => startPlan({ client: af.temporal.client, taskQueue: af.temporal.taskQueue, pool: db.pool, dir, actor: ops }, plan, rolloutId);
 
-  async function until(s: Started, ok: (p: RolloutProgress) => boolean): Promise<RolloutProgress> {
-    const deadline = Date.now() + 600_000;
-    let last: RolloutProgress | undefined;
-    for (;;) {
-      try {
-        last = await s.handle.query(progressQuery);
-        if (ok(last)) return last;
-      } catch {
-        // A loaded machine: the server may briefly report no poller; the deadline decides.
-      }
-      if (Date.now() > deadline) throw new Error(`timed out; last progress: ${JSON.stringify(last)}`);
-      await new Promise((r) => setTimeout(r, 500));
-    }
-  }
+  const until = (s: Started, ok: (p: RolloutProgress) => boolean, timeoutMs?: number) => untilProgress(s, ok, timeoutMs === undefined ? { timeoutMs: 600_000, pollMs: 500 } : { ...{ timeoutMs: 600_000, pollMs: 500 }, timeoutMs });
 
   it('a REPLACE that fails on a host of wave 2 is rolled back: every host back on [hello, bye], nothing of it loaded', async () => {
     const base = await start({ name: 'base', mode: 'stack', payloads: [{ file: hello.file }, { file: bye.file }], hosts: { ids: REPLACE_HOSTS }, waves: [{ name: 'all', hosts: '100%' }], concurrency: 4 }, 'agents-base-1');

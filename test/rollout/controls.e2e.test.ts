@@ -10,20 +10,12 @@ import type { RolloutProgress } from '../../src/rollout/progress.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestWorker, type TestTemporal } from '../support/temporal.ts';
 import { saveHistory } from '../support/histories.ts';
-import { IMAGE_A, liveStacks, startPlan, tempDir, writePayload, writePlan, type BuiltPayload } from '../support/rollout.ts';
+import { IMAGE_A, liveStacks, startPlan, tempDir, writePayload, writePlan, type BuiltPayload, untilProgress } from '../support/rollout.ts';
 
 const alice = { kind: 'user' as const, id: 'alice' };
 const bob = { kind: 'user' as const, id: 'bob' };
 
-async function until(started: Started, predicate: (p: RolloutProgress) => boolean, timeoutMs = 30_000): Promise<RolloutProgress> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const p = await started.handle.query(progressQuery);
-    if (predicate(p)) return p;
-    if (Date.now() > deadline) throw new Error(`timed out; rollout is ${p.status} ${JSON.stringify(p.waves)}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
+const until = (s: Started, ok: (p: RolloutProgress) => boolean, timeoutMs?: number) => untilProgress(s, ok, timeoutMs === undefined ? { timeoutMs: 30_000, pollMs: 100 } : { ...{ timeoutMs: 30_000, pollMs: 100 }, timeoutMs });
 
 async function refusal(p: Promise<unknown>): Promise<string> {
   try {

@@ -16,20 +16,12 @@ import type { RolloutProgress } from '../../src/rollout/progress.ts';
 import { abortUpdate, progressQuery } from '../../workflows/messages.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestWorker, type TestTemporal } from '../support/temporal.ts';
-import { IMAGE_A, startPlan, tempDir, writePayload, type BuiltPayload } from '../support/rollout.ts';
+import { IMAGE_A, startPlan, tempDir, writePayload, type BuiltPayload, untilProgress } from '../support/rollout.ts';
 
 const ops = { kind: 'user' as const, id: 'o'.repeat(200) };
 const EXPECT = 'x'.repeat(PLAN_LIMITS.verifyExpectLength);
 
-async function until(started: Started, predicate: (p: RolloutProgress) => boolean, timeoutMs = 60_000): Promise<RolloutProgress> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const p = await started.handle.query(progressQuery);
-    if (predicate(p)) return p;
-    if (Date.now() > deadline) throw new Error(`timed out; rollout is ${p.status} ${JSON.stringify(p.waves)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const until = (s: Started, ok: (p: RolloutProgress) => boolean, timeoutMs?: number) => untilProgress(s, ok, timeoutMs === undefined ? { timeoutMs: 60_000 } : { ...{ timeoutMs: 60_000 }, timeoutMs });
 
 describe('a rollout with the extreme values the plan schema accepts', () => {
   let db: TestDatabase;

@@ -16,13 +16,13 @@ import path from 'node:path';
 import { EventStore } from '../../src/events/store.ts';
 import type { PlanInput } from '../../src/rollout/plan.ts';
 import type { RolloutProgress } from '../../src/rollout/progress.ts';
-import { approveUpdate, progressQuery } from '../../workflows/messages.ts';
+import { approveUpdate } from '../../workflows/messages.ts';
 import { buildPayload, readImage } from '../../src/payload/index.ts';
 import { buildFixtures, type Fixtures } from '../fixtures/toolchain.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestWorker, type TestTemporal } from '../support/temporal.ts';
 import { saveHistory } from '../support/histories.ts';
-import { hostEvents, replayDifferences, startPlan, tempDir, writePlan } from '../support/rollout.ts';
+import { hostEvents, replayDifferences, startPlan, tempDir, writePlan, untilProgress } from '../support/rollout.ts';
 
 const ops = { kind: 'user' as const, id: 'ops' };
 
@@ -67,22 +67,7 @@ describe('a rollback that restores every host it touched (gcc-built payloads wit
   }
   const views = async (ids: string[]) => Object.fromEntries(await Promise.all(ids.map(async (id) => [id, await view(id)] as const)));
 
-  async function until(s: Started, ok: (p: RolloutProgress) => boolean): Promise<RolloutProgress> {
-    const deadline = Date.now() + 90_000;
-    let last: RolloutProgress | undefined;
-    let lastError: unknown;
-    for (;;) {
-      try {
-        last = await s.handle.query(progressQuery);
-        if (ok(last)) return last;
-      } catch (e) {
-        // Under a loaded machine the server can briefly report no poller; the deadline decides.
-        lastError = e;
-      }
-      if (Date.now() > deadline) throw new Error(`timed out; last progress: ${JSON.stringify(last)}; last error: ${String(lastError)}`);
-      await new Promise((r) => setTimeout(r, 200));
-    }
-  }
+  const until = (s: Started, ok: (p: RolloutProgress) => boolean, timeoutMs?: number) => untilProgress(s, ok, timeoutMs === undefined ? { timeoutMs: 90_000 } : { ...{ timeoutMs: 90_000 }, timeoutMs });
 
   it('a REPLACE whose apply fails on hosts of wave 2 ends with every host back on [hello, bye], nothing of it loaded, "Bye World!" again', async () => {
     const ids = hosts(0, 6);

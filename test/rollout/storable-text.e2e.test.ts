@@ -18,10 +18,10 @@ import { EventStore } from '../../src/events/store.ts';
 import { hostStream, rolloutStream } from '../../src/events/streams.ts';
 import type { PlanInput } from '../../src/rollout/plan.ts';
 import type { RolloutProgress } from '../../src/rollout/progress.ts';
-import { approveUpdate, progressQuery } from '../../workflows/messages.ts';
+import { approveUpdate } from '../../workflows/messages.ts';
 import { createTestDatabase, type TestDatabase } from '../support/database.ts';
 import { startTestWorker, type TestTemporal } from '../support/temporal.ts';
-import { IMAGE_A, liveStacks, tempDir, writePayload, type BuiltPayload } from '../support/rollout.ts';
+import { IMAGE_A, liveStacks, tempDir, writePayload, type BuiltPayload, untilProgress } from '../support/rollout.ts';
 
 /** What the patched function returns and verify expects: every kind of unusual text but NUL. */
 const EXPECT = 'שלום 🩹 e\u0301 \u202eevil\u202c \u0001\u001f\u007f\t 中𝕏 👩‍👩‍👧';
@@ -31,15 +31,7 @@ const APPROVER: Actor = { kind: 'user', id: 'بوب\u0001\u200d👩‍👩‍�
 const START_REASON = `XSA-999 🩹 ${'שלום e\u0301 '.repeat(100)}`.slice(0, 1000);
 const APPROVE_REASON = 'canary \u202ehealthy\u202c ✅\n\ton two hosts';
 
-async function until(started: Started, predicate: (p: RolloutProgress) => boolean, timeoutMs = 120_000): Promise<RolloutProgress> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const p = await started.handle.query(progressQuery);
-    if (predicate(p)) return p;
-    if (Date.now() > deadline) throw new Error(`timed out; rollout is ${p.status} ${JSON.stringify(p.waves)}`);
-    await new Promise((r) => setTimeout(r, 200));
-  }
-}
+const until = (s: Started, ok: (p: RolloutProgress) => boolean, timeoutMs?: number) => untilProgress(s, ok, timeoutMs === undefined ? { timeoutMs: 120_000 } : { ...{ timeoutMs: 120_000 }, timeoutMs });
 
 describe('rollouts with unusual text in everything they record', () => {
   let db: TestDatabase;

@@ -19,6 +19,8 @@ import type { Client } from '@temporalio/client';
 import { readPlanFile, resolvePlanPayloads, startRollout, type Started } from '../../src/control/rollouts.ts';
 import type { Actor } from '../../src/rollout/types.ts';
 import { signFile } from './signing.ts';
+import type { RolloutProgress } from '../../src/rollout/progress.ts';
+import { progressQuery } from '../../workflows/messages.ts';
 
 export const IMAGE_A = DEFAULT_IMAGE;
 export const IMAGE_B = XEN_4_21_IMAGE;
@@ -90,4 +92,25 @@ export async function liveStacks(fleetFile: string): Promise<Map<string, string[
   const fleet = await FleetClient.open(fleetFile);
   const live = await readLiveStates(fleet, fleet.hostIds);
   return new Map([...live].map(([id, s]) => [id, s.ok ? s.state.applied.map((a) => a.name) : ['<unreachable>']]));
+}
+
+/**
+ * The rollout's progress once `predicate` holds, asked every `pollMs`. A query that fails (a
+ * loaded machine: the server may briefly report no poller) is asked again; the deadline decides,
+ * and its error says the last progress and the last query error.
+ */
+export async function untilProgress(started: Started, predicate: (p: RolloutProgress) => boolean, opts: { timeoutMs?: number; pollMs?: number } = {}): Promise<RolloutProgress> {
+  const deadline = Date.now() + (opts.timeoutMs ?? 60_000);
+  let last: RolloutProgress | undefined;
+  let lastError: unknown;
+  for (;;) {
+    try {
+      last = await started.handle.query(progressQuery);
+      if (predicate(last)) return last;
+    } catch (e) {
+      lastError = e;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out; last progress: ${last ? `${last.status} ${JSON.stringify(last.waves)}` : 'none'}${lastError ? `; last query error: ${String(lastError)}` : ''}`);
+    await new Promise((r) => setTimeout(r, opts.pollMs ?? 200));
+  }
 }
